@@ -1,0 +1,151 @@
+"""Every run parameter in one dataclass, and the ``--key value`` command line built from it.
+
+Names follow the original MoRec code where it had one (``item_tower``, ``embedding_dim``,
+``behaviors`` for the users file, ``news`` for the items file, ...). An experiment script writes a
+dict of values (a list means a grid); the command line overrides any of them, type-checked against
+the default, in the style of nanoGPT's configurator.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from morec.errors import InputError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Config:
+    # --- data (SPEC "Data") ---
+    root_data_dir: str = "dataset"      # relative paths are taken from the repository root
+    dataset: str = "ml-100k"
+    behaviors: str = "users.tsv"        # user \t item item ... (time order)
+    news: str = "items.tsv"             # item \t title \t abstract
+    max_seq_len: int = 20               # L: 20 for text data sets, 10 for image data sets
+    min_seq_len: int = 5
+
+    # --- model ---
+    model: str = "sasrec"               # sasrec | dssm
+    item_tower: str = "id"              # id (IDRec); modality towers come with their issues
+    embedding_dim: int = 64
+    transformer_block: int = 2
+    num_attention_heads: int = 2
+    dnn_layers: int = 0                 # DSSM: MLP depth of the user and item towers
+    drop_rate: float = 0.1
+
+    # --- loss (SPEC "Losses") ---
+    loss: str = "inbatch"               # inbatch (debiased softmax) | bce (sampled negatives)
+    neg_num: int = 1                    # BCE negatives per positive (DSSM; SASRec uses 1)
+
+    # --- optimisation (SPEC "Training") ---
+    batch_size: int = 64
+    epoch: int = 100
+    lr: float = 1e-3
+    l2_weight: float = 0.1
+    fine_tune_lr: float = 1e-4          # encoder parameter group (modality towers)
+    fine_tune_l2_weight: float = 0.01
+    max_grad_norm: float = 0.0          # 0: no clipping (the paper)
+    patience: int = 10                  # early stop after this many non-improving evaluations
+    tie_break_ndcg: bool = False        # best checkpoint: valid HR@10, then NDCG@10 on ties
+    seed: int = 12345
+
+    # --- evaluation ---
+    eval_batch_size: int = 512          # users per forward pass of the user encoder
+    eval_chunk_elems: int = 2 ** 24     # users x items scores held at once while ranking
+
+    # --- run control (not part of the run label) ---
+    label: str = ""                     # run folder name; derived from the values when empty
+    resume: bool = False                # continue from runs/<label>/checkpoint_last.pt
+    overwrite: bool = False             # start over even if runs/<label>/ holds a checkpoint
+    device: str = "auto"                # auto | cpu | cuda | cuda:N
+    amp: bool = True                    # mixed precision (bf16) on CUDA; ignored on CPU
+    num_workers: int = 0
+    progress: bool = True               # tqdm bars (only shown on a terminal)
+
+    def data_dir(self) -> Path:
+        root = Path(self.root_data_dir)
+        return (root if root.is_absolute() else REPO_ROOT / root) / self.dataset
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Fields that steer a run but do not change what it computes: kept out of the run label so that
+# `train --epoch 3` and `test` (or a resumed run) find the same folder.
+RUN_CONTROL = {"label", "resume", "overwrite", "device", "num_workers", "progress", "epoch",
+               "patience", "eval_batch_size", "eval_chunk_elems"}
+LABEL_PREFIX = [("model", ""), ("item_tower", ""), ("loss", ""), ("embedding_dim", "d"),
+                ("batch_size", "bs"), ("lr", "lr"), ("l2_weight", "l2"), ("drop_rate", "dr"),
+                ("max_seq_len", "L"), ("seed", "s")]
+
+
+def run_label(cfg: Config) -> str:
+    """Readable label plus a hash of every value that defines the run (not run control)."""
+    defining = {k: v for k, v in cfg.to_dict().items() if k not in RUN_CONTROL}
+    digest = hashlib.sha1(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:8]
+    parts = [f"{short}{getattr(cfg, name)}" for name, short in LABEL_PREFIX]
+    return "-".join([cfg.dataset] + parts + [digest])
+
+
+def _parse_value(name: str, text: str, default):
+    """Turn a command-line string into the type of the field's default."""
+    if isinstance(default, bool):
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise InputError(f"--{name} expects true/false, got {text!r}")
+    try:
+        return type(default)(text)
+    except ValueError:
+        raise InputError(f"--{name} expects a {type(default).__name__}, got {text!r}") from None
+
+
+def parse_overrides(argv: list[str]) -> dict:
+    """Parse ``--key value``, ``--key=value`` and bare boolean ``--flag`` into a dict.
+
+    A value with commas (``--lr 1e-3,1e-4``) becomes a list: a grid over that field.
+    """
+    defaults = {f.name: f.default for f in fields(Config)}
+    overrides: dict = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise InputError(f"unexpected argument {arg!r}; use --key value")
+        key, has_eq, text = arg[2:].partition("=")
+        key = key.replace("-", "_")
+        if key not in defaults:
+            raise InputError(f"unknown parameter --{key}; known: {', '.join(sorted(defaults))}")
+        if not has_eq:
+            if isinstance(defaults[key], bool) and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
+                text = "true"
+            elif i + 1 < len(argv):
+                i += 1
+                text = argv[i]
+            else:
+                raise InputError(f"--{key} needs a value")
+        values = [_parse_value(key, t, defaults[key]) for t in text.split(",")] \
+            if "," in text and not isinstance(defaults[key], str) else [_parse_value(key, text, defaults[key])]
+        overrides[key] = values if len(values) > 1 else values[0]
+        i += 1
+    return overrides
+
+
+def make_config(values: dict) -> Config:
+    """Build a Config from plain values, checking names and types."""
+    defaults = {f.name: f.default for f in fields(Config)}
+    for key, value in values.items():
+        if key not in defaults:
+            raise InputError(f"unknown parameter {key!r}")
+        expected = type(defaults[key])
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            values[key] = float(value)
+        elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise InputError(f"parameter {key} = {value!r} should be a {expected.__name__}")
+    return Config(**values)

@@ -1,0 +1,113 @@
+"""Filtering, re-indexing and the leave-one-out split of SPEC "Data".
+
+Every kept sequence is cut to its last L+3 items and stored left-padded in one (U, L+3) array
+``full``; each split is then a column slice of it:
+
+    train part     s[:-2]           = full[:, :-2]        (U, L+1)
+    valid input    s[:-2][-L:]      = full[:, -(L+2):-2]  (U, L)   target s[-2] = full[:, -2]
+    test input     s[:-1][-L:]      = full[:, -(L+1):-1]  (U, L)   target s[-1] = full[:, -1]
+    history masked at ranking: valid -> train part, test -> s[:-1] = full[:, :-1]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from morec.data.files import ItemRow, UserRow, read_items, read_users
+from morec.errors import InputError
+
+
+@dataclass
+class SequenceData:
+    items: list[ItemRow | None]      # index = item id; 0 is padding (None)
+    user_names: list[str]
+    full: np.ndarray                 # (U, L+3) int64, left-padded with 0
+    max_seq_len: int
+
+    @property
+    def num_items(self) -> int:
+        return len(self.items) - 1
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_names)
+
+    @property
+    def train(self) -> np.ndarray:
+        return self.full[:, :-2]
+
+    def split_input(self, split: str) -> np.ndarray:
+        """(U, L) input window of 'valid' or 'test'."""
+        L = self.max_seq_len
+        return self.full[:, -(L + 2):-2] if split == "valid" else self.full[:, -(L + 1):-1]
+
+    def split_target(self, split: str) -> np.ndarray:
+        return self.full[:, -2] if split == "valid" else self.full[:, -1]
+
+    def split_history(self, split: str) -> np.ndarray:
+        """Items removed from the ranking of each user (padded with 0, which is never ranked)."""
+        return self.full[:, :-2] if split == "valid" else self.full[:, :-1]
+
+    def train_counts(self) -> np.ndarray:
+        """(N+1,) interactions of each item in all train parts; entry 0 counts nothing."""
+        counts = np.bincount(self.train.ravel(), minlength=self.num_items + 1)
+        counts[0] = 0
+        return counts
+
+    def popularity(self) -> np.ndarray:
+        """p_i = train count / total train interactions, p_0 = 1 (SPEC, in-batch loss)."""
+        counts = self.train_counts()
+        p = counts / counts.sum()
+        p[0] = 1.0
+        return p
+
+
+def pad_left(sequences: list[np.ndarray], width: int) -> np.ndarray:
+    """Stack int sequences (each at most `width` long) into a (len, width) array, left-padded with 0."""
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+    out = np.zeros((len(sequences), width), dtype=np.int64)
+    if len(sequences) == 0:
+        return out
+    rows = np.repeat(np.arange(len(sequences)), lengths)
+    cols = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    cols += np.repeat(width - lengths, lengths)
+    out[rows, cols] = np.concatenate(sequences)
+    return out
+
+
+def build_sequence_data(items: list[ItemRow], users: list[UserRow], max_seq_len: int,
+                        min_seq_len: int, users_path: Path | str = "users file") -> SequenceData:
+    """SPEC "Data": drop short users, cut to the last L+3 items, drop unused items, re-index."""
+    index_of = {row.name: i + 1 for i, row in enumerate(items)}     # file order, 1-based
+    kept_names, kept_seqs = [], []
+    for user in users:
+        ids = [index_of.get(name, 0) for name in user.items]
+        if 0 in ids:
+            unknown = user.items[ids.index(0)]
+            raise InputError(f"{users_path}, line {user.line_no}: user {user.name!r} has item "
+                             f"{unknown!r}, which the items file lacks; add the item or remove it")
+        if len(ids) >= min_seq_len:
+            kept_names.append(user.name)
+            kept_seqs.append(np.asarray(ids[-(max_seq_len + 3):], dtype=np.int64))
+    if not kept_seqs:
+        raise InputError(f"{users_path}: no user has at least min_seq_len={min_seq_len} items; "
+                         "lower --min_seq_len or check the file")
+
+    full = pad_left(kept_seqs, max_seq_len + 3)
+    used = np.zeros(len(items) + 1, dtype=bool)
+    used[full.ravel()] = True
+    used[0] = False
+    new_id = np.zeros(len(items) + 1, dtype=np.int64)
+    new_id[used] = np.arange(1, used.sum() + 1)                    # keeps file order
+    kept_items = [None] + [row for row, keep in zip(items, used[1:]) if keep]
+    return SequenceData(kept_items, kept_names, new_id[full], max_seq_len)
+
+
+def load_sequence_data(data_dir: Path, behaviors: str, news: str, max_seq_len: int,
+                       min_seq_len: int) -> SequenceData:
+    users_path = data_dir / behaviors
+    items = read_items(data_dir / news)
+    users = read_users(users_path)
+    return build_sequence_data(items, users, max_seq_len, min_seq_len, users_path)

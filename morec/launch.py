@@ -1,0 +1,60 @@
+"""From an experiment script to runs: merge the script's values with command-line overrides,
+expand lists into a grid (one run per combination), and train or test each run.
+
+    # train_id.py                                 # test_id.py
+    params = dict(lr=[1e-3, 1e-4], ...)           from train_id import params
+    main(params, "train", __file__)               main(params, "test", __file__)
+
+Runs are written to ``<script folder>/runs/<label>/``. The label is derived from the values
+(`morec.config.run_label`) unless ``--label NAME`` is given, so train and test scripts given the
+same values (or the same --label) find the same folder. Bad input ends with one line on stderr
+and exit code 2.
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+
+from morec.config import make_config, parse_overrides, run_label
+from morec.errors import InputError
+from morec.train import test, train
+
+
+def expand_grid(values: dict) -> list[dict]:
+    """{'lr': [1, 2], 'd': 3} -> [{'lr': 1, 'd': 3}, {'lr': 2, 'd': 3}] (order of the dict)."""
+    keys = list(values)
+    choices = [v if isinstance(v, list) else [v] for v in values.values()]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*choices)]
+
+
+def run_dirs(params: dict, script_file: str, argv: list[str]) -> list[tuple]:
+    """(Config, run folder) for every grid point of the script's values plus overrides."""
+    runs_root = Path(script_file).resolve().parent / "runs"
+    grid = expand_grid({**params, **parse_overrides(argv)})
+    configs = [make_config(point) for point in grid]
+    runs = []
+    for index, cfg in enumerate(configs):
+        label = cfg.label or run_label(cfg)
+        if cfg.label and len(configs) > 1:
+            label = f"{cfg.label}-{index}"
+        if "/" in label or label in ("", ".", ".."):
+            raise InputError(f"--label {label!r} must be a plain folder name")
+        runs.append((cfg, runs_root / label))
+    return runs
+
+
+def main(params: dict, mode: str, script_file: str, argv: list[str] | None = None) -> list[dict]:
+    """Entry point of every train_*/test_* script. mode: 'train' or 'test'."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        results = []
+        for cfg, run_dir in run_dirs(params, script_file, argv):
+            results.append(train(cfg, run_dir) if mode == "train" else test(cfg, run_dir))
+        return results
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("interrupted; continue with the same command and --resume", file=sys.stderr)
+        raise SystemExit(130) from None

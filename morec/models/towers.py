@@ -1,0 +1,61 @@
+"""Item towers: item id -> vector. The one part that differs between IDRec and MoRec.
+
+Every tower maps a LongTensor of item ids (any shape, 0 = padding) to vectors (..., d).
+`encode_items` deduplicates the ids of a batch first when the tower is expensive (an encoder),
+so each distinct item is encoded once and padding is never encoded.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from morec.models.sasrec import init_xavier
+
+
+def mlp(dim: int, layers: int, dropout: float) -> nn.Sequential:
+    """`layers` x [Dropout, Linear(d, d), GELU] (SPEC, DSSM towers and two-stage heads)."""
+    return nn.Sequential(*[m for _ in range(layers)
+                           for m in (nn.Dropout(dropout), nn.Linear(dim, dim), nn.GELU())])
+
+
+class ItemTower(nn.Module):
+    deduplicate = False          # True for encoders whose forward pass is expensive
+    dim: int
+
+    def encode_items(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (...) -> vectors (..., d); distinct non-padding ids encoded once if deduplicating."""
+        if not self.deduplicate:
+            return self(ids)
+        unique, inverse = torch.unique(ids.reshape(-1), return_inverse=True)
+        vecs = torch.zeros(len(unique), self.dim, device=ids.device)
+        real = unique != 0
+        encoded = self(unique[real])
+        vecs = vecs.to(encoded.dtype).index_put((real.nonzero(as_tuple=True)[0],), encoded)
+        return vecs[inverse].view(*ids.shape, self.dim)
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained with fine_tune_lr / fine_tune_l2_weight (a pretrained encoder)."""
+        return []
+
+    @torch.no_grad()
+    def all_item_vectors(self, num_items: int, batch_size: int = 4096) -> torch.Tensor:
+        """(N+1, d) vectors of ids 0..N (row 0 is padding), in eval mode by the caller."""
+        device = next(self.parameters()).device
+        ids = torch.arange(num_items + 1, device=device)
+        return torch.cat([self(chunk) for chunk in ids.split(batch_size)])
+
+
+class IdTower(ItemTower):
+    """IDRec: an (N+1) x d embedding table, optionally followed by an MLP (DSSM item tower)."""
+
+    def __init__(self, num_items: int, dim: int, mlp_layers: int = 0, dropout: float = 0.0):
+        super().__init__()
+        self.dim = dim
+        self.embedding = nn.Embedding(num_items + 1, dim, padding_idx=0)
+        self.mlp = mlp(dim, mlp_layers, dropout)
+        init_xavier(self)
+        with torch.no_grad():
+            self.embedding.weight[0].zero_()
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.embedding(ids))

@@ -1,0 +1,294 @@
+"""The training loop and the test run (SPEC "Training", "Evaluation").
+
+A run lives in one folder: config.json (resolved values), train.log, metrics.jsonl (one line per
+evaluation), checkpoint_last.pt (everything needed to resume), checkpoint_best.pt (weights of the
+best valid HR@10) and, after testing, test_metrics.json.
+
+Reproducibility: the model is initialised from `seed`; every epoch reseeds from (seed, epoch), so
+a run resumed from the checkpoint of epoch e continues exactly as the uninterrupted run would.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from morec.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic, write_text_atomic
+from morec.config import RUN_CONTROL, Config, make_config
+from morec.data import PairBatches, SequenceBatches, SequenceData, load_sequence_data
+from morec.errors import InputError
+from morec.evaluate import metrics_from_ranks, target_ranks
+from morec.models import Recommender, build_model
+
+log = logging.getLogger("morec")
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    dir: Path
+
+    @property
+    def config(self) -> Path: return self.dir / "config.json"
+    @property
+    def log(self) -> Path: return self.dir / "train.log"
+    @property
+    def metrics(self) -> Path: return self.dir / "metrics.jsonl"
+    @property
+    def last(self) -> Path: return self.dir / "checkpoint_last.pt"
+    @property
+    def best(self) -> Path: return self.dir / "checkpoint_best.pt"
+    @property
+    def test(self) -> Path: return self.dir / "test_metrics.json"
+
+
+# ----------------------------------------------------------------------------- setup
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name} asked for, but CUDA is not available; use --device cpu")
+    return torch.device(name)
+
+
+def check_config(cfg: Config) -> None:
+    if cfg.min_seq_len < 3:
+        raise InputError("min_seq_len must be at least 3 (train, valid and test need one item each)")
+    for name in ("embedding_dim", "max_seq_len", "batch_size", "epoch", "num_attention_heads"):
+        if getattr(cfg, name) < 1:
+            raise InputError(f"{name} must be positive, got {getattr(cfg, name)}")
+    if cfg.embedding_dim % cfg.num_attention_heads:
+        raise InputError(f"embedding_dim {cfg.embedding_dim} must be divisible by "
+                         f"num_attention_heads {cfg.num_attention_heads}")
+    if cfg.loss == "bce" and cfg.neg_num < 1:
+        raise InputError("the bce loss needs neg_num >= 1")
+
+
+def load_data(cfg: Config) -> SequenceData:
+    check_config(cfg)
+    return load_sequence_data(cfg.data_dir(), cfg.behaviors, cfg.news, cfg.max_seq_len,
+                              cfg.min_seq_len)
+
+
+def build_run_model(cfg: Config, data: SequenceData, device: torch.device) -> Recommender:
+    torch.manual_seed(cfg.seed)
+    popularity = torch.from_numpy(data.popularity()).clamp_min(1e-30)   # (N+1,), > 0 so log is finite
+    return build_model(cfg, data.num_items, data.num_users, popularity).to(device)
+
+
+def build_optimizer(model: Recommender, cfg: Config) -> torch.optim.Optimizer:
+    """AdamW with two groups: the pretrained encoder (fine_tune_*) and everything else."""
+    encoder = [p for p in model.item_tower.encoder_parameters() if p.requires_grad]
+    encoder_ids = {id(p) for p in encoder}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_ids]
+    groups = [{"params": rest, "lr": cfg.lr, "weight_decay": cfg.l2_weight}]
+    if encoder:
+        groups.append({"params": encoder, "lr": cfg.fine_tune_lr, "weight_decay": cfg.fine_tune_l2_weight})
+    return torch.optim.AdamW(groups)
+
+
+def make_batches(cfg: Config, data: SequenceData) -> SequenceBatches | PairBatches:
+    train = torch.from_numpy(data.train)
+    if cfg.model == "dssm":
+        return PairBatches(train, cfg.batch_size, data.num_items, cfg.neg_num if cfg.loss == "bce" else 0)
+    return SequenceBatches(train, cfg.batch_size, data.num_items, with_negatives=cfg.loss == "bce")
+
+
+def progress(iterable, cfg: Config, **kwargs):
+    return tqdm(iterable, disable=not (cfg.progress and sys.stderr.isatty()), leave=False, **kwargs)
+
+
+@contextlib.contextmanager
+def run_logging(path: Path):
+    """Log to stderr and to the run's train.log (appending, so a resumed run keeps its history)."""
+    log.setLevel(logging.INFO)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    handlers = [logging.StreamHandler(sys.stderr), logging.FileHandler(path, encoding="utf-8")]
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        log.addHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            log.removeHandler(handler)
+            handler.close()
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def evaluate(model: Recommender, data: SequenceData, split: str, cfg: Config,
+             device: torch.device) -> tuple[dict[str, float], torch.Tensor]:
+    """Full-ranking metrics of `split` ('valid' or 'test') and each user's target rank."""
+    model.eval()
+    item_vecs = model.all_item_vectors()                                              # (N+1, d)
+    inputs = (torch.arange(data.num_users) if cfg.model == "dssm"
+              else torch.from_numpy(data.split_input(split)))                         # (U,) or (U, L)
+    targets = torch.from_numpy(data.split_target(split))
+    history = torch.from_numpy(data.split_history(split))
+    ranks = []
+    for start in range(0, data.num_users, cfg.eval_batch_size):
+        rows = slice(start, start + cfg.eval_batch_size)
+        user_vecs = model.user_vectors(inputs[rows].to(device))
+        ranks.append(target_ranks(user_vecs, item_vecs, targets[rows].to(device),
+                                  history[rows].to(device), cfg.eval_chunk_elems).cpu())
+    ranks = torch.cat(ranks)
+    return metrics_from_ranks(ranks), ranks
+
+
+def percent(metrics: dict[str, float], k: int = 10) -> str:
+    return f"HR@{k} {100 * metrics[f'HR@{k}']:.2f} NDCG@{k} {100 * metrics[f'NDCG@{k}']:.2f}"
+
+
+# ----------------------------------------------------------------------------- training
+
+def train_one_epoch(model: Recommender, batches, optimizer: torch.optim.Optimizer, cfg: Config,
+                    epoch: int, device: torch.device) -> float:
+    model.train()
+    use_amp = cfg.amp and device.type == "cuda"
+    total, steps = torch.zeros((), device=device), 0
+    for step, batch in enumerate(progress(batches.epoch(seed=cfg.seed * 1000 + epoch), cfg,
+                                          total=len(batches), desc=f"epoch {epoch}")):
+        batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss = model.calculate_loss(batch)
+        if not torch.isfinite(loss):
+            raise InputError(f"the loss is {loss.item()} at epoch {epoch}, step {step}; the last good "
+                             "checkpoint is kept. Lower --lr, set --max_grad_norm, or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        total += loss.detach()
+        steps += 1
+    return total.item() / max(steps, 1)
+
+
+def selection_score(cfg: Config, metrics: dict[str, float]) -> list[float]:
+    """Best checkpoint by valid HR@10 (then NDCG@10 if tie_break_ndcg); compared as a list."""
+    return [metrics["HR@10"], metrics["NDCG@10"]] if cfg.tie_break_ndcg else [metrics["HR@10"]]
+
+
+def defining_values(cfg: Config) -> dict:
+    return {k: v for k, v in cfg.to_dict().items() if k not in RUN_CONTROL}
+
+
+def start_or_resume(cfg: Config, files: RunFiles) -> dict | None:
+    """Check the run folder; return the checkpoint to resume from, or None to start fresh."""
+    if files.last.exists() and cfg.resume:
+        saved = json.loads(files.config.read_text()) if files.config.exists() else {}
+        changed = {k for k, v in defining_values(cfg).items() if saved.get(k, v) != v}
+        if changed:
+            raise InputError(f"--resume of {files.dir} with other values for {sorted(changed)}; "
+                             "resume with the values of config.json or use another --label")
+        return load_checkpoint(files.last)
+    if files.last.exists() and not cfg.overwrite:
+        raise InputError(f"{files.dir} already holds a run; pass --resume to continue it, "
+                         "--overwrite to start over, or --label NAME for a new run")
+    files.dir.mkdir(parents=True, exist_ok=True)
+    for path in (files.last, files.best, files.metrics, files.test, files.log):
+        path.unlink(missing_ok=True)
+    try:
+        write_json_atomic(files.config, cfg.to_dict())
+    except OSError as err:
+        raise InputError(f"cannot write to the run folder {files.dir} ({err}); "
+                         "free space or choose a writable place") from None
+    return None
+
+
+def train(cfg: Config, run_dir: Path) -> dict:
+    """Train one run to early stop; returns the best valid record."""
+    data = load_data(cfg)                     # bad data fails here, before anything is written
+    device = resolve_device(cfg.device)
+    files = RunFiles(run_dir)
+    checkpoint = start_or_resume(cfg, files)
+    with run_logging(files.log):
+        model = build_run_model(cfg, data, device)
+        optimizer = build_optimizer(model, cfg)
+        batches = make_batches(cfg, data)
+        state = {"epoch": 0, "best": None, "bad_evals": 0, "history": []}
+        if checkpoint is not None:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            state = {key: checkpoint[key] for key in state}
+            log.info("resumed %s at epoch %d", files.dir.name, state["epoch"])
+        else:
+            log.info("run %s: %d users, %d items, %d train batches per epoch, device %s",
+                     files.dir.name, data.num_users, data.num_items, len(batches), device)
+        write_text_atomic(files.metrics, "".join(json.dumps(r) + "\n" for r in state["history"]))
+        while state["epoch"] < cfg.epoch and state["bad_evals"] < cfg.patience:
+            run_epoch(model, batches, optimizer, data, cfg, device, files, state)
+        best = state["best"]
+        if best is None:
+            raise InputError(f"{files.dir} finished no epoch; raise --epoch")
+        log.info("best epoch %d: valid %s", best["epoch"], percent(best["valid"]))
+        return best
+
+
+def run_epoch(model, batches, optimizer, data, cfg, device, files: RunFiles, state: dict) -> None:
+    """Train, evaluate, checkpoint (best, then last), then rewrite metrics.jsonl from the history."""
+    epoch = state["epoch"] + 1
+    torch.manual_seed(cfg.seed * 1000 + epoch)           # dropout RNG, independent of resumes
+    start = time.perf_counter()
+    loss = train_one_epoch(model, batches, optimizer, cfg, epoch, device)
+    train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    valid, _ = evaluate(model, data, "valid", cfg, device)
+    record = {"epoch": epoch, "train_loss": loss, "valid": valid,
+              "train_seconds": round(train_seconds, 3), "eval_seconds": round(time.perf_counter() - start, 3)}
+    best = state["best"]
+    if best is None or selection_score(cfg, valid) > selection_score(cfg, best["valid"]):
+        state["best"], state["bad_evals"] = {"epoch": epoch, "valid": valid}, 0
+        save_checkpoint(files.best, {"model": model.state_dict(), "epoch": epoch, "valid": valid})
+    else:
+        state["bad_evals"] += 1
+    state["epoch"] = epoch
+    state["history"].append(record)
+    save_checkpoint(files.last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **state})
+    write_text_atomic(files.metrics, "".join(json.dumps(r) + "\n" for r in state["history"]))
+    log.info("epoch %d loss %.4f valid %s (train %.1fs, eval %.1fs)%s", epoch, loss, percent(valid),
+             record["train_seconds"], record["eval_seconds"], " *" if state["bad_evals"] == 0 else "")
+
+
+# ----------------------------------------------------------------------------- test
+
+def saved_config(files: RunFiles, cfg: Config) -> Config:
+    """The run's own config.json, with this invocation's run-control values (device, sizes)."""
+    if not files.best.exists():
+        raise InputError(f"no checkpoint in {files.dir}; train this run first (the train script "
+                         "with the same values or --label), then test it")
+    saved = json.loads(files.config.read_text())
+    known = {f.name for f in fields(Config)}
+    values = {k: v for k, v in saved.items() if k in known}
+    values.update({k: getattr(cfg, k) for k in RUN_CONTROL if k in known})
+    return make_config(values)
+
+
+def test(cfg: Config, run_dir: Path) -> dict:
+    """Evaluate the best checkpoint of a run on the test split; write test_metrics.json."""
+    files = RunFiles(run_dir)
+    cfg = saved_config(files, cfg)
+    data = load_data(cfg)
+    device = resolve_device(cfg.device)
+    checkpoint = load_checkpoint(files.best, map_location=device)
+    model = build_run_model(cfg, data, device)
+    model.load_state_dict(checkpoint["model"])
+    metrics, ranks = evaluate(model, data, "test", cfg, device)
+    result = {"label": files.dir.name, "best_epoch": checkpoint["epoch"], "valid": checkpoint["valid"],
+              "test": metrics, "num_users": data.num_users, "num_items": data.num_items}
+    write_json_atomic(files.test, result)
+    print(f"{files.dir.name} (best epoch {checkpoint['epoch']}): valid {percent(checkpoint['valid'])}")
+    print(f"test {percent(metrics)}")
+    return result
+
+
+__all__ = ["train", "test", "evaluate", "RunFiles", "load_data", "build_run_model"]
