@@ -27,6 +27,7 @@ class Config:
     news: str = "items.tsv"             # item \t title \t abstract
     max_seq_len: int = 20               # L: 20 for text data sets, 10 for image data sets
     min_seq_len: int = 5
+    warm_min_count: int = 0             # warm-item setting: keep items with >= this many train interactions (0: off; paper 20/50/200)
 
     # --- model ---
     model: str = "sasrec"               # sasrec | dssm
@@ -36,6 +37,19 @@ class Config:
     num_attention_heads: int = 2
     dnn_layers: int = 0                 # DSSM: MLP depth of the user and item towers
     drop_rate: float = 0.1
+
+    # --- modality item towers (SPEC "Item towers"): item_tower "text" ---
+    bert_model_load: str = "all_minilm_l6_v2"  # text encoder folder under pretrained_dir (pretrained_models/README.md)
+    pretrained_dir: str = "pretrained_models"  # encoder folders; relative paths are taken from the repository root
+    news_attributes: str = "title"      # title | abstract | title,abstract (each encoded, vectors averaged)
+    num_words_title: int = 30           # tokens per title (padding and truncation)
+    num_words_abstract: int = 50        # tokens per abstract
+    freeze_paras_before: int = 0        # freeze the encoder's first k parameter tensors (0: train all)
+    trainable_layers: int = -1          # n >= 0: only the encoder's top n blocks train (-1: off)
+    gradient_checkpointing: bool = False  # recompute encoder activations in backward (less memory)
+    two_stage: bool = False             # TS: frozen encoder features cached on disk + GELU(Linear) + dnn_layers MLP
+    fusion: str = "none"                # none | add | cat: ID embedding fused with the modality vector
+    mo_dnn_layers: int = 0              # two-stage fusion: MLP depth of the modality branch (then dnn_layers)
 
     # --- loss (SPEC "Losses") ---
     loss: str = "inbatch"               # inbatch (debiased softmax) | bce (sampled negatives)
@@ -49,6 +63,7 @@ class Config:
     fine_tune_lr: float = 1e-4          # encoder parameter group (modality towers)
     fine_tune_l2_weight: float = 0.01
     max_grad_norm: float = 0.0          # 0: no clipping (the paper)
+    skip_nonfinite: bool = False        # skip a batch whose loss or gradient is NaN/inf (else stop)
     patience: int = 10                  # early stop after this many non-improving evaluations
     tie_break_ndcg: bool = False        # best checkpoint: valid HR@10, then NDCG@10 on ties
     seed: int = 12345
@@ -56,15 +71,18 @@ class Config:
     # --- evaluation ---
     eval_batch_size: int = 512          # users per forward pass of the user encoder
     eval_chunk_elems: int = 2 ** 24     # users x items scores held at once while ranking
+    cold_start_count: int = 1           # test also reports the cold-start view: targets with < this many train interactions (1: unseen; 0: off)
 
     # --- run control (not part of the run label) ---
     label: str = ""                     # run folder name; derived from the values when empty
+    runs_dir: str = ""                  # where run folders go; empty: <script folder>/runs
     resume: bool = False                # continue from runs/<label>/checkpoint_last.pt
     overwrite: bool = False             # start over even if runs/<label>/ holds a checkpoint
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     amp: bool = True                    # mixed precision (bf16) on CUDA; ignored on CPU
     num_workers: int = 0
     progress: bool = True               # tqdm bars (only shown on a terminal)
+    cache_dir: str = "cache"            # token and two-stage feature caches; relative to the repository root
 
     def data_dir(self) -> Path:
         root = Path(self.root_data_dir)
@@ -76,16 +94,20 @@ class Config:
 
 # Fields that steer a run but do not change what it computes: kept out of the run label so that
 # `train --epoch 3` and `test` (or a resumed run) find the same folder.
-RUN_CONTROL = {"label", "resume", "overwrite", "device", "num_workers", "progress", "epoch",
-               "patience", "eval_batch_size", "eval_chunk_elems"}
+RUN_CONTROL = {"label", "runs_dir", "skip_nonfinite", "resume", "overwrite", "device", "num_workers", "progress", "epoch",
+               "patience", "eval_batch_size", "eval_chunk_elems", "cache_dir",
+               "cold_start_count"}
 LABEL_PREFIX = [("model", ""), ("item_tower", ""), ("loss", ""), ("embedding_dim", "d"),
                 ("batch_size", "bs"), ("lr", "lr"), ("l2_weight", "l2"), ("drop_rate", "dr"),
                 ("max_seq_len", "L"), ("seed", "s")]
 
 
 def run_label(cfg: Config) -> str:
-    """Readable label plus a hash of every value that defines the run (not run control)."""
-    defining = {k: v for k, v in cfg.to_dict().items() if k not in RUN_CONTROL}
+    """Readable label plus a hash of the defining values that differ from the defaults.
+
+    Hashing only non-default values keeps old labels valid when a new parameter is added."""
+    defaults = Config().to_dict()
+    defining = {k: v for k, v in cfg.to_dict().items() if k not in RUN_CONTROL and v != defaults[k]}
     digest = hashlib.sha1(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:8]
     parts = [f"{short}{getattr(cfg, name)}" for name, short in LABEL_PREFIX]
     return "-".join([cfg.dataset] + parts + [digest])

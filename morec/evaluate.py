@@ -28,7 +28,10 @@ def target_ranks(user_vecs: torch.Tensor, item_vecs: torch.Tensor, targets: torc
         target_scores = scores.gather(1, targets[rows].unsqueeze(1))                 # (C, 1)
         scores.scatter_(1, history[rows], float("-inf"))
         scores[:, 0] = float("-inf")
-        ranks[rows] = 1 + (scores > target_scores).sum(1)
+        if not torch.isfinite(target_scores).all():
+            raise FloatingPointError("NaN or inf in the user or item vectors: the model diverged")
+        # in-place compare: float counts are exact below 2^24 items and need no int64 copy
+        ranks[rows] = 1 + scores.gt_(target_scores).sum(1).long()
     return ranks
 
 
@@ -41,3 +44,18 @@ def metrics_from_ranks(ranks: torch.Tensor, ks: tuple[int, ...] = KS) -> dict[st
         metrics[f"HR@{k}"] = hit.double().mean().item()
         metrics[f"NDCG@{k}"] = torch.where(hit, 1.0 / torch.log2(ranks + 1), 0.0).mean().item()
     return metrics
+
+
+def cold_start_view(ranks: torch.Tensor, train_counts, targets, below: int = 1,
+                    ks: tuple[int, ...] = KS) -> dict:
+    """Metrics restricted to the users whose target item has fewer than `below` train interactions.
+
+    SPEC "Evaluation", cold-start view: below = 1 keeps the targets never seen in any train part.
+    ranks (U,) as from `target_ranks`; train_counts (N+1,) interactions per item id (array or
+    tensor); targets (U,) item ids. Returns {"below": k, "users": n, "metrics": {...} or None when
+    no target qualifies}.
+    """
+    counts = torch.as_tensor(train_counts)[torch.as_tensor(targets).long()]
+    mask = (counts < below).to(ranks.device)
+    users = int(mask.sum())
+    return {"below": below, "users": users, "metrics": metrics_from_ranks(ranks[mask], ks) if users else None}

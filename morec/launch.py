@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from morec.config import make_config, parse_overrides, run_label
-from morec.errors import InputError
+from morec.errors import InputError, Preempted
 from morec.train import test, train
 
 
@@ -30,11 +30,11 @@ def expand_grid(values: dict) -> list[dict]:
 
 def run_dirs(params: dict, script_file: str, argv: list[str]) -> list[tuple]:
     """(Config, run folder) for every grid point of the script's values plus overrides."""
-    runs_root = Path(script_file).resolve().parent / "runs"
     grid = expand_grid({**params, **parse_overrides(argv)})
     configs = [make_config(point) for point in grid]
     runs = []
     for index, cfg in enumerate(configs):
+        runs_root = Path(cfg.runs_dir) if cfg.runs_dir else Path(script_file).resolve().parent / "runs"
         label = cfg.label or run_label(cfg)
         if cfg.label and len(configs) > 1:
             label = f"{cfg.label}-{index}"
@@ -55,6 +55,9 @@ def main(params: dict, mode: str, script_file: str, argv: list[str] | None = Non
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Preempted as stop:
+        print(str(stop), file=sys.stderr)
+        raise SystemExit(128 + stop.signum) from None
     except KeyboardInterrupt:
         print("interrupted; continue with the same command and --resume", file=sys.stderr)
         raise SystemExit(130) from None

@@ -36,7 +36,7 @@ def inbatch_debiased_loss(states: torch.Tensor, slot_vecs: torch.Tensor, slot_it
     own_item = (user_items.unsqueeze(-1) == slot_items.view(1, 1, -1)).any(1)         # (G, S)
     excluded = own_item[row_users] | (slot_items == 0)                                # (R, S)
     excluded[torch.arange(len(label_slots), device=excluded.device), label_slots] = False
-    logits = logits.float().masked_fill(excluded, float("-inf"))
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32)).masked_fill(excluded, float("-inf"))
     return F.cross_entropy(logits, label_slots)
 
 

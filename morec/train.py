@@ -10,9 +10,12 @@ a run resumed from the checkpoint of epoch e continues exactly as the uninterrup
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -23,8 +26,9 @@ from tqdm import tqdm
 from morec.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic, write_text_atomic
 from morec.config import RUN_CONTROL, Config, make_config
 from morec.data import PairBatches, SequenceBatches, SequenceData, load_sequence_data
-from morec.errors import InputError
+from morec.errors import InputError, Preempted
 from morec.evaluate import metrics_from_ranks, target_ranks
+from morec.features import item_tower_inputs
 from morec.models import Recommender, build_model
 
 log = logging.getLogger("morec")
@@ -74,13 +78,14 @@ def check_config(cfg: Config) -> None:
 def load_data(cfg: Config) -> SequenceData:
     check_config(cfg)
     return load_sequence_data(cfg.data_dir(), cfg.behaviors, cfg.news, cfg.max_seq_len,
-                              cfg.min_seq_len)
+                              cfg.min_seq_len, cfg.warm_min_count)
 
 
 def build_run_model(cfg: Config, data: SequenceData, device: torch.device) -> Recommender:
+    item_inputs = item_tower_inputs(cfg, data, device)   # modality towers: item tokens / cached features
     torch.manual_seed(cfg.seed)
     popularity = torch.from_numpy(data.popularity()).clamp_min(1e-30)   # (N+1,), > 0 so log is finite
-    return build_model(cfg, data.num_items, data.num_users, popularity).to(device)
+    return build_model(cfg, data.num_items, data.num_users, popularity, item_inputs).to(device)
 
 
 def build_optimizer(model: Recommender, cfg: Config) -> torch.optim.Optimizer:
@@ -89,6 +94,13 @@ def build_optimizer(model: Recommender, cfg: Config) -> torch.optim.Optimizer:
     encoder_ids = {id(p) for p in encoder}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_ids]
     groups = [{"params": rest, "lr": cfg.lr, "weight_decay": cfg.l2_weight}]
+    encoder_all = model.item_tower.encoder_parameters()
+    if encoder_all:
+        log.info("trainable encoder tensors: %d of %d (%d of %d parameters, lr %g, weight decay %g)",
+                 len(encoder), len(encoder_all), sum(p.numel() for p in encoder),
+                 sum(p.numel() for p in encoder_all), cfg.fine_tune_lr, cfg.fine_tune_l2_weight)
+    log.info("trainable recommender tensors: %d (%d parameters, lr %g, weight decay %g)",
+             len(rest), sum(p.numel() for p in rest), cfg.lr, cfg.l2_weight)
     if encoder:
         groups.append({"params": encoder, "lr": cfg.fine_tune_lr, "weight_decay": cfg.fine_tune_l2_weight})
     return torch.optim.AdamW(groups)
@@ -150,27 +162,99 @@ def percent(metrics: dict[str, float], k: int = 10) -> str:
 
 # ----------------------------------------------------------------------------- training
 
-def train_one_epoch(model: Recommender, batches, optimizer: torch.optim.Optimizer, cfg: Config,
-                    epoch: int, device: torch.device) -> float:
-    model.train()
-    use_amp = cfg.amp and device.type == "cuda"
-    total, steps = torch.zeros((), device=device), 0
-    for step, batch in enumerate(progress(batches.epoch(seed=cfg.seed * 1000 + epoch), cfg,
-                                          total=len(batches), desc=f"epoch {epoch}")):
-        batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss = model.calculate_loss(batch)
-        if not torch.isfinite(loss):
-            raise InputError(f"the loss is {loss.item()} at epoch {epoch}, step {step}; the last good "
-                             "checkpoint is kept. Lower --lr, set --max_grad_norm, or check the data")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+@dataclass
+class EpochProgress:
+    """Where the epoch in progress stands; saved with a checkpoint taken mid-epoch."""
+    step: int = 0                # batches done (including skipped ones)
+    loss_sum: float = 0.0
+    skipped: int = 0             # batches skipped for a non-finite loss or gradient
+    grad_norm_sum: float = 0.0
+    grad_norm_max: float = 0.0
+
+    def summary(self) -> dict:
+        done = max(self.step - self.skipped, 1)
+        return {"train_loss": self.loss_sum / done, "grad_norm_mean": self.grad_norm_sum / done,
+                "grad_norm_max": self.grad_norm_max, "skipped_steps": self.skipped}
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """SIGTERM (cluster preemption) and SIGINT ask the loop to stop after the current step and
+    save a checkpoint; a second signal stops at once. Yields {"signal": None or the number}."""
+    request = {"signal": None}
+
+    def handler(signum, _frame):
+        if request["signal"] is not None:
+            raise KeyboardInterrupt
+        request["signal"] = signum
+
+    if threading.current_thread() is not threading.main_thread():
+        yield request                         # signals can only be caught in the main thread
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield request
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def rng_state(device: torch.device) -> dict:
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train_step(model: Recommender, batch: dict, optimizer: torch.optim.Optimizer, cfg: Config,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """One optimisation step; returns (loss, gradient norm, whether the step was taken).
+
+    A non-finite loss or gradient leaves the weights untouched."""
+    batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+        loss = model.calculate_loss(batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for p in model.parameters() if p.grad is not None]
+    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    finite = bool(torch.isfinite(loss) & torch.isfinite(grad_norm))
+    if finite:
         if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            torch.nn.utils.clip_grads_with_norm_(params, cfg.max_grad_norm, grad_norm)
         optimizer.step()
-        total += loss.detach()
-        steps += 1
-    return total.item() / max(steps, 1)
+    return loss.detach(), grad_norm, finite
+
+
+def train_steps(model: Recommender, batches, optimizer: torch.optim.Optimizer, cfg: Config,
+                epoch: int, device: torch.device, done: EpochProgress, stop: dict) -> bool:
+    """Run the rest of the epoch from step `done.step`; False if a stop signal cut it short."""
+    model.train()
+    batch_iter = batches.epoch(seed=cfg.seed * 1000 + epoch)
+    for _ in range(done.step):
+        next(batch_iter)                      # replay the batches (and their negatives) already done
+    for batch in progress(batch_iter, cfg, total=len(batches), initial=done.step, desc=f"epoch {epoch}"):
+        loss, grad_norm, finite = train_step(model, batch, optimizer, cfg, device)
+        if finite:
+            done.loss_sum += loss.item()
+            done.grad_norm_sum += grad_norm.item()
+            done.grad_norm_max = max(done.grad_norm_max, grad_norm.item())
+        elif cfg.skip_nonfinite:
+            done.skipped += 1
+            log.warning("skipped epoch %d step %d: loss %s, gradient norm %s", epoch, done.step,
+                        loss.item(), grad_norm.item())
+        else:
+            raise InputError(f"the loss is {loss.item()} (gradient norm {grad_norm.item()}) at epoch "
+                             f"{epoch}, step {done.step}; the last good checkpoint is kept. Lower --lr, "
+                             "set --max_grad_norm, or pass --skip_nonfinite to skip such batches")
+        done.step += 1
+        if stop["signal"] is not None:
+            return False
+    return True
 
 
 def selection_score(cfg: Config, metrics: dict[str, float]) -> list[float]:
@@ -194,14 +278,14 @@ def start_or_resume(cfg: Config, files: RunFiles) -> dict | None:
     if files.last.exists() and not cfg.overwrite:
         raise InputError(f"{files.dir} already holds a run; pass --resume to continue it, "
                          "--overwrite to start over, or --label NAME for a new run")
-    files.dir.mkdir(parents=True, exist_ok=True)
-    for path in (files.last, files.best, files.metrics, files.test, files.log):
-        path.unlink(missing_ok=True)
     try:
+        files.dir.mkdir(parents=True, exist_ok=True)
+        for path in (files.last, files.best, files.metrics, files.test, files.log):
+            path.unlink(missing_ok=True)
         write_json_atomic(files.config, cfg.to_dict())
     except OSError as err:
         raise InputError(f"cannot write to the run folder {files.dir} ({err}); "
-                         "free space or choose a writable place") from None
+                         "free space or choose a writable --runs_dir") from None
     return None
 
 
@@ -211,22 +295,23 @@ def train(cfg: Config, run_dir: Path) -> dict:
     device = resolve_device(cfg.device)
     files = RunFiles(run_dir)
     checkpoint = start_or_resume(cfg, files)
-    with run_logging(files.log):
+    with run_logging(files.log), stop_signals() as stop:
         model = build_run_model(cfg, data, device)
         optimizer = build_optimizer(model, cfg)
         batches = make_batches(cfg, data)
-        state = {"epoch": 0, "best": None, "bad_evals": 0, "history": []}
+        state = {"epoch": 0, "best": None, "bad_evals": 0, "history": [], "partial": None}
         if checkpoint is not None:
             model.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
-            state = {key: checkpoint[key] for key in state}
-            log.info("resumed %s at epoch %d", files.dir.name, state["epoch"])
+            state = {key: checkpoint.get(key, default) for key, default in state.items()}
+            step = f", step {state['partial']['progress']['step']}" if state["partial"] else ""
+            log.info("resumed %s after epoch %d%s", files.dir.name, state["epoch"], step)
         else:
             log.info("run %s: %d users, %d items, %d train batches per epoch, device %s",
                      files.dir.name, data.num_users, data.num_items, len(batches), device)
         write_text_atomic(files.metrics, "".join(json.dumps(r) + "\n" for r in state["history"]))
         while state["epoch"] < cfg.epoch and state["bad_evals"] < cfg.patience:
-            run_epoch(model, batches, optimizer, data, cfg, device, files, state)
+            run_epoch(model, batches, optimizer, data, cfg, device, files, state, stop)
         best = state["best"]
         if best is None:
             raise InputError(f"{files.dir} finished no epoch; raise --epoch")
@@ -234,17 +319,34 @@ def train(cfg: Config, run_dir: Path) -> dict:
         return best
 
 
-def run_epoch(model, batches, optimizer, data, cfg, device, files: RunFiles, state: dict) -> None:
-    """Train, evaluate, checkpoint (best, then last), then rewrite metrics.jsonl from the history."""
+def save_last(files: RunFiles, model: Recommender, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    save_checkpoint(files.last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **state})
+
+
+def run_epoch(model, batches, optimizer, data, cfg, device, files: RunFiles, state: dict, stop: dict) -> None:
+    """Train, evaluate, checkpoint (best, then last), then rewrite metrics.jsonl from the history.
+
+    Randomness is a function of (seed, epoch): the epoch reseeds dropout and batch order, so a
+    run resumed from any checkpoint continues exactly as the uninterrupted run would."""
     epoch = state["epoch"] + 1
-    torch.manual_seed(cfg.seed * 1000 + epoch)           # dropout RNG, independent of resumes
+    if state["partial"]:                      # resuming an epoch cut short by a signal
+        done = EpochProgress(**state["partial"]["progress"])
+        set_rng_state(state["partial"]["rng"])
+    else:
+        done = EpochProgress()
+        torch.manual_seed(cfg.seed * 1000 + epoch)
     start = time.perf_counter()
-    loss = train_one_epoch(model, batches, optimizer, cfg, epoch, device)
+    if not train_steps(model, batches, optimizer, cfg, epoch, device, done, stop):
+        state["partial"] = {"progress": dataclasses.asdict(done), "rng": rng_state(device)}
+        save_last(files, model, optimizer, state)
+        raise Preempted(stop["signal"], f"stopped by signal {stop['signal']} at epoch {epoch}, step "
+                        f"{done.step}; saved {files.last}; continue with the same command and --resume")
+    state["partial"] = None
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     valid, _ = evaluate(model, data, "valid", cfg, device)
-    record = {"epoch": epoch, "train_loss": loss, "valid": valid,
-              "train_seconds": round(train_seconds, 3), "eval_seconds": round(time.perf_counter() - start, 3)}
+    record = {"epoch": epoch, **done.summary(), "valid": valid, "train_seconds": round(train_seconds, 3),
+              "eval_seconds": round(time.perf_counter() - start, 3)}
     best = state["best"]
     if best is None or selection_score(cfg, valid) > selection_score(cfg, best["valid"]):
         state["best"], state["bad_evals"] = {"epoch": epoch, "valid": valid}, 0
@@ -253,10 +355,11 @@ def run_epoch(model, batches, optimizer, data, cfg, device, files: RunFiles, sta
         state["bad_evals"] += 1
     state["epoch"] = epoch
     state["history"].append(record)
-    save_checkpoint(files.last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **state})
+    save_last(files, model, optimizer, state)
     write_text_atomic(files.metrics, "".join(json.dumps(r) + "\n" for r in state["history"]))
-    log.info("epoch %d loss %.4f valid %s (train %.1fs, eval %.1fs)%s", epoch, loss, percent(valid),
-             record["train_seconds"], record["eval_seconds"], " *" if state["bad_evals"] == 0 else "")
+    log.info("epoch %d loss %.4f grad norm %.3g valid %s (train %.1fs, eval %.1fs)%s", epoch,
+             record["train_loss"], record["grad_norm_mean"], percent(valid), record["train_seconds"],
+             record["eval_seconds"], " *" if state["bad_evals"] == 0 else "")
 
 
 # ----------------------------------------------------------------------------- test
@@ -285,8 +388,14 @@ def test(cfg: Config, run_dir: Path) -> dict:
     metrics, ranks = evaluate(model, data, "test", cfg, device)
     result = {"label": files.dir.name, "best_epoch": checkpoint["epoch"], "valid": checkpoint["valid"],
               "test": metrics, "num_users": data.num_users, "num_items": data.num_items}
+    from morec.evaluate import cold_start_view           # cold-start view (SPEC "Evaluation")
+    cold = result["cold_start"] = (cold_start_view(ranks, data.train_counts(), data.split_target("test"),
+                                                   cfg.cold_start_count) if cfg.cold_start_count > 0 else None)
     write_json_atomic(files.test, result)
     print(f"{files.dir.name} (best epoch {checkpoint['epoch']}): valid {percent(checkpoint['valid'])}")
+    if cold is not None:
+        print(f"cold-start view (test targets with < {cold['below']} train interactions, {cold['users']} users): "
+              + (percent(cold["metrics"]) if cold["metrics"] else "none"))
     print(f"test {percent(metrics)}")
     return result
 

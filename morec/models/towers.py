@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from morec.models.sasrec import init_xavier
 
@@ -59,3 +60,57 @@ class IdTower(ItemTower):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.embedding(ids))
+
+
+class FeatureTower(ItemTower):
+    """Two-stage (TS): frozen features of every item, computed once and cached (SPEC), then the
+    trainable head GELU(Linear(feat, d)) followed by `dnn_layers` x [Dropout, Linear(d,d), GELU]."""
+
+    def __init__(self, features: torch.Tensor, dim: int, dnn_layers: int = 0, dropout: float = 0.0):
+        super().__init__()
+        self.dim = dim
+        self.register_buffer("features", features, persistent=False)   # (N+1, F), row 0 padding
+        self.fc = nn.Linear(features.shape[1], dim)
+        self.mlp = mlp(dim, dnn_layers, dropout)
+        init_xavier(self)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.mlp(F.gelu(self.fc(self.features[ids].float())))
+
+
+class FusionTower(ItemTower):
+    """ID + modality (SPEC): ADD e = e_id + e_mod; CAT e = GELU(Linear(Dropout([e_id; e_mod]))),
+    then `dnn_layers` x [Dropout, Linear, GELU] (the two-stage variant; 0 end to end)."""
+
+    MODES = ("add", "cat")
+
+    def __init__(self, id_tower: IdTower, modality: ItemTower, mode: str, dnn_layers: int = 0,
+                 dropout: float = 0.0):
+        super().__init__()
+        if mode not in self.MODES:
+            raise ValueError(f"fusion must be one of {self.MODES}, got {mode!r}")
+        self.dim, self.mode = id_tower.dim, mode
+        self.deduplicate = modality.deduplicate
+        self.id_tower, self.modality = id_tower, modality
+        if mode == "cat":
+            self.cat = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * self.dim, self.dim), nn.GELU())
+        self.mlp = mlp(self.dim, dnn_layers, dropout)
+        init_xavier(self.mlp)
+        if mode == "cat":
+            init_xavier(self.cat)
+
+    def fuse(self, e_id: torch.Tensor, e_mod: torch.Tensor) -> torch.Tensor:
+        fused = e_id + e_mod if self.mode == "add" else self.cat(torch.cat([e_id, e_mod.to(e_id.dtype)], -1))
+        return self.mlp(fused)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.fuse(self.id_tower(ids), self.modality(ids))
+
+    @torch.no_grad()
+    def all_item_vectors(self, num_items: int, batch_size: int = 4096) -> torch.Tensor:
+        """The modality tower's own (batched) all_item_vectors, fused with every ID vector."""
+        ids = torch.arange(num_items + 1, device=self.id_tower.embedding.weight.device)
+        return self.fuse(self.id_tower(ids), self.modality.all_item_vectors(num_items))
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return self.modality.encoder_parameters()

@@ -1,0 +1,127 @@
+"""Benchmark text MoRec on ml-100k: (1) seconds per training step of in-batch SASRec with a real
+pretrained encoder, each distinct item of the batch encoded once (deduplication on) against
+every slot encoded (off); (2) the tokenisation cache: first run against the cached run.
+
+    python scripts/bench_text.py [--encoder all_minilm_l6_v2] [--batch 64] [--seq_len 20]
+                                 [--steps 3] [--threads 2] [--trainable_layers -1]
+                                 [--synthetic_items 80000]
+
+(1) One model, reset to the same weights for each mode; 1 warm-up step then `--steps` timed
+steps (forward, backward, AdamW) on the same batches; the loss of the first batch in eval mode
+(no dropout) must be the same either way. (2) item_tokens() into an empty cache, then again;
+with --synthetic_items the ml-100k titles are repeated (numbered) to a MIND-sized catalogue.
+"""
+import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
+
+import argparse
+import copy
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from morec.config import make_config
+from morec.data.files import ItemRow
+from morec.data.text import item_tokens
+from morec.features import encoder_folder
+from morec.models.text import load_tokenizer
+from morec.train import build_optimizer, build_run_model, load_data, make_batches
+
+
+def step_times(model, batches: list[dict], cfg, steps: int) -> tuple[float, float]:
+    """Median seconds per training step (after one warm-up step) and the first batch's eval loss."""
+    model.eval()
+    with torch.no_grad():
+        eval_loss = model.calculate_loss(batches[0]).item()
+    model.train()
+    optimizer = build_optimizer(model, cfg)
+    times = []
+    for batch in batches[:steps + 1]:
+        start = time.perf_counter()
+        loss = model.calculate_loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:]), eval_loss
+
+
+def bench_steps(args) -> None:
+    cfg = make_config(dict(item_tower="text", loss="inbatch", bert_model_load=args.encoder,
+                           batch_size=args.batch, max_seq_len=args.seq_len, embedding_dim=64,
+                           trainable_layers=args.trainable_layers, device="cpu",
+                           cache_dir=args.cache_dir or str(Path(tempfile.mkdtemp()))))
+    data = load_data(cfg)
+    model = build_run_model(cfg, data, torch.device("cpu"))
+    initial = copy.deepcopy(model.state_dict())
+    batches = []
+    for batch in make_batches(cfg, data).epoch(seed=cfg.seed):
+        batches.append(batch)
+        if len(batches) == args.steps + 1:
+            break
+    seqs = batches[0]["seqs"]
+    print(f"encoder {args.encoder}, batch {tuple(seqs.shape)} (B, L+1), {data.num_items} items, "
+          f"{torch.get_num_threads()} threads, trainable_layers {args.trainable_layers}")
+    print(f"first batch: {seqs.numel()} slots, {int((seqs == 0).sum())} padding, "
+          f"{len(torch.unique(seqs[seqs != 0]))} distinct items")
+    results = {}
+    for dedup in (True, False):
+        model.load_state_dict(initial)
+        model.item_tower.deduplicate = dedup
+        torch.manual_seed(0)
+        results[dedup] = step_times(model, batches, cfg, args.steps)
+        print(f"dedup {'on ' if dedup else 'off'}: {results[dedup][0]:.2f} s/step, "
+              f"eval loss of batch 1 = {results[dedup][1]:.6f}")
+    (on, loss_on), (off, loss_off) = results[True], results[False]
+    print(f"speedup {off / on:.2f}x, |loss difference| {abs(loss_on - loss_off):.2e}")
+
+
+def bench_cache(args) -> None:
+    cfg = make_config(dict(item_tower="text", bert_model_load=args.encoder))
+    items = load_data(cfg).items
+    if args.synthetic_items:
+        base = items[1:]
+        items = [None] + [replace(base[i % len(base)], name=f"s{i}", title=f"{base[i % len(base)].title} {i}")
+                          for i in range(args.synthetic_items)]
+    tokenizer = load_tokenizer(encoder_folder(cfg))
+    with tempfile.TemporaryDirectory() as cache:
+        times = []
+        for _ in range(2):
+            start = time.perf_counter()
+            item_tokens(items, tokenizer, [("title", cfg.num_words_title)], Path(cache), "bench")
+            times.append(time.perf_counter() - start)
+    print(f"token cache, {len(items) - 1} items x {cfg.num_words_title} tokens: first run "
+          f"{times[0]:.3f}s (tokenise + write), cached run {times[1]:.3f}s (read), "
+          f"{times[0] / times[1]:.1f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--encoder", default="all_minilm_l6_v2")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--seq_len", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--trainable_layers", type=int, default=-1, help="-1: fine-tune every block")
+    parser.add_argument("--synthetic_items", type=int, default=0, help="also time the cache at this size")
+    parser.add_argument("--cache_dir", default="", help="token cache of the step benchmark (default: temporary)")
+    parser.add_argument("--skip_steps", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from morec.errors import InputError
+    try:
+        if not args.skip_steps:
+            bench_steps(args)
+        bench_cache(args)
+        if args.synthetic_items:
+            bench_cache(argparse.Namespace(**{**vars(args), "synthetic_items": 0}))
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

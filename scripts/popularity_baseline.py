@@ -1,0 +1,51 @@
+"""Most-popular baseline on the leave-one-out split: every user gets the same item scores, each
+item's interaction count in all train parts. Same history masking and rank rule as the models
+(SPEC "Evaluation", via morec.evaluate.target_ranks), so its numbers are a floor for them.
+
+    python scripts/popularity_baseline.py [--dataset ml-100k] [--root_data_dir dataset]
+                                          [--max_seq_len 20] [--min_seq_len 5]
+"""
+import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
+
+import torch
+
+from morec.config import make_config, parse_overrides
+from morec.data import SequenceData
+from morec.errors import InputError
+from morec.evaluate import metrics_from_ranks, target_ranks
+from morec.train import load_data
+
+OPTIONS = ("dataset", "root_data_dir", "max_seq_len", "min_seq_len", "behaviors", "news")
+
+
+def popularity_metrics(data: SequenceData, split: str) -> dict[str, float]:
+    """HR@K / NDCG@K of ranking by train counts for 'valid' or 'test' (fractions)."""
+    counts = torch.from_numpy(data.train_counts()).float()[:, None]              # (N+1, 1)
+    ones = torch.ones(data.num_users, 1)                                         # (U, 1)
+    ranks = target_ranks(ones, counts, torch.from_numpy(data.split_target(split)),
+                         torch.from_numpy(data.split_history(split)))            # (U,)
+    return metrics_from_ranks(ranks)
+
+
+def main(argv: list[str]) -> None:
+    overrides = parse_overrides(argv)
+    unknown = sorted(set(overrides) - set(OPTIONS))
+    if unknown:
+        raise InputError(f"popularity_baseline takes only --{', --'.join(OPTIONS)}; got --{unknown[0]}")
+    if any(isinstance(v, list) for v in overrides.values()):
+        raise InputError("popularity_baseline takes one value per option, not a grid")
+    cfg = make_config(overrides)
+    data = load_data(cfg)
+    print(f"{cfg.dataset}: {data.num_users} users, {data.num_items} items, L={cfg.max_seq_len}, "
+          f"min_seq_len={cfg.min_seq_len}")
+    for split in ("valid", "test"):
+        m = popularity_metrics(data, split)
+        print(f"popularity {split}: HR@10 {100 * m['HR@10']:.2f} NDCG@10 {100 * m['NDCG@10']:.2f}")
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

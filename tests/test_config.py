@@ -1,0 +1,44 @@
+"""Command-line overrides, grids and run labels."""
+import pytest
+
+from morec.config import Config, make_config, parse_overrides, run_label
+from morec.errors import InputError
+from morec.launch import expand_grid
+
+
+def test_overrides_are_typed_like_the_defaults():
+    got = parse_overrides(["--epoch", "3", "--lr=5e-4", "--resume", "--amp", "false",
+                           "--dataset", "a,b", "--embedding_dim", "32,64"])
+    assert got == {"epoch": 3, "lr": 5e-4, "resume": True, "amp": False, "dataset": "a,b",
+                   "embedding_dim": [32, 64]}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "3"], "unknown parameter --epochs"),
+    (["--epoch", "three"], "--epoch expects a int"),
+    (["--amp", "maybe"], "--amp expects true/false"),
+    (["epoch"], "unexpected argument"),
+    (["--lr"], "--lr needs a value"),
+])
+def test_bad_overrides(argv, message):
+    with pytest.raises(InputError, match=message):
+        parse_overrides(argv)
+
+
+def test_make_config_checks_types():
+    assert make_config({"lr": 1}).lr == 1.0
+    with pytest.raises(InputError, match="embedding_dim = 'big' should be a int"):
+        make_config({"embedding_dim": "big"})
+
+
+def test_grid_expansion():
+    grid = expand_grid({"lr": [1e-3, 1e-4], "embedding_dim": [32, 64], "seed": 1})
+    assert len(grid) == 4 and {"lr": 1e-4, "embedding_dim": 64, "seed": 1} in grid
+
+
+def test_label_depends_on_defining_values_only():
+    base = run_label(Config())
+    assert run_label(Config(epoch=3, device="cpu", resume=True, patience=2)) == base
+    assert run_label(Config(lr=5e-4)) != base
+    assert run_label(Config(neg_num=3)) != base          # not in the readable prefix, but hashed
+    assert base.startswith("ml-100k-sasrec-id-inbatch-d64-bs64-lr0.001")

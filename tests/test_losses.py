@@ -1,0 +1,115 @@
+"""The vectorised losses of morec.losses against the per-row SPEC definition (morec.reference)."""
+import math
+
+import pytest
+import torch
+
+from morec.losses import bce_loss, inbatch_debiased_loss, sasrec_bce_loss, sasrec_inbatch_loss
+from morec.reference import inbatch_loss_per_row, inbatch_loss_rows
+
+
+def random_batch(seed: int, batch: int = 7, width: int = 8, num_items: int = 9, dim: int = 5,
+                 dtype=torch.float64):
+    """Left-padded seqs (B, L+1) from a tiny vocabulary, so items repeat within and across users.
+
+    User 0 and user 1 are padded except for their last 2 slots (one prediction row each).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, width + 1, (batch,), generator=gen)
+    lengths[:2] = 2
+    items = torch.randint(1, num_items + 1, (batch, width), generator=gen)
+    seqs = torch.where(torch.arange(width) >= width - lengths[:, None], items, 0)  # (B, L+1)
+    seqs[2, -3:] = torch.tensor([4, 4, 4])                  # a repeat inside one user's sequence
+    seqs[3, -1] = seqs[4, -1] = 4                           # the same label item in other users
+    states = torch.randn(batch, width - 1, dim, generator=gen, dtype=dtype, requires_grad=True)
+    seq_vecs = torch.randn(batch, width, dim, generator=gen, dtype=dtype, requires_grad=True)
+    log_pop = torch.rand(num_items + 1, generator=gen, dtype=dtype).log()
+    log_pop[0] = 0.0                                        # p_0 = 1 (SPEC "Data")
+    return states, seq_vecs, seqs, log_pop
+
+
+def value_and_grads(loss_fn, *inputs):
+    states, seq_vecs = inputs[0], inputs[1]
+    loss = loss_fn(*inputs)
+    return (loss.detach(), *torch.autograd.grad(loss, [states, seq_vecs]))
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-5), (torch.float32, 1e-4)])
+def test_sasrec_inbatch_matches_per_row_reference(seed, dtype, tol):
+    inputs = random_batch(seed, dtype=dtype)
+    seqs = inputs[2]
+    assert (seqs[:, :-1] != 0).sum() > 10 and (seqs == 4).sum() >= 5   # rows and collisions exist
+    fast = value_and_grads(sasrec_inbatch_loss, *inputs)
+    slow = value_and_grads(inbatch_loss_per_row, *inputs)
+    for got, want in zip(fast, slow):
+        torch.testing.assert_close(got.double(), want.double(), rtol=tol, atol=tol)
+    assert fast[1][0, :-1].abs().sum() == 0      # user 0's padded positions get no gradient
+
+
+def test_inbatch_known_answer():
+    """Two users, d = 1; every exclusion rule of SPEC is exercised, loss worked out by hand.
+
+    seqs [[0, 1, 2], [0, 3, 2]]; slots 0..5 hold items [0, 1, 2, 0, 3, 2], vectors
+    [10, 1, 2, 10, 0, 2]; rows (0, 1) with h = 1, label slot 2 and (1, 1) with h = 3, label slot 5;
+    p = (1, 1/4, 1/2, 1/4) for items 0..3.
+    Row 0 keeps slot 2 (label, logit 2 + ln 2) and slot 4 (item 3, logit 0 + ln 4); slots 0, 3
+    are padding, slot 1 (item 1) and slot 5 (item 2, not the label slot) are own items.
+    Row 1 keeps slot 5 (label, 6 + ln 2) and slot 1 (item 1, 3 + ln 4).
+    loss = mean(ln(1 + 2 e^-2), ln(1 + 2 e^-3)).
+    """
+    seqs = torch.tensor([[0, 1, 2], [0, 3, 2]])
+    states = torch.tensor([[[100.0], [1.0]], [[100.0], [3.0]]], dtype=torch.float64)
+    seq_vecs = torch.tensor([[[10.0], [1.0], [2.0]], [[10.0], [0.0], [2.0]]], dtype=torch.float64)
+    log_pop = torch.tensor([1.0, 0.25, 0.5, 0.25], dtype=torch.float64).log()
+    expected = (math.log(1 + 2 * math.exp(-2)) + math.log(1 + 2 * math.exp(-3))) / 2
+    assert sasrec_inbatch_loss(states, seq_vecs, seqs, log_pop).item() == pytest.approx(expected, rel=1e-6)
+    assert inbatch_loss_per_row(states, seq_vecs, seqs, log_pop).item() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_dssm_inbatch_matches_per_row_reference(seed):
+    """DSSM call of inbatch_debiased_loss: one row per (user, item) pair, slots = the B items."""
+    gen = torch.Generator().manual_seed(seed)
+    batch, num_items, dim = 12, 8, 4
+    user_items = torch.randint(1, num_items + 1, (5, 6), generator=gen)       # (G, L+1)
+    user_items[:3, :2] = 0                                                     # left padding
+    pair_users = torch.randint(0, 5, (batch,), generator=gen)                 # users repeat
+    items = user_items[pair_users, torch.randint(2, 6, (batch,), generator=gen)]  # one of their items
+    batch_items = user_items[pair_users]                                       # (B, L+1) as PairBatches
+    user_vecs = torch.randn(batch, dim, generator=gen, dtype=torch.float64, requires_grad=True)
+    item_vecs = torch.randn(batch, dim, generator=gen, dtype=torch.float64, requires_grad=True)
+    log_pop = torch.rand(num_items + 1, generator=gen, dtype=torch.float64).log()
+    rows = torch.arange(batch)
+    fast = value_and_grads(lambda u, i: inbatch_debiased_loss(
+        u, i, items, log_pop[items], rows, rows, batch_items), user_vecs, item_vecs)
+    slow = value_and_grads(lambda u, i: inbatch_loss_rows(
+        u, i, items.tolist(), log_pop[items], rows.tolist(), [set(r) for r in batch_items.tolist()]),
+        user_vecs, item_vecs)
+    assert len(set(items.tolist())) < batch                                    # collisions happen
+    for got, want in zip(fast, slow):
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_bce_loss_known_answer():
+    """Positives and negatives are averaged separately: mean over R and over R x K."""
+    ln3 = math.log(3)
+    one_neg = bce_loss(torch.tensor([0.0, ln3]), torch.tensor([[0.0], [ln3]]))
+    # pos: ln 2, -ln(3/4); neg: ln 2, -ln(1/4)
+    assert one_neg.item() == pytest.approx((math.log(2) + math.log(4 / 3)) / 2
+                                           + (math.log(2) + math.log(4)) / 2, rel=1e-6)
+    two_neg = bce_loss(torch.tensor([0.0]), torch.tensor([[0.0, ln3]]))
+    assert two_neg.item() == pytest.approx(math.log(2) + (math.log(2) + math.log(4)) / 2, rel=1e-6)
+
+
+def test_sasrec_bce_ignores_padded_positions():
+    input_ids = torch.tensor([[0, 0, 5], [0, 2, 3]])                          # (B, L), 3 real positions
+    states = torch.full((2, 3, 1), 50.0)                                       # padded: huge logits
+    states[0, 2] = states[1, 1] = states[1, 2] = 1.0
+    pos_vecs = torch.zeros(2, 3, 1)
+    pos_vecs[0, :2] = -1.0                                                     # would add ~50 if counted
+    neg_vecs = torch.full((2, 3, 1), math.log(3))
+    neg_vecs[0, :2] = -50.0                                                    # would dominate if counted
+    # every real position: pos logit 0 -> ln 2; neg logit ln 3 -> ln 4
+    assert sasrec_bce_loss(states, pos_vecs, neg_vecs, input_ids).item() == pytest.approx(
+        math.log(2) + math.log(4), rel=1e-6)

@@ -1,0 +1,57 @@
+"""The most-popular baseline on a hand-made data set whose ranks are worked out by hand."""
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from morec.config import Config
+from morec.train import load_data
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "popularity_baseline.py"
+sys.path.insert(0, str(SCRIPT.parent))
+from popularity_baseline import popularity_metrics  # noqa: E402
+
+# min_seq_len 3, L = 5 (nothing is cut). u6 is too short and dropped; item f is unused.
+USERS = ["u1\ta a b c d", "u2\tb a c e", "u3\ta b d c", "u4\te a b", "u5\ta b c b", "u6\ta b"]
+ITEMS = ["a", "b", "c", "d", "e", "f"]
+# Train parts s[:-2]: a a b | b a | a b | e | a b  ->  counts a 5, b 4, e 1, c 0, d 0.
+# valid (history = train part): u1 c -> e higher, d tied: 2; u2 c: 2; u3 d: 2; u4 a: 1; u5 c: 2
+# test (history = s[:-1]): u1 d: 2; u2 e: 1; u3 c: 2; u4 b (a masked): 1;
+#                          u5 b, also in its history but never removed: 1
+VALID_RANKS, TEST_RANKS = [2, 2, 2, 1, 2], [2, 1, 2, 1, 1]
+
+
+def ndcg(ranks):
+    return sum(1 / math.log2(r + 1) for r in ranks) / len(ranks)
+
+
+@pytest.fixture
+def toy_dir(tmp_path):
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy" / "users.tsv").write_text("\n".join(USERS) + "\n")
+    (tmp_path / "toy" / "items.tsv").write_text("\n".join(ITEMS) + "\n")
+    return tmp_path
+
+
+def test_popularity_ranks_by_hand(toy_dir):
+    data = load_data(Config(root_data_dir=str(toy_dir), dataset="toy", max_seq_len=5, min_seq_len=3))
+    assert data.num_users == 5 and data.train_counts().tolist() == [0, 5, 4, 0, 0, 1]
+    for split, ranks in (("valid", VALID_RANKS), ("test", TEST_RANKS)):
+        metrics = popularity_metrics(data, split)
+        assert metrics["HR@5"] == pytest.approx(1.0)
+        assert metrics["NDCG@5"] == pytest.approx(ndcg(ranks))
+
+
+def test_script_prints_percent(toy_dir):
+    out = subprocess.run([sys.executable, str(SCRIPT), "--root_data_dir", str(toy_dir),
+                          "--dataset", "toy", "--max_seq_len", "5", "--min_seq_len", "3"],
+                         capture_output=True, text=True, cwd=toy_dir, check=True).stdout
+    assert f"popularity valid: HR@10 100.00 NDCG@10 {100 * ndcg(VALID_RANKS):.2f}" in out
+    assert f"popularity test: HR@10 100.00 NDCG@10 {100 * ndcg(TEST_RANKS):.2f}" in out
+
+
+def test_script_rejects_unrelated_options(toy_dir):
+    run = subprocess.run([sys.executable, str(SCRIPT), "--lr", "0.1"], capture_output=True, text=True)
+    assert run.returncode == 2 and "popularity_baseline takes only" in run.stderr
