@@ -37,9 +37,14 @@ def write_json_atomic(path: Path, obj) -> None:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
+    """Write a checkpoint atomically; on failure (disk full, ...) the previous file stays intact."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    write_bytes_atomic(path, buffer.getvalue())
+    try:
+        write_bytes_atomic(path, buffer.getvalue())
+    except OSError as err:
+        raise InputError(f"could not write {path} ({err}); the previous checkpoint is intact: "
+                         "free space, then continue with --resume") from None
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
