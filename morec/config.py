@@ -54,6 +54,7 @@ class Config:
     # --- loss (SPEC "Losses") ---
     loss: str = "inbatch"               # inbatch (debiased softmax) | bce (sampled negatives)
     neg_num: int = 1                    # BCE negatives per positive (DSSM; SASRec uses 1)
+    gather_negatives: bool = False      # DDP in-batch loss: all ranks' items as negatives (else own batch, as the paper)
 
     # --- optimisation (SPEC "Training") ---
     batch_size: int = 64
@@ -79,6 +80,9 @@ class Config:
     resume: bool = False                # continue from runs/<label>/checkpoint_last.pt
     overwrite: bool = False             # start over even if runs/<label>/ holds a checkpoint
     device: str = "auto"                # auto | cpu | cuda | cuda:N
+    nproc_per_node: int = 1             # > 1: the script starts itself under torchrun (DDP; per-GPU batch_size)
+    nnodes: int = 1                     # > 1: multi-node; every node runs the script with the same rdzv_endpoint
+    rdzv_endpoint: str = ""             # host:port of the rendezvous for nnodes > 1 (e.g. the first node)
     amp: bool = True                    # mixed precision (bf16) on CUDA; ignored on CPU
     num_workers: int = 0
     progress: bool = True               # tqdm bars (only shown on a terminal)
@@ -94,7 +98,7 @@ class Config:
 
 # Fields that steer a run but do not change what it computes: kept out of the run label so that
 # `train --epoch 3` and `test` (or a resumed run) find the same folder.
-RUN_CONTROL = {"label", "runs_dir", "skip_nonfinite", "resume", "overwrite", "device", "num_workers", "progress", "epoch",
+RUN_CONTROL = {"label", "runs_dir", "nproc_per_node", "nnodes", "rdzv_endpoint", "skip_nonfinite", "resume", "overwrite", "device", "num_workers", "progress", "epoch",
                "patience", "eval_batch_size", "eval_chunk_elems", "cache_dir",
                "cold_start_count"}
 LABEL_PREFIX = [("model", ""), ("item_tower", ""), ("loss", ""), ("embedding_dim", "d"),

@@ -13,6 +13,8 @@ and exit code 2.
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -44,12 +46,35 @@ def run_dirs(params: dict, script_file: str, argv: list[str]) -> list[tuple]:
     return runs
 
 
+def torchrun_command(runs: list[tuple], script_file: str, argv: list[str]) -> list[str] | None:
+    """The torchrun command that restarts this script on nproc_per_node x nnodes processes, or
+    None when one process is asked for or this process is already one of torchrun's."""
+    cfg = runs[0][0]
+    if cfg.nproc_per_node * cfg.nnodes == 1 or "LOCAL_RANK" in os.environ:
+        return None
+    if any((c.nproc_per_node, c.nnodes, c.rdzv_endpoint) != (cfg.nproc_per_node, cfg.nnodes, cfg.rdzv_endpoint)
+           for c, _ in runs):
+        raise InputError("nproc_per_node / nnodes / rdzv_endpoint cannot vary within one grid")
+    rendezvous = ["--standalone"]
+    if cfg.nnodes > 1:
+        if not cfg.rdzv_endpoint:
+            raise InputError("nnodes > 1 needs --rdzv_endpoint HOST:PORT (the same on every node)")
+        rendezvous = ["--rdzv_backend", "c10d", "--rdzv_endpoint", cfg.rdzv_endpoint,
+                      "--rdzv_id", os.environ.get("SLURM_JOB_ID", "morec")]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(cfg.nproc_per_node),
+            "--nnodes", str(cfg.nnodes), *rendezvous, str(Path(script_file).resolve()), *argv]
+
+
 def main(params: dict, mode: str, script_file: str, argv: list[str] | None = None) -> list[dict]:
     """Entry point of every train_*/test_* script. mode: 'train' or 'test'."""
     argv = sys.argv[1:] if argv is None else argv
     try:
+        runs = run_dirs(params, script_file, argv)
+        command = torchrun_command(runs, script_file, argv)
+        if command:                                    # not yet under torchrun: start the processes
+            raise SystemExit(subprocess.run(command).returncode)
         results = []
-        for cfg, run_dir in run_dirs(params, script_file, argv):
+        for cfg, run_dir in runs:
             results.append(train(cfg, run_dir) if mode == "train" else test(cfg, run_dir))
         return results
     except InputError as err:

@@ -21,11 +21,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from morec.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic, write_text_atomic
 from morec.config import RUN_CONTROL, Config, make_config
 from morec.data import PairBatches, SequenceBatches, SequenceData, load_sequence_data
+from morec.distributed import World, all_reduce_sum, any_rank, barrier, gather_rows, init_world
 from morec.errors import InputError, Preempted
 from morec.evaluate import metrics_from_ranks, target_ranks
 from morec.features import item_tower_inputs
@@ -60,6 +62,16 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device {name} asked for, but CUDA is not available; use --device cpu")
     return torch.device(name)
+
+
+def start_devices(cfg: Config) -> tuple[torch.device, World]:
+    """This process's device and its place among torchrun's processes (one GPU per process)."""
+    device = resolve_device(cfg.device)
+    world = init_world(device.type)
+    if world.distributed and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+    return device, world
 
 
 def check_config(cfg: Config) -> None:
@@ -118,11 +130,14 @@ def progress(iterable, cfg: Config, **kwargs):
 
 
 @contextlib.contextmanager
-def run_logging(path: Path):
-    """Log to stderr and to the run's train.log (appending, so a resumed run keeps its history)."""
-    log.setLevel(logging.INFO)
+def run_logging(path: Path | None):
+    """Log to stderr and to the run's train.log (appending, so a resumed run keeps its history).
+    path None (DDP ranks other than 0): warnings on stderr only."""
+    log.setLevel(logging.INFO if path is not None else logging.WARNING)
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    handlers = [logging.StreamHandler(sys.stderr), logging.FileHandler(path, encoding="utf-8")]
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if path is not None:
+        handlers.append(logging.FileHandler(path, encoding="utf-8"))
     for handler in handlers:
         handler.setFormatter(formatter)
         log.addHandler(handler)
@@ -138,22 +153,41 @@ def run_logging(path: Path):
 
 @torch.no_grad()
 def evaluate(model: Recommender, data: SequenceData, split: str, cfg: Config,
-             device: torch.device) -> tuple[dict[str, float], torch.Tensor]:
-    """Full-ranking metrics of `split` ('valid' or 'test') and each user's target rank."""
+             device: torch.device, world: World = World()) -> tuple[dict[str, float], torch.Tensor]:
+    """Full-ranking metrics of `split` ('valid' or 'test') and each user's target rank (U,).
+
+    Under DDP each rank encodes a share of the catalogue and ranks a share of the users; the
+    shares are gathered, so every rank returns the same result."""
     model.eval()
-    item_vecs = model.all_item_vectors()                                              # (N+1, d)
+    item_vecs = catalogue_vectors(model, data.num_items, world, device)            # (N+1, d)
     inputs = (torch.arange(data.num_users) if cfg.model == "dssm"
               else torch.from_numpy(data.split_input(split)))                         # (U,) or (U, L)
     targets = torch.from_numpy(data.split_target(split))
     history = torch.from_numpy(data.split_history(split))
-    ranks = []
-    for start in range(0, data.num_users, cfg.eval_batch_size):
-        rows = slice(start, start + cfg.eval_batch_size)
+    mine = shard(data.num_users, world)
+    ranks = [torch.empty(0, dtype=torch.long, device=device)]
+    for start in range(mine.start, mine.stop, cfg.eval_batch_size):
+        rows = slice(start, min(start + cfg.eval_batch_size, mine.stop))
         user_vecs = model.user_vectors(inputs[rows].to(device))
         ranks.append(target_ranks(user_vecs, item_vecs, targets[rows].to(device),
-                                  history[rows].to(device), cfg.eval_chunk_elems).cpu())
-    ranks = torch.cat(ranks)
+                                  history[rows].to(device), cfg.eval_chunk_elems))
+    ranks = gather_rows(torch.cat(ranks), world).cpu()
     return metrics_from_ranks(ranks), ranks
+
+
+def shard(n: int, world: World) -> range:
+    """This rank's contiguous share of range(n)."""
+    return range(n * world.rank // world.size, n * (world.rank + 1) // world.size)
+
+
+@torch.no_grad()
+def catalogue_vectors(model: Recommender, num_items: int, world: World, device: torch.device) -> torch.Tensor:
+    """(N+1, d) vectors of every item; under DDP each rank encodes its share, then all gather."""
+    if not world.distributed:
+        return model.all_item_vectors()
+    ids = torch.tensor(shard(num_items + 1, world), dtype=torch.long, device=device)
+    mine = [model.item_tower(part).float() for part in ids.split(4096)]
+    return gather_rows(torch.cat(mine) if mine else torch.empty(0, model.item_tower.dim, device=device), world)
 
 
 def percent(metrics: dict[str, float], k: int = 10) -> str:
@@ -163,10 +197,25 @@ def percent(metrics: dict[str, float], k: int = 10) -> str:
 # ----------------------------------------------------------------------------- training
 
 @dataclass
+class Run:
+    """What one training run holds while it trains."""
+    cfg: Config
+    data: SequenceData
+    files: RunFiles
+    device: torch.device
+    world: World
+    model: Recommender                 # the module whose weights are saved
+    trainer: torch.nn.Module           # `model`, or its DDP wrapper: call it for the loss
+    optimizer: torch.optim.Optimizer
+    batches: SequenceBatches | PairBatches
+    stop: dict                         # {"signal": None or the signal number}
+
+
+@dataclass
 class EpochProgress:
     """Where the epoch in progress stands; saved with a checkpoint taken mid-epoch."""
     step: int = 0                # batches done (including skipped ones)
-    loss_sum: float = 0.0
+    loss_sum: float = 0.0        # of the losses averaged over ranks
     skipped: int = 0             # batches skipped for a non-finite loss or gradient
     grad_norm_sum: float = 0.0
     grad_norm_max: float = 0.0
@@ -210,35 +259,46 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def train_step(model: Recommender, batch: dict, optimizer: torch.optim.Optimizer, cfg: Config,
-               device: torch.device) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """One optimisation step; returns (loss, gradient norm, whether the step was taken).
+def rng_states_of_all_ranks(run: Run) -> list[dict]:
+    states = [None] * run.world.size
+    if run.world.distributed:
+        torch.distributed.all_gather_object(states, rng_state(run.device))
+    else:
+        states[0] = rng_state(run.device)
+    return states
 
-    A non-finite loss or gradient leaves the weights untouched."""
+
+def train_step(run: Run, batch: dict) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """One optimisation step; returns (loss averaged over ranks, gradient norm, step taken).
+
+    A non-finite loss or gradient (on any rank) leaves the weights untouched."""
+    cfg, device = run.cfg, run.device
     batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
-        loss = model.calculate_loss(batch)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    params = [p for p in model.parameters() if p.grad is not None]
+        loss = run.trainer(batch)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()                                       # DDP averages the gradients here
+    params = [p for p in run.model.parameters() if p.grad is not None]
     grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    loss = all_reduce_sum(loss.detach().float(), run.world) / run.world.size
     finite = bool(torch.isfinite(loss) & torch.isfinite(grad_norm))
     if finite:
         if cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grads_with_norm_(params, cfg.max_grad_norm, grad_norm)
-        optimizer.step()
-    return loss.detach(), grad_norm, finite
+        run.optimizer.step()
+    return loss, grad_norm, finite
 
 
-def train_steps(model: Recommender, batches, optimizer: torch.optim.Optimizer, cfg: Config,
-                epoch: int, device: torch.device, done: EpochProgress, stop: dict) -> bool:
+def train_steps(run: Run, epoch: int, done: EpochProgress) -> bool:
     """Run the rest of the epoch from step `done.step`; False if a stop signal cut it short."""
-    model.train()
-    batch_iter = batches.epoch(seed=cfg.seed * 1000 + epoch)
+    cfg, world = run.cfg, run.world
+    run.trainer.train()
+    batch_iter = run.batches.epoch(cfg.seed * 1000 + epoch, world.rank, world.size)
     for _ in range(done.step):
         next(batch_iter)                      # replay the batches (and their negatives) already done
-    for batch in progress(batch_iter, cfg, total=len(batches), initial=done.step, desc=f"epoch {epoch}"):
-        loss, grad_norm, finite = train_step(model, batch, optimizer, cfg, device)
+    for batch in progress(batch_iter, cfg, total=run.batches.num_batches(world.size), initial=done.step,
+                          desc=f"epoch {epoch}"):
+        loss, grad_norm, finite = train_step(run, batch)
         if finite:
             done.loss_sum += loss.item()
             done.grad_norm_sum += grad_norm.item()
@@ -252,7 +312,7 @@ def train_steps(model: Recommender, batches, optimizer: torch.optim.Optimizer, c
                              f"{epoch}, step {done.step}; the last good checkpoint is kept. Lower --lr, "
                              "set --max_grad_norm, or pass --skip_nonfinite to skip such batches")
         done.step += 1
-        if stop["signal"] is not None:
+        if any_rank(run.stop["signal"] is not None, world, run.device):     # all ranks stop together
             return False
     return True
 
@@ -289,29 +349,44 @@ def start_or_resume(cfg: Config, files: RunFiles) -> dict | None:
     return None
 
 
+def prepare_run(cfg: Config, files: RunFiles, world: World) -> dict | None:
+    """Rank 0 checks and prepares the folder; every rank then gets the same checkpoint (or None)."""
+    checkpoint = start_or_resume(cfg, files) if world.is_main else None
+    barrier(world)
+    if not world.is_main and cfg.resume and files.last.exists():
+        checkpoint = load_checkpoint(files.last)
+    return checkpoint
+
+
 def train(cfg: Config, run_dir: Path) -> dict:
     """Train one run to early stop; returns the best valid record."""
     data = load_data(cfg)                     # bad data fails here, before anything is written
-    device = resolve_device(cfg.device)
+    device, world = start_devices(cfg)
     files = RunFiles(run_dir)
-    checkpoint = start_or_resume(cfg, files)
-    with run_logging(files.log), stop_signals() as stop:
+    checkpoint = prepare_run(cfg, files, world)
+    with run_logging(files.log if world.is_main else None), stop_signals() as stop:
         model = build_run_model(cfg, data, device)
-        optimizer = build_optimizer(model, cfg)
-        batches = make_batches(cfg, data)
+        model.distribute(world, cfg.gather_negatives)
+        trainer = model
+        if world.distributed:
+            trainer = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        run = Run(cfg, data, files, device, world, model, trainer, build_optimizer(model, cfg),
+                  make_batches(cfg, data), stop)
         state = {"epoch": 0, "best": None, "bad_evals": 0, "history": [], "partial": None}
         if checkpoint is not None:
             model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
+            run.optimizer.load_state_dict(checkpoint["optimizer"])
             state = {key: checkpoint.get(key, default) for key, default in state.items()}
             step = f", step {state['partial']['progress']['step']}" if state["partial"] else ""
             log.info("resumed %s after epoch %d%s", files.dir.name, state["epoch"], step)
         else:
-            log.info("run %s: %d users, %d items, %d train batches per epoch, device %s",
-                     files.dir.name, data.num_users, data.num_items, len(batches), device)
-        write_text_atomic(files.metrics, "".join(json.dumps(r) + "\n" for r in state["history"]))
+            log.info("run %s: %d users, %d items, %d train batches per epoch and rank, %d rank(s), device %s",
+                     files.dir.name, data.num_users, data.num_items, run.batches.num_batches(world.size),
+                     world.size, device)
+        if world.is_main:
+            write_text_atomic(files.metrics, "".join(json.dumps(r) + "\n" for r in state["history"]))
         while state["epoch"] < cfg.epoch and state["bad_evals"] < cfg.patience:
-            run_epoch(model, batches, optimizer, data, cfg, device, files, state, stop)
+            run_epoch(run, state)
         best = state["best"]
         if best is None:
             raise InputError(f"{files.dir} finished no epoch; raise --epoch")
@@ -319,44 +394,58 @@ def train(cfg: Config, run_dir: Path) -> dict:
         return best
 
 
-def save_last(files: RunFiles, model: Recommender, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    save_checkpoint(files.last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **state})
+def save_last(run: Run, state: dict) -> None:
+    if run.world.is_main:
+        save_checkpoint(run.files.last, {"model": run.model.state_dict(),
+                                         "optimizer": run.optimizer.state_dict(), **state})
 
 
-def run_epoch(model, batches, optimizer, data, cfg, device, files: RunFiles, state: dict, stop: dict) -> None:
+def epoch_start(run: Run, state: dict, epoch: int) -> EpochProgress:
+    """The progress to continue from: a saved mid-epoch point, or a fresh, reseeded epoch."""
+    partial = state["partial"]
+    if partial and partial.get("world_size", 1) == run.world.size:
+        set_rng_state(partial["rng"][run.world.rank])
+        return EpochProgress(**partial["progress"])
+    if partial:
+        log.warning("the checkpoint was taken mid-epoch with %d rank(s), this run has %d: epoch %d "
+                    "restarts from its beginning", partial.get("world_size", 1), run.world.size, epoch)
+    torch.manual_seed(run.cfg.seed * 1000 + epoch + 7919 * run.world.rank)   # dropout RNG
+    return EpochProgress()
+
+
+def run_epoch(run: Run, state: dict) -> None:
     """Train, evaluate, checkpoint (best, then last), then rewrite metrics.jsonl from the history.
 
-    Randomness is a function of (seed, epoch): the epoch reseeds dropout and batch order, so a
-    run resumed from any checkpoint continues exactly as the uninterrupted run would."""
+    Randomness is a function of (seed, epoch, rank): each epoch reseeds dropout and batch order,
+    so a run resumed from any checkpoint continues exactly as the uninterrupted run would."""
+    cfg, files = run.cfg, run.files
     epoch = state["epoch"] + 1
-    if state["partial"]:                      # resuming an epoch cut short by a signal
-        done = EpochProgress(**state["partial"]["progress"])
-        set_rng_state(state["partial"]["rng"])
-    else:
-        done = EpochProgress()
-        torch.manual_seed(cfg.seed * 1000 + epoch)
+    done = epoch_start(run, state, epoch)
     start = time.perf_counter()
-    if not train_steps(model, batches, optimizer, cfg, epoch, device, done, stop):
-        state["partial"] = {"progress": dataclasses.asdict(done), "rng": rng_state(device)}
-        save_last(files, model, optimizer, state)
-        raise Preempted(stop["signal"], f"stopped by signal {stop['signal']} at epoch {epoch}, step "
-                        f"{done.step}; saved {files.last}; continue with the same command and --resume")
+    if not train_steps(run, epoch, done):
+        state["partial"] = {"progress": dataclasses.asdict(done), "rng": rng_states_of_all_ranks(run),
+                            "world_size": run.world.size}
+        save_last(run, state)
+        raise Preempted(run.stop["signal"] or signal.SIGTERM, f"stopped by signal {run.stop['signal']} at epoch "
+                        f"{epoch}, step {done.step}; saved {files.last}; continue with the same command and --resume")
     state["partial"] = None
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    valid, _ = evaluate(model, data, "valid", cfg, device)
+    valid, _ = evaluate(run.model, run.data, "valid", cfg, run.device, run.world)
     record = {"epoch": epoch, **done.summary(), "valid": valid, "train_seconds": round(train_seconds, 3),
               "eval_seconds": round(time.perf_counter() - start, 3)}
     best = state["best"]
     if best is None or selection_score(cfg, valid) > selection_score(cfg, best["valid"]):
         state["best"], state["bad_evals"] = {"epoch": epoch, "valid": valid}, 0
-        save_checkpoint(files.best, {"model": model.state_dict(), "epoch": epoch, "valid": valid})
+        if run.world.is_main:
+            save_checkpoint(files.best, {"model": run.model.state_dict(), "epoch": epoch, "valid": valid})
     else:
         state["bad_evals"] += 1
     state["epoch"] = epoch
     state["history"].append(record)
-    save_last(files, model, optimizer, state)
-    write_text_atomic(files.metrics, "".join(json.dumps(r) + "\n" for r in state["history"]))
+    save_last(run, state)
+    if run.world.is_main:
+        write_text_atomic(files.metrics, "".join(json.dumps(r) + "\n" for r in state["history"]))
     log.info("epoch %d loss %.4f grad norm %.3g valid %s (train %.1fs, eval %.1fs)%s", epoch,
              record["train_loss"], record["grad_norm_mean"], percent(valid), record["train_seconds"],
              record["eval_seconds"], " *" if state["bad_evals"] == 0 else "")

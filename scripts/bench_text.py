@@ -3,7 +3,7 @@ pretrained encoder, each distinct item of the batch encoded once (deduplication 
 every slot encoded (off); (2) the tokenisation cache: first run against the cached run.
 
     python scripts/bench_text.py [--encoder all_minilm_l6_v2] [--batch 64] [--seq_len 20]
-                                 [--steps 3] [--threads 2] [--trainable_layers -1]
+                                 [--steps 3] [--threads 1] [--trainable_layers -1]
                                  [--synthetic_items 80000]
 
 (1) One model, reset to the same weights for each mode; 1 warm-up step then `--steps` timed
@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seq_len", type=int, default=20)
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="1 is steadier on a shared machine")
     parser.add_argument("--trainable_layers", type=int, default=-1, help="-1: fine-tune every block")
     parser.add_argument("--synthetic_items", type=int, default=0, help="also time the cache at this size")
     parser.add_argument("--cache_dir", default="", help="token cache of the step benchmark (default: temporary)")

@@ -329,3 +329,17 @@ def test_end_to_end_fusion_with_a_text_tower(fusion, tmp_path):
     loss = model.calculate_loss(batch)
     loss.backward()
     assert torch.isfinite(loss) and tower.id_tower.embedding.weight.grad is not None
+
+
+@pytest.mark.parametrize("fusion, loss", [("none", "inbatch"), ("none", "bce"), ("cat", "inbatch")])
+def test_text_towers_under_bf16_autocast(fusion, loss, tmp_path):
+    """The AMP path (bf16 autocast, as train_step uses on CUDA), exercised on the CPU."""
+    cfg = config(tmp_path, fusion=fusion, loss=loss)
+    model = build(cfg).train()
+    batch = next(make_batches(cfg, ml100k()).epoch(seed=2))
+    batch = {key: value[:16] for key, value in batch.items()}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = model.calculate_loss(batch)
+    value.backward()
+    assert torch.isfinite(value) and value.dtype == torch.float32
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -36,21 +36,47 @@ def epoch_permutation(n: int, seed: int, rank: int = 0, world_size: int = 1) -> 
     return order[rank::world_size]
 
 
+def batches_per_rank(n: int, batch_size: int, world_size: int) -> int:
+    """Batches each rank runs in an epoch: the same on every rank (DDP steps in lockstep)."""
+    return -(-(-(-n // world_size)) // batch_size)
+
+
+def batch_index_lists(n: int, batch_size: int, seed: int, rank: int, world_size: int) -> Iterator[torch.Tensor]:
+    """This rank's example indices, batch by batch. Under DDP (world_size > 1) every batch is
+    padded to `batch_size` with -1 (an empty example), so all ranks' batches have one shape."""
+    order = epoch_permutation(n, seed, rank, world_size)
+    for start in range(0, batches_per_rank(n, batch_size, world_size) * batch_size, batch_size):
+        picked = order[start:start + batch_size]
+        if world_size > 1 and len(picked) < batch_size:
+            picked = torch.cat([picked, picked.new_full((batch_size - len(picked),), -1)])
+        yield picked
+
+
+def take_rows(table: torch.Tensor, picked: torch.Tensor) -> torch.Tensor:
+    """table[picked] with all-zero (padding) rows where picked is -1."""
+    rows = table[picked.clamp_min(0)]
+    rows[picked < 0] = 0
+    return rows
+
+
 class SequenceBatches:
-    """SASRec batches: rows of the (U, L+1) train parts, plus one negative per position for BCE."""
+    """SASRec batches: rows of the (U, L+1) train parts, plus one negative per position for BCE.
+    An all-zero row (DDP padding) holds no prediction and no candidate item."""
 
     def __init__(self, train: torch.Tensor, batch_size: int, num_items: int, with_negatives: bool):
         self.train, self.batch_size = train, batch_size
         self.num_items, self.with_negatives = num_items, with_negatives
 
+    def num_batches(self, world_size: int = 1) -> int:
+        return batches_per_rank(len(self.train), self.batch_size, world_size)
+
     def __len__(self) -> int:
-        return -(-len(self.train) // self.batch_size)
+        return self.num_batches()
 
     def epoch(self, seed: int, rank: int = 0, world_size: int = 1) -> Iterator[dict]:
-        order = epoch_permutation(len(self.train), seed, rank, world_size)
         generator = torch.Generator().manual_seed(seed + 1)
-        for start in range(0, len(order), self.batch_size):
-            seqs = self.train[order[start:start + self.batch_size]]                # (B, L+1)
+        for picked in batch_index_lists(len(self.train), self.batch_size, seed, rank, world_size):
+            seqs = take_rows(self.train, picked)                                     # (B, L+1)
             batch = {"seqs": seqs}
             if self.with_negatives:
                 batch["negatives"] = sample_negatives(
@@ -59,7 +85,8 @@ class SequenceBatches:
 
 
 class PairBatches:
-    """DSSM batches: every (user, item) of the train parts, with `neg_num` negatives each."""
+    """DSSM batches: every (user, item) of the train parts, with `neg_num` negatives each.
+    A pair with item 0 (DDP padding) is no example."""
 
     def __init__(self, train: torch.Tensor, batch_size: int, num_items: int, neg_num: int):
         users, positions = torch.nonzero(train, as_tuple=True)
@@ -67,17 +94,18 @@ class PairBatches:
         self.train, self.batch_size = train, batch_size
         self.num_items, self.neg_num = num_items, neg_num
 
+    def num_batches(self, world_size: int = 1) -> int:
+        return batches_per_rank(len(self.pair_users), self.batch_size, world_size)
+
     def __len__(self) -> int:
-        return -(-len(self.pair_users) // self.batch_size)
+        return self.num_batches()
 
     def epoch(self, seed: int, rank: int = 0, world_size: int = 1) -> Iterator[dict]:
-        order = epoch_permutation(len(self.pair_users), seed, rank, world_size)
         generator = torch.Generator().manual_seed(seed + 1)
-        for start in range(0, len(order), self.batch_size):
-            picked = order[start:start + self.batch_size]
-            users = self.pair_users[picked]
-            user_items = self.train[users]                                         # (B, L+1)
-            batch = {"users": users, "items": self.pair_items[picked], "user_items": user_items}
+        for picked in batch_index_lists(len(self.pair_users), self.batch_size, seed, rank, world_size):
+            users = take_rows(self.pair_users, picked)
+            user_items = self.train[users]                                           # (B, L+1)
+            batch = {"users": users, "items": take_rows(self.pair_items, picked), "user_items": user_items}
             if self.neg_num > 0:
                 batch["negatives"] = sample_negatives(
                     user_items, (len(users), self.neg_num), self.num_items, generator)   # (B, K)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from morec.distributed import World, all_reduce_sum, gather_rows, gather_with_grad
 from morec.losses import bce_loss, inbatch_debiased_loss, sasrec_bce_loss, sasrec_inbatch_loss
 from morec.models.dssm import DSSMUserTower
 from morec.models.sasrec import SASRec
@@ -22,6 +23,26 @@ class Recommender(nn.Module):
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         self.item_tower, self.num_items, self.loss = item_tower, num_items, loss
         self.register_buffer("log_pop", popularity.double().log().float(), persistent=False)  # (N+1,)
+        self.world, self.gather_negatives = World(), False
+
+    def distribute(self, world: World, gather_negatives: bool) -> None:
+        """Under DDP: average losses over all ranks' rows; optionally use all ranks' items as
+        in-batch negatives (then every rank must pass batches of the same size)."""
+        self.world, self.gather_negatives = world, gather_negatives and world.distributed
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """The training loss (DistributedDataParallel wraps forward, so it must be the loss)."""
+        return self.calculate_loss(batch)
+
+    def reduce(self, row_losses: torch.Tensor) -> torch.Tensor:
+        """Mean over the prediction rows of every rank.
+
+        Each rank returns (its row sum) * world / (all ranks' rows): DDP averages gradients over
+        ranks, so training follows the mean over the global batch whatever each rank holds."""
+        if not self.world.distributed:
+            return row_losses.mean()
+        rows = all_reduce_sum(torch.tensor(float(len(row_losses)), device=row_losses.device), self.world)
+        return row_losses.sum() * self.world.size / rows
 
     def all_item_vectors(self) -> torch.Tensor:
         """(N+1, d) item vectors for ranking; call under eval mode."""
@@ -48,13 +69,17 @@ class SASRecRecommender(Recommender):
         if self.loss == "inbatch":
             seq_vecs = self.item_tower.encode_items(seqs)                           # (B, L+1, d)
             states = self.states(seq_vecs[:, :-1], seqs[:, :-1])
-            return sasrec_inbatch_loss(states, seq_vecs, seqs, self.log_pop)
+            gathered = None
+            if self.gather_negatives:                                                # every rank's items as slots
+                gathered = (gather_with_grad(seq_vecs, self.world), gather_rows(seqs, self.world),
+                            self.world.rank * len(seqs))
+            return self.reduce(sasrec_inbatch_loss(states, seq_vecs, seqs, self.log_pop, "none", gathered))
         negatives = batch["negatives"]                                               # (B, L)
         vecs = self.item_tower.encode_items(torch.cat([seqs, negatives], dim=1))    # (B, 2L+1, d)
         width = seqs.shape[1]
         seq_vecs, neg_vecs = vecs[:, :width], vecs[:, width:]
         states = self.states(seq_vecs[:, :-1], seqs[:, :-1])
-        return sasrec_bce_loss(states, seq_vecs[:, 1:], neg_vecs, seqs[:, :-1])
+        return self.reduce(sasrec_bce_loss(states, seq_vecs[:, 1:], neg_vecs, seqs[:, :-1], "none"))
 
 
 class DSSMRecommender(Recommender):
@@ -69,13 +94,20 @@ class DSSMRecommender(Recommender):
         return self.user_tower(users)                                                # (B, d)
 
     def calculate_loss(self, batch: dict) -> torch.Tensor:
-        users, items = batch["users"], batch["items"]                                # (B,), (B,)
-        user_vecs = self.user_tower(users)
+        real = batch["items"] != 0                              # DDP pads batches with item 0
+        users, items, user_items = batch["users"][real], batch["items"][real], batch["user_items"][real]
+        user_vecs = self.user_tower(users)                                           # (B, d)
         if self.loss == "inbatch":
+            slot_items = batch["items"]                                              # (B,) padding slots: 0
+            slot_vecs = self.item_tower.encode_items(slot_items)
+            labels = real.nonzero(as_tuple=True)[0]                                  # each row's own slot
+            if self.gather_negatives:                                                # every rank's items as slots
+                labels = labels + self.world.rank * len(slot_items)
+                slot_vecs, slot_items = gather_with_grad(slot_vecs, self.world), gather_rows(slot_items, self.world)
             rows = torch.arange(len(users), device=users.device)
-            return inbatch_debiased_loss(user_vecs, self.item_tower.encode_items(items), items,
-                                         self.log_pop[items], rows, rows, batch["user_items"])
-        negatives = batch["negatives"]                                               # (B, K)
+            return self.reduce(inbatch_debiased_loss(user_vecs, slot_vecs, slot_items, self.log_pop[slot_items],
+                                                     labels, rows, user_items, "none"))
+        negatives = batch["negatives"][real]                                          # (B, K)
         vecs = self.item_tower.encode_items(torch.cat([items[:, None], negatives], dim=1))  # (B, 1+K, d)
         logits = (user_vecs.unsqueeze(1) * vecs).sum(-1)                             # (B, 1+K)
-        return bce_loss(logits[:, 0], logits[:, 1:])
+        return self.reduce(bce_loss(logits[:, 0], logits[:, 1:], "none"))

@@ -1,0 +1,99 @@
+"""Distributed data parallel on one code path with single-process runs (nanoGPT style).
+
+`torchrun` sets RANK / WORLD_SIZE / LOCAL_RANK; when WORLD_SIZE > 1 the process group starts
+(NCCL on CUDA, gloo on CPU), otherwise every helper here is a no-op for world size 1.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def init_world(device_type: str) -> World:
+    """Join the process group that torchrun describes in the environment (if any)."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return World()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def all_reduce_sum(value: torch.Tensor, world: World) -> torch.Tensor:
+    """Sum of a tensor over ranks (a copy; no gradient)."""
+    if not world.distributed:
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value)
+    return value
+
+
+def any_rank(flag: bool, world: World, device: torch.device) -> bool:
+    """True on every rank if `flag` is true on some rank (keeps ranks in step, e.g. on SIGTERM)."""
+    if not world.distributed:
+        return flag
+    return bool(all_reduce_sum(torch.tensor(float(flag), device=device), world) > 0)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward hands each rank the sum of all ranks' gradients for its part."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)                      # gloo has no reduce_scatter: reduce, then slice
+        rows = grad.shape[0] // dist.get_world_size()
+        return grad[dist.get_rank() * rows:(dist.get_rank() + 1) * rows]
+
+
+def gather_with_grad(tensor: torch.Tensor, world: World) -> torch.Tensor:
+    """Concatenate every rank's tensor along dim 0, gradients flowing back to their owners.
+
+    All ranks must pass the same shape."""
+    if not world.distributed:
+        return tensor
+    return _GatherWithGrad.apply(tensor)
+
+
+def gather_rows(tensor: torch.Tensor, world: World) -> torch.Tensor:
+    """Concatenate every rank's rows (counts may differ by rank), in rank order, no gradient."""
+    if not world.distributed:
+        return tensor
+    count = torch.tensor([len(tensor)], device=tensor.device)
+    counts = [torch.zeros_like(count) for _ in range(world.size)]
+    dist.all_gather(counts, count)
+    longest = int(max(c.item() for c in counts))
+    padded = torch.zeros((longest, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+    padded[:len(tensor)] = tensor
+    parts = [torch.zeros_like(padded) for _ in range(world.size)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:int(c.item())] for part, c in zip(parts, counts)])
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()

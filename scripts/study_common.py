@@ -1,0 +1,177 @@
+"""What every `scripts/study_*.py` shares: options, running the grid of runs (train, then test),
+skipping runs that are done, and the table + figures at the end.
+
+A study is a list of parts, each a dict of run values (a list is a grid, as in train_*.py). The
+command line takes the study's own options (`--out`, and e.g. `--warm`) plus any run parameter
+`--key value`, applied to every part: `--seed 1,2,3` (a grid: one run per seed; the tables show
+mean ± std over them), `--max_seq_len 20`, `--dataset MIND --behaviors ... --news ...`; and
+`--id.key value` / `--mo.key value` for the IDRec / MoRec runs only (e.g. their own lr).
+
+Runs go to `<runs_dir>/<label>/` (default `<out>/runs`); the label is derived from the values, so
+a study run again skips finished runs (trained to early stop or --epoch, and tested), resumes
+unfinished ones, and studies that share a run (the same values) share its folder: point them
+at the same --runs_dir. Tables and figures go to `<out>/<study>.md|.csv|_bars.png|_curves.png`.
+"""
+from __future__ import annotations
+
+import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from morec.config import Config, make_config, parse_overrides, run_label
+from morec.errors import InputError, Preempted
+from morec.launch import expand_grid
+
+# Small settings that make every study finish on a laptop CPU on ml-100k (see README
+# "Reproducing the paper" for the paper's settings on MIND / HM / Bili).
+SMALL = dict(
+    dataset="ml-100k", behaviors="users.tsv", news="items.tsv",
+    model="sasrec", loss="inbatch",
+    max_seq_len=10, min_seq_len=5,
+    embedding_dim=64, transformer_block=2, num_attention_heads=2, drop_rate=0.1,
+    batch_size=64, lr=1e-3, l2_weight=0.1,
+    bert_model_load="all_minilm_l6_v2", news_attributes="title", trainable_layers=2,
+    fine_tune_lr=1e-4, fine_tune_l2_weight=0.01,
+    epoch=20, patience=5,
+    seed=[1, 2, 3],
+)
+IDREC = dict(item_tower="id")
+MOREC_E2E = dict(item_tower="text", two_stage=False)
+MOREC_TS = dict(item_tower="text", two_stage=True)
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def split_tower_args(argv: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """Take `--id.KEY VALUE` / `--mo.KEY VALUE` (values for the IDRec / the MoRec runs only) out."""
+    rest, per_tower = [], {"id": [], "mo": []}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        prefix = arg[2:4] if arg.startswith(("--id.", "--mo.")) else None
+        if prefix is None:
+            rest.append(arg)
+        else:
+            per_tower[prefix].append("--" + arg[5:])
+            if "=" not in arg and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                i += 1
+                per_tower[prefix].append(argv[i])
+        i += 1
+    return rest, per_tower
+
+
+def parse_args(argv: list[str], description: str, extra) -> tuple[argparse.Namespace, dict]:
+    """The study's own options (`extra(parser)` adds them) and the run-parameter overrides:
+    {"all": {...}, "id": {...}, "mo": {...}} (every run; IDRec runs; MoRec runs)."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Any run parameter may follow as --key value (a comma list is a grid); --id.key value or "
+               "--mo.key value sets it for the IDRec or the MoRec runs only (the paper tuned them apart).")
+    parser.add_argument("--out", help="folder for the tables and figures (default studies/<dataset>)")
+    parser.add_argument("--table_only", action="store_true", help="do not train: tabulate the runs there are")
+    extra(parser)
+    rest, per_tower = split_tower_args(argv)
+    args, rest = parser.parse_known_args(rest)
+    return args, {"all": parse_overrides(rest), **{k: parse_overrides(v) for k, v in per_tower.items()}}
+
+
+def finished(cfg: Config, run_dir: Path) -> bool:
+    """Trained to its stop (epoch cap or patience) and tested after its last epoch."""
+    test_file, metrics_file = run_dir / "test_metrics.json", run_dir / "metrics.jsonl"
+    if not (test_file.is_file() and metrics_file.is_file()):
+        return False
+    if test_file.stat().st_mtime < metrics_file.stat().st_mtime:
+        return False
+    epochs = sum(1 for line in metrics_file.read_text().splitlines() if line.strip())
+    best = json.loads(test_file.read_text()).get("best_epoch", 0)
+    return epochs >= cfg.epoch or epochs - best >= cfg.patience
+
+
+def study_runs(parts: list[dict], overrides: dict, runs_dir: Path) -> list[tuple[Config, Path]]:
+    """(Config, run folder) of every grid point of every part, without duplicates."""
+    runs, seen = [], set()
+    for part in parts:
+        tower = "id" if part.get("item_tower", "id") == "id" else "mo"
+        for point in expand_grid({**SMALL, **part, **overrides["all"], **overrides[tower]}):
+            point["runs_dir"] = str(runs_dir)
+            cfg = make_config(point)
+            if cfg.label:
+                raise InputError("--label does not apply to a study: its runs are named from their values")
+            run_dir = runs_dir / run_label(cfg)
+            if run_dir not in seen:
+                seen.add(run_dir)
+                runs.append((cfg, run_dir))
+    return runs
+
+
+def execute(runs: list[tuple[Config, Path]]) -> None:
+    """Train (resuming a started run) and test every run that is not finished."""
+    from morec.train import test, train
+    for number, (cfg, run_dir) in enumerate(runs, 1):
+        if finished(cfg, run_dir):
+            print(f"[{number}/{len(runs)}] {run_dir.name}: done", flush=True)
+            continue
+        print(f"[{number}/{len(runs)}] {run_dir.name}: training", flush=True)
+        start = time.perf_counter()
+        started = (run_dir / "checkpoint_last.pt").is_file()
+        train(dataclasses.replace(cfg, resume=started), run_dir)
+        test(cfg, run_dir)
+        print(f"[{number}/{len(runs)}] {run_dir.name}: {time.perf_counter() - start:.0f}s", flush=True)
+
+
+def report(name: str, title: str, runs: list[tuple[Config, Path]], out: Path) -> Path:
+    """Table (md + csv) and figures (bars, curves) of the study's tested runs."""
+    from plot_runs import plot_bars, plot_curves
+    from results_table import load_run, markdown, table_rows, write_table
+    tested = [load_run(d) for _, d in runs if (d / "test_metrics.json").is_file()]
+    if not tested:
+        raise InputError(f"none of the study's {len(runs)} runs is tested yet; run the study without --table_only")
+    rows = table_rows(tested)
+    md, _ = write_table(rows, out / name, title)
+    plot_bars(rows, out / f"{name}_bars.png", title)
+    plot_curves([d for _, d in runs if (d / "metrics.jsonl").is_file()], out / f"{name}_curves.png",
+                title=title)
+    missing = len(runs) - len(tested)
+    print(markdown(rows), end="")
+    print(f"wrote {md}, {md.with_suffix('.csv')}, {out / (name + '_bars.png')}, {out / (name + '_curves.png')}"
+          + (f" ({missing} of {len(runs)} runs not tested yet)" if missing else ""))
+    return md
+
+
+def run_study(name: str, title: str, parts: list[dict], args: argparse.Namespace, overrides: dict) -> Path:
+    everywhere = overrides["all"]
+    dataset = everywhere.get("dataset", SMALL["dataset"])
+    if isinstance(dataset, list) or any("dataset" in overrides[t] for t in ("id", "mo")):
+        raise InputError("a study runs on one data set; run it once per --dataset")
+    out = Path(args.out or f"studies/{dataset}")
+    runs_dir = Path(everywhere.pop("runs_dir", "") or out / "runs")
+    runs = study_runs(parts, overrides, runs_dir)
+    print(f"{name}: {len(runs)} runs in {runs_dir}", flush=True)
+    if not args.table_only:
+        execute(runs)
+    return report(name, title, runs, out)
+
+
+def entry(main) -> None:
+    """Run a study's main(argv) with the scripts' error convention."""
+    try:
+        main(sys.argv[1:])
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Preempted as stop:
+        print(f"{stop}; run the same study command again to continue", file=sys.stderr)
+        raise SystemExit(128 + stop.signum) from None
+    except KeyboardInterrupt:
+        print("interrupted; run the same study command again to continue", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -1,0 +1,30 @@
+"""Paper question 3: two-stage (TS, frozen encoder features + DNN layers) or end-to-end (E2E)?
+
+Trains and tests text MoRec end to end and two-stage with each DNN depth (`dnn_layers`, the
+layers on top of the frozen features; the paper sweeps 0-12), plus IDRec as the reference, with
+every seed; then writes the table and the figures:
+
+    python scripts/study_q3_ts_vs_e2e.py                            # ml-100k, small CPU settings
+    python scripts/study_q3_ts_vs_e2e.py --dnn 0,2,4,8,12 --seed 1,2,3 --out docs/studies/ml-100k
+
+Defaults: those of scripts/study_common.py SMALL (as study_q1_morec_vs_idrec.py, whose IDRec and
+E2E runs this study shares when both use the same --runs_dir), depths 0, 2, 4, 8, 12.
+"""
+import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # noqa: E401,E702
+
+from study_common import IDREC, MOREC_E2E, MOREC_TS, entry, int_list, parse_args, run_study
+from morec.errors import InputError
+
+
+def main(argv: list[str]):
+    args, overrides = parse_args(argv, __doc__.split("\n\n")[0], lambda parser: parser.add_argument(
+        "--dnn", default="0,2,4,8,12", help="dnn_layers of the TS runs (default 0,2,4,8,12)"))
+    if any("dnn_layers" in o for o in overrides.values()):
+        raise InputError("give the TS depths with --dnn, not --dnn_layers")
+    parts = [IDREC, MOREC_E2E, {**MOREC_TS, "dnn_layers": int_list(args.dnn)}]
+    return run_study("q3_ts_vs_e2e", "Q3: two-stage (TS, by DNN depth) vs end-to-end (E2E) MoRec", parts, args,
+                     overrides)
+
+
+if __name__ == "__main__":
+    entry(main)

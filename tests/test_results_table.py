@@ -1,0 +1,144 @@
+"""scripts/results_table.py and scripts/plot_runs.py on fake run folders whose answer is known."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+import plot_runs  # noqa: E402
+import results_table  # noqa: E402
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def fake_run(root, name, config, hr, ndcg, cold=None, epochs=3, tested=True):
+    """A run folder as train_*.py + test_*.py leave it (only the files the table reads)."""
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"dataset": "toy", **config}))
+    history = [{"epoch": e, "train_loss": 5.0 - e, "valid": {"HR@10": 0.01 * e, "NDCG@10": 0.005 * e}}
+               for e in range(1, epochs + 1)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    if tested:
+        result = {"label": name, "best_epoch": epochs, "valid": history[-1]["valid"],
+                  "test": {"HR@10": hr, "NDCG@10": ndcg}}
+        if cold is not None:
+            result["cold_start"] = {"below": 1, "users": 4, "metrics": {"HR@10": cold, "NDCG@10": cold / 2}}
+        (run / "test_metrics.json").write_text(json.dumps(result))
+    return run
+
+
+@pytest.fixture
+def runs_root(tmp_path):
+    root = tmp_path / "exp" / "runs"
+    # IDRec, three seeds; the first run is an old one whose config lacks the newer keys
+    fake_run(root, "id-s1", {"item_tower": "id", "seed": 1}, 0.10, 0.05, cold=0.0)
+    fake_run(root, "id-s2", {"item_tower": "id", "seed": 2, "warm_min_count": 0, "two_stage": False}, 0.12, 0.06, cold=0.0)
+    fake_run(root, "id-s3", {"item_tower": "id", "seed": 3}, 0.14, 0.07, cold=0.0)
+    # text E2E, two seeds
+    text = {"item_tower": "text", "bert_model_load": "enc"}
+    fake_run(root, "text-s1", {**text, "seed": 1}, 0.15, 0.08, cold=0.25)
+    fake_run(root, "text-s2", {**text, "seed": 2}, 0.13, 0.06, cold=0.75)
+    # two-stage with 8 DNN layers, one seed; and an untested run
+    fake_run(root, "ts8-s1", {**text, "two_stage": True, "dnn_layers": 8, "seed": 1}, 0.09, 0.03)
+    fake_run(root, "ts8-s2", {**text, "two_stage": True, "dnn_layers": 8, "seed": 2}, 0.5, 0.5, tested=False)
+    # warm-20: its own ID and text rows
+    fake_run(root, "wid-s1", {"item_tower": "id", "warm_min_count": 20, "seed": 1}, 0.20, 0.10)
+    fake_run(root, "wtext-s1", {**text, "warm_min_count": 20, "seed": 1}, 0.18, 0.12)
+    return tmp_path / "exp"
+
+
+def test_rows_mean_std_and_improvement(runs_root, capsys):
+    runs = results_table.load_runs([runs_root])
+    assert "left out 1 run(s)" in capsys.readouterr().err                 # ts8-s2
+    rows = {(r["setting"], r["item_tower"], r["mode"]): r for r in results_table.table_rows(runs)}
+    assert list(rows) == [("regular", "ID", "E2E"), ("regular", "text: enc", "E2E"),
+                          ("regular", "text: enc", "TS dnn=8"), ("warm-20", "ID", "E2E"),
+                          ("warm-20", "text: enc", "E2E")]
+    idrec = rows["regular", "ID", "E2E"]
+    assert idrec["n"] == 3 and idrec["seeds"] == "1 2 3"                   # old and new configs group
+    assert idrec["hr10_mean"] == pytest.approx(12.0) and idrec["hr10_std"] == pytest.approx(2.0)
+    assert idrec["ndcg10_mean"] == pytest.approx(6.0) and idrec["ndcg10_std"] == pytest.approx(1.0)
+    assert math.isnan(idrec["hr10_vs_id_pct"])
+    text = rows["regular", "text: enc", "E2E"]
+    assert text["hr10_mean"] == pytest.approx(14.0) and text["hr10_std"] == pytest.approx(math.sqrt(2))
+    assert text["hr10_vs_id_pct"] == pytest.approx(100 * 2 / 12)            # +16.7 %
+    assert text["ndcg10_vs_id_pct"] == pytest.approx(100 * (7 - 6) / 6)
+    assert text["cold_hr10_mean"] == pytest.approx(50.0) and text["cold_users"] == 4
+    ts = rows["regular", "text: enc", "TS dnn=8"]
+    assert ts["n"] == 1 and ts["hr10_mean"] == pytest.approx(9.0) and math.isnan(ts["hr10_std"])
+    warm = rows["warm-20", "text: enc", "E2E"]                             # against the warm-20 IDRec
+    assert warm["hr10_vs_id_pct"] == pytest.approx(-10.0) and warm["ndcg10_vs_id_pct"] == pytest.approx(20.0)
+
+    md = results_table.markdown(list(rows.values()))
+    assert "| toy | regular | sasrec | inbatch | ID | E2E | 3 | 12.00 ± 2.00 | 6.00 ± 1.00 | - | - |" in md
+    assert "| 14.00 ± 1.41 | 7.00 ± 1.41 | +16.7% | +16.7% | 50.00 ± 35.36 (4) |" in md
+    assert "| 9.00 | 3.00 | -25.0% | -50.0% | - |" in md                     # one seed: no ±
+
+
+def test_cli_writes_markdown_and_csv(runs_root, tmp_path):
+    out = tmp_path / "tables" / "toy"
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "results_table.py"), str(runs_root),
+                             "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (out.with_suffix(".md")).read_text().count("\n| toy |") == 5
+    with open(out.with_suffix(".csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["hr10_mean"]) for r in rows] == [12.0, 14.0, 9.0, 20.0, 18.0]
+    assert rows[0]["hr10_std"] == "2.0" and rows[2]["hr10_std"] == "" and rows[0]["runs"] == "id-s1 id-s2 id-s3"
+    empty = subprocess.run([sys.executable, str(REPO / "scripts" / "results_table.py"), str(tmp_path / "tables")],
+                           capture_output=True, text=True, timeout=120)
+    assert empty.returncode == 2 and empty.stderr.startswith("error: no tested run under")
+
+
+def test_bad_run_file_is_a_clear_error(runs_root):
+    (runs_root / "runs" / "id-s1" / "test_metrics.json").write_text("{not json")
+    with pytest.raises(results_table.InputError, match=r"id-s1/test_metrics.json cannot be read as JSON"):
+        results_table.load_runs([runs_root], quiet=True)
+
+
+def assert_png(path):
+    assert path.is_file() and path.read_bytes()[:8] == PNG_SIGNATURE
+    import matplotlib.pyplot as plt
+    image = plt.imread(path)                              # decodes: a valid PNG, not only a header
+    assert image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_plots_are_valid_pngs(runs_root, tmp_path):
+    curves = plot_runs.plot_curves([runs_root], tmp_path / "fig" / "curves.png")
+    assert_png(curves)
+    rows = results_table.table_rows(results_table.load_runs([runs_root], quiet=True))
+    assert_png(plot_runs.plot_bars(rows, tmp_path / "fig" / "bars.png"))
+    with pytest.raises(results_table.InputError, match="no valid HR@99"):
+        plot_runs.plot_curves([runs_root], tmp_path / "x.png", metric="HR@99")
+
+
+def test_study_chains_runs_then_table_and_figures(tmp_path, capsys):
+    """study_q3 at toy size (tiny random encoder, one epoch): every run is trained and tested, the
+    table has one row per tower/mode (IDRec with two seeds), a second call skips every run."""
+    from text_helpers import tiny_encoders
+    import study_q3_ts_vs_e2e
+    argv = ["--out", str(tmp_path / "out"), "--dnn", "1", "--seed", "1", "--id.seed", "1,2", "--epoch", "1",
+            "--max_seq_len", "3", "--embedding_dim", "16", "--batch_size", "512",
+            "--pretrained_dir", str(tiny_encoders()), "--bert_model_load", "random_tiny_bert",
+            "--cache_dir", str(tmp_path / "cache"), "--mo.lr", "0.002", "--progress", "false"]
+    study_q3_ts_vs_e2e.main(argv)
+    out = capsys.readouterr().out
+    assert out.count(": training") == 4 and out.count("\ntest HR@10 ") == 4
+    csv_rows = list(csv.DictReader(open(tmp_path / "out" / "q3_ts_vs_e2e.csv", newline="")))
+    assert [(r["item_tower"], r["mode"], r["seeds"]) for r in csv_rows] == [
+        ("ID", "E2E", "1 2"), ("text: random_tiny_bert", "E2E", "1"), ("text: random_tiny_bert", "TS dnn=1", "1")]
+    configs = [json.loads((tmp_path / "out" / "runs" / label / "config.json").read_text())
+               for r in csv_rows for label in r["runs"].split()]
+    assert [c["lr"] for c in configs] == [0.001, 0.001, 0.002, 0.002]            # --mo.lr: MoRec runs only
+    for name in ("q3_ts_vs_e2e_bars.png", "q3_ts_vs_e2e_curves.png"):
+        assert_png(tmp_path / "out" / name)
+    study_q3_ts_vs_e2e.main(argv)
+    assert capsys.readouterr().out.count(": done") == 4
