@@ -64,6 +64,7 @@ class Config:
     fine_tune_lr: float = 1e-4          # encoder parameter group (modality towers)
     fine_tune_l2_weight: float = 0.01
     max_grad_norm: float = 0.0          # 0: no clipping (the paper)
+    accumulation_steps: int = 1         # micro-batches per optimizer step (effective batch = batch_size x this)
     skip_nonfinite: bool = False        # skip a batch whose loss or gradient is NaN/inf (else stop)
     patience: int = 10                  # early stop after this many non-improving evaluations
     tie_break_ndcg: bool = False        # best checkpoint: valid HR@10, then NDCG@10 on ties
@@ -83,7 +84,9 @@ class Config:
     nproc_per_node: int = 1             # > 1: the script starts itself under torchrun (DDP; per-GPU batch_size)
     nnodes: int = 1                     # > 1: multi-node; every node runs the script with the same rdzv_endpoint
     rdzv_endpoint: str = ""             # host:port of the rendezvous for nnodes > 1 (e.g. the first node)
-    amp: bool = True                    # mixed precision (bf16) on CUDA; ignored on CPU
+    amp: bool = True                    # mixed precision on CUDA; ignored on CPU
+    amp_dtype: str = "bf16"             # bf16 | fp16 (fp16 uses a GradScaler)
+    compile_model: bool = False         # torch.compile the model for training
     num_workers: int = 0
     progress: bool = True               # tqdm bars (only shown on a terminal)
     cache_dir: str = "cache"            # token and two-stage feature caches; relative to the repository root
@@ -98,9 +101,9 @@ class Config:
 
 # Fields that steer a run but do not change what it computes: kept out of the run label so that
 # `train --epoch 3` and `test` (or a resumed run) find the same folder.
-RUN_CONTROL = {"label", "runs_dir", "nproc_per_node", "nnodes", "rdzv_endpoint", "skip_nonfinite", "resume", "overwrite", "device", "num_workers", "progress", "epoch",
-               "patience", "eval_batch_size", "eval_chunk_elems", "cache_dir",
-               "cold_start_count"}
+RUN_CONTROL = {"label", "runs_dir", "resume", "overwrite", "device", "amp", "amp_dtype", "compile_model",
+               "nproc_per_node", "nnodes", "rdzv_endpoint", "num_workers", "progress", "skip_nonfinite",
+               "epoch", "patience", "eval_batch_size", "eval_chunk_elems", "cache_dir", "cold_start_count"}
 LABEL_PREFIX = [("model", ""), ("item_tower", ""), ("loss", ""), ("embedding_dim", "d"),
                 ("batch_size", "bs"), ("lr", "lr"), ("l2_weight", "l2"), ("drop_rate", "dr"),
                 ("max_seq_len", "L"), ("seed", "s")]

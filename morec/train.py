@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import signal
@@ -19,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -83,6 +85,10 @@ def check_config(cfg: Config) -> None:
     if cfg.embedding_dim % cfg.num_attention_heads:
         raise InputError(f"embedding_dim {cfg.embedding_dim} must be divisible by "
                          f"num_attention_heads {cfg.num_attention_heads}")
+    if cfg.accumulation_steps < 1:
+        raise InputError(f"accumulation_steps must be at least 1, got {cfg.accumulation_steps}")
+    if cfg.amp_dtype not in ("bf16", "fp16"):
+        raise InputError(f"amp_dtype must be bf16 or fp16, got {cfg.amp_dtype!r}")
     if cfg.loss == "bce" and cfg.neg_num < 1:
         raise InputError("the bce loss needs neg_num >= 1")
 
@@ -207,6 +213,7 @@ class Run:
     model: Recommender                 # the module whose weights are saved
     trainer: torch.nn.Module           # `model`, or its DDP wrapper: call it for the loss
     optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler       # enabled for fp16 autocast on CUDA only
     batches: SequenceBatches | PairBatches
     stop: dict                         # {"signal": None or the signal number}
 
@@ -268,41 +275,65 @@ def rng_states_of_all_ranks(run: Run) -> list[dict]:
     return states
 
 
-def train_step(run: Run, batch: dict) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """One optimisation step; returns (loss averaged over ranks, gradient norm, step taken).
+def optimizer_steps(run: Run, epoch: int, done: EpochProgress) -> Iterator[list[dict]]:
+    """The epoch's optimizer steps from step `done.step` on, each a list of
+    `accumulation_steps` micro-batches (the last may be shorter)."""
+    world = run.world
+    batch_iter = run.batches.epoch(run.cfg.seed * 1000 + epoch, world.rank, world.size)
+    steps = iter(lambda: list(itertools.islice(batch_iter, run.cfg.accumulation_steps)), [])
+    for _ in range(done.step):
+        next(steps)                           # replay the batches (and their negatives) already done
+    return steps
 
-    A non-finite loss or gradient (on any rank) leaves the weights untouched."""
-    cfg, device = run.cfg, run.device
-    batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
-        loss = run.trainer(batch)
+
+def steps_per_epoch(run: Run) -> int:
+    return -(-run.batches.num_batches(run.world.size) // run.cfg.accumulation_steps)
+
+
+def train_step(run: Run, micro_batches: list[dict]) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """One optimizer step over accumulated micro-batches; returns (loss averaged over ranks,
+    gradient norm, step taken). A non-finite loss or gradient (on any rank) leaves the weights
+    untouched; under fp16 the GradScaler skips steps with overflowing gradients itself."""
+    cfg, device, world = run.cfg, run.device, run.world
+    use_amp = cfg.amp and device.type == "cuda"
+    amp_dtype = torch.float16 if cfg.amp_dtype == "fp16" else torch.bfloat16
     run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()                                       # DDP averages the gradients here
+    loss_sum = torch.zeros((), device=device)
+    for index, batch in enumerate(micro_batches):
+        batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+        last = index == len(micro_batches) - 1
+        no_sync = run.trainer.no_sync() if world.distributed and not last else contextlib.nullcontext()
+        with no_sync:                                     # DDP averages the gradients on the last one
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                loss = run.trainer(batch) / len(micro_batches)
+            run.scaler.scale(loss).backward()
+        loss_sum += loss.detach().float()
+    run.scaler.unscale_(run.optimizer)
     params = [p for p in run.model.parameters() if p.grad is not None]
     grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-    loss = all_reduce_sum(loss.detach().float(), run.world) / run.world.size
-    finite = bool(torch.isfinite(loss) & torch.isfinite(grad_norm))
-    if finite:
-        if cfg.max_grad_norm > 0:
+    loss = all_reduce_sum(loss_sum, world) / world.size
+    finite_grad = bool(torch.isfinite(grad_norm))
+    taken = bool(torch.isfinite(loss)) and (finite_grad or run.scaler.is_enabled())
+    if taken:
+        if cfg.max_grad_norm > 0 and finite_grad:
             torch.nn.utils.clip_grads_with_norm_(params, cfg.max_grad_norm, grad_norm)
-        run.optimizer.step()
-    return loss, grad_norm, finite
+        run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return loss, grad_norm, taken
 
 
 def train_steps(run: Run, epoch: int, done: EpochProgress) -> bool:
     """Run the rest of the epoch from step `done.step`; False if a stop signal cut it short."""
     cfg, world = run.cfg, run.world
     run.trainer.train()
-    batch_iter = run.batches.epoch(cfg.seed * 1000 + epoch, world.rank, world.size)
-    for _ in range(done.step):
-        next(batch_iter)                      # replay the batches (and their negatives) already done
-    for batch in progress(batch_iter, cfg, total=run.batches.num_batches(world.size), initial=done.step,
-                          desc=f"epoch {epoch}"):
-        loss, grad_norm, finite = train_step(run, batch)
-        if finite:
+    for micro_batches in progress(optimizer_steps(run, epoch, done), cfg, total=steps_per_epoch(run),
+                                  initial=done.step, desc=f"epoch {epoch}"):
+        loss, grad_norm, taken = train_step(run, micro_batches)
+        if taken:
             done.loss_sum += loss.item()
-            done.grad_norm_sum += grad_norm.item()
-            done.grad_norm_max = max(done.grad_norm_max, grad_norm.item())
+            if torch.isfinite(grad_norm):
+                done.grad_norm_sum += grad_norm.item()
+                done.grad_norm_max = max(done.grad_norm_max, grad_norm.item())
         elif cfg.skip_nonfinite:
             done.skipped += 1
             log.warning("skipped epoch %d step %d: loss %s, gradient norm %s", epoch, done.step,
@@ -370,19 +401,24 @@ def train(cfg: Config, run_dir: Path) -> dict:
         trainer = model
         if world.distributed:
             trainer = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        run = Run(cfg, data, files, device, world, model, trainer, build_optimizer(model, cfg),
+        if cfg.compile_model:
+            trainer = torch.compile(trainer)
+        scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and cfg.amp_dtype == "fp16"
+                                      and device.type == "cuda")
+        run = Run(cfg, data, files, device, world, model, trainer, build_optimizer(model, cfg), scaler,
                   make_batches(cfg, data), stop)
         state = {"epoch": 0, "best": None, "bad_evals": 0, "history": [], "partial": None}
         if checkpoint is not None:
             model.load_state_dict(checkpoint["model"])
             run.optimizer.load_state_dict(checkpoint["optimizer"])
+            if checkpoint.get("scaler"):
+                scaler.load_state_dict(checkpoint["scaler"])
             state = {key: checkpoint.get(key, default) for key, default in state.items()}
             step = f", step {state['partial']['progress']['step']}" if state["partial"] else ""
             log.info("resumed %s after epoch %d%s", files.dir.name, state["epoch"], step)
         else:
-            log.info("run %s: %d users, %d items, %d train batches per epoch and rank, %d rank(s), device %s",
-                     files.dir.name, data.num_users, data.num_items, run.batches.num_batches(world.size),
-                     world.size, device)
+            log.info("run %s: %d users, %d items, %d optimizer steps per epoch, %d rank(s), device %s",
+                     files.dir.name, data.num_users, data.num_items, steps_per_epoch(run), world.size, device)
         if world.is_main:
             write_text_atomic(files.metrics, "".join(json.dumps(r) + "\n" for r in state["history"]))
         while state["epoch"] < cfg.epoch and state["bad_evals"] < cfg.patience:
@@ -396,8 +432,8 @@ def train(cfg: Config, run_dir: Path) -> dict:
 
 def save_last(run: Run, state: dict) -> None:
     if run.world.is_main:
-        save_checkpoint(run.files.last, {"model": run.model.state_dict(),
-                                         "optimizer": run.optimizer.state_dict(), **state})
+        save_checkpoint(run.files.last, {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                                         "scaler": run.scaler.state_dict(), **state})
 
 
 def epoch_start(run: Run, state: dict, epoch: int) -> EpochProgress:

@@ -148,3 +148,14 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, capsys):
                           capsys=capsys)[0] == 0
     assert_same_run(runs / "full", runs / "killed")
     assert not list((runs / "killed").glob(".*tmp*"))
+
+
+def test_gradient_accumulation_halves_the_optimizer_steps(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    code, _, err = run_in_process("bce_text/main-end2end", "train", "--epoch", "2", "--batch_size", "32",
+                                  "--accumulation_steps", "2", "--runs_dir", str(runs), "--label", "acc",
+                                  capsys=capsys)
+    assert code == 0, err
+    log = (runs / "acc" / "train.log").read_text()
+    assert "15 optimizer steps per epoch" in log                     # 943 users / 32 = 30 batches
+    assert [json.loads(line)["epoch"] for line in (runs / "acc" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
