@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -71,8 +70,10 @@ def main(params: dict, mode: str, script_file: str, argv: list[str] | None = Non
     try:
         runs = run_dirs(params, script_file, argv)
         command = torchrun_command(runs, script_file, argv)
-        if command:                                    # not yet under torchrun: start the processes
-            raise SystemExit(subprocess.run(command).returncode)
+        if command:                  # not yet under torchrun: become torchrun (signals then reach it)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.execv(command[0], command)
         results = []
         for cfg, run_dir in runs:
             results.append(train(cfg, run_dir) if mode == "train" else test(cfg, run_dir))

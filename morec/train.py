@@ -236,13 +236,13 @@ class EpochProgress:
 @contextlib.contextmanager
 def stop_signals():
     """SIGTERM (cluster preemption) and SIGINT ask the loop to stop after the current step and
-    save a checkpoint; a second signal stops at once. Yields {"signal": None or the number}."""
+    save a checkpoint; a second SIGINT stops at once. Yields {"signal": None or the number}."""
     request = {"signal": None}
 
     def handler(signum, _frame):
-        if request["signal"] is not None:
-            raise KeyboardInterrupt
-        request["signal"] = signum
+        if request["signal"] is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt           # a second Ctrl-C; a repeated SIGTERM (SLURM sends
+        request["signal"] = signum            # it to every process of a job) is the same request
 
     if threading.current_thread() is not threading.main_thread():
         yield request                         # signals can only be caught in the main thread

@@ -2,6 +2,7 @@
 per-user argsort loop of the paper's code (morec.reference.ranks_per_user), on CPU.
 
     python scripts/bench_eval.py [--quick] [--threads 2]
+    python scripts/bench_eval.py --scaling [--scaling_users 10000,100000,630000] [--scaling_items 80000] [--threads 1]
 
 (a) ml-100k, valid split, random user/item vectors (d = 64); (b) synthetic: 100k users x 50k
 items, d = 64, ~20 history items per user (--quick: 10k x 5k). The reference runs on the first
@@ -10,6 +11,12 @@ are compared on those users. Vectors lie on the grid k/16, so float32 dot produc
 both paths must agree exactly. The vectorised path of (b) runs in a child process (for two user
 counts) that samples its own RSS, to show that memory is bounded by the chunk, not by users x items.
 Last line: `speedup: <x>x` for (b).
+
+--scaling: the vectorised path alone at MIND size (d = 64, 80k items; 10k, 100k and 630k users),
+each size in its own child process: seconds, users/s, RSS with the data loaded, peak RSS while
+ranking. Time grows linearly with users, the ranking's extra memory stays at the chunk's size. The
+per-user reference runs only on the first `--ref_users` users of the smallest size (ranks compared,
+time extrapolated); its speed-up is the last line.
 """
 import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
 
@@ -156,6 +163,34 @@ def bench_synthetic(args) -> float:
     return report("synthetic", args.users, full["seconds"], ref_s, args.ref_users)
 
 
+def bench_scaling(args) -> float:
+    """Table of the vectorised path over user counts (child processes); returns the speed-up on the
+    smallest size against the per-user reference on its first `ref_users` users."""
+    sizes = [int(u) for u in args.scaling_users.split(",")]
+    args.items = args.scaling_items
+    per_chunk = CHUNK_ELEMS // (args.items + 1)
+    print(f"scaling: {args.items} items, d={args.dim}, ~{args.hist} history items per user, chunk_elems "
+          f"{CHUNK_ELEMS} ({per_chunk} users per chunk), torch threads {args.threads}; one child process per size")
+    print(f"| {'users':>7} | {'seconds':>8} | {'users/s':>8} | {'s per 100k users':>16} | {'RSS with data':>13} "
+          f"| {'peak while ranking':>18} | {'ranking extra':>13} | {'unchunked scores':>16} |")
+    print(f"|{'-' * 9}|{'-' * 10}|{'-' * 10}|{'-' * 18}|{'-' * 15}|{'-' * 20}|{'-' * 15}|{'-' * 18}|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for index, users in enumerate(sizes):
+            out = os.path.join(tmp, f"ranks{index}.npy")
+            r = run_child(args, users, out)
+            extra = r["rss_peak"] - r["rss_before"]
+            print(f"| {users:>7,} | {r['seconds']:>8.2f} | {users / r['seconds']:>8,.0f} | "
+                  f"{r['seconds'] * 1e5 / users:>16.2f} | {r['rss_before'] / MiB:>9.0f} MiB | "
+                  f"{r['rss_peak'] / MiB:>14.0f} MiB | {extra / MiB:>9.0f} MiB | "
+                  f"{users * (args.items + 1) * 4 / 2 ** 30:>12.1f} GiB |", flush=True)
+            if index == 0:
+                first_ranks, first = np.load(out), r
+    case = synthetic_case(sizes[0], args.items, args.dim, args.hist)
+    ref_s, slow_ranks = reference(case, args.ref_users)
+    compare(f"{sizes[0]} users", first_ranks, slow_ranks)
+    return report(f"{sizes[0]} users", sizes[0], first["seconds"], ref_s, args.ref_users)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="10k users x 5k items, 500 reference users")
@@ -165,6 +200,9 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--hist", type=int, default=20)
     parser.add_argument("--ref_users", type=int, default=2000)
+    parser.add_argument("--scaling", action="store_true", help="vectorised path only, at MIND size, over user counts")
+    parser.add_argument("--scaling_users", default="10000,100000,630000")
+    parser.add_argument("--scaling_items", type=int, default=80_000)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -175,6 +213,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, torch threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} CPUs, reference: numpy {np.__version__}")
+    if args.scaling:
+        args.ref_users = min(args.ref_users, 300)
+        speedup = bench_scaling(args)
+        print(f"speedup: {speedup:.1f}x")
+        return
     bench_ml100k(args)
     speedup = bench_synthetic(args)
     print(f"speedup: {speedup:.1f}x")
