@@ -389,6 +389,22 @@ def prepare_run(cfg: Config, files: RunFiles, world: World) -> dict | None:
     return checkpoint
 
 
+@contextlib.contextmanager
+def removed_if_setup_fails(files: RunFiles, fresh: bool):
+    """A new run whose model cannot be built (missing or mismatched encoder weights, ...) leaves
+    no folder behind: its config.json and train.log are removed, then the folder if empty."""
+    try:
+        yield
+    except InputError:
+        if fresh:
+            for path in (files.config, files.log):
+                path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                files.dir.rmdir()
+                files.dir.parent.rmdir()               # the runs folder too, if this made it
+        raise
+
+
 def train(cfg: Config, run_dir: Path) -> dict:
     """Train one run to early stop; returns the best valid record."""
     data = load_data(cfg)                     # bad data fails here, before anything is written
@@ -396,7 +412,8 @@ def train(cfg: Config, run_dir: Path) -> dict:
     files = RunFiles(run_dir)
     checkpoint = prepare_run(cfg, files, world)
     with run_logging(files.log if world.is_main else None), stop_signals() as stop:
-        model = build_run_model(cfg, data, device)
+        with removed_if_setup_fails(files, fresh=checkpoint is None and world.is_main):
+            model = build_run_model(cfg, data, device)        # loads encoders: bad weights fail here
         model.distribute(world, cfg.gather_negatives)
         trainer = model
         if world.distributed:

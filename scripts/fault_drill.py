@@ -264,6 +264,61 @@ def nan_loss(skip: bool) -> Callable[[Path], Outcome]:
     return run
 
 
+# ----------------------------------------------------------------------------- pretrained encoders
+
+TEXT_SCRIPT = "inbatch_sasrec_e2e_text/train_minilm_2stage.py"
+
+
+def tiny_encoder(root: Path) -> Path:
+    """A tiny random BERT (tokenizer trained on the ml-100k titles) in root/encoders/tiny."""
+    sys.path.insert(0, str(REPO / "pretrained_models"))
+    from make_tiny import make_tiny_bert
+    folder = root / "encoders" / "tiny"
+    if not folder.exists():
+        make_tiny_bert(folder)
+    return folder
+
+
+def text_run(root: Path, label: str, *extra: str) -> tuple[int, str]:
+    return run_in_process(["--bert_model_load", "tiny", "--pretrained_dir", str(root / "encoders"),
+                           "--cache_dir", str(root / "cache"), "--dnn_layers", "0", "--epoch", "1",
+                           "--runs_dir", str(root / "runs"), "--label", label, *extra], script=TEXT_SCRIPT)
+
+
+def encoder_without_weights(root: Path) -> Outcome:
+    """A pretrained folder whose weights file is missing: the error lists what the folder needs."""
+    (tiny_encoder(root) / "model.safetensors").unlink()
+    code, err = text_run(root, "no_weights")
+    return Outcome(f"exit {code}: {error_line(err)}",
+                   code == 2 and "incomplete: missing model.safetensors" in err and not (root / "runs").exists())
+
+
+def encoder_wrong_shape(root: Path) -> Outcome:
+    """Weights whose shapes do not match config.json (another model's file): a clear error."""
+    config_file = tiny_encoder(root) / "config.json"
+    config = json.loads(config_file.read_text())
+    config["hidden_size"], config["intermediate_size"] = 64, 128
+    config_file.write_text(json.dumps(config))
+    code, err = text_run(root, "wrong_shape")
+    return Outcome(f"exit {code}: {error_line(err)}",
+                   code == 2 and "cannot load the encoder weights" in err and not (root / "runs").exists())
+
+
+def stale_feature_cache(root: Path) -> Outcome:
+    """Two-stage features cached with one encoder, then the encoder's weights change: the cache
+    is detected as stale (logged) and rebuilt, and the run trains on the new features."""
+    tiny_encoder(root)
+    code, err = text_run(root, "first")
+    assert code == 0, error_line(err)
+    weights = tiny_encoder(root) / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-4:] = bytes(4)                                       # new weights, same size
+    weights.write_bytes(bytes(data))
+    code, err = text_run(root, "second")
+    stale = "built from another encoder" in err
+    return Outcome(f"exit {code}; stale cache reported and rebuilt: {stale}", code == 0 and stale)
+
+
 # ----------------------------------------------------------------------------- images
 
 def image_store_case(fault: str) -> Callable[[Path], Outcome]:
@@ -334,6 +389,9 @@ CASES = [
     Case("corrupt_checkpoint", "exit 2 naming the checkpoint", corrupt_checkpoint),
     Case("nan_stop", "exit 2 naming epoch 2 step 3; epoch-1 checkpoint kept", nan_loss(skip=False)),
     Case("nan_skip", "--skip_nonfinite: batch skipped and counted", nan_loss(skip=True)),
+    Case("encoder_without_weights", "exit 2 listing the files the folder needs", encoder_without_weights),
+    Case("encoder_wrong_shape", "exit 2: the weights do not fit config.json", encoder_wrong_shape),
+    Case("stale_feature_cache", "stale two-stage cache detected and rebuilt", stale_feature_cache),
     Case("lmdb_truncated_value", "InputError naming key and LMDB", image_store_case("truncated")),
     Case("image_not_decodable", "InputError naming key and LMDB", image_store_case("garbage")),
     Case("legacy_pickle_attack", "restricted unpickler refuses; nothing runs", legacy_pickle_refused),
