@@ -457,7 +457,8 @@ def epoch_start(run: Run, state: dict, epoch: int) -> EpochProgress:
     """The progress to continue from: a saved mid-epoch point, or a fresh, reseeded epoch."""
     partial = state["partial"]
     if partial and partial.get("world_size", 1) == run.world.size:
-        set_rng_state(partial["rng"][run.world.rank])
+        rng = partial["rng"]                                  # one state per rank (a dict: older runs)
+        set_rng_state(rng[run.world.rank] if isinstance(rng, list) else rng)
         return EpochProgress(**partial["progress"])
     if partial:
         log.warning("the checkpoint was taken mid-epoch with %d rank(s), this run has %d: epoch %d "

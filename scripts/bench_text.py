@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 
 from morec.config import make_config
-from morec.data.files import ItemRow
 from morec.data.text import item_tokens
 from morec.features import encoder_folder
 from morec.models.text import load_tokenizer

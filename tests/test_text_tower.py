@@ -135,12 +135,12 @@ def test_optimizer_groups_and_trainable_log(tmp_path, caplog):
 
 @pytest.mark.parametrize("loss", ["inbatch", "bce"])
 def test_deduplicated_encoding_gives_the_same_loss_and_gradients(loss, tmp_path):
-    model = no_dropout(build(config(tmp_path, loss=loss, drop_rate=0.0)))
-    batch = next(make_batches(model_cfg := config(tmp_path, loss=loss), ml100k()).epoch(seed=3))
-    del model_cfg
-    rows = []
-    hook = model.item_tower.encoder.register_forward_hook(lambda m, args, kw, out: rows.append(kw["input_ids"].shape[0]),
-                                                          with_kwargs=True)
+    cfg = config(tmp_path, loss=loss, drop_rate=0.0)
+    model = no_dropout(build(cfg))
+    batch = next(make_batches(cfg, ml100k()).epoch(seed=3))
+    rows = []                                                          # rows given to the encoder
+    model.item_tower.encoder.register_forward_hook(lambda m, args, kw, out: rows.append(kw["input_ids"].shape[0]),
+                                                   with_kwargs=True)
     results = []
     for dedup in (True, False):
         model.item_tower.deduplicate = dedup
