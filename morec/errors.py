@@ -16,3 +16,13 @@ class Preempted(Exception):
     def __init__(self, signum: int, message: str):
         super().__init__(message)
         self.signum = signum
+
+
+def run_cli(main, argv: list[str] | None = None) -> None:
+    """Run a script's `main(argv)`; bad input ends with `error: ...` on stderr and exit code 2."""
+    import sys
+    try:
+        main(sys.argv[1:] if argv is None else argv)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

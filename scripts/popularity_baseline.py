@@ -11,7 +11,7 @@ import torch
 
 from morec.config import make_config, parse_overrides
 from morec.data import SequenceData
-from morec.errors import InputError
+from morec.errors import InputError, run_cli
 from morec.evaluate import metrics_from_ranks, target_ranks
 from morec.train import load_data
 
@@ -44,8 +44,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_cli(main)
