@@ -28,7 +28,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from morec.config import Config  # noqa: E402
 from morec.errors import InputError  # noqa: E402
-from results_table import group_key, load_runs, mode_name, read_json, setting_name, table_rows, tower_name  # noqa: E402
+from results_table import (config_sort_key, group_key, load_runs, mode_name, read_json, setting_name,
+                           table_rows, tower_name)  # noqa: E402
 
 
 def run_label(config: dict) -> str:
@@ -67,7 +68,7 @@ def plot_curves(folders: list[str | Path], out: Path, metric: str = "NDCG@10", t
     runs = curve_runs(folders)
     colours = {}
     fig, (ax_metric, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for run_dir, config, history in sorted(runs, key=lambda r: (run_label(r[1]), r[1].get("seed", 0))):
+    for run_dir, config, history in sorted(runs, key=lambda r: (config_sort_key(r[1]), r[1].get("seed", 0))):
         key = group_key(config)
         first = key not in colours
         colour = colours.setdefault(key, f"C{len(colours) % 10}")
@@ -112,7 +113,8 @@ def plot_bars(rows: list[dict], out: Path, title: str = "") -> Path:
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     seeds = sorted({r["n"] for r in rows})
-    ax.set_title(title or f"test HR@10 / NDCG@10, mean ± std over {'/'.join(map(str, seeds))} seed(s)")
+    subtitle = f"test HR@10 / NDCG@10 (%), mean ± sample std over {'/'.join(map(str, seeds))} seed(s)"
+    ax.set_title(f"{title}\n{subtitle}" if title else subtitle, fontsize=10)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

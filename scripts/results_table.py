@@ -175,7 +175,11 @@ def setting_name(config: dict) -> str:
 
 
 def sort_key(group: Group):
-    c = group.config
+    return config_sort_key(group.config)
+
+
+def config_sort_key(c: dict):
+    """Data set, setting, model, loss, IDRec first, tower, E2E before TS, DNN depth."""
     return (c.get("dataset", ""), c.get("warm_min_count", 0), c.get("model", ""), c.get("loss", ""),
             not is_id(c), tower_name(c), bool(c.get("two_stage")), c.get("fusion", "none"),
             c.get("dnn_layers", 0), group_key(c))

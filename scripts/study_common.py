@@ -37,8 +37,9 @@ SMALL = dict(
     batch_size=64, lr=1e-3, l2_weight=0.1,
     bert_model_load="all_minilm_l6_v2", news_attributes="title", trainable_layers=2,
     fine_tune_lr=1e-4, fine_tune_l2_weight=0.01,
-    epoch=20, patience=5,
+    epoch=40, patience=5,
     seed=[1, 2, 3],
+    cold_start_count=5,     # ml-100k, L 10: 27 test targets never seen in training, 155 seen < 5 times
 )
 IDREC = dict(item_tower="id")
 MOREC_E2E = dict(item_tower="text", two_stage=False)
@@ -85,16 +86,30 @@ def parse_args(argv: list[str], description: str, extra) -> tuple[argparse.Names
     return args, {"all": parse_overrides(rest), **{k: parse_overrides(v) for k, v in per_tower.items()}}
 
 
-def finished(cfg: Config, run_dir: Path) -> bool:
-    """Trained to its stop (epoch cap or patience) and tested after its last epoch."""
+def read_history(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def trained(cfg: Config, run_dir: Path) -> bool:
+    """Trained to its stop: `epoch` evaluations, or `patience` of them since the best (train.py's
+    rule: the first epoch with the highest valid HR@10, then NDCG@10 with tie_break_ndcg)."""
+    history = read_history(run_dir)
+    if not history or not (run_dir / "checkpoint_best.pt").is_file():
+        return False
+    score = (lambda r: (r["valid"]["HR@10"], r["valid"]["NDCG@10"])) if cfg.tie_break_ndcg else \
+        (lambda r: (r["valid"]["HR@10"],))
+    best = max(range(len(history)), key=lambda i: (score(history[i]), -i))
+    return len(history) >= cfg.epoch or len(history) - 1 - best >= cfg.patience
+
+
+def tested(cfg: Config, run_dir: Path) -> bool:
+    """Tested after its last epoch, with this cold-start threshold."""
     test_file, metrics_file = run_dir / "test_metrics.json", run_dir / "metrics.jsonl"
-    if not (test_file.is_file() and metrics_file.is_file()):
+    if not test_file.is_file() or test_file.stat().st_mtime < metrics_file.stat().st_mtime:
         return False
-    if test_file.stat().st_mtime < metrics_file.stat().st_mtime:
-        return False
-    epochs = sum(1 for line in metrics_file.read_text().splitlines() if line.strip())
-    best = json.loads(test_file.read_text()).get("best_epoch", 0)
-    return epochs >= cfg.epoch or epochs - best >= cfg.patience
+    cold = json.loads(test_file.read_text()).get("cold_start") or {}
+    return cold.get("below", 0) == max(cfg.cold_start_count, 0)
 
 
 def study_runs(parts: list[dict], overrides: dict, runs_dir: Path) -> list[tuple[Config, Path]]:
@@ -115,16 +130,19 @@ def study_runs(parts: list[dict], overrides: dict, runs_dir: Path) -> list[tuple
 
 
 def execute(runs: list[tuple[Config, Path]]) -> None:
-    """Train (resuming a started run) and test every run that is not finished."""
+    """Train (resuming a started run) and test every run that is not finished; re-test a trained
+    run whose test is older than its last epoch or used another --cold_start_count."""
     from morec.train import test, train
     for number, (cfg, run_dir) in enumerate(runs, 1):
-        if finished(cfg, run_dir):
-            print(f"[{number}/{len(runs)}] {run_dir.name}: done", flush=True)
-            continue
-        print(f"[{number}/{len(runs)}] {run_dir.name}: training", flush=True)
         start = time.perf_counter()
-        started = (run_dir / "checkpoint_last.pt").is_file()
-        train(dataclasses.replace(cfg, resume=started), run_dir)
+        if trained(cfg, run_dir):
+            if tested(cfg, run_dir):
+                print(f"[{number}/{len(runs)}] {run_dir.name}: done", flush=True)
+                continue
+            print(f"[{number}/{len(runs)}] {run_dir.name}: testing", flush=True)
+        else:
+            print(f"[{number}/{len(runs)}] {run_dir.name}: training", flush=True)
+            train(dataclasses.replace(cfg, resume=(run_dir / "checkpoint_last.pt").is_file()), run_dir)
         test(cfg, run_dir)
         print(f"[{number}/{len(runs)}] {run_dir.name}: {time.perf_counter() - start:.0f}s", flush=True)
 
@@ -153,6 +171,10 @@ def run_study(name: str, title: str, parts: list[dict], args: argparse.Namespace
     dataset = everywhere.get("dataset", SMALL["dataset"])
     if isinstance(dataset, list) or any("dataset" in overrides[t] for t in ("id", "mo")):
         raise InputError("a study runs on one data set; run it once per --dataset")
+    for key in ("nproc_per_node", "nnodes"):
+        if any(o.get(key, 1) != 1 for o in overrides.values()):
+            raise InputError(f"a study trains its runs one after the other in this process: --{key} does not "
+                             "apply; for DDP runs use the experiment scripts, then scripts/results_table.py")
     out = Path(args.out or f"studies/{dataset}")
     runs_dir = Path(everywhere.pop("runs_dir", "") or out / "runs")
     runs = study_runs(parts, overrides, runs_dir)

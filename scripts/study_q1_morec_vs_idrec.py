@@ -10,8 +10,9 @@ the cold-start view) and the figures:
     python scripts/study_q1_morec_vs_idrec.py --warm 0 --encoders bert_tiny,bert_small,bert_base_uncased
 
 Defaults (scripts/study_common.py SMALL): ml-100k, SASRec, in-batch debiased loss, max_seq_len 10,
-embedding_dim 64, all-MiniLM-L6-v2 with its top 2 blocks fine-tuned, at most 20 epochs with
-patience 5, seeds 1, 2, 3, warm settings 0 (regular) and 20. Any run parameter can be overridden
+embedding_dim 64, all-MiniLM-L6-v2 with its top 2 blocks fine-tuned, at most 40 epochs with
+patience 5, seeds 1, 2, 3, warm settings 0 (regular) and 20, cold-start view: targets with < 5
+train interactions. Any run parameter can be overridden
 (README "Reproducing the paper" gives the MIND / HM / Bili commands).
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # noqa: E401,E702

@@ -142,3 +142,7 @@ def test_study_chains_runs_then_table_and_figures(tmp_path, capsys):
         assert_png(tmp_path / "out" / name)
     study_q3_ts_vs_e2e.main(argv)
     assert capsys.readouterr().out.count(": done") == 4
+    study_q3_ts_vs_e2e.main(argv + ["--cold_start_count", "2"])           # another view: test again only
+    out = capsys.readouterr().out
+    assert out.count(": testing") == 4 and ": training" not in out
+    assert "cold-start view (test targets with < 2 train interactions" in out
