@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from morec.config import Config  # noqa: E402
-from morec.errors import InputError  # noqa: E402
+from morec.errors import InputError, run_cli  # noqa: E402
 from results_table import (config_sort_key, group_key, load_runs, mode_name, read_json, setting_name,
                            table_rows, tower_name)  # noqa: E402
 
@@ -142,8 +142,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_cli(main)

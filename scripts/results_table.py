@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from morec.config import RUN_CONTROL, Config
-from morec.errors import InputError
+from morec.errors import InputError, run_cli
 
 METRICS = ("HR@10", "NDCG@10")
 # Keys shown in their own columns (or meaningless across runs): not listed under "other".
@@ -327,8 +327,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_cli(main)
