@@ -31,7 +31,7 @@ class Config:
 
     # --- model ---
     model: str = "sasrec"               # sasrec | dssm
-    item_tower: str = "id"              # id (IDRec); modality towers come with their issues
+    item_tower: str = "id"              # id (IDRec) | text | vision (MoRec)
     embedding_dim: int = 64
     transformer_block: int = 2
     num_attention_heads: int = 2
@@ -50,6 +50,12 @@ class Config:
     two_stage: bool = False             # TS: frozen encoder features cached on disk + GELU(Linear) + dnn_layers MLP
     fusion: str = "none"                # none | add | cat: ID embedding fused with the modality vector
     mo_dnn_layers: int = 0              # two-stage fusion: MLP depth of the modality branch (then dnn_layers)
+
+    # --- item_tower "vision" (SPEC "Item towers"); also fusion / two_stage / freezing above ---
+    cv_model_load: str = "resnet50"     # vision encoder folder under pretrained_dir (pretrained_models/README.md)
+    image_lmdb: str = "images.lmdb"     # image LMDB in the dataset folder (ml-100k: posters.lmdb, dataset/ml-100k/render_posters.py)
+    image_size: int = 224               # images are resized to image_size x image_size (SPEC: 224)
+    image_norm: str = "imagenet"        # imagenet (mean/std) | half (0.5/0.5, the original code)
 
     # --- loss (SPEC "Losses") ---
     loss: str = "inbatch"               # inbatch (debiased softmax) | bce (sampled negatives)

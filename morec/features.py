@@ -2,9 +2,12 @@
 
 - Text end to end: the token ids and attention masks of every item (`morec.data.text`), cached
   under ``<cache_dir>/tokens/`` and handed to the TextTower.
+- Vision end to end: the item images (`morec.data.images.ItemImages`: the dataset's LMDB by item
+  id); the training loop decodes each batch's pixels in DataLoader workers.
 - Two-stage (TS, SPEC "Item towers"): the frozen encoder's feature of every item (text: the
-  last-layer CLS, OPT: masked mean; several attributes averaged), computed once and cached as
-  ``<cache_dir>/features/<dataset>-<encoder>-<attributes>-<items>.npy`` (loaded memory-mapped)
+  last-layer CLS, OPT: masked mean, several attributes averaged; ResNet: the pooled vector; Swin:
+  the pooler output; ViT-MAE: the CLS), computed once and cached as
+  ``<cache_dir>/features/<dataset>-<encoder>-<attributes or image size>-<items>.npy`` (loaded memory-mapped)
   with a ``.json`` sidecar that records what it was built from. A cache built from another
   version of the encoder (its config.json or weights changed) or tokenizer is detected through
   the sidecar and rebuilt; an unreadable one is an error that names the file.
@@ -28,12 +31,13 @@ from morec.checkpoint import write_json_atomic
 from morec.config import REPO_ROOT, Config
 from morec.data import SequenceData
 from morec.data.text import item_texts, item_tokens, parse_attributes, texts_digest, tokenizer_fingerprint
+from morec.data.images import ImageStore, ItemImages
 from morec.errors import InputError
 
 log = logging.getLogger("morec")
 
 FEATURE_FORMAT = 1
-MODALITY_TOWERS = ("text",)
+MODALITY_TOWERS = ("text", "vision")
 
 
 def cache_path(cfg: Config) -> Path:
@@ -47,7 +51,7 @@ def check_modality_config(cfg: Config) -> None:
     if cfg.fusion not in FUSIONS:
         raise InputError(f"fusion {cfg.fusion!r} is not available; choose one of {FUSIONS}")
     if cfg.item_tower == "id" and (cfg.two_stage or cfg.fusion != "none"):
-        raise InputError("two_stage and fusion need a modality item tower: set --item_tower text")
+        raise InputError("two_stage and fusion need a modality item tower: set --item_tower text or vision")
     for name in ("freeze_paras_before", "dnn_layers", "mo_dnn_layers"):
         if getattr(cfg, name) < 0:
             raise InputError(f"{name} must be >= 0, got {getattr(cfg, name)}")
@@ -58,6 +62,12 @@ def check_modality_config(cfg: Config) -> None:
         for name in ("num_words_title", "num_words_abstract"):
             if getattr(cfg, name) < 2:
                 raise InputError(f"{name} must be at least 2 (the special tokens), got {getattr(cfg, name)}")
+    if cfg.item_tower == "vision":
+        from morec.data.images import NORMS
+        if cfg.image_norm not in NORMS:
+            raise InputError(f"image_norm {cfg.image_norm!r} is not available; choose one of {sorted(NORMS)}")
+        if cfg.image_size < 16:
+            raise InputError(f"image_size must be at least 16, got {cfg.image_size}")
 
 
 def text_attributes(cfg: Config) -> list[tuple[str, int]]:
@@ -80,13 +90,36 @@ def text_tokens(cfg: Config, data: SequenceData, tokenizer=None) -> list[tuple[t
     return [(torch.from_numpy(t.input_ids), torch.from_numpy(t.attention_mask)) for t in tokens]
 
 
+def item_images(cfg: Config, data: SequenceData) -> ItemImages:
+    """The dataset's image LMDB as pixels by item id; every item must have an image."""
+    path = cfg.data_dir() / cfg.image_lmdb
+    if not path.exists():
+        how = ("render it with `python dataset/ml-100k/render_posters.py`" if cfg.dataset == "ml-100k"
+               else "build it from a folder of <item>.jpg files with `python scripts/build_lmdb.py`, or "
+                    "convert the original release's LMDB with `python scripts/convert_legacy_lmdb.py`")
+        raise InputError(f"image LMDB {path} not found (--image_lmdb {cfg.image_lmdb}); {how}")
+    images = ItemImages(ImageStore(path, cfg.image_size, cfg.image_norm),
+                        [""] + [row.name for row in data.items[1:]])
+    images.check_complete()
+    return images
+
+
+def run_item_images(cfg: Config, data: SequenceData) -> ItemImages | None:
+    """What the training loop feeds a vision tower end to end (None for other towers)."""
+    check_modality_config(cfg)
+    return item_images(cfg, data) if cfg.item_tower == "vision" and not cfg.two_stage else None
+
+
 def item_tower_inputs(cfg: Config, data: SequenceData, device: torch.device) -> dict:
-    """{} for IDs; {"tokens": [...]} for text end to end; {"features": (N+1, F)} for two-stage."""
+    """{} for IDs and vision end to end (pixels come with each batch); {"tokens": [...]} for text
+    end to end; {"features": (N+1, F)} for two-stage."""
     check_modality_config(cfg)
     if cfg.item_tower not in MODALITY_TOWERS:
         return {}                                    # build_item_tower reports an unknown tower
     if cfg.two_stage:
-        return {"features": torch.from_numpy(text_features(cfg, data, device)[0])}
+        return {"features": torch.from_numpy(modality_features(cfg, data, device)[0])}
+    if cfg.item_tower == "vision":
+        return {}
     return {"tokens": text_tokens(cfg, data)}
 
 
@@ -114,11 +147,32 @@ def text_feature_key(cfg: Config, data: SequenceData, folder: Path, tokenizer) -
     }
 
 
+def vision_feature_key(cfg: Config, data: SequenceData, folder: Path, images: ItemImages) -> dict:
+    """Everything the vision features depend on: encoder files, the LMDB file, size and norm."""
+    def stamp(path: Path) -> list:
+        return [path.name, path.stat().st_size, path.stat().st_mtime_ns]
+    return {
+        "format": FEATURE_FORMAT,
+        "dataset": cfg.dataset,
+        "encoder": cfg.cv_model_load,
+        "encoder_files": [stamp(p) for p in sorted(folder.iterdir()) if p.is_file()],
+        "images": stamp(images.store.path),
+        "image_size": cfg.image_size,
+        "image_norm": cfg.image_norm,
+        "items_sha1": {"names": texts_digest(images.names[1:])},
+        "num_items": data.num_items,
+        "layer": "pooled",
+    }
+
+
 def features_file(cfg: Config, key: dict) -> Path:
     items = hashlib.sha1(json.dumps(key["items_sha1"], sort_keys=True).encode()).hexdigest()[:10]
-    attrs = "+".join(f"{name}{width}" for name, width in key["attributes"])
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{cfg.dataset}-{cfg.bert_model_load}")
-    return cache_path(cfg) / "features" / f"{safe}-{attrs}-{items}.npy"
+    if "attributes" in key:
+        what = "+".join(f"{name}{width}" for name, width in key["attributes"])
+    else:
+        what = f"img{key['image_size']}{key['image_norm']}"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{cfg.dataset}-{key['encoder']}")
+    return cache_path(cfg) / "features" / f"{safe}-{what}-{items}.npy"
 
 
 def _load_features(path: Path, sidecar: Path, num_items: int) -> np.ndarray:
@@ -172,14 +226,27 @@ def extract_text_features(encoder, pooling: str, tokens: list[tuple[torch.Tensor
     return out.numpy()
 
 
-def text_features(cfg: Config, data: SequenceData, device: torch.device,
-                  batch_size: int = 256) -> tuple[np.ndarray, Path]:
-    """The cached two-stage features of every item (memory-mapped, (N+1, F) float32) and their
-    file; extracted when missing or stale."""
-    from morec.models.text import encoder_config, load_text_encoder, load_tokenizer, pooling_of
-    folder = encoder_folder(cfg)
-    tokenizer = load_tokenizer(folder)
-    key = text_feature_key(cfg, data, folder, tokenizer)
+@torch.no_grad()
+def extract_vision_features(encoder, kind: str, images: ItemImages, device: torch.device,
+                            batch_size: int = 256, num_workers: int = 0) -> np.ndarray:
+    """(N+1, H) float32 features of the frozen vision encoder; row 0 (padding) zero."""
+    from morec.data.images import ItemChunks, image_loader
+    from morec.models.vision import encode_images
+    encoder.eval().to(device)
+    ids = torch.arange(1, len(images.names))
+    out = None
+    chunks = image_loader(ItemChunks(ids, batch_size, images), num_workers, device.type == "cuda")
+    for chunk_ids, pixels in chunks:
+        features = encode_images(encoder, kind, pixels.to(device)).float().cpu()     # (K, H)
+        if out is None:
+            out = torch.zeros(len(images.names), features.shape[1])
+        out[chunk_ids] = features
+    return out.numpy()
+
+
+def cached_features(cfg: Config, data: SequenceData, key: dict, extract) -> tuple[np.ndarray, Path]:
+    """The features cached under `key` (memory-mapped, (N+1, F) float32) and their file;
+    `extract()` builds them when the cache is missing or was built from something else."""
     path = features_file(cfg, key)
     sidecar = path.with_suffix(".json")
     if path.exists() and sidecar.exists():
@@ -192,29 +259,61 @@ def text_features(cfg: Config, data: SequenceData, device: torch.device,
             log.info("two-stage features read from %s", path)
             return _load_features(path, sidecar, data.num_items), path
         changed = sorted(k for k in key if (saved or {}).get(k) != key[k])
-        log.warning("feature cache %s was built from another encoder / tokenizer (%s differ); "
+        log.warning("feature cache %s was built from another encoder / input (%s differ); "
                     "rebuilding it", path, ", ".join(changed))
     start = time.perf_counter()
-    tokens = text_tokens(cfg, data, tokenizer)
-    encoder = load_text_encoder(folder)
-    features = extract_text_features(encoder, pooling_of(encoder_config(folder)), tokens, device,
-                                     batch_size)
-    del encoder
+    features = extract()
     path.parent.mkdir(parents=True, exist_ok=True)
     sidecar.unlink(missing_ok=True)                  # no sidecar = no valid cache while writing
     _write_features(path, features)
     seconds = time.perf_counter() - start
     write_json_atomic(sidecar, {"key": key, "shape": list(features.shape), "dtype": "float32",
-                                "seconds": round(seconds, 2), "device": str(device)})
+                                "seconds": round(seconds, 2)})
     log.info("extracted %s two-stage features of %d items with %s in %.1fs, cached at %s",
-             features.shape[1], data.num_items, cfg.bert_model_load, seconds, path)
+             features.shape[1], data.num_items, key["encoder"], seconds, path)
     return _load_features(path, sidecar, data.num_items), path
+
+
+def text_features(cfg: Config, data: SequenceData, device: torch.device,
+                  batch_size: int = 256) -> tuple[np.ndarray, Path]:
+    """The cached two-stage text features of every item and their file."""
+    from morec.models.text import encoder_config, load_text_encoder, load_tokenizer, pooling_of
+    folder = encoder_folder(cfg)
+    tokenizer = load_tokenizer(folder)
+
+    def extract() -> np.ndarray:
+        tokens = text_tokens(cfg, data, tokenizer)
+        encoder = load_text_encoder(folder)
+        return extract_text_features(encoder, pooling_of(encoder_config(folder)), tokens, device, batch_size)
+    return cached_features(cfg, data, text_feature_key(cfg, data, folder, tokenizer), extract)
+
+
+def vision_features(cfg: Config, data: SequenceData, device: torch.device,
+                    batch_size: int = 256) -> tuple[np.ndarray, Path]:
+    """The cached two-stage vision features of every item and their file."""
+    from morec.models import pretrained_path
+    from morec.models.vision import load_vision_encoder, resolve_vision_encoder
+    _, folder = resolve_vision_encoder(cfg.cv_model_load, pretrained_path(cfg))
+    images = item_images(cfg, data)
+
+    def extract() -> np.ndarray:
+        encoder, kind = load_vision_encoder(cfg.cv_model_load, pretrained_path(cfg))
+        return extract_vision_features(encoder, kind, images, device, batch_size, cfg.num_workers)
+    return cached_features(cfg, data, vision_feature_key(cfg, data, folder, images), extract)
+
+
+def modality_features(cfg: Config, data: SequenceData, device: torch.device,
+                      batch_size: int = 256) -> tuple[np.ndarray, Path]:
+    """Two-stage features of cfg's modality encoder (text or vision), cached on disk."""
+    if cfg.item_tower == "vision":
+        return vision_features(cfg, data, device, batch_size)
+    return text_features(cfg, data, device, batch_size)
 
 
 def ensure_features(cfg: Config, data: SequenceData, device: torch.device, batch_size: int = 256) -> Path:
     """Extract (or find) the two-stage features of cfg's modality encoder; returns the cache file."""
     check_modality_config(cfg)
-    if cfg.item_tower == "text":
-        return text_features(cfg, data, device, batch_size)[1]
+    if cfg.item_tower in MODALITY_TOWERS:
+        return modality_features(cfg, data, device, batch_size)[1]
     raise InputError(f"feature extraction for item_tower {cfg.item_tower!r} is not available; "
                      f"choose one of {MODALITY_TOWERS}")

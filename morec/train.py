@@ -32,7 +32,8 @@ from morec.data import PairBatches, SequenceBatches, SequenceData, load_sequence
 from morec.distributed import World, all_reduce_sum, any_rank, barrier, gather_rows, init_world
 from morec.errors import InputError, Preempted
 from morec.evaluate import metrics_from_ranks, target_ranks
-from morec.features import item_tower_inputs
+from morec.data.images import BatchesWithImages, ItemChunks, ItemImages, image_loader
+from morec.features import item_tower_inputs, run_item_images
 from morec.models import Recommender, build_model
 
 log = logging.getLogger("morec")
@@ -158,14 +159,15 @@ def run_logging(path: Path | None):
 # ----------------------------------------------------------------------------- evaluation
 
 @torch.no_grad()
-def evaluate(model: Recommender, data: SequenceData, split: str, cfg: Config,
-             device: torch.device, world: World = World()) -> tuple[dict[str, float], torch.Tensor]:
+def evaluate(model: Recommender, data: SequenceData, split: str, cfg: Config, device: torch.device,
+             world: World = World(), images: ItemImages | None = None) -> tuple[dict[str, float], torch.Tensor]:
     """Full-ranking metrics of `split` ('valid' or 'test') and each user's target rank (U,).
 
-    Under DDP each rank encodes a share of the catalogue and ranks a share of the users; the
-    shares are gathered, so every rank returns the same result."""
+    The catalogue is encoded once; SASRec looks its input items up there. Under DDP each rank
+    encodes a share of the catalogue and ranks a share of the users; the shares are gathered, so
+    every rank returns the same result. `images`: the items' pixels, for a vision tower."""
     model.eval()
-    item_vecs = catalogue_vectors(model, data.num_items, world, device)            # (N+1, d)
+    item_vecs = catalogue_vectors(model, data.num_items, world, device, cfg, images)   # (N+1, d)
     inputs = (torch.arange(data.num_users) if cfg.model == "dssm"
               else torch.from_numpy(data.split_input(split)))                         # (U,) or (U, L)
     targets = torch.from_numpy(data.split_target(split))
@@ -174,7 +176,7 @@ def evaluate(model: Recommender, data: SequenceData, split: str, cfg: Config,
     ranks = [torch.empty(0, dtype=torch.long, device=device)]
     for start in range(mine.start, mine.stop, cfg.eval_batch_size):
         rows = slice(start, min(start + cfg.eval_batch_size, mine.stop))
-        user_vecs = model.user_vectors(inputs[rows].to(device))
+        user_vecs = model.user_vectors(inputs[rows].to(device), item_vecs)
         ranks.append(target_ranks(user_vecs, item_vecs, targets[rows].to(device),
                                   history[rows].to(device), cfg.eval_chunk_elems))
     ranks = gather_rows(torch.cat(ranks), world).cpu()
@@ -187,13 +189,26 @@ def shard(n: int, world: World) -> range:
 
 
 @torch.no_grad()
-def catalogue_vectors(model: Recommender, num_items: int, world: World, device: torch.device) -> torch.Tensor:
-    """(N+1, d) vectors of every item; under DDP each rank encodes its share, then all gather."""
-    if not world.distributed:
-        return model.all_item_vectors()
-    ids = torch.tensor(shard(num_items + 1, world), dtype=torch.long, device=device)
-    mine = [model.item_tower(part).float() for part in ids.split(4096)]
-    return gather_rows(torch.cat(mine) if mine else torch.empty(0, model.item_tower.dim, device=device), world)
+def catalogue_vectors(model: Recommender, num_items: int, world: World, device: torch.device,
+                      cfg: Config | None = None, images: ItemImages | None = None) -> torch.Tensor:
+    """(N+1, d) float vectors of every item; under DDP each rank encodes its share, then all
+    gather. A vision tower reads the pixels of `images` in chunks (DataLoader workers)."""
+    if not world.distributed and images is None:
+        return model.all_item_vectors().float()
+    ids = torch.tensor(shard(num_items + 1, world), dtype=torch.long)
+    if images is None:
+        mine = [model.item_tower(part.to(device)).float() for part in ids.split(4096)]
+    else:
+        chunk_size, workers = (cfg.eval_batch_size, cfg.num_workers) if cfg else (256, 0)
+        use_amp = cfg is not None and cfg.amp and device.type == "cuda"
+        dtype = torch.float16 if cfg is not None and cfg.amp_dtype == "fp16" else torch.bfloat16
+        mine = []
+        for part, pixels in image_loader(ItemChunks(ids, chunk_size, images), workers, device.type == "cuda"):
+            part, pixels = part.to(device), pixels.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
+                mine.append(model.item_tower.encode_items(part, (part, pixels)).float())
+    mine = torch.cat(mine) if mine else torch.empty(0, model.item_tower.dim, device=device)
+    return gather_rows(mine, world) if world.distributed else mine
 
 
 def percent(metrics: dict[str, float], k: int = 10) -> str:
@@ -216,6 +231,7 @@ class Run:
     scaler: torch.amp.GradScaler       # enabled for fp16 autocast on CUDA only
     batches: SequenceBatches | PairBatches
     stop: dict                         # {"signal": None or the signal number}
+    images: ItemImages | None = None   # vision end to end: the items' pixels, read per batch
 
 
 @dataclass
@@ -277,13 +293,16 @@ def rng_states_of_all_ranks(run: Run) -> list[dict]:
 
 def optimizer_steps(run: Run, epoch: int, done: EpochProgress) -> Iterator[list[dict]]:
     """The epoch's optimizer steps from step `done.step` on, each a list of
-    `accumulation_steps` micro-batches (the last may be shorter)."""
-    world = run.world
-    batch_iter = run.batches.epoch(run.cfg.seed * 1000 + epoch, world.rank, world.size)
-    steps = iter(lambda: list(itertools.islice(batch_iter, run.cfg.accumulation_steps)), [])
-    for _ in range(done.step):
-        next(steps)                           # replay the batches (and their negatives) already done
-    return steps
+    `accumulation_steps` micro-batches (the last may be shorter). A vision run's batches come
+    with the pixels of their distinct items, decoded by `num_workers` DataLoader workers."""
+    world, cfg = run.world, run.cfg
+    batch_iter = run.batches.epoch(cfg.seed * 1000 + epoch, world.rank, world.size)
+    # replay the batches (and their negatives) already done: only an epoch's last step is short
+    batch_iter = itertools.islice(batch_iter, done.step * cfg.accumulation_steps, None)
+    if run.images is not None:
+        batch_iter = iter(image_loader(BatchesWithImages(list(batch_iter), run.images), cfg.num_workers,
+                                       run.device.type == "cuda"))
+    return iter(lambda: list(itertools.islice(batch_iter, cfg.accumulation_steps)), [])
 
 
 def steps_per_epoch(run: Run) -> int:
@@ -414,6 +433,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
     with run_logging(files.log if world.is_main else None), stop_signals() as stop:
         with removed_if_setup_fails(files, fresh=checkpoint is None and world.is_main):
             model = build_run_model(cfg, data, device)        # loads encoders: bad weights fail here
+            images = run_item_images(cfg, data)               # vision: the LMDB must hold every item
         model.distribute(world, cfg.gather_negatives)
         trainer = model
         if world.distributed:
@@ -423,7 +443,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
         scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and cfg.amp_dtype == "fp16"
                                       and device.type == "cuda")
         run = Run(cfg, data, files, device, world, model, trainer, build_optimizer(model, cfg), scaler,
-                  make_batches(cfg, data), stop)
+                  make_batches(cfg, data), stop, images)
         state = {"epoch": 0, "best": None, "bad_evals": 0, "history": [], "partial": None}
         if checkpoint is not None:
             model.load_state_dict(checkpoint["model"])
@@ -485,7 +505,7 @@ def run_epoch(run: Run, state: dict) -> None:
     state["partial"] = None
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    valid, _ = evaluate(run.model, run.data, "valid", cfg, run.device, run.world)
+    valid, _ = evaluate(run.model, run.data, "valid", cfg, run.device, run.world, run.images)
     record = {"epoch": epoch, **done.summary(), "valid": valid, "train_seconds": round(train_seconds, 3),
               "eval_seconds": round(time.perf_counter() - start, 3)}
     best = state["best"]
@@ -528,7 +548,7 @@ def test(cfg: Config, run_dir: Path) -> dict:
     checkpoint = load_checkpoint(files.best, map_location=device)
     model = build_run_model(cfg, data, device)
     model.load_state_dict(checkpoint["model"])
-    metrics, ranks = evaluate(model, data, "test", cfg, device)
+    metrics, ranks = evaluate(model, data, "test", cfg, device, images=run_item_images(cfg, data))
     result = {"label": files.dir.name, "best_epoch": checkpoint["epoch"], "valid": checkpoint["valid"],
               "test": metrics, "num_users": data.num_users, "num_items": data.num_items}
     from morec.evaluate import cold_start_view           # cold-start view (SPEC "Evaluation")

@@ -1,4 +1,4 @@
-"""Build tiny, randomly initialised BERT / RoBERTa / OPT encoders for offline tests and smoke runs.
+"""Build tiny, randomly initialised text and vision encoders for offline tests and smoke runs.
 
 Each is a normal HuggingFace folder (config.json, model.safetensors, tokenizer.json,
 tokenizer_config.json) whose tokenizer is trained on the ml-100k titles with the `tokenizers`
@@ -6,8 +6,16 @@ library: WordPiece for BERT, byte-level BPE for RoBERTa and OPT, with each famil
 and template ([CLS] x [SEP]; <s> x </s>; </s> x). The weights are random: these folders exercise
 the code paths of the real encoders (loading, CLS / mean pooling, freezing, caching), not quality.
 
-    python pretrained_models/make_tiny.py                   # -> pretrained_models/random_tiny_{bert,roberta,opt}/
-    python pretrained_models/make_tiny.py --out /tmp/enc --hidden 64 --layers 4
+Vision: random_tiny_resnet18 (a randomly initialised torchvision ResNet-18 state dict,
+resnet18.pth, + config.json {"arch": "resnet18"}: small enough as is, "tiny" by being untrained),
+random_tiny_swin (SwinModel: patch 4, embed_dim 16, depths [1, 1], window 4) and random_tiny_vit_mae
+(ViTMAEModel: patch 8, hidden 32, 2 layers, mask_ratio 0), the HF ones saved with save_pretrained.
+`--image_size` (default 64) sets the image size of the HF configs: ViT-MAE only accepts that size
+(Swin pads others, but is meant for it); ResNet accepts any size >= 32 (>= 64 to train on batches
+of one image, whose last stage is otherwise 1 x 1 for BatchNorm).
+
+    python pretrained_models/make_tiny.py                   # -> pretrained_models/random_tiny_{bert,roberta,opt,resnet18,swin,vit_mae}/
+    python pretrained_models/make_tiny.py --out /tmp/enc --hidden 64 --layers 4 --image_size 32
 then e.g. ``python bce_text/main-end2end/train_bert_base.py --bert_model_load random_tiny_bert``.
 """
 from __future__ import annotations
@@ -18,6 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 TITLES = HERE.parent / "dataset" / "ml-100k" / "items.tsv"
 FAMILIES = ("bert", "roberta", "opt")
+VISION = ("resnet18", "swin", "vit_mae")
 
 
 def ml100k_titles(path: Path = TITLES) -> list[str]:
@@ -109,12 +118,60 @@ def make_tiny_opt(out: Path, texts: list[str] | None = None, hidden: int = 32, l
     return _save(Path(out), tok, specials, model)
 
 
+def make_tiny_resnet(out: Path, arch: str = "resnet18", seed: int = 0) -> Path:
+    """`out`/config.json {"arch": arch} + `out`/<arch>.pth, a random torchvision state dict."""
+    import json
+    import torch
+    import torchvision
+    torch.manual_seed(seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps({"arch": arch}) + "\n", encoding="utf-8")
+    torch.save(getattr(torchvision.models, arch)(weights=None).state_dict(), out / f"{arch}.pth")
+    return out
+
+
+def make_tiny_swin(out: Path, image_size: int = 64, seed: int = 0) -> Path:
+    """A random 2-stage SwinModel (1 block each, hidden 16 -> 32) for image_size x image_size."""
+    import torch
+    import transformers
+    from transformers import SwinConfig, SwinModel
+    transformers.utils.logging.disable_progress_bar()
+    torch.manual_seed(seed)
+    model = SwinModel(SwinConfig(image_size=image_size, patch_size=4, embed_dim=16, depths=[1, 1],
+                                 num_heads=[1, 2], window_size=4, mlp_ratio=2.0))
+    model.save_pretrained(str(out))
+    return Path(out)
+
+
+def make_tiny_vit_mae(out: Path, image_size: int = 64, seed: int = 0) -> Path:
+    """A random ViTMAEModel (hidden 32, 2 layers, patch 8, mask_ratio 0) for image_size x image_size."""
+    import torch
+    import transformers
+    from transformers import ViTMAEConfig, ViTMAEModel
+    transformers.utils.logging.disable_progress_bar()
+    if image_size % 8:
+        raise ValueError(f"image_size must be a multiple of the patch size 8, got {image_size}")
+    torch.manual_seed(seed)
+    model = ViTMAEModel(ViTMAEConfig(image_size=image_size, patch_size=8, hidden_size=32,
+                                     num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                     mask_ratio=0.0))
+    model.save_pretrained(str(out))
+    return Path(out)
+
+
 MAKERS = {"bert": make_tiny_bert, "roberta": make_tiny_roberta, "opt": make_tiny_opt}
 
 
-def make_all(out_root: Path, **kwargs) -> dict[str, Path]:
-    """random_tiny_bert / random_tiny_roberta / random_tiny_opt under `out_root`."""
-    return {family: MAKERS[family](Path(out_root) / f"random_tiny_{family}", **kwargs) for family in FAMILIES}
+def make_all(out_root: Path, image_size: int = 64, **kwargs) -> dict[str, Path]:
+    """random_tiny_{bert,roberta,opt} (built with `kwargs`) and random_tiny_{resnet18,swin,vit_mae}
+    (for `image_size`) under `out_root`."""
+    root = Path(out_root)
+    made = {family: MAKERS[family](root / f"random_tiny_{family}", **kwargs) for family in FAMILIES}
+    made["resnet18"] = make_tiny_resnet(root / "random_tiny_resnet18", "resnet18")
+    made["swin"] = make_tiny_swin(root / "random_tiny_swin", image_size)
+    made["vit_mae"] = make_tiny_vit_mae(root / "random_tiny_vit_mae", image_size)
+    return made
 
 
 def main() -> None:
@@ -124,9 +181,12 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=2)
     parser.add_argument("--vocab_size", type=int, default=1000)
+    parser.add_argument("--image_size", type=int, default=64,
+                        help="image size of the tiny Swin / ViT-MAE configs: ViT-MAE accepts only this "
+                             "size, Swin is meant for it (pads others); ResNet accepts any size >= 32")
     args = parser.parse_args()
-    for family, path in make_all(args.out, hidden=args.hidden, layers=args.layers, heads=args.heads,
-                                 vocab_size=args.vocab_size).items():
+    for family, path in make_all(args.out, image_size=args.image_size, hidden=args.hidden,
+                                 layers=args.layers, heads=args.heads, vocab_size=args.vocab_size).items():
         print(f"{family}: {path}")
 
 

@@ -440,6 +440,85 @@ class ImageDataset(torch.utils.data.Dataset):
         return self.store.load_tensor(self.names[index])
 
 
+# ----------------------------------------------------------------------------- images by item id
+
+ITEM_ID_KEYS = ("seqs", "negatives", "items")   # the batch entries whose ids the item tower encodes
+
+
+class ItemImages:
+    """Pixels of items by item id: an ImageStore plus the id -> name table (names[0]: padding).
+
+    Picklable (the store reopens its LMDB in each DataLoader worker)."""
+
+    def __init__(self, store: ImageStore, names: Sequence[str]):
+        self.store, self.names = store, list(names)
+
+    def check_complete(self) -> None:
+        """Every item (ids 1..N) has an image in the LMDB, or is listed there as missing (blank);
+        otherwise an InputError naming how many lack one and the file that lists them."""
+        listed_missing = set(self.store.meta.get("missing", []))
+        stored = set(self.store.names())
+        absent = [name for name in self.names[1:] if name not in stored and name not in listed_missing]
+        report = missing_report_path(self.store.path)
+        if absent:
+            write_text_atomic(report, "".join(f"{name}\n" for name in absent))
+            raise InputError(f"{len(absent)} of {len(self.names) - 1} items have no image in "
+                             f"{self.store.path}; their names are listed in {report}. Add the images "
+                             f"and {REBUILD} (with --allow_missing to give them a blank image)")
+
+    def pixels(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (K,) of real items -> (K, 3, S, S) normalised float pixels."""
+        return self.store.load_batch([self.names[i] for i in ids.tolist()])
+
+
+def batch_image_ids(batch: dict) -> torch.Tensor:
+    """(K,) the distinct real item ids a training batch encodes, sorted (torch.unique)."""
+    ids = torch.cat([batch[key].reshape(-1) for key in ITEM_ID_KEYS if key in batch])
+    unique = torch.unique(ids)
+    return unique[unique != 0]
+
+
+class BatchesWithImages(torch.utils.data.Dataset):
+    """Training batches (dicts of id tensors) plus the pixels of their distinct items:
+    batch["image_ids"] (K,) sorted, batch["images"] (K, 3, S, S). Decoded in DataLoader workers
+    (one LMDB handle per worker) while the model trains on the batch before."""
+
+    def __init__(self, batches: Sequence[dict], images: ItemImages):
+        self.batches, self.images = list(batches), images
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> dict:
+        batch = dict(self.batches[index])
+        batch["image_ids"] = batch_image_ids(batch)
+        batch["images"] = self.images.pixels(batch["image_ids"])
+        return batch
+
+
+class ItemChunks(torch.utils.data.Dataset):
+    """Chunks of item ids with their pixels, for encoding the whole catalogue: (ids, pixels)."""
+
+    def __init__(self, ids: torch.Tensor, chunk_size: int, images: ItemImages):
+        self.chunks, self.images = list(ids.split(chunk_size)), images
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = self.chunks[index]
+        real = ids[ids != 0]
+        pixels = torch.zeros(len(ids), 3, self.images.store.image_size, self.images.store.image_size)
+        pixels[ids != 0] = self.images.pixels(real)          # padding (id 0): a blank image
+        return ids, pixels
+
+
+def image_loader(dataset: torch.utils.data.Dataset, num_workers: int, pin_memory: bool):
+    """A DataLoader that yields the dataset's items as they are (each is a batch already)."""
+    return torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
+                                       pin_memory=pin_memory, prefetch_factor=4 if num_workers else None)
+
+
 # ----------------------------------------------------------------------------- legacy format
 
 LEGACY_RECORD_CLASS = "LMDB_Image"

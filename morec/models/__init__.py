@@ -10,7 +10,7 @@ from morec.errors import InputError
 from morec.models.recommender import DSSMRecommender, Recommender, SASRecRecommender
 from morec.models.towers import FeatureTower, FusionTower, IdTower, ItemTower
 
-ITEM_TOWERS = ("id", "text")
+ITEM_TOWERS = ("id", "text", "vision")
 MODELS = ("sasrec", "dssm")
 FUSIONS = ("none", "add", "cat")
 
@@ -22,10 +22,15 @@ def pretrained_path(cfg: Config) -> Path:
 
 
 def build_modality_tower(cfg: Config, item_inputs: dict) -> ItemTower:
-    """The text tower end to end (tokens given), or the two-stage head over cached features."""
+    """The text or vision tower end to end, or the two-stage head over cached features."""
     if cfg.two_stage:
         layers = cfg.mo_dnn_layers if cfg.fusion != "none" else cfg.dnn_layers
         return FeatureTower(item_inputs["features"], cfg.embedding_dim, layers, cfg.drop_rate)
+    if cfg.item_tower == "vision":
+        from morec.models.vision import VisionTower, load_vision_encoder
+        encoder, kind = load_vision_encoder(cfg.cv_model_load, pretrained_path(cfg))
+        return VisionTower(encoder, kind, cfg.embedding_dim, cfg.freeze_paras_before,
+                           cfg.trainable_layers, cfg.gradient_checkpointing)
     from morec.models.text import TextTower, load_text_encoder, resolve_encoder_dir
     encoder = load_text_encoder(resolve_encoder_dir(cfg.bert_model_load, pretrained_path(cfg)))
     return TextTower(encoder, item_inputs["tokens"], cfg.embedding_dim, cfg.freeze_paras_before,
@@ -33,16 +38,17 @@ def build_modality_tower(cfg: Config, item_inputs: dict) -> ItemTower:
 
 
 def build_item_tower(cfg: Config, num_items: int, item_inputs: dict | None = None) -> ItemTower:
-    """`item_inputs`: {} for IDs; {"tokens": [(ids, mask) per attribute]} for text end to end;
-    {"features": (N+1, F) tensor} for two-stage (see morec.features.item_tower_inputs)."""
+    """`item_inputs`: {} for IDs and vision end to end (the batches bring pixels); {"tokens":
+    [(ids, mask) per attribute]} for text end to end; {"features": (N+1, F) tensor} for two-stage
+    (see morec.features.item_tower_inputs)."""
     if cfg.fusion not in FUSIONS:
         raise InputError(f"fusion {cfg.fusion!r} is not available; choose one of {FUSIONS}")
     if cfg.item_tower == "id":
         if cfg.two_stage or cfg.fusion != "none":
-            raise InputError("two_stage and fusion need a modality item tower: set --item_tower text")
+            raise InputError("two_stage and fusion need a modality item tower: set --item_tower text or vision")
         mlp_layers = cfg.dnn_layers if cfg.model == "dssm" else 0   # DSSM: the item tower's own MLP
         return IdTower(num_items, cfg.embedding_dim, mlp_layers, cfg.drop_rate)
-    if cfg.item_tower == "text":
+    if cfg.item_tower in ("text", "vision"):
         modality = build_modality_tower(cfg, item_inputs or {})
         if cfg.fusion == "none":
             return modality

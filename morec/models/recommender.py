@@ -34,6 +34,11 @@ class Recommender(nn.Module):
         """The training loss (DistributedDataParallel wraps forward, so it must be the loss)."""
         return self.calculate_loss(batch)
 
+    def encode(self, ids: torch.Tensor, batch: dict) -> torch.Tensor:
+        """Item vectors of `ids` (...) -> (..., d); a vision batch carries its items' pixels."""
+        images = (batch["image_ids"], batch["images"]) if "images" in batch else None
+        return self.item_tower.encode_items(ids, images)
+
     def reduce(self, row_losses: torch.Tensor) -> torch.Tensor:
         """Mean over the prediction rows of every rank.
 
@@ -60,14 +65,16 @@ class SASRecRecommender(Recommender):
     def states(self, input_vecs: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         return self.encoder(input_vecs, input_ids != 0)                            # (B, L, d)
 
-    def user_vectors(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """input_ids (B, L) left-padded windows -> the state at the last position (B, d)."""
-        return self.states(self.item_tower.encode_items(input_ids), input_ids)[:, -1]
+    def user_vectors(self, input_ids: torch.Tensor, item_vecs: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids (B, L) left-padded windows -> the state at the last position (B, d).
+        item_vecs (N+1, d): the catalogue's vectors (eval), looked up instead of re-encoding."""
+        input_vecs = item_vecs[input_ids] if item_vecs is not None else self.item_tower.encode_items(input_ids)
+        return self.states(input_vecs, input_ids)[:, -1]
 
     def calculate_loss(self, batch: dict) -> torch.Tensor:
         seqs = batch["seqs"]                                                         # (B, L+1)
         if self.loss == "inbatch":
-            seq_vecs = self.item_tower.encode_items(seqs)                           # (B, L+1, d)
+            seq_vecs = self.encode(seqs, batch)                           # (B, L+1, d)
             states = self.states(seq_vecs[:, :-1], seqs[:, :-1])
             gathered = None
             if self.gather_negatives:                                                # every rank's items as slots
@@ -75,7 +82,7 @@ class SASRecRecommender(Recommender):
                             self.world.rank * len(seqs))
             return self.reduce(sasrec_inbatch_loss(states, seq_vecs, seqs, self.log_pop, "none", gathered))
         negatives = batch["negatives"]                                               # (B, L)
-        vecs = self.item_tower.encode_items(torch.cat([seqs, negatives], dim=1))    # (B, 2L+1, d)
+        vecs = self.encode(torch.cat([seqs, negatives], dim=1), batch)              # (B, 2L+1, d)
         width = seqs.shape[1]
         seq_vecs, neg_vecs = vecs[:, :width], vecs[:, width:]
         states = self.states(seq_vecs[:, :-1], seqs[:, :-1])
@@ -90,7 +97,7 @@ class DSSMRecommender(Recommender):
         super().__init__(item_tower, num_items, loss, popularity)
         self.user_tower = DSSMUserTower(num_users, item_tower.dim, dnn_layers, dropout)
 
-    def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
+    def user_vectors(self, users: torch.Tensor, item_vecs: torch.Tensor | None = None) -> torch.Tensor:
         return self.user_tower(users)                                                # (B, d)
 
     def calculate_loss(self, batch: dict) -> torch.Tensor:
@@ -99,7 +106,7 @@ class DSSMRecommender(Recommender):
         user_vecs = self.user_tower(users)                                           # (B, d)
         if self.loss == "inbatch":
             slot_items = batch["items"]                                              # (B,) padding slots: 0
-            slot_vecs = self.item_tower.encode_items(slot_items)
+            slot_vecs = self.encode(slot_items, batch)
             labels = real.nonzero(as_tuple=True)[0]                                  # each row's own slot
             if self.gather_negatives:                                                # every rank's items as slots
                 labels = labels + self.world.rank * len(slot_items)
@@ -108,6 +115,6 @@ class DSSMRecommender(Recommender):
             return self.reduce(inbatch_debiased_loss(user_vecs, slot_vecs, slot_items, self.log_pop[slot_items],
                                                      labels, rows, user_items, "none"))
         negatives = batch["negatives"][real]                                          # (B, K)
-        vecs = self.item_tower.encode_items(torch.cat([items[:, None], negatives], dim=1))  # (B, 1+K, d)
+        vecs = self.encode(torch.cat([items[:, None], negatives], dim=1), batch)  # (B, 1+K, d)
         logits = (user_vecs.unsqueeze(1) * vecs).sum(-1)                             # (B, 1+K)
         return self.reduce(bce_loss(logits[:, 0], logits[:, 1:], "none"))

@@ -23,8 +23,9 @@ class ItemTower(nn.Module):
     deduplicate = False          # True for encoders whose forward pass is expensive
     dim: int
 
-    def encode_items(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids (...) -> vectors (..., d); distinct non-padding ids encoded once if deduplicating."""
+    def encode_items(self, ids: torch.Tensor, images=None) -> torch.Tensor:
+        """ids (...) -> vectors (..., d); distinct non-padding ids encoded once if deduplicating.
+        `images`: (image_ids, pixels) of the batch's items, for towers that read pixels."""
         if not self.deduplicate:
             return self(ids)
         unique, inverse = torch.unique(ids.reshape(-1), return_inverse=True)
@@ -106,6 +107,11 @@ class FusionTower(ItemTower):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.fuse(self.id_tower(ids), self.modality(ids))
 
+    def encode_items(self, ids: torch.Tensor, images=None) -> torch.Tensor:
+        if images is None:
+            return super().encode_items(ids)
+        return self.fuse(self.id_tower(ids), self.modality.encode_items(ids, images))
+
     @torch.no_grad()
     def all_item_vectors(self, num_items: int, batch_size: int = 4096) -> torch.Tensor:
         """The modality tower's own (batched) all_item_vectors, fused with every ID vector."""
@@ -114,3 +120,44 @@ class FusionTower(ItemTower):
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         return self.modality.encoder_parameters()
+
+
+class PixelTower(ItemTower):
+    """Base of the towers that encode an item's image (VisionTower). The pixels come with the
+    batch: `images` = (image_ids (K,) the batch's distinct real item ids, sorted; pixels
+    (K, 3, S, S)), decoded by DataLoader workers (morec.data.images.BatchesWithImages). Each
+    distinct item is encoded once (deduplicate = True), or once per slot (False, for comparison)."""
+
+    deduplicate = True
+
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(K, 3, S, S) -> (K, d)."""
+        raise NotImplementedError
+
+    def forward(self, ids: torch.Tensor, images=None) -> torch.Tensor:
+        return self.encode_items(ids, images)
+
+    def encode_items(self, ids: torch.Tensor, images=None) -> torch.Tensor:
+        """ids (...) -> (..., d); padding (id 0) gives zero vectors."""
+        if images is None:
+            raise ValueError(f"{type(self).__name__} encodes pixels: pass images=(image_ids, pixels)")
+        image_ids, pixels = images
+        flat, real = ids.reshape(-1), ids.reshape(-1) != 0
+        if len(image_ids) == 0:
+            if bool(real.any()):
+                raise ValueError("the batch brings no images but holds real items")
+            return self.encode_pixels(pixels).new_zeros(*ids.shape, self.dim)
+        slot = torch.searchsorted(image_ids, flat).clamp_max(len(image_ids) - 1)   # (B*,) image row
+        if bool((image_ids[slot] != flat)[real].any()):
+            raise ValueError("the batch's images miss some of its item ids")
+        if self.deduplicate:
+            vecs = self.encode_pixels(pixels)[slot]                                # (B*, d)
+        else:
+            encoded = self.encode_pixels(pixels[slot[real]])
+            vecs = encoded.new_zeros(len(flat), self.dim).index_put((real.nonzero(as_tuple=True)[0],), encoded)
+        vecs = vecs * real.unsqueeze(-1).to(vecs.dtype)
+        return vecs.view(*ids.shape, self.dim)
+
+    def all_item_vectors(self, num_items: int, batch_size: int = 4096) -> torch.Tensor:
+        raise ValueError(f"{type(self).__name__} needs the items' pixels: use "
+                         "morec.train.catalogue_vectors with the run's ItemImages")
