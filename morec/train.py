@@ -104,7 +104,12 @@ def build_run_model(cfg: Config, data: SequenceData, device: torch.device) -> Re
     item_inputs = item_tower_inputs(cfg, data, device)   # modality towers: item tokens / cached features
     torch.manual_seed(cfg.seed)
     popularity = torch.from_numpy(data.popularity()).clamp_min(1e-30)   # (N+1,), > 0 so log is finite
-    return build_model(cfg, data.num_items, data.num_users, popularity, item_inputs).to(device)
+    model = build_model(cfg, data.num_items, data.num_users, popularity, item_inputs).to(device)
+    if device.type == "cuda":
+        for module in model.modules():
+            if hasattr(module, "use_channels_last"):          # a ResNet vision tower
+                module.use_channels_last()
+    return model
 
 
 def build_optimizer(model: Recommender, cfg: Config) -> torch.optim.Optimizer:

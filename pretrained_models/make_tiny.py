@@ -14,7 +14,8 @@ random_tiny_swin (SwinModel: patch 4, embed_dim 16, depths [1, 1], window 4) and
 (Swin pads others, but is meant for it); ResNet accepts any size >= 32 (>= 64 to train on batches
 of one image, whose last stage is otherwise 1 x 1 for BatchNorm).
 
-    python pretrained_models/make_tiny.py                   # -> pretrained_models/random_tiny_{bert,roberta,opt,resnet18,swin,vit_mae}/
+    python pretrained_models/make_tiny.py     # -> pretrained_models/random_tiny_{bert,roberta,opt}/
+                                              #    and random_tiny_{resnet18,swin,vit_mae}/
     python pretrained_models/make_tiny.py --out /tmp/enc --hidden 64 --layers 4 --image_size 32
 then e.g. ``python bce_text/main-end2end/train_bert_base.py --bert_model_load random_tiny_bert``.
 """

@@ -69,8 +69,6 @@ def test_each_kind_loads_and_encodes(kind, root):
     assert empty.shape == (0, 8)
     assert tower.train().encode_pixels(pixels(2)).shape == (2, 8)      # train mode (BatchNorm, drop path)
     assert len(tower.encoder_parameters()) == len(list(encoder.parameters()))
-    with pytest.raises(NotImplementedError):
-        tower(torch.tensor([1, 2]))
 
 
 def test_resnet_loads_the_saved_weights_and_pools_as_torchvision(root, tmp_path):
@@ -87,7 +85,8 @@ def test_resnet_loads_the_saved_weights_and_pools_as_torchvision(root, tmp_path)
     # the same weights as model.safetensors, in a folder without config.json (arch from the name)
     from safetensors.torch import save_file
     (tmp_path / "resnet18_st").mkdir()
-    save_file({k: v.contiguous() for k, v in saved.items()}, str(tmp_path / "resnet18_st" / "model.safetensors"))
+    save_file({k: v.contiguous() for k, v in saved.items()},
+              str(tmp_path / "resnet18_st" / "model.safetensors"))
     again, kind = load_vision_encoder("resnet18_st", tmp_path)
     assert kind == "resnet" and torch.equal(again.layer3[0].conv1.weight, saved["layer3.0.conv1.weight"])
 
@@ -139,6 +138,36 @@ def test_hf_weights_lacking_tensors_are_refused(root, tmp_path):
         load_vision_encoder("swin", tmp_path)
 
 
+# the Hub checkpoints: facebook/vit-mae-base is a ViTMAEForPreTraining (encoder under "vit." + a
+# decoder), microsoft/swin-*-patch4-window7-224 a SwinForImageClassification ("swin." + classifier)
+HUB = {"vit_mae": ("vit.", "attention.attention.query.", "ViTMAEForPreTraining",
+                   {"decoder.mask_token": (1, 1, 16)}),
+       "swin": ("swin.", "attention.self.query.", "SwinForImageClassification",
+                {"classifier.weight": (10, 32)})}
+
+
+@pytest.mark.parametrize("kind", ["vit_mae", "swin"])
+def test_checkpoints_in_the_hub_format_load(kind, root, tmp_path):
+    """save_pretrained writes the transformers-4 tensor names (attention.self.query, ...), as on the
+    Hub; such a file with the task model's prefix and head loads into the bare encoder, unchanged."""
+    from safetensors.torch import load_file, save_file
+    prefix, hub_name, architecture, head = HUB[kind]
+    state = load_file(str(root / FOLDERS[kind] / "model.safetensors"))
+    assert any(hub_name in name for name in state)
+    folder = tmp_path / "hub"
+    folder.mkdir()
+    config = json.loads((root / FOLDERS[kind] / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "architectures": [architecture]}))
+    save_file({**{prefix + name: tensor for name, tensor in state.items()},
+               **{name: torch.zeros(shape) for name, shape in head.items()}},
+              str(folder / "model.safetensors"), metadata={"format": "pt"})
+    encoder, _ = load_vision_encoder("hub", tmp_path)
+    reference, _ = load_vision_encoder(FOLDERS[kind], root)
+    assert encoder.state_dict().keys() == reference.state_dict().keys()
+    loaded = encoder.state_dict()
+    assert all(torch.equal(tensor, loaded[name]) for name, tensor in reference.state_dict().items())
+
+
 class RunsCode:
     def __init__(self, command: str):
         self.command = command
@@ -173,8 +202,10 @@ def test_vit_mae_keeps_every_patch_and_is_deterministic(root):
         first, second = encode_images(encoder, kind, x), encode_images(encoder, kind, x)
         assert torch.equal(first, second)
         assert torch.allclose(first, out.last_hidden_state[:, 0], atol=1e-5)   # the same CLS, up to order
+        encoder.config.mask_ratio = 0.75                       # the tower turns masking off too
         tower = VisionTower(encoder, kind, dim=8).eval()
         assert torch.equal(tower.encode_pixels(x), tower.encode_pixels(x))
+        assert torch.allclose(tower.encode_pixels(x), nn.functional.gelu(tower.fc(first)))
     with pytest.raises(InputError, match=f"expects {S}x{S}"):
         encode_images(encoder, kind, pixels(2, size=2 * S))
 
@@ -209,7 +240,8 @@ def test_swin_trainable_layers_count_blocks_across_stages():
     def parts(names: list[str]) -> set[str]:        # block / downsample / top-level module of each name
         return {re.match(r"encoder\.layers\.\d+\.(blocks\.\d+|downsample)|\w+", n).group(0) for n in names}
 
-    top = {"encoder.layers.1.blocks.0", "encoder.layers.0.downsample", "layernorm"}   # the downsample feeds it
+    # the top block, the patch merging (downsample) that feeds it, the final layer norm
+    top = {"encoder.layers.1.blocks.0", "encoder.layers.0.downsample", "layernorm"}
     freeze_vision_encoder(encoder, "swin", trainable_layers=1)
     assert parts(trainable(encoder)) == top
     freeze_vision_encoder(encoder, "swin", trainable_layers=2)
@@ -234,9 +266,16 @@ def test_vit_mae_freezing_keeps_position_embeddings_fixed(root):
 # ----------------------------------------------------------------------------- gradients
 
 @pytest.mark.parametrize("kind", VISION_KINDS)
-def test_gradients_reach_fc_and_trainable_encoder_tensors(kind, root):
+def test_gradients_reach_fc_and_trainable_encoder_tensors(kind, root, monkeypatch):
     """trainable_layers=1: the fc and the top block get gradients, the stem none; gradient
-    checkpointing gives the same gradients."""
+    checkpointing is on when asked and gives the same gradients."""
+    import morec.models.vision as vision
+    calls = []
+
+    def counting_checkpoint(*args, **kwargs):
+        calls.append(kwargs)
+        return torch.utils.checkpoint.checkpoint(*args, **kwargs)
+    monkeypatch.setattr(vision, "checkpoint", counting_checkpoint)
     encoder, _ = load_vision_encoder(FOLDERS[kind], root)
     grads = []
     for checkpointing in (False, True):
@@ -250,4 +289,9 @@ def test_gradients_reach_fc_and_trainable_encoder_tensors(kind, root):
         assert tower.fc.weight.grad.abs().sum() > 0 and top.grad.abs().sum() > 0
         assert stem.grad is None and not stem.requires_grad
         grads.append((tower.fc.weight.grad, top.grad))
+        if kind == "resnet":                                   # the 4 stages, non-reentrant
+            assert calls == ([{"use_reentrant": False}] * 4 if checkpointing else [])
+        else:
+            layers = [m for m in tower.encoder.modules() if hasattr(m, "gradient_checkpointing")]
+            assert layers and all(m.gradient_checkpointing == checkpointing for m in layers)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*grads))

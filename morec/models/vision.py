@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from morec.errors import InputError
 from morec.models.sasrec import init_xavier
-from morec.models.towers import ItemTower
+from morec.models.towers import PixelTower
 
 VISION_KINDS = ("resnet", "swin", "vit_mae")
 RESNET_ARCHS = ("resnet18", "resnet34", "resnet50")
@@ -54,14 +54,19 @@ FREEZING = {
 
 # ----------------------------------------------------------------------------- loading
 
-def _hf_kind(config_file: Path) -> str | None:
-    """The kind named by a config.json: None for a ResNet one ({"arch": ...}); errors name the file."""
+def _read_config(config_file: Path) -> dict:
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise InputError(f"cannot read {config_file} ({type(err).__name__}: {err}); {WHERE}") from None
     if not isinstance(config, dict):
         raise InputError(f"{config_file} is not a JSON object; {WHERE}")
+    return config
+
+
+def _hf_kind(config_file: Path) -> str | None:
+    """The kind named by a config.json: None for a ResNet one ({"arch": ...}); errors name the file."""
+    config = _read_config(config_file)
     if "model_type" in config:
         if config["model_type"] not in HF_MODEL_TYPES:
             raise InputError(f"{config_file}: model_type {config['model_type']!r} is not a supported "
@@ -78,7 +83,7 @@ def resnet_arch_and_weights(folder: Path) -> tuple[str, Path]:
     """(arch, state-dict file) of a ResNet folder: arch from config.json, else the folder name."""
     config_file = folder / "config.json"
     if config_file.exists():
-        arch = json.loads(config_file.read_text(encoding="utf-8")).get("arch")
+        arch = _read_config(config_file).get("arch")
         source = f"{config_file} says arch {arch!r}"
     else:
         arch = next((a for a in RESNET_ARCHS if folder.name.startswith(a)), None)
@@ -179,7 +184,8 @@ def vision_feature_dim(encoder: nn.Module, kind: str) -> int:
 
 # ----------------------------------------------------------------------------- features
 
-def resnet_features(encoder: nn.Module, pixels: torch.Tensor, checkpoint_stages: bool = False) -> torch.Tensor:
+def resnet_features(encoder: nn.Module, pixels: torch.Tensor,
+                    checkpoint_stages: bool = False) -> torch.Tensor:
     """(K, 3, S, S) -> (K, C): stem, the 4 stages (each recomputed in backward if
     checkpoint_stages), global average pool; the same as ``encoder(pixels)`` with fc = Identity."""
     x = encoder.maxpool(encoder.relu(encoder.bn1(encoder.conv1(pixels))))
@@ -211,7 +217,7 @@ def encode_images(encoder: nn.Module, kind: str, pixels: torch.Tensor,
                          f"images (its config.json image_size), got {pixels.shape[-2]}x{pixels.shape[-1]}: "
                          f"set image_size to match")
     noise = torch.arange(embeddings.num_patches, device=pixels.device, dtype=torch.float32)
-    hidden = encoder(pixel_values=pixels, noise=None).last_hidden_state
+    hidden = encoder(pixel_values=pixels, noise=noise.expand(len(pixels), -1)).last_hidden_state
     return hidden[:, 0]
 
 
@@ -223,14 +229,18 @@ def encoder_blocks(encoder: nn.Module, kind: str) -> list[tuple[str, nn.Paramete
     patch-merging downsample counts with the first block of the next stage, which it feeds);
     ViT-MAE its transformer layers."""
     pattern = FREEZING[kind][0]
-    named = list(encoder.named_parameters())
+    named = [(n, p, pattern.match(n)) for n, p in encoder.named_parameters()]
     if kind != "swin":
-        return [(n, p, int(m.group(1)) if (m := pattern.match(n)) else None) for n, p in named]
-    matches = [pattern.match(n) for n, _ in named]
-    blocks = sorted({(int(m.group(1)), int(m.group(2))) for m in matches if m and m.group(2)})
-    index = {block: i for i, block in enumerate(blocks)}
-    return [(n, p, None if m is None else index[(int(m.group(1)), int(m.group(2)))] if m.group(2)
-             else index[(int(m.group(1)) + 1, 0)]) for (n, p), m in zip(named, matches)]
+        return [(n, p, int(m.group(1)) if m else None) for n, p, m in named]
+    stage_block = sorted({(int(m.group(1)), int(m.group(2))) for _, _, m in named if m and m.group(2)})
+    number = {key: i for i, key in enumerate(stage_block)}            # (stage, block) -> global block
+
+    def block(m: re.Match | None) -> int | None:
+        if m is None:
+            return None
+        stage = int(m.group(1))
+        return number[(stage, int(m.group(2)))] if m.group(2) else number[(stage + 1, 0)]
+    return [(n, p, block(m)) for n, p, m in named]
 
 
 def freeze_vision_encoder(encoder: nn.Module, kind: str, freeze_paras_before: int = 0,
@@ -259,10 +269,10 @@ def freeze_vision_encoder(encoder: nn.Module, kind: str, freeze_paras_before: in
 
 # ----------------------------------------------------------------------------- the tower
 
-class VisionTower(ItemTower):
-    """pixels -> encoder -> feature (encode_images) -> GELU(Linear(feature, d))."""
+class VisionTower(PixelTower):
+    """pixels -> encoder -> feature (encode_images) -> GELU(Linear(feature, d)).
 
-    deduplicate = True
+    The pixels of a batch's distinct items come with the batch (PixelTower.encode_items)."""
 
     def __init__(self, encoder: nn.Module, kind: str, dim: int, freeze_paras_before: int = 0,
                  trainable_layers: int = -1, gradient_checkpointing: bool = False):
@@ -284,14 +294,15 @@ class VisionTower(ItemTower):
     def encoder_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.parameters())
 
+    def use_channels_last(self) -> None:
+        """ResNet on CUDA: channels-last weights (faster convolutions under AMP). Call once after
+        moving the model to the GPU and before DDP / the optimizer see it (train.build_run_model)."""
+        if self.kind == "resnet":
+            self.encoder.to(memory_format=torch.channels_last)
+
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(K, 3, S, S) normalised pixels -> (K, d); K may be 0. ResNet on CUDA runs channels_last."""
-        if self.kind == "resnet" and pixels.is_cuda:
-            if not self.encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last):
-                self.encoder.to(memory_format=torch.channels_last)      # once: parameters kept
+        """(K, 3, S, S) normalised pixels -> (K, d); K may be 0."""
+        if self.kind == "resnet" and self.encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last):
             pixels = pixels.contiguous(memory_format=torch.channels_last)
         features = encode_images(self.encoder, self.kind, pixels, self.checkpoint_stages)
         return F.gelu(self.fc(features))
-
-    def forward(self, ids: torch.Tensor, images=None) -> torch.Tensor:
-        raise NotImplementedError  # wired in towers.py

@@ -1,0 +1,136 @@
+"""The vision input pipeline: pixels by item id from the LMDB, each batch's distinct items decoded
+(in DataLoader workers), the deduplicated pixel tower, and catalogue encoding for evaluation."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from morec.config import Config
+from morec.data.images import (BatchesWithImages, ImageStore, ItemChunks, ItemImages, batch_image_ids,
+                               image_loader)
+from morec.distributed import World
+from morec.errors import InputError
+from morec.features import item_images
+from morec.models.towers import PixelTower
+from morec.train import catalogue_vectors, make_batches
+from text_helpers import ml100k
+from vision_helpers import IMAGE_SIZE, poster_root
+
+CPU = torch.device("cpu")
+
+
+class MeanColourTower(PixelTower):
+    """A known pixel tower: Linear over each image's mean colour (3 -> d)."""
+
+    def __init__(self, dim: int = 4):
+        super().__init__()
+        self.dim, self.fc = dim, nn.Linear(3, dim)
+        self.calls = 0                                      # images encoded so far
+
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        self.calls += len(pixels)
+        return self.fc(pixels.mean(dim=(2, 3)))
+
+
+def poster_images() -> ItemImages:
+    data = ml100k()
+    return ItemImages(ImageStore(poster_root() / "ml-100k" / "posters.lmdb", IMAGE_SIZE),
+                      [""] + [row.name for row in data.items[1:]])
+
+
+def sasrec_bce_batches():
+    cfg = Config(loss="bce", batch_size=32)
+    return list(make_batches(cfg, ml100k()).epoch(seed=3))
+
+
+def test_batch_images_are_the_distinct_items_of_the_batch_in_id_order():
+    images = poster_images()
+    batch = BatchesWithImages(sasrec_bce_batches()[:1], images)[0]
+    every_id = torch.cat([batch["seqs"].reshape(-1), batch["negatives"].reshape(-1)])
+    assert torch.equal(batch["image_ids"], torch.unique(every_id[every_id != 0]))
+    assert batch["images"].shape == (len(batch["image_ids"]), 3, IMAGE_SIZE, IMAGE_SIZE)
+    for row in (0, len(batch["image_ids"]) // 2, -1):                         # pixels of the right item
+        name = images.names[int(batch["image_ids"][row])]
+        assert torch.equal(batch["images"][row], images.store.load_tensor(name))
+
+
+def test_workers_give_the_same_batches_as_the_main_process():
+    images, batches = poster_images(), sasrec_bce_batches()[:4]
+    inline = list(image_loader(BatchesWithImages(batches, images), 0, False))
+    workers = list(image_loader(BatchesWithImages(batches, images), 2, False))
+    assert len(inline) == len(workers) == 4
+    for a, b in zip(inline, workers):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_dssm_batches_encode_items_and_negatives_not_the_users_history():
+    batch = next(make_batches(Config(model="dssm", loss="bce", batch_size=16), ml100k()).epoch(seed=1))
+    expected = torch.unique(torch.cat([batch["items"], batch["negatives"].reshape(-1)]))
+    assert torch.equal(batch_image_ids(batch), expected[expected != 0])
+
+
+def test_deduplicated_tower_encodes_each_item_once_and_matches_per_slot_encoding():
+    torch.manual_seed(0)
+    images = poster_images()
+    batch = BatchesWithImages(sasrec_bce_batches()[:1], images)[0]
+    ids = torch.cat([batch["seqs"], batch["negatives"]], dim=1)               # (B, 2L+1)
+    ids[0, :3] = 0                                                             # left padding, as short users have
+    tower = MeanColourTower().eval()
+    deduplicated = tower.encode_items(ids, (batch["image_ids"], batch["images"]))
+    assert tower.calls == len(batch["image_ids"])
+    tower.deduplicate, tower.calls = False, 0
+    per_slot = tower.encode_items(ids, (batch["image_ids"], batch["images"]))
+    assert tower.calls == int((ids != 0).sum()) > len(batch["image_ids"])
+    torch.testing.assert_close(deduplicated, per_slot)
+    assert deduplicated.shape == (*ids.shape, 4)
+    assert torch.all(deduplicated[ids == 0] == 0) and bool((ids == 0).any())  # padding: zero vectors
+    expected = tower.encode_pixels(images.pixels(ids[0, -3:]))                # three real slots directly
+    torch.testing.assert_close(deduplicated[0, -3:], expected)
+
+
+def test_tower_refuses_ids_whose_pixels_the_batch_lacks():
+    tower = MeanColourTower()
+    pixels = torch.zeros(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="miss some of its item ids"):
+        tower.encode_items(torch.tensor([[1, 5]]), (torch.tensor([1, 2]), pixels))
+    with pytest.raises(ValueError, match="pass images"):
+        tower.encode_items(torch.tensor([1]))
+
+
+def test_catalogue_vectors_read_every_item_in_chunks():
+    torch.manual_seed(0)
+    images, num_items = poster_images(), ml100k().num_items
+
+    class Holder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.item_tower = MeanColourTower()
+
+    model = Holder().eval()
+    cfg = Config(eval_batch_size=500)                                          # 4 chunks of ids 0..1682
+    vecs = catalogue_vectors(model, num_items, World(), CPU, cfg, images)
+    assert vecs.shape == (num_items + 1, 4) and torch.all(vecs[0] == 0)
+    some = torch.tensor([1, 2, 777, num_items])
+    torch.testing.assert_close(vecs[some], model.item_tower.encode_pixels(images.pixels(some)))
+    chunk_ids, pixels = ItemChunks(torch.arange(0, 3), 3, images)[0]
+    assert torch.equal(chunk_ids, torch.arange(3)) and torch.all(pixels[0] == 0)
+
+
+def test_missing_images_stop_the_run_with_the_count_and_the_list(tmp_path):
+    from morec.data.images import LmdbWriter, missing_report_path
+    store = ImageStore(poster_root() / "ml-100k" / "posters.lmdb", IMAGE_SIZE)
+    path = tmp_path / "partial.lmdb"
+    with LmdbWriter(path) as writer:
+        for name in store.names()[:10]:
+            writer.put(name, store.get_bytes(name))
+    names = [""] + store.names()[:12]
+    with pytest.raises(InputError, match=r"2 of 12 items have no image in .*partial\.lmdb; their names are listed in"):
+        ItemImages(ImageStore(path, IMAGE_SIZE), names).check_complete()
+    assert missing_report_path(path).read_text().split() == names[11:]
+
+
+def test_a_missing_lmdb_names_the_file_and_how_to_make_it(tmp_path):
+    cfg = Config(item_tower="vision", root_data_dir=str(tmp_path), image_lmdb="posters.lmdb")
+    with pytest.raises(InputError, match=r"posters\.lmdb not found .*render_posters\.py"):
+        item_images(cfg, ml100k())
