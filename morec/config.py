@@ -115,12 +115,26 @@ LABEL_PREFIX = [("model", ""), ("item_tower", ""), ("loss", ""), ("embedding_dim
                 ("max_seq_len", "L"), ("seed", "s")]
 
 
+# Fields that only a modality item tower reads: an ID run's label ignores them all, a text run's
+# the vision ones and a vision run's the text ones (a study or grid may set them for every run).
+TEXT_FIELDS = {"bert_model_load", "news_attributes", "num_words_title", "num_words_abstract"}
+VISION_FIELDS = {"cv_model_load", "image_lmdb", "image_size", "image_norm"}
+ENCODER_FIELDS = {"pretrained_dir", "freeze_paras_before", "trainable_layers", "gradient_checkpointing",
+                  "two_stage", "fusion", "mo_dnn_layers", "fine_tune_lr", "fine_tune_l2_weight"}
+UNUSED_BY_TOWER = {"id": TEXT_FIELDS | VISION_FIELDS | ENCODER_FIELDS, "text": VISION_FIELDS,
+                   "vision": TEXT_FIELDS}
+
+
 def run_label(cfg: Config) -> str:
     """Readable label plus a hash of the defining values that differ from the defaults.
 
-    Hashing only non-default values keeps old labels valid when a new parameter is added."""
+    Hashing only non-default values keeps old labels valid when a new parameter is added; values
+    the run's item tower does not read are left out."""
     defaults = Config().to_dict()
-    defining = {k: v for k, v in cfg.to_dict().items() if k not in RUN_CONTROL and v != defaults[k]}
+    unused = RUN_CONTROL | UNUSED_BY_TOWER.get(cfg.item_tower, set())
+    if cfg.item_tower == "id" and (cfg.two_stage or cfg.fusion != "none"):
+        unused = unused - {"two_stage", "fusion"}          # an invalid run: keep it apart (it fails later)
+    defining = {k: v for k, v in cfg.to_dict().items() if k not in unused and v != defaults[k]}
     digest = hashlib.sha1(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:8]
     parts = [f"{short}{getattr(cfg, name)}" for name, short in LABEL_PREFIX]
     return "-".join([cfg.dataset] + parts + [digest])

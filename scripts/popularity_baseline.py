@@ -4,6 +4,7 @@ item's interaction count in all train parts. Same history masking and rank rule 
 
     python scripts/popularity_baseline.py [--dataset ml-100k] [--root_data_dir dataset]
                                           [--max_seq_len 20] [--min_seq_len 5]
+                                          [--warm_min_count 20]   (the warm-item setting's items only)
 """
 import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
 
@@ -15,7 +16,7 @@ from morec.errors import InputError, run_cli
 from morec.evaluate import metrics_from_ranks, target_ranks
 from morec.train import load_data
 
-OPTIONS = ("dataset", "root_data_dir", "max_seq_len", "min_seq_len", "behaviors", "news")
+OPTIONS = ("dataset", "root_data_dir", "max_seq_len", "min_seq_len", "warm_min_count", "behaviors", "news")
 
 
 def popularity_metrics(data: SequenceData, split: str) -> dict[str, float]:
@@ -37,7 +38,7 @@ def main(argv: list[str]) -> None:
     cfg = make_config(overrides)
     data = load_data(cfg)
     print(f"{cfg.dataset}: {data.num_users} users, {data.num_items} items, L={cfg.max_seq_len}, "
-          f"min_seq_len={cfg.min_seq_len}")
+          f"min_seq_len={cfg.min_seq_len}" + (f", warm_min_count={cfg.warm_min_count}" if cfg.warm_min_count else ""))
     for split in ("valid", "test"):
         m = popularity_metrics(data, split)
         print(f"popularity {split}: HR@10 {100 * m['HR@10']:.2f} NDCG@10 {100 * m['NDCG@10']:.2f}")

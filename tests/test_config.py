@@ -42,3 +42,16 @@ def test_label_depends_on_defining_values_only():
     assert run_label(Config(lr=5e-4)) != base
     assert run_label(Config(neg_num=3)) != base          # not in the readable prefix, but hashed
     assert base.startswith("ml-100k-sasrec-id-inbatch-d64-bs64-lr0.001")
+
+
+def test_label_ignores_the_values_an_item_tower_does_not_read():
+    base = run_label(Config())                                      # an ID run
+    assert run_label(Config(bert_model_load="bert_base_uncased", trainable_layers=2, fine_tune_lr=5e-5,
+                            cv_model_load="swin_base", image_size=64)) == base
+    text = run_label(Config(item_tower="text"))
+    assert run_label(Config(item_tower="text", cv_model_load="swin_base")) == text
+    assert run_label(Config(item_tower="text", bert_model_load="bert_base_uncased")) != text
+    assert run_label(Config(item_tower="text", trainable_layers=2)) != text
+    vision = run_label(Config(item_tower="vision"))
+    assert run_label(Config(item_tower="vision", bert_model_load="bert_base_uncased")) == vision
+    assert run_label(Config(item_tower="vision", image_size=64)) != vision

@@ -55,3 +55,13 @@ def test_script_prints_percent(toy_dir):
 def test_script_rejects_unrelated_options(toy_dir):
     run = subprocess.run([sys.executable, str(SCRIPT), "--lr", "0.1"], capture_output=True, text=True)
     assert run.returncode == 2 and "popularity_baseline takes only" in run.stderr
+
+
+def test_script_takes_the_warm_item_setting():
+    out = subprocess.run([sys.executable, str(SCRIPT), "--max_seq_len", "10", "--warm_min_count", "20"],
+                         capture_output=True, text=True, check=True).stdout
+    data = load_data(Config(max_seq_len=10, warm_min_count=20))
+    assert f"{data.num_items} items, L=10, min_seq_len=5, warm_min_count=20" in out
+    assert data.train_counts()[1:].min() >= 20                           # only warm items are left
+    test = popularity_metrics(data, "test")
+    assert f"popularity test: HR@10 {100 * test['HR@10']:.2f} NDCG@10 {100 * test['NDCG@10']:.2f}" in out

@@ -134,3 +134,35 @@ def test_a_missing_lmdb_names_the_file_and_how_to_make_it(tmp_path):
     cfg = Config(item_tower="vision", root_data_dir=str(tmp_path), image_lmdb="posters.lmdb")
     with pytest.raises(InputError, match=r"posters\.lmdb not found .*render_posters\.py"):
         item_images(cfg, ml100k())
+
+
+def test_two_stage_vision_features_are_cached_and_rebuilt_when_the_encoder_changes(tmp_path, monkeypatch):
+    import os
+    import morec.features
+    from morec.features import ensure_features, vision_features
+    from morec.models.vision import encode_images, load_vision_encoder
+    from vision_helpers import TINY_VISION, tiny_vision_encoders
+    cfg = Config(item_tower="vision", two_stage=True, cv_model_load=TINY_VISION["swin"], image_lmdb="posters.lmdb",
+                 image_size=IMAGE_SIZE, root_data_dir=str(poster_root()), pretrained_dir=str(tiny_vision_encoders()),
+                 cache_dir=str(tmp_path))
+    data = ml100k()
+    features, path = vision_features(cfg, data, CPU)
+    assert features.shape == (data.num_items + 1, 32) and not features[0].any()
+    encoder, kind = load_vision_encoder(cfg.cv_model_load, tiny_vision_encoders())
+    some = torch.tensor([1, 500, data.num_items])
+    with torch.no_grad():
+        expected = encode_images(encoder.eval(), kind, poster_images().pixels(some))
+    torch.testing.assert_close(torch.from_numpy(features[some.numpy()]), expected, rtol=1e-4, atol=1e-5)
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("the cache should have been read")
+    monkeypatch.setattr(morec.features, "extract_vision_features", no_extraction)
+    assert ensure_features(cfg, data, CPU) == path                               # fresh: read, not rebuilt
+    weights = tiny_vision_encoders() / TINY_VISION["swin"] / "model.safetensors"
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))           # "another version"
+    try:
+        with pytest.raises(AssertionError, match="should have been read"):
+            vision_features(cfg, data, CPU)
+    finally:
+        os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
