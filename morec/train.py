@@ -500,6 +500,8 @@ def run_epoch(run: Run, state: dict) -> None:
     cfg, files = run.cfg, run.files
     epoch = state["epoch"] + 1
     done = epoch_start(run, state, epoch)
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.device)
     start = time.perf_counter()
     if not train_steps(run, epoch, done):
         state["partial"] = {"progress": dataclasses.asdict(done), "rng": rng_states_of_all_ranks(run),
@@ -512,7 +514,9 @@ def run_epoch(run: Run, state: dict) -> None:
     start = time.perf_counter()
     valid, _ = evaluate(run.model, run.data, "valid", cfg, run.device, run.world, run.images)
     record = {"epoch": epoch, **done.summary(), "valid": valid, "train_seconds": round(train_seconds, 3),
-              "eval_seconds": round(time.perf_counter() - start, 3)}
+              "eval_seconds": round(time.perf_counter() - start, 3), "steps": done.step}
+    if run.device.type == "cuda":                    # this rank's peak over the epoch's training and evaluation
+        record["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(run.device) / 2 ** 20, 1)
     best = state["best"]
     if best is None or selection_score(cfg, valid) > selection_score(cfg, best["valid"]):
         state["best"], state["bad_evals"] = {"epoch": epoch, "valid": valid}, 0

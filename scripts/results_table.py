@@ -32,13 +32,13 @@ import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from morec.config import RUN_CONTROL, Config
+from morec.config import RUN_CONTROL, UNUSED_BY_TOWER, Config
 from morec.errors import InputError, run_cli
 
 METRICS = ("HR@10", "NDCG@10")
 # Keys shown in their own columns (or meaningless across runs): not listed under "other".
-SHOWN = {"dataset", "warm_min_count", "model", "loss", "item_tower", "bert_model_load", "two_stage",
-         "fusion", "dnn_layers", "mo_dnn_layers", "seed"}
+SHOWN = {"dataset", "warm_min_count", "model", "loss", "item_tower", "bert_model_load", "cv_model_load",
+         "two_stage", "fusion", "dnn_layers", "mo_dnn_layers", "seed"}
 # An IDRec row is comparable when these agree.
 BASELINE_KEYS = ("dataset", "root_data_dir", "behaviors", "news", "warm_min_count", "model", "loss",
                  "max_seq_len", "min_seq_len")
@@ -189,7 +189,9 @@ def other_values(groups: list[Group]) -> dict[int, str]:
     """For each group, the values (not shown in their own columns) that differ between groups."""
     keys = sorted({k for g in groups for k in g.config} - SHOWN - RUN_CONTROL)
     varying = [k for k in keys if len({json.dumps(g.config.get(k), default=str) for g in groups}) > 1]
-    return {id(g): " ".join(f"{k}={g.config.get(k)}" for k in varying) for g in groups}
+    return {id(g): " ".join(f"{k}={g.config.get(k)}" for k in varying
+                            if k not in UNUSED_BY_TOWER.get(g.config.get("item_tower", "id"), set()))
+            for g in groups}
 
 
 def baseline_for(group: Group, groups: list[Group]) -> Group | None:

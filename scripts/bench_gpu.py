@@ -1,0 +1,92 @@
+"""GPU check and benchmark: training steps per second and peak GPU memory of text MoRec (tiny
+BERT) and vision MoRec (ResNet18), in fp32, bf16 and fp16 autocast, and with torch.compile,
+through the real training loop (morec.train.train) on ml-100k, in-batch SASRec.
+
+    python scripts/bench_gpu.py [--device cuda] [--towers text,vision] [--image_size 224]
+                                [--batch_size 64] [--out /tmp/bench_gpu]
+
+Encoders: random_tiny_bert and random_tiny_resnet18 from pretrained_models/make_tiny.py (built
+under --out if absent; the cost of a step does not depend on the weights). Each variant trains 2
+epochs; steps/s is the second epoch's (after cuDNN autotuning and compilation), peak memory is
+the most either epoch held (metrics.jsonl "peak_gpu_mib"). On a CPU (--device cpu) AMP is off and
+this is only a smoke test of the script. DDP over NCCL needs 2 GPUs: run a train script with
+--nproc_per_node 2 (README "Running on a cluster").
+"""
+import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+from morec.config import make_config
+from morec.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = [("fp32", dict(amp=False), False), ("bf16", dict(amp=True, amp_dtype="bf16"), False),
+            ("fp16", dict(amp=True, amp_dtype="fp16"), False), ("bf16+compile", dict(amp=True, amp_dtype="bf16"), True)]
+TOWERS = {
+    "text": dict(item_tower="text", bert_model_load="random_tiny_bert", max_seq_len=20),
+    "vision": dict(item_tower="vision", cv_model_load="random_tiny_resnet18", max_seq_len=10,
+                   image_lmdb="posters.lmdb", fine_tune_lr=1e-3),
+}
+
+
+def load_module(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def prepare(out: Path, image_size: int) -> Path:
+    """Tiny encoders under out/encoders and the ml-100k posters (rendered if absent)."""
+    encoders = out / "encoders"
+    if not (encoders / "random_tiny_resnet18").exists():
+        load_module("make_tiny", ROOT / "pretrained_models" / "make_tiny.py").make_all(encoders, image_size=image_size)
+    posters = ROOT / "dataset" / "ml-100k" / "posters.lmdb"
+    if not posters.exists():
+        load_module("render_posters", ROOT / "dataset" / "ml-100k" / "render_posters.py").render_posters(
+            ROOT / "dataset" / "ml-100k" / "items.tsv", posters)
+    return encoders
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--towers", default="text,vision")
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--num_workers", type=int, default=4)
+    parser.add_argument("--variants", default=",".join(name for name, _, _ in VARIANTS))
+    parser.add_argument("--out", type=Path, default=Path("/tmp/bench_gpu"))
+    args = parser.parse_args()
+    encoders = prepare(args.out, args.image_size)
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device: {name}; torch {torch.__version__}; ml-100k, in-batch SASRec, batch_size {args.batch_size}")
+    print("| tower | precision | steps/s | peak GPU MiB | train loss (epoch 2) | valid HR@10 |")
+    print("|---|---|---|---|---|---|")
+    chosen = args.variants.split(",")
+    for tower in args.towers.split(","):
+        for variant, precision, compiled in VARIANTS:
+            if variant not in chosen:
+                continue
+            cfg = make_config(dict(TOWERS[tower], loss="inbatch", batch_size=args.batch_size, epoch=2, patience=5,
+                                   image_size=args.image_size, pretrained_dir=str(encoders), device=args.device,
+                                   compile_model=compiled, num_workers=args.num_workers, progress=False,
+                                   cache_dir=str(args.out / "cache"), label=f"{tower}-{variant}", overwrite=True,
+                                   runs_dir=str(args.out / "runs"), **precision))
+            run_dir = args.out / "runs" / cfg.label
+            train(cfg, run_dir)
+            epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+            last = epochs[-1]
+            peak = max(e.get("peak_gpu_mib", 0.0) for e in epochs)
+            print(f"| {tower} | {variant} | {last['steps'] / last['train_seconds']:.2f} | {peak:.0f} | "
+                  f"{last['train_loss']:.4f} | {100 * last['valid']['HR@10']:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
