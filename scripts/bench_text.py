@@ -30,8 +30,13 @@ from morec.models.text import load_tokenizer
 from morec.train import build_optimizer, build_run_model, load_data, make_batches
 
 
-def step_times(model, batches: list[dict], cfg, steps: int) -> tuple[float, float]:
-    """Median seconds per training step (after one warm-up step) and the first batch's eval loss."""
+def step_times(model, batches: list[dict], cfg, steps: int, device: torch.device = torch.device("cpu"),
+               amp: bool = False) -> tuple[float, float]:
+    """Median seconds per training step (after one warm-up step) and the first batch's eval loss.
+    amp: bf16 autocast (CUDA); on CUDA each step is timed to the end of its kernels."""
+    def synchronize():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
     model.eval()
     with torch.no_grad():
         eval_loss = model.calculate_loss(batches[0]).item()
@@ -39,11 +44,14 @@ def step_times(model, batches: list[dict], cfg, steps: int) -> tuple[float, floa
     optimizer = build_optimizer(model, cfg)
     times = []
     for batch in batches[:steps + 1]:
+        synchronize()
         start = time.perf_counter()
-        loss = model.calculate_loss(batch)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = model.calculate_loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times[1:]), eval_loss
 

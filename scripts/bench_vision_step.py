@@ -16,8 +16,6 @@ import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file_
 import argparse
 import copy
 import importlib.util
-import statistics
-import time
 
 import torch
 import torchvision
@@ -26,7 +24,10 @@ from morec.config import make_config
 from morec.data.images import BatchesWithImages, ImageStore, ItemImages
 from morec.models import SASRecRecommender
 from morec.models.vision import VisionTower
-from morec.train import build_optimizer, load_data, make_batches
+from morec.train import load_data, make_batches
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from bench_text import step_times  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 POSTERS = ROOT / "dataset" / "ml-100k" / "posters.lmdb"
@@ -38,32 +39,6 @@ def ensure_posters() -> None:
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         module.render_posters(ROOT / "dataset" / "ml-100k" / "items.tsv", POSTERS)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def step_times(model, batches: list[dict], cfg, steps: int, device: torch.device, amp: bool) -> tuple[float, float]:
-    """Median seconds per training step (after one warm-up step) and the first batch's eval loss."""
-    model.eval()
-    with torch.no_grad():
-        eval_loss = model.calculate_loss(batches[0]).item()
-    model.train()
-    optimizer = build_optimizer(model, cfg)
-    times = []
-    for batch in batches[:steps + 1]:
-        synchronize(device)
-        start = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = model.calculate_loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[1:]), eval_loss
 
 
 def main() -> None:

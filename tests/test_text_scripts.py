@@ -66,18 +66,24 @@ def test_train_then_test_one_epoch_with_a_tiny_encoder(folder, name, tmp_path, s
         common += ["--dnn_layers", "2"]                                        # one grid point
     speed = ["--epoch", "1", "--num_words_title", "12", "--embedding_dim", "32",
              "--batch_size", "512" if "dssm" in folder else "128"]
-    run_in_process(REPO / folder / f"train_{name}.py", common + speed)
-    stdout = run_in_process(REPO / folder / f"test_{name}.py", common)
-    assert LAST_LINE.match(stdout.strip().splitlines()[-1]), stdout
-    run = tmp_path / "runs" / "smoke"
-    result = json.loads((run / "test_metrics.json").read_text())
-    assert result["best_epoch"] == 1 and result["num_users"] == 943
-    saved = json.loads((run / "config.json").read_text())
+    saved, log = train_then_test(REPO / folder, name, common + speed, common, tmp_path / "runs" / "smoke")
     assert saved["item_tower"] == "text" and saved["bert_model_load"] == TINY[family(name)]
-    log = (run / "train.log").read_text()
-    assert "trainable recommender tensors" in log
     if not saved["two_stage"]:
         assert re.search(r"trainable encoder tensors: \d+ of \d+", log)
+
+
+def train_then_test(folder: Path, name: str, train_args: list[str], test_args: list[str],
+                    run: Path) -> tuple[dict, str]:
+    """Run train_NAME.py then test_NAME.py of `folder` (one epoch expected) and check what the
+    test printed and wrote; returns the run's saved config and its train.log."""
+    run_in_process(folder / f"train_{name}.py", train_args)
+    stdout = run_in_process(folder / f"test_{name}.py", test_args)
+    assert LAST_LINE.match(stdout.strip().splitlines()[-1]), stdout
+    result = json.loads((run / "test_metrics.json").read_text())
+    assert result["best_epoch"] == 1 and result["num_users"] == 943
+    log = (run / "train.log").read_text()
+    assert "trainable recommender tensors" in log
+    return json.loads((run / "config.json").read_text()), log
 
 
 def test_trainable_layers_are_logged(tmp_path, shared_cache):

@@ -2,14 +2,13 @@
 tiny random encoder at 32 x 32 pixels, then its test_*.py (in this process, as test_text_scripts)."""
 from __future__ import annotations
 
-import json
 import re
 import runpy
 
 import pytest
 
 from conftest import REPO
-from test_text_scripts import LAST_LINE, run_in_process
+from test_text_scripts import train_then_test
 from vision_helpers import IMAGE_SIZE, poster_root, tiny_for, tiny_vision_encoders
 
 SCRIPTS = {
@@ -47,14 +46,7 @@ def test_train_then_test_one_epoch_on_posters(folder, name, tmp_path, shared_cac
         common += ["--pretrained_dir", str(tiny_vision_encoders()), "--cv_model_load",
                    tiny_for(params["cv_model_load"]), "--image_size", str(IMAGE_SIZE)]
     speed = ["--epoch", "1", "--embedding_dim", "32", "--batch_size", "2048" if "dssm" in folder else "256"]
-    run_in_process(REPO / folder / f"train_{name}.py", common + speed)
-    stdout = run_in_process(REPO / folder / f"test_{name}.py", common)
-    assert LAST_LINE.match(stdout.strip().splitlines()[-1]), stdout
-    run = tmp_path / "runs" / "smoke"
-    result = json.loads((run / "test_metrics.json").read_text())
-    assert result["best_epoch"] == 1 and result["num_users"] == 943
-    saved = json.loads((run / "config.json").read_text())
+    saved, log = train_then_test(REPO / folder, name, common + speed, common, tmp_path / "runs" / "smoke")
     assert saved["item_tower"] == params["item_tower"] and saved["max_seq_len"] == 10
-    log = (run / "train.log").read_text()
     if params["item_tower"] == "vision" and not params.get("two_stage"):
         assert re.search(r"trainable encoder tensors: \d+ of \d+", log)

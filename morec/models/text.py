@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from morec.errors import InputError
 from morec.models.sasrec import init_xavier
-from morec.models.towers import ItemTower
+from morec.models.towers import ItemTower, freeze_by_blocks
 
 # model_type -> (pooling, name prefix of the transformer blocks, parameters after the blocks)
 TEXT_ENCODERS = {
@@ -149,21 +149,10 @@ def freeze_encoder(encoder: nn.Module, model_type: str, freeze_paras_before: int
     The pooler is never used, so it is always frozen.
     """
     _, block_prefix, after_blocks = TEXT_ENCODERS[model_type]
-    if freeze_paras_before < 0:
-        raise InputError(f"freeze_paras_before must be >= 0, got {freeze_paras_before}")
     pattern = re.compile(re.escape(block_prefix) + r"(\d+)\.")
     named = [(name, param, int(m.group(1)) if (m := pattern.match(name)) else None)
              for name, param in encoder.named_parameters()]                 # (name, param, block or None)
-    blocks = sorted({block for _, _, block in named if block is not None})
-    if trainable_layers > len(blocks):
-        raise InputError(f"trainable_layers {trainable_layers} exceeds the encoder's "
-                         f"{len(blocks)} blocks")
-    top = set(blocks[len(blocks) - trainable_layers:]) if trainable_layers > 0 else set()
-    for index, (name, param, block) in enumerate(named):
-        trainable = index >= freeze_paras_before and not name.startswith("pooler.")
-        if trainable_layers >= 0:
-            trainable = trainable and (block in top or (bool(top) and name.startswith(after_blocks)))
-        param.requires_grad_(trainable)
+    freeze_by_blocks(named, freeze_paras_before, trainable_layers, after_blocks)
 
 
 def encode_pooled(encoder: nn.Module, pooling: str, input_ids: torch.Tensor,

@@ -19,6 +19,30 @@ def mlp(dim: int, layers: int, dropout: float) -> nn.Sequential:
                            for m in (nn.Dropout(dropout), nn.Linear(dim, dim), nn.GELU())])
 
 
+def freeze_by_blocks(named: list[tuple[str, nn.Parameter, int | None]], freeze_paras_before: int,
+                     trainable_layers: int, after_blocks: tuple[str, ...] = (),
+                     never: tuple[str, ...] = ("pooler.",), what: str = "encoder") -> None:
+    """Set requires_grad of an encoder's parameters (SPEC "Freezing").
+
+    named: (name, parameter, block number or None) in registration order.
+    freeze_paras_before = k: the first k tensors are frozen (the original MoRec semantics).
+    trainable_layers = n >= 0: only the top n blocks train, with the parameters named
+    `after_blocks` (final norms that follow them); everything else (embeddings, stems) is frozen.
+    -1 turns it off. Names starting with `never` (an unused pooler, fixed embeddings) never train."""
+    from morec.errors import InputError
+    if freeze_paras_before < 0:
+        raise InputError(f"freeze_paras_before must be >= 0, got {freeze_paras_before}")
+    blocks = sorted({block for _, _, block in named if block is not None})
+    if trainable_layers > len(blocks):
+        raise InputError(f"trainable_layers {trainable_layers} exceeds the {what}'s {len(blocks)} blocks")
+    top = set(blocks[len(blocks) - trainable_layers:]) if trainable_layers > 0 else set()
+    for index, (name, param, block) in enumerate(named):
+        trainable = index >= freeze_paras_before and not name.startswith(never)
+        if trainable_layers >= 0:
+            trainable = trainable and (block in top or (bool(top) and name.startswith(after_blocks)))
+        param.requires_grad_(trainable)
+
+
 class ItemTower(nn.Module):
     deduplicate = False          # True for encoders whose forward pass is expensive
     dim: int

@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from morec.errors import InputError
 from morec.models.sasrec import init_xavier
-from morec.models.towers import PixelTower
+from morec.models.towers import PixelTower, freeze_by_blocks
 
 VISION_KINDS = ("resnet", "swin", "vit_mae")
 RESNET_ARCHS = ("resnet18", "resnet34", "resnet50")
@@ -251,20 +251,9 @@ def freeze_vision_encoder(encoder: nn.Module, kind: str, freeze_paras_before: in
     the final layer norm (Swin, ViT-MAE); stems / embeddings are then frozen; -1 turns it off."""
     if kind not in FREEZING:
         raise InputError(f"unknown vision encoder kind {kind!r}; supported: {', '.join(VISION_KINDS)}")
-    if freeze_paras_before < 0:
-        raise InputError(f"freeze_paras_before must be >= 0, got {freeze_paras_before}")
     _, after_blocks, never = FREEZING[kind]
-    named = encoder_blocks(encoder, kind)
-    blocks = sorted({block for _, _, block in named if block is not None})
-    if trainable_layers > len(blocks):
-        raise InputError(f"trainable_layers {trainable_layers} exceeds the {kind} encoder's "
-                         f"{len(blocks)} blocks")
-    top = set(blocks[len(blocks) - trainable_layers:]) if trainable_layers > 0 else set()
-    for index, (name, param, block) in enumerate(named):
-        trainable = index >= freeze_paras_before and not name.startswith(never)
-        if trainable_layers >= 0:
-            trainable = trainable and (block in top or (bool(top) and name.startswith(after_blocks)))
-        param.requires_grad_(trainable)
+    freeze_by_blocks(encoder_blocks(encoder, kind), freeze_paras_before, trainable_layers, after_blocks,
+                     never, f"{kind} encoder")
 
 
 # ----------------------------------------------------------------------------- the tower
