@@ -166,3 +166,19 @@ def test_two_stage_vision_features_are_cached_and_rebuilt_when_the_encoder_chang
             vision_features(cfg, data, CPU)
     finally:
         os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_a_resumed_epoch_continues_with_the_same_batches_and_images():
+    """optimizer_steps from step k (a checkpoint taken mid-epoch) gives the tail of the full epoch."""
+    from types import SimpleNamespace
+    from morec.train import EpochProgress, optimizer_steps
+    cfg = Config(loss="bce", batch_size=128, accumulation_steps=2)
+    run = SimpleNamespace(cfg=cfg, world=World(), device=CPU, images=poster_images(),
+                          batches=make_batches(cfg, ml100k()))
+    full = list(optimizer_steps(run, 1, EpochProgress()))
+    resumed = list(optimizer_steps(run, 1, EpochProgress(step=2)))
+    assert [len(step) for step in full] == [2, 2, 2, 2] and len(resumed) == 2  # 8 batches of 943 users
+    for expected, got in zip(full[2:], resumed):
+        for a, b in zip(expected, got):
+            assert a.keys() == b.keys() == {"seqs", "negatives", "image_ids", "images"}
+            assert all(torch.equal(a[key], b[key]) for key in a)
