@@ -366,6 +366,48 @@ def legacy_pickle_refused(root: Path) -> Outcome:
     return Outcome(f"accepted; code ran: {marker.exists()}", False)
 
 
+VISION_SCRIPT = "inbatch_sasrec_e2e_vision/train_swin_tiny.py"
+
+
+def vision_run(root: Path, label: str, posters_limit: int | None = None, *extra: str) -> tuple[int, str]:
+    """A vision run on ml-100k with posters (only the first `posters_limit` items drawn) and
+    tiny random vision encoders under root/encoders."""
+    import importlib.util
+    sys.path.insert(0, str(REPO / "pretrained_models"))
+    from make_tiny import make_tiny_swin, make_tiny_vit_mae
+    data = root / "data" / "ml-100k"
+    if not data.exists():
+        data.mkdir(parents=True)
+        for name in ("users.tsv", "items.tsv"):
+            (data / name).symlink_to(REPO / "dataset" / "ml-100k" / name)
+        spec = importlib.util.spec_from_file_location("render_posters", REPO / "dataset" / "ml-100k" / "render_posters.py")
+        posters = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(posters)
+        posters.render_posters(data / "items.tsv", data / "posters.lmdb", size=32, limit=posters_limit)
+        make_tiny_swin(root / "encoders" / "tiny_swin", image_size=32)
+        make_tiny_vit_mae(root / "encoders" / "tiny_mae", image_size=32)
+    return run_in_process(["--root_data_dir", str(root / "data"), "--pretrained_dir", str(root / "encoders"),
+                           "--cv_model_load", "tiny_swin", "--image_size", "32", "--epoch", "1",
+                           "--runs_dir", str(root / "runs"), "--label", label, *extra], script=VISION_SCRIPT)
+
+
+def vision_case(fault: str) -> Callable[[Path], Outcome]:
+    """A vision run with items missing from the LMDB, an absent encoder folder, or an image size
+    the encoder cannot take: exit 2 with the fix, and no run folder left behind."""
+    def run(root: Path) -> Outcome:
+        if fault == "missing_images":
+            code, err = vision_run(root, "missing", 100)
+            ok = "1204 of 1304 items have no image" in err and "posters.lmdb.missing.txt" in err
+        elif fault == "no_encoder":
+            code, err = vision_run(root, "no_encoder", None, "--cv_model_load", "swin_base")
+            ok = "vision encoder folder" in err and "swin_base not found" in err
+        else:
+            code, err = vision_run(root, "size", None, "--cv_model_load", "tiny_mae", "--image_size", "64")
+            ok = "expects 32x32 images" in err and "--image_size 32" in err
+        return Outcome(f"exit {code}: {error_line(err)}", code == 2 and ok and not (root / "runs").exists())
+    return run
+
+
 CASES = [
     Case("sigkill_random", "killed runs resume to the uninterrupted result", sigkill_at_random_moments),
     Case("sigterm", "exit 143 with a mid-epoch checkpoint; resume identical", sigterm_saves_and_resumes),
@@ -395,6 +437,9 @@ CASES = [
     Case("lmdb_truncated_value", "InputError naming key and LMDB", image_store_case("truncated")),
     Case("image_not_decodable", "InputError naming key and LMDB", image_store_case("garbage")),
     Case("legacy_pickle_attack", "restricted unpickler refuses; nothing runs", legacy_pickle_refused),
+    Case("vision_missing_images", "exit 2: how many items lack an image, and the list file", vision_case("missing_images")),
+    Case("vision_no_encoder", "exit 2 naming the encoder folder and README", vision_case("no_encoder")),
+    Case("vision_wrong_image_size", "exit 2: ViT-MAE's image size and the fix", vision_case("size")),
 ]
 
 

@@ -27,8 +27,9 @@ def build_modality_tower(cfg: Config, item_inputs: dict) -> ItemTower:
         layers = cfg.mo_dnn_layers if cfg.fusion != "none" else cfg.dnn_layers
         return FeatureTower(item_inputs["features"], cfg.embedding_dim, layers, cfg.drop_rate)
     if cfg.item_tower == "vision":
-        from morec.models.vision import VisionTower, load_vision_encoder
+        from morec.models.vision import VisionTower, check_image_size, load_vision_encoder
         encoder, kind = load_vision_encoder(cfg.cv_model_load, pretrained_path(cfg))
+        check_image_size(encoder, kind, cfg.image_size)
         return VisionTower(encoder, kind, cfg.embedding_dim, cfg.freeze_paras_before,
                            cfg.trainable_layers, cfg.gradient_checkpointing)
     from morec.models.text import TextTower, load_text_encoder, resolve_encoder_dir

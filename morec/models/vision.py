@@ -194,6 +194,17 @@ def resnet_features(encoder: nn.Module, pixels: torch.Tensor,
     return torch.flatten(encoder.avgpool(x), 1)
 
 
+def check_image_size(encoder: nn.Module, kind: str, size: int | tuple[int, int]) -> None:
+    """ViT-MAE takes only its config's image_size (ResNet any size, Swin pads): else an InputError."""
+    if kind != "vit_mae":
+        return
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    expected = tuple(encoder.embeddings.patch_embeddings.image_size)
+    if size != expected:
+        raise InputError(f"ViT-MAE encoder expects {expected[0]}x{expected[1]} images (its config.json "
+                         f"image_size), got {size[0]}x{size[1]}: set --image_size {expected[0]}")
+
+
 def encode_images(encoder: nn.Module, kind: str, pixels: torch.Tensor,
                   checkpoint_stages: bool = False) -> torch.Tensor:
     """pixels (K, 3, S, S), normalised -> features (K, H) (SPEC "Item towers"; the TS feature).
@@ -212,10 +223,7 @@ def encode_images(encoder: nn.Module, kind: str, pixels: torch.Tensor,
     if kind != "vit_mae":
         raise InputError(f"unknown vision encoder kind {kind!r}; supported: {', '.join(VISION_KINDS)}")
     embeddings = encoder.embeddings.patch_embeddings
-    if tuple(pixels.shape[-2:]) != tuple(embeddings.image_size):
-        raise InputError(f"ViT-MAE encoder expects {embeddings.image_size[0]}x{embeddings.image_size[1]} "
-                         f"images (its config.json image_size), got {pixels.shape[-2]}x{pixels.shape[-1]}: "
-                         f"set image_size to match")
+    check_image_size(encoder, kind, tuple(pixels.shape[-2:]))
     noise = torch.arange(embeddings.num_patches, device=pixels.device, dtype=torch.float32)
     hidden = encoder(pixel_values=pixels, noise=noise.expand(len(pixels), -1)).last_hidden_state
     return hidden[:, 0]
