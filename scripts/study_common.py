@@ -44,6 +44,13 @@ SMALL = dict(
 IDREC = dict(item_tower="id")
 MOREC_E2E = dict(item_tower="text", two_stage=False)
 MOREC_TS = dict(item_tower="text", two_stage=True)
+MODALITIES = ("text", "vision")
+ENCODER_FIELD = {"text": "bert_model_load", "vision": "cv_model_load"}
+
+
+def with_modality(parts: list[dict], modality: str) -> list[dict]:
+    """The study's parts with the MoRec ones (item_tower text) switched to `modality`."""
+    return [{**part, "item_tower": modality} if part.get("item_tower") == "text" else part for part in parts]
 
 
 def int_list(text: str) -> list[int]:
@@ -80,6 +87,9 @@ def parse_args(argv: list[str], description: str, extra) -> tuple[argparse.Names
                "--mo.key value sets it for the IDRec or the MoRec runs only (the paper tuned them apart).")
     parser.add_argument("--out", help="folder for the tables and figures (default studies/<dataset>)")
     parser.add_argument("--table_only", action="store_true", help="do not train: tabulate the runs there are")
+    parser.add_argument("--modality", choices=MODALITIES, default="text",
+                        help="the MoRec runs' item tower: text (--bert_model_load) or vision (--cv_model_load, "
+                             "--image_lmdb; HM / Bili, or ml-100k's generated posters)")
     extra(parser)
     rest, per_tower = split_tower_args(argv)
     args, rest = parser.parse_known_args(rest)
@@ -177,7 +187,7 @@ def run_study(name: str, title: str, parts: list[dict], args: argparse.Namespace
                              "apply; for DDP runs use the experiment scripts, then scripts/results_table.py")
     out = Path(args.out or f"studies/{dataset}")
     runs_dir = Path(everywhere.pop("runs_dir", "") or out / "runs")
-    runs = study_runs(parts, overrides, runs_dir)
+    runs = study_runs(with_modality(parts, args.modality), overrides, runs_dir)
     print(f"{name}: {len(runs)} runs in {runs_dir}", flush=True)
     if not args.table_only:
         execute(runs)

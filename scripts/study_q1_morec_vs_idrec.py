@@ -8,6 +8,8 @@ the cold-start view) and the figures:
     python scripts/study_q1_morec_vs_idrec.py                       # ml-100k, small CPU settings
     python scripts/study_q1_morec_vs_idrec.py --warm 0,20,50,200 --seed 1,2,3 --out docs/studies/ml-100k
     python scripts/study_q1_morec_vs_idrec.py --warm 0 --encoders bert_tiny,bert_small,bert_base_uncased
+    python scripts/study_q1_morec_vs_idrec.py --modality vision --encoders resnet50,swin_base --dataset HM \
+        --behaviors hm_50w_users.tsv --news hm_50w_items.tsv --image_lmdb hm_50w_images.lmdb
 
 Defaults (scripts/study_common.py SMALL): ml-100k, SASRec, in-batch debiased loss, max_seq_len 10,
 embedding_dim 64, all-MiniLM-L6-v2 with its top 2 blocks fine-tuned, at most 40 epochs with
@@ -17,7 +19,7 @@ train interactions. Any run parameter can be overridden
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # noqa: E401,E702
 
-from study_common import IDREC, MOREC_E2E, entry, int_list, parse_args, run_study
+from study_common import ENCODER_FIELD, IDREC, MOREC_E2E, entry, int_list, parse_args, run_study
 from morec.errors import InputError
 
 
@@ -25,8 +27,9 @@ def options(parser):
     parser.add_argument("--warm", default="0,20",
                         help="warm_min_count settings, 0 = regular (default 0,20; the paper: 0,20,50,200)")
     parser.add_argument("--encoders", default="",
-                        help="text encoder folders of the MoRec runs, comma-separated (default: --bert_model_load); "
-                             "several answer the paper's question 2, do better encoders help")
+                        help="encoder folders of the MoRec runs, comma-separated (default: --bert_model_load, or "
+                             "--cv_model_load with --modality vision); several answer the paper's question 2, "
+                             "do better encoders help")
 
 
 def main(argv: list[str]):
@@ -35,7 +38,7 @@ def main(argv: list[str]):
         raise InputError("give the warm settings with --warm, not --warm_min_count")
     morec = dict(MOREC_E2E)
     if args.encoders:
-        morec["bert_model_load"] = [e.strip() for e in args.encoders.split(",") if e.strip()]
+        morec[ENCODER_FIELD[args.modality]] = [e.strip() for e in args.encoders.split(",") if e.strip()]
     parts = [{**tower, "warm_min_count": int_list(args.warm)} for tower in (IDREC, morec)]
     return run_study("q1_morec_vs_idrec", "Q1: MoRec vs IDRec (regular and warm-item settings)", parts, args, overrides)
 

@@ -146,3 +146,25 @@ def test_study_chains_runs_then_table_and_figures(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count(": testing") == 4 and ": training" not in out
     assert "cold-start view (test targets with < 2 train interactions" in out
+
+
+def test_study_with_vision_morec_on_posters(tmp_path, capsys):
+    """--modality vision: the MoRec runs use the image tower (--encoders names vision encoders);
+    the IDRec run's label ignores the vision values, so it is the plain ID run."""
+    from morec.config import Config, run_label
+    from vision_helpers import IMAGE_SIZE, TINY_VISION, poster_root, tiny_vision_encoders
+    import study_q1_morec_vs_idrec
+    argv = ["--out", str(tmp_path / "out"), "--warm", "0", "--seed", "1", "--epoch", "1", "--modality", "vision",
+            "--encoders", TINY_VISION["swin"], "--root_data_dir", str(poster_root()), "--image_lmdb", "posters.lmdb",
+            "--image_size", str(IMAGE_SIZE), "--pretrained_dir", str(tiny_vision_encoders()),
+            "--embedding_dim", "16", "--batch_size", "512", "--progress", "false"]
+    study_q1_morec_vs_idrec.main(argv)
+    assert capsys.readouterr().out.count("\ntest HR@10 ") == 2
+    csv_rows = list(csv.DictReader(open(tmp_path / "out" / "q1_morec_vs_idrec.csv", newline="")))
+    assert [(r["item_tower"], r["mode"]) for r in csv_rows] == [("ID", "E2E"), (f"vision: {TINY_VISION['swin']}", "E2E")]
+    id_config = json.loads((tmp_path / "out" / "runs" / csv_rows[0]["runs"] / "config.json").read_text())
+    plain = {k: v for k, v in id_config.items() if k not in ("cv_model_load", "image_lmdb", "image_size",
+                                                             "pretrained_dir", "bert_model_load",
+                                                             "trainable_layers", "fine_tune_lr",
+                                                             "fine_tune_l2_weight", "news_attributes")}
+    assert csv_rows[0]["runs"] == run_label(Config(**plain))
