@@ -3,7 +3,7 @@ BERT) and vision MoRec (ResNet18), in fp32, bf16 and fp16 autocast, and with tor
 through the real training loop (morec.train.train) on ml-100k, in-batch SASRec.
 
     python scripts/bench_gpu.py [--device cuda] [--towers text,vision] [--image_size 224]
-                                [--batch_size 64] [--out /tmp/bench_gpu]
+                                [--batch_size 64] [--out DIR (default: a folder in the temp dir)]
 
 Encoders: random_tiny_bert and random_tiny_resnet18 from pretrained_models/make_tiny.py (built
 under --out if absent; the cost of a step does not depend on the weights). Each variant trains 2
@@ -17,6 +17,7 @@ import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file_
 import argparse
 import importlib.util
 import json
+import tempfile
 from pathlib import Path
 
 import torch
@@ -61,7 +62,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--num_workers", type=int, default=4)
     parser.add_argument("--variants", default=",".join(name for name, _, _ in VARIANTS))
-    parser.add_argument("--out", type=Path, default=Path("/tmp/bench_gpu"))
+    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "morec-bench-gpu")
     args = parser.parse_args()
     encoders = prepare(args.out, args.image_size)
     device = torch.device(args.device)

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from morec.errors import InputError
 from morec.models.sasrec import init_xavier
 
 
@@ -29,7 +30,6 @@ def freeze_by_blocks(named: list[tuple[str, nn.Parameter, int | None]], freeze_p
     trainable_layers = n >= 0: only the top n blocks train, with the parameters named
     `after_blocks` (final norms that follow them); everything else (embeddings, stems) is frozen.
     -1 turns it off. Names starting with `never` (an unused pooler, fixed embeddings) never train."""
-    from morec.errors import InputError
     if freeze_paras_before < 0:
         raise InputError(f"freeze_paras_before must be >= 0, got {freeze_paras_before}")
     blocks = sorted({block for _, _, block in named if block is not None})
