@@ -29,10 +29,10 @@ from tqdm import tqdm
 from morec.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic, write_text_atomic
 from morec.config import RUN_CONTROL, Config, make_config
 from morec.data import PairBatches, SequenceBatches, SequenceData, load_sequence_data
+from morec.data.images import BatchesWithImages, ItemChunks, ItemImages, image_loader
 from morec.distributed import World, all_reduce_sum, any_rank, barrier, gather_rows, init_world
 from morec.errors import InputError, Preempted
 from morec.evaluate import metrics_from_ranks, target_ranks
-from morec.data.images import BatchesWithImages, ItemChunks, ItemImages, image_loader
 from morec.features import item_tower_inputs, run_item_images
 from morec.models import Recommender, build_model
 
@@ -204,16 +204,21 @@ def catalogue_vectors(model: Recommender, num_items: int, world: World, device: 
     if images is None:
         mine = [model.item_tower(part.to(device)).float() for part in ids.split(4096)]
     else:
-        chunk_size, workers = (cfg.eval_batch_size, cfg.num_workers) if cfg else (256, 0)
-        use_amp = cfg is not None and cfg.amp and device.type == "cuda"
-        dtype = torch.float16 if cfg is not None and cfg.amp_dtype == "fp16" else torch.bfloat16
+        cfg = cfg or Config()
         mine = []
-        for part, pixels in image_loader(ItemChunks(ids, chunk_size, images), workers, device.type == "cuda"):
+        chunks = ItemChunks(ids, cfg.eval_batch_size, images)
+        for part, pixels in image_loader(chunks, cfg.num_workers, device.type == "cuda"):
             part, pixels = part.to(device), pixels.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
+            with autocast(cfg, device):
                 mine.append(model.item_tower.encode_items(part, (part, pixels)).float())
     mine = torch.cat(mine) if mine else torch.empty(0, model.item_tower.dim, device=device)
     return gather_rows(mine, world) if world.distributed else mine
+
+
+def autocast(cfg: Config, device: torch.device) -> torch.autocast:
+    """Mixed precision on CUDA when cfg.amp (bf16, or fp16 with the run's GradScaler); off on CPU."""
+    dtype = torch.float16 if cfg.amp_dtype == "fp16" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype, enabled=cfg.amp and device.type == "cuda")
 
 
 def percent(metrics: dict[str, float], k: int = 10) -> str:
@@ -319,8 +324,6 @@ def train_step(run: Run, micro_batches: list[dict]) -> tuple[torch.Tensor, torch
     gradient norm, step taken). A non-finite loss or gradient (on any rank) leaves the weights
     untouched; under fp16 the GradScaler skips steps with overflowing gradients itself."""
     cfg, device, world = run.cfg, run.device, run.world
-    use_amp = cfg.amp and device.type == "cuda"
-    amp_dtype = torch.float16 if cfg.amp_dtype == "fp16" else torch.bfloat16
     run.optimizer.zero_grad(set_to_none=True)
     loss_sum = torch.zeros((), device=device)
     for index, batch in enumerate(micro_batches):
@@ -328,7 +331,7 @@ def train_step(run: Run, micro_batches: list[dict]) -> tuple[torch.Tensor, torch
         last = index == len(micro_batches) - 1
         no_sync = run.trainer.no_sync() if world.distributed and not last else contextlib.nullcontext()
         with no_sync:                                     # DDP averages the gradients on the last one
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+            with autocast(cfg, device):
                 loss = run.trainer(batch) / len(micro_batches)
             run.scaler.scale(loss).backward()
         loss_sum += loss.detach().float()
