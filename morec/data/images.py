@@ -88,9 +88,12 @@ def missing_report_path(lmdb_path: str | os.PathLike) -> Path:
     return lmdb_path.with_name(lmdb_path.name + ".missing.txt")
 
 
+BUILD_FIX = "Add the images, or pass --allow_missing (allow_missing=True) to give them a blank image"
+
+
 def check_missing(missing: list[str], total: int, where: str, report: Path,
-                  allow_missing: bool) -> None:
-    """Write the names of items without an image to `report`; raise unless `allow_missing`."""
+                  allow_missing: bool, fix: str = BUILD_FIX) -> None:
+    """Write the names of items without an image to `report`; raise (saying `fix`) unless `allow_missing`."""
     if not missing:
         report.unlink(missing_ok=True)  # a stale list from an earlier build would mislead
         return
@@ -98,8 +101,7 @@ def check_missing(missing: list[str], total: int, where: str, report: Path,
     write_text_atomic(report, "".join(f"{name}\n" for name in missing))
     if not allow_missing:
         raise InputError(f"{len(missing)} of {total} items have no image in {where}; their names "
-                         f"are listed in {report}. Add the images, or pass --allow_missing "
-                         "(allow_missing=True) to give them a blank image")
+                         f"are listed in {report}. {fix}")
     log.warning("%d of %d items have no image in %s (listed in %s); they will read as a blank "
                 "image", len(missing), total, where, report)
 
@@ -459,12 +461,9 @@ class ItemImages:
         listed_missing = set(self.store.meta.get("missing", []))
         stored = set(self.store.names())
         absent = [name for name in self.names[1:] if name not in stored and name not in listed_missing]
-        report = missing_report_path(self.store.path)
-        if absent:
-            write_text_atomic(report, "".join(f"{name}\n" for name in absent))
-            raise InputError(f"{len(absent)} of {len(self.names) - 1} items have no image in "
-                             f"{self.store.path}; their names are listed in {report}. Add the images "
-                             f"and {REBUILD} (with --allow_missing to give them a blank image)")
+        if absent:                   # (none absent: a build's own report of allowed blanks stays)
+            check_missing(absent, len(self.names) - 1, str(self.store.path), missing_report_path(self.store.path),
+                          False, f"Add the images and {REBUILD} (with --allow_missing to give them a blank image)")
 
     def pixels(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (K,) of real items -> (K, 3, S, S) normalised float pixels."""
