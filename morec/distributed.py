@@ -37,6 +37,13 @@ def init_world(device_type: str) -> World:
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def leave_world() -> None:
+    """Leave the process group (if this process joined one): every rank calls it before exiting,
+    so the backend shuts its threads down in order rather than in the interpreter's teardown."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def all_reduce_sum(value: torch.Tensor, world: World) -> torch.Tensor:
     """Sum of a tensor over ranks (a copy; no gradient)."""
     if not world.distributed:

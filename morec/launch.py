@@ -17,6 +17,7 @@ import os
 import sys
 from pathlib import Path
 
+from morec.distributed import leave_world
 from morec.config import make_config, parse_overrides, run_label
 from morec.errors import InputError, Preempted
 from morec.train import test, train
@@ -87,3 +88,5 @@ def main(params: dict, mode: str, script_file: str, argv: list[str] | None = Non
     except KeyboardInterrupt:
         print("interrupted; continue with the same command and --resume", file=sys.stderr)
         raise SystemExit(130) from None
+    finally:
+        leave_world()
