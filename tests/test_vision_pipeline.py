@@ -182,3 +182,21 @@ def test_a_resumed_epoch_continues_with_the_same_batches_and_images():
         for a, b in zip(expected, got):
             assert a.keys() == b.keys() == {"seqs", "negatives", "image_ids", "images"}
             assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_extract_features_script_with_a_vision_encoder(tmp_path, capsys):
+    import re
+    import sys
+    from conftest import REPO
+    from vision_helpers import TINY_VISION, tiny_vision_encoders
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import extract_features
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    args = ["--item_tower", "vision", "--cv_model_load", TINY_VISION["resnet"], "--image_lmdb", "posters.lmdb",
+            "--image_size", str(IMAGE_SIZE), "--root_data_dir", str(poster_root()),
+            "--pretrained_dir", str(tiny_vision_encoders()), "--cache_dir", str(tmp_path), "--device", "cpu"]
+    assert extract_features.main(args) == 0
+    line = capsys.readouterr().out.strip()
+    assert re.match(rf"^{re.escape(str(tmp_path))}/features/ml-100k-{TINY_VISION['resnet']}-img32imagenet-\w+\.npy 1410x512 ", line)
