@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from morec.config import make_config
+from morec.data.posters import ml100k_posters
 from morec.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,10 +48,7 @@ def prepare(out: Path, image_size: int) -> Path:
     encoders = out / "encoders"
     if not (encoders / "random_tiny_resnet18").exists():
         load_module("make_tiny", ROOT / "pretrained_models" / "make_tiny.py").make_all(encoders, image_size=image_size)
-    posters = ROOT / "dataset" / "ml-100k" / "posters.lmdb"
-    if not posters.exists():
-        load_module("render_posters", ROOT / "dataset" / "ml-100k" / "render_posters.py").render_posters(
-            ROOT / "dataset" / "ml-100k" / "items.tsv", posters)
+    ml100k_posters()
     return encoders
 
 

@@ -10,7 +10,6 @@ pixels), measured by pickling such records. Single-threaded torch; takes well un
 """
 import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
 import argparse
-import importlib.util
 import os
 import pickle
 import tempfile
@@ -22,6 +21,7 @@ import torch
 from PIL import Image
 
 from morec.data.images import ImageDataset, ImageStore, build_lmdb, decode_image, image_to_tensor
+from morec.data.posters import render_posters
 
 ROOT = Path(__file__).resolve().parents[1]
 POSTERS = ROOT / "dataset" / "ml-100k" / "posters.lmdb"
@@ -55,14 +55,6 @@ def images_per_second(dataset, workers: int, batch_size: int) -> float:
     start = time.perf_counter()
     count = sum(len(batch) for batch in loader)
     return count / (time.perf_counter() - start)
-
-
-def render_posters_into(out: Path) -> None:
-    path = ROOT / "dataset" / "ml-100k" / "render_posters.py"
-    spec = importlib.util.spec_from_file_location("render_posters", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.render_posters(ROOT / "dataset" / "ml-100k" / "items.tsv", out)
 
 
 def legacy_bytes(data: bytes, side: int | None) -> int:
@@ -116,7 +108,7 @@ def main(argv=None) -> None:
         tmp = Path(tmp)
         if not args.lmdb.exists():
             print(f"{args.lmdb} not found: rendering the ml-100k posters into it")
-            render_posters_into(args.lmdb)
+            render_posters(ROOT / "dataset" / "ml-100k" / "items.tsv", args.lmdb)
         store = ImageStore(args.lmdb, image_size=args.image_size)
         names = store.names()[: args.limit]
         (tmp / "files").mkdir()

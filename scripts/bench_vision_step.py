@@ -15,13 +15,13 @@ import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file_
 
 import argparse
 import copy
-import importlib.util
 
 import torch
 import torchvision
 
 from morec.config import make_config
 from morec.data.images import BatchesWithImages, ImageStore, ItemImages
+from morec.data.posters import ml100k_posters
 from morec.models import SASRecRecommender
 from morec.models.vision import VisionTower
 from morec.train import load_data, make_batches
@@ -29,16 +29,6 @@ from morec.train import load_data, make_batches
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from bench_text import step_times  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-POSTERS = ROOT / "dataset" / "ml-100k" / "posters.lmdb"
-
-
-def ensure_posters() -> None:
-    if not POSTERS.exists():
-        spec = importlib.util.spec_from_file_location("render_posters", ROOT / "dataset" / "ml-100k" / "render_posters.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        module.render_posters(ROOT / "dataset" / "ml-100k" / "items.tsv", POSTERS)
 
 
 def main() -> None:
@@ -53,11 +43,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    ensure_posters()
+    posters = ml100k_posters()
     cfg = make_config(dict(item_tower="vision", loss="inbatch", batch_size=args.batch,
                            max_seq_len=args.seq_len, embedding_dim=64, image_size=args.image_size))
     data = load_data(cfg)
-    images = ItemImages(ImageStore(POSTERS, args.image_size), [""] + [row.name for row in data.items[1:]])
+    images = ItemImages(ImageStore(posters, args.image_size), [""] + [row.name for row in data.items[1:]])
     id_batches = list(make_batches(cfg, data).epoch(seed=cfg.seed))[:args.steps + 1]
     batches = [{k: v.to(device) for k, v in b.items()} for b in BatchesWithImages(id_batches, images)]
     torch.manual_seed(0)

@@ -372,18 +372,16 @@ VISION_SCRIPT = "inbatch_sasrec_e2e_vision/train_swin_tiny.py"
 def vision_run(root: Path, label: str, posters_limit: int | None = None, *extra: str) -> tuple[int, str]:
     """A vision run on ml-100k with posters (only the first `posters_limit` items drawn) and
     tiny random vision encoders under root/encoders."""
-    import importlib.util
     sys.path.insert(0, str(REPO / "pretrained_models"))
     from make_tiny import make_tiny_swin, make_tiny_vit_mae
+
+    from morec.data.posters import render_posters
     data = root / "data" / "ml-100k"
     if not data.exists():
         data.mkdir(parents=True)
         for name in ("users.tsv", "items.tsv"):
             (data / name).symlink_to(REPO / "dataset" / "ml-100k" / name)
-        spec = importlib.util.spec_from_file_location("render_posters", REPO / "dataset" / "ml-100k" / "render_posters.py")
-        posters = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(posters)
-        posters.render_posters(data / "items.tsv", data / "posters.lmdb", size=32, limit=posters_limit)
+        render_posters(data / "items.tsv", data / "posters.lmdb", size=32, limit=posters_limit)
         make_tiny_swin(root / "encoders" / "tiny_swin", image_size=32)
         make_tiny_vit_mae(root / "encoders" / "tiny_mae", image_size=32)
     return run_in_process(["--root_data_dir", str(root / "data"), "--pretrained_dir", str(root / "encoders"),

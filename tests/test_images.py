@@ -1,5 +1,4 @@
 """Image LMDB: build / read round trip, errors, tensors, legacy conversion, synthetic posters."""
-import importlib.util
 import io
 import logging
 import os
@@ -240,16 +239,8 @@ def test_restricted_unpickler_numpy_only_plain_arrays():
 
 # ----------------------------------------------------------------------------- posters
 
-def load_render_posters():
-    path = ROOT / "dataset" / "ml-100k" / "render_posters.py"
-    spec = importlib.util.spec_from_file_location("render_posters", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_render_posters_deterministic_and_complete(tmp_path):
-    posters = load_render_posters()
+    from morec.data import posters
     items = ROOT / "dataset" / "ml-100k" / "items.tsv"
     first, second = tmp_path / "p1.lmdb", tmp_path / "p2.lmdb"
     posters.render_posters(items, first, size=64, limit=25)

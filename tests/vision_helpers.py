@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import atexit
 import functools
-import importlib.util
 import shutil
 import tempfile
 from pathlib import Path
 
 from conftest import REPO
+from morec.data.posters import render_posters
 
 IMAGE_SIZE = 32
 TINY_VISION = {"resnet": "random_tiny_resnet18", "swin": "random_tiny_swin", "mae": "random_tiny_vit_mae"}
@@ -30,10 +30,7 @@ def poster_root() -> Path:
     folder.mkdir()
     for name in ("users.tsv", "items.tsv"):
         (folder / name).symlink_to(REPO / "dataset" / "ml-100k" / name)
-    spec = importlib.util.spec_from_file_location("render_posters", REPO / "dataset" / "ml-100k" / "render_posters.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.render_posters(folder / "items.tsv", folder / "posters.lmdb", size=IMAGE_SIZE)
+    render_posters(folder / "items.tsv", folder / "posters.lmdb", size=IMAGE_SIZE)
     return root
 
 
