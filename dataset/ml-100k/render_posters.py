@@ -1,17 +1,7 @@
 """Draw a small synthetic "poster" for every MovieLens-100k movie into an image LMDB.
 
-MovieLens-100k ships no images, so the vision pipeline is tested on pictures drawn from the
-movie's real metadata in items.tsv. They are NOT real posters. Each one carries three signals:
-
-- genres: the background is split into vertical stripes, one per genre, coloured by genre
-  (fixed palette below; "unknown" is grey);
-- decade: a dark band at the top holds one white square per decade since the 1910s
-  (1920s: 1 ... 1990s: 8) on a band colour that also depends on the decade; no squares when the
-  year is unknown;
-- title: the title's words, wrapped, in black on a white panel in the lower half (PIL's built-in
-  bitmap font, so the pixels do not depend on the FreeType version).
-
-The same items file always gives the same bytes (PNG, no randomness, no timestamps).
+They are NOT real posters: genre stripes, decade squares and the title, drawn from items.tsv
+(the layout and the signals: morec/data/posters.py, README_posters.md). Deterministic bytes.
 
     python dataset/ml-100k/render_posters.py [--items dataset/ml-100k/items.tsv]
         [--out dataset/ml-100k/posters.lmdb] [--size 96] [--limit N]
