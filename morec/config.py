@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -187,7 +188,7 @@ def parse_overrides(argv: list[str]) -> dict:
 
 
 def make_config(values: dict) -> Config:
-    """Build a Config from plain values, checking names and types."""
+    """Build a Config from plain values, checking names, types and values (`validate`)."""
     defaults = {f.name: f.default for f in fields(Config)}
     for key, value in values.items():
         if key not in defaults:
@@ -197,4 +198,140 @@ def make_config(values: dict) -> Config:
             values[key] = float(value)
         elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise InputError(f"parameter {key} = {value!r} should be a {expected.__name__}")
-    return Config(**values)
+    cfg = Config(**values)
+    validate(cfg)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _at_least(low: int):
+    return lambda value: None if value >= low else f"must be at least {low}"
+
+
+def _positive_finite(value: float) -> str | None:
+    return None if math.isfinite(value) and value > 0 else "must be a finite number > 0"
+
+
+def _non_negative_finite(value: float) -> str | None:
+    return None if math.isfinite(value) and value >= 0 else "must be a finite number >= 0"
+
+
+def _one_of(*choices: str):
+    return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
+
+
+def _not_empty(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def _any(_value) -> None:
+    return None
+
+
+def _folder_name(value: str) -> str | None:
+    if value in ("", ".", "..") or "/" in value or "\0" in value:
+        return "must be a plain folder name (no '/')"
+    return None
+
+
+def _dataset_name(value: str) -> str | None:
+    if _folder_name(value) is None:
+        return None
+    parent, _, name = value.rstrip("/").rpartition("/")
+    hint = f": pass --root_data_dir {parent} --dataset {name}" if parent and name else ""
+    return f"must be a folder name under --root_data_dir, not a path{hint}"
+
+
+def _label(value: str) -> str | None:
+    return None if value == "" else _folder_name(value)
+
+
+def _drop_rate(value: float) -> str | None:
+    return None if 0 <= value < 1 else "must be in [0, 1) (the probability of dropping a unit)"
+
+
+def _seed(value: int) -> str | None:
+    return None if 0 <= value < 2 ** 48 else "must be in 0 .. 2**48 - 1"
+
+
+def _device(value: str) -> str | None:
+    kind, colon, index = value.partition(":")
+    if value in ("auto", "cpu", "cuda") or (kind == "cuda" and colon and index.isdigit()):
+        return None
+    return "must be auto, cpu, cuda or cuda:N"
+
+
+def _endpoint(value: str) -> str | None:
+    host, colon, port = value.rpartition(":")
+    return None if value == "" or (host and colon and port.isdigit()) else "must be HOST:PORT"
+
+
+def _news_attributes(value: str) -> str | None:
+    parts = [part.strip() for part in value.split(",")]
+    if not all(parts) or len(set(parts)) != len(parts) or not set(parts) <= {"title", "abstract"}:
+        return "must be title, abstract or title,abstract"
+    return None
+
+
+# One rule per Config field (tests/test_config.py checks that none lacks one): a function of the
+# value returning what is wrong, or None. Types are checked by make_config / validate first.
+RULES = {
+    "root_data_dir": _not_empty, "dataset": _dataset_name, "behaviors": _not_empty, "news": _not_empty,
+    "max_seq_len": _at_least(1), "min_seq_len": _at_least(3), "warm_min_count": _at_least(0),
+    "model": _one_of("sasrec", "dssm"), "item_tower": _one_of("id", "text", "vision"),
+    "embedding_dim": _at_least(1), "transformer_block": _at_least(1), "num_attention_heads": _at_least(1),
+    "dnn_layers": _at_least(0), "drop_rate": _drop_rate,
+    "bert_model_load": _folder_name, "pretrained_dir": _not_empty, "news_attributes": _news_attributes,
+    "num_words_title": _at_least(1), "num_words_abstract": _at_least(1), "freeze_paras_before": _at_least(0),
+    "trainable_layers": _at_least(-1), "gradient_checkpointing": _any, "two_stage": _any,
+    "fusion": _one_of("none", "add", "cat"), "mo_dnn_layers": _at_least(0),
+    "cv_model_load": _folder_name, "image_lmdb": _not_empty, "image_size": _at_least(1),
+    "image_norm": _one_of("imagenet", "half"),
+    "loss": _one_of("inbatch", "bce"), "neg_num": _at_least(1), "gather_negatives": _any,
+    "batch_size": _at_least(1), "epoch": _at_least(1), "lr": _positive_finite, "l2_weight": _non_negative_finite,
+    "fine_tune_lr": _non_negative_finite, "fine_tune_l2_weight": _non_negative_finite,
+    "max_grad_norm": _non_negative_finite, "accumulation_steps": _at_least(1), "skip_nonfinite": _any,
+    "patience": _at_least(1), "tie_break_ndcg": _any, "seed": _seed,
+    "eval_batch_size": _at_least(1), "eval_chunk_elems": _at_least(1), "cold_start_count": _at_least(0),
+    "label": _label, "runs_dir": _any, "resume": _any, "overwrite": _any, "device": _device,
+    "nproc_per_node": _at_least(1), "nnodes": _at_least(1), "rdzv_endpoint": _endpoint, "amp": _any,
+    "amp_dtype": _one_of("bf16", "fp16"), "compile_model": _any, "num_workers": _at_least(0),
+    "progress": _any, "cache_dir": _not_empty,
+    # fields of the evaluation and data branches (checked when present)
+    "ties": _one_of("expected", "optimistic", "pessimistic"), "eval_amp": _any, "dedup_items": _any,
+}
+
+
+def _combination_problems(cfg: Config) -> list[str]:
+    """What is wrong with values that are fine alone but not together."""
+    problems = []
+    if cfg.model == "sasrec" and cfg.embedding_dim % max(cfg.num_attention_heads, 1):
+        problems.append(f"--embedding_dim {cfg.embedding_dim} must be divisible by "
+                        f"--num_attention_heads {cfg.num_attention_heads}")
+    if cfg.item_tower == "id" and (cfg.two_stage or cfg.fusion != "none"):
+        problems.append("--two_stage and --fusion need a modality item tower: set --item_tower text or vision")
+    if cfg.resume and cfg.overwrite:
+        problems.append("--resume and --overwrite contradict each other: pass one of them")
+    if cfg.nnodes > 1 and not cfg.rdzv_endpoint:
+        problems.append("--nnodes > 1 needs --rdzv_endpoint HOST:PORT (the same on every node)")
+    return problems
+
+
+def validate(cfg: Config) -> None:
+    """Refuse values that make no sense, before anything is written (issue 12.6): every problem
+    of `cfg` in one InputError, each naming the parameter, its value and what it must be."""
+    defaults = Config().to_dict()
+    problems = []
+    for name, value in cfg.to_dict().items():
+        expected = type(defaults[name])
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            problems.append(f"--{name} {value!r} should be a {expected.__name__}")
+            continue
+        problem = RULES.get(name, _any)(value)
+        if problem:
+            problems.append(f"--{name} {value!r} {problem}")
+    if not problems:
+        problems = _combination_problems(cfg)
+    if problems:
+        raise InputError("; ".join(problems))

@@ -32,8 +32,11 @@ def expand_grid(values: dict) -> list[dict]:
 
 def run_dirs(params: dict, script_file: str, argv: list[str]) -> list[tuple]:
     """(Config, run folder) for every grid point of the script's values plus overrides."""
-    grid = expand_grid({**params, **parse_overrides(argv)})
-    configs = [make_config(point) for point in grid]
+    values = {**params, **parse_overrides(argv)}
+    empty = [key for key, value in values.items() if value == []]
+    if empty:
+        raise InputError(f"the grid of {', '.join(empty)} is an empty list: give at least one value")
+    configs = [make_config(point) for point in expand_grid(values)]   # every point valid before any run
     runs = []
     for index, cfg in enumerate(configs):
         runs_root = Path(cfg.runs_dir) if cfg.runs_dir else Path(script_file).resolve().parent / "runs"
@@ -41,9 +44,21 @@ def run_dirs(params: dict, script_file: str, argv: list[str]) -> list[tuple]:
         if cfg.label and len(configs) > 1:
             label = f"{cfg.label}-{index}"
         if "/" in label or label in ("", ".", ".."):
-            raise InputError(f"--label {label!r} must be a plain folder name")
+            given = "--label" if cfg.label else "the label derived from the values,"
+            raise InputError(f"{given} {label!r} must be a plain folder name")
         runs.append((cfg, runs_root / label))
+    check_distinct_folders(runs)
     return runs
+
+
+def check_distinct_folders(runs: list[tuple]) -> None:
+    """Two grid points with the same run folder would write into each other's files."""
+    seen: dict[Path, int] = {}
+    for index, (_, run_dir) in enumerate(runs):
+        if run_dir in seen:
+            raise InputError(f"grid points {seen[run_dir] + 1} and {index + 1} are the same run ({run_dir}); "
+                             "remove the repeated value from the grid")
+        seen[run_dir] = index
 
 
 def torchrun_command(runs: list[tuple], script_file: str, argv: list[str]) -> list[str] | None:

@@ -14,6 +14,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -26,12 +27,15 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from morec.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic, write_text_atomic
-from morec.config import RUN_CONTROL, Config, make_config
+from morec.checkpoint import (load_checkpoint, load_weights, require_entries, save_checkpoint, write_json_atomic,
+                              write_text_atomic)
+from morec.config import RUN_CONTROL, Config, make_config, validate
 from morec.data import PairBatches, SequenceBatches, SequenceData, load_sequence_data
 from morec.data.images import BatchesWithImages, ItemChunks, ItemImages, image_loader
 from morec.distributed import World, all_reduce_sum, any_rank, barrier, gather_rows, init_world
 from morec.errors import InputError, Preempted
+from morec.memory import check_memory
+from morec.runlock import run_lock
 from morec.evaluate import metrics_from_ranks, target_ranks
 from morec.features import item_tower_inputs, run_item_images
 from morec.models import Recommender, build_model
@@ -64,6 +68,8 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device {name} asked for, but CUDA is not available; use --device cpu")
+    if name.startswith("cuda:") and int(name.partition(":")[2]) >= torch.cuda.device_count():
+        raise InputError(f"--device {name} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
     return torch.device(name)
 
 
@@ -78,20 +84,8 @@ def start_devices(cfg: Config) -> tuple[torch.device, World]:
 
 
 def check_config(cfg: Config) -> None:
-    if cfg.min_seq_len < 3:
-        raise InputError("min_seq_len must be at least 3 (train, valid and test need one item each)")
-    for name in ("embedding_dim", "max_seq_len", "batch_size", "epoch", "num_attention_heads"):
-        if getattr(cfg, name) < 1:
-            raise InputError(f"{name} must be positive, got {getattr(cfg, name)}")
-    if cfg.embedding_dim % cfg.num_attention_heads:
-        raise InputError(f"embedding_dim {cfg.embedding_dim} must be divisible by "
-                         f"num_attention_heads {cfg.num_attention_heads}")
-    if cfg.accumulation_steps < 1:
-        raise InputError(f"accumulation_steps must be at least 1, got {cfg.accumulation_steps}")
-    if cfg.amp_dtype not in ("bf16", "fp16"):
-        raise InputError(f"amp_dtype must be bf16 or fp16, got {cfg.amp_dtype!r}")
-    if cfg.loss == "bce" and cfg.neg_num < 1:
-        raise InputError("the bce loss needs neg_num >= 1")
+    """Every value checked before anything is written (morec.config.validate)."""
+    validate(cfg)
 
 
 def load_data(cfg: Config) -> SequenceData:
@@ -366,8 +360,10 @@ def train_steps(run: Run, epoch: int, done: EpochProgress) -> bool:
             log.warning("skipped epoch %d step %d: loss %s, gradient norm %s", epoch, done.step,
                         loss.item(), grad_norm.item())
         else:
+            kept = ("the last good checkpoint is kept" if run.files.last.exists()
+                    else "no epoch finished, so there is no checkpoint")
             raise InputError(f"the loss is {loss.item()} (gradient norm {grad_norm.item()}) at epoch "
-                             f"{epoch}, step {done.step}; the last good checkpoint is kept. Lower --lr, "
+                             f"{epoch}, step {done.step}; {kept}. Lower --lr, "
                              "set --max_grad_norm, or pass --skip_nonfinite to skip such batches")
         done.step += 1
         if any_rank(run.stop["signal"] is not None, world, run.device):     # all ranks stop together
@@ -387,7 +383,7 @@ def defining_values(cfg: Config) -> dict:
 def start_or_resume(cfg: Config, files: RunFiles) -> dict | None:
     """Check the run folder; return the checkpoint to resume from, or None to start fresh."""
     if files.last.exists() and cfg.resume:
-        saved = json.loads(files.config.read_text()) if files.config.exists() else {}
+        saved = read_run_config(files)
         changed = {k for k, v in defining_values(cfg).items() if saved.get(k, v) != v}
         if changed:
             raise InputError(f"--resume of {files.dir} with other values for {sorted(changed)}; "
@@ -418,13 +414,15 @@ def prepare_run(cfg: Config, files: RunFiles, world: World) -> dict | None:
 
 @contextlib.contextmanager
 def removed_if_setup_fails(files: RunFiles, fresh: bool):
-    """A new run whose model cannot be built (missing or mismatched encoder weights, ...) leaves
-    no folder behind: its config.json and train.log are removed, then the folder if empty."""
+    """A new run that fails before its first checkpoint_last.pt (bad encoder weights, too little
+    memory, a NaN loss or a full disk in epoch 1, ...) leaves no folder behind: its files are
+    removed, then the folder and the runs folder if empty (issue 12)."""
     try:
         yield
-    except InputError:
-        if fresh:
-            for path in (files.config, files.log):
+    except BaseException:
+        if fresh and not files.last.exists():
+            for path in (files.config, files.log, files.metrics, files.best, files.test,
+                         *files.dir.glob(".*.tmp*")):
                 path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 files.dir.rmdir()
@@ -433,8 +431,22 @@ def removed_if_setup_fails(files: RunFiles, fresh: bool):
 
 
 def train(cfg: Config, run_dir: Path) -> dict:
+    """Train one run to early stop, holding the run folder's lock (rank 0; morec.runlock);
+    returns the best valid record. A new run that fails before its first checkpoint leaves no
+    folder behind."""
+    check_memory(cfg)                         # what the values alone need, before loading data
+    files = RunFiles(run_dir)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    with run_lock(files.dir, take=main_rank):
+        fresh = main_rank and not (cfg.resume and files.last.exists())
+        with removed_if_setup_fails(files, fresh):
+            return train_in_folder(cfg, run_dir)
+
+
+def train_in_folder(cfg: Config, run_dir: Path) -> dict:
     """Train one run to early stop; returns the best valid record."""
     data = load_data(cfg)                     # bad data fails here, before anything is written
+    check_memory(cfg, data.num_items, data.num_users)
     device, world = start_devices(cfg)
     files = RunFiles(run_dir)
     checkpoint = prepare_run(cfg, files, world)
@@ -454,7 +466,8 @@ def train(cfg: Config, run_dir: Path) -> dict:
                   make_batches(cfg, data), stop, images)
         state = {"epoch": 0, "best": None, "bad_evals": 0, "history": [], "partial": None}
         if checkpoint is not None:
-            model.load_state_dict(checkpoint["model"])
+            require_entries(checkpoint, files.last, ("model", "optimizer", "epoch"))
+            load_weights(model, checkpoint["model"], files.last)
             run.optimizer.load_state_dict(checkpoint["optimizer"])
             if checkpoint.get("scaler"):
                 scaler.load_state_dict(checkpoint["scaler"])
@@ -544,22 +557,48 @@ def saved_config(files: RunFiles, cfg: Config) -> Config:
     if not files.best.exists():
         raise InputError(f"no checkpoint in {files.dir}; train this run first (the train script "
                          "with the same values or --label), then test it")
-    saved = json.loads(files.config.read_text())
+    saved = read_run_config(files)
     known = {f.name for f in fields(Config)}
     values = {k: v for k, v in saved.items() if k in known}
     values.update({k: getattr(cfg, k) for k in RUN_CONTROL if k in known})
-    return make_config(values)
+    try:
+        return make_config(values)
+    except InputError as err:
+        raise InputError(f"{files.config}: {err}; restore the file or retrain the run") from None
+
+
+def read_run_config(files: RunFiles) -> dict:
+    """The run's config.json (the values it was trained with), or a clear error."""
+    fix = "restore it, or retrain the run (the train script with --overwrite)"
+    try:
+        saved = json.loads(files.config.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{files.config} is missing, so the values of this run are unknown; {fix}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{files.config} cannot be read ({err}); {fix}") from None
+    if not isinstance(saved, dict):
+        raise InputError(f"{files.config} holds a {type(saved).__name__}, not the run's values; {fix}")
+    return saved
 
 
 def test(cfg: Config, run_dir: Path) -> dict:
+    """Evaluate the best checkpoint of a run on the test split, holding the run folder's lock
+    (which also checks that test_metrics.json can be written before evaluating)."""
+    with run_lock(run_dir, take=run_dir.is_dir()):
+        return test_in_folder(cfg, run_dir)
+
+
+def test_in_folder(cfg: Config, run_dir: Path) -> dict:
     """Evaluate the best checkpoint of a run on the test split; write test_metrics.json."""
     files = RunFiles(run_dir)
     cfg = saved_config(files, cfg)
     data = load_data(cfg)
     device = resolve_device(cfg.device)
     checkpoint = load_checkpoint(files.best, map_location=device)
+    require_entries(checkpoint, files.best, ("model", "epoch", "valid"))
+    check_memory(cfg, data.num_items, data.num_users, training=False)
     model = build_run_model(cfg, data, device)
-    model.load_state_dict(checkpoint["model"])
+    load_weights(model, checkpoint["model"], files.best)
     metrics, ranks = evaluate(model, data, "test", cfg, device, images=run_item_images(cfg, data))
     result = {"label": files.dir.name, "best_epoch": checkpoint["epoch"], "valid": checkpoint["valid"],
               "test": metrics, "num_users": data.num_users, "num_items": data.num_items}

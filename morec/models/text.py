@@ -98,6 +98,7 @@ def load_tokenizer(folder: Path):
     """The folder's tokenizer via from_pretrained (never from a vocab file alone: in
     transformers 5 `BertTokenizerFast(vocab_file=...)` silently maps every word to [UNK])."""
     transformers = _quiet_transformers()
+    encoder_config(folder)                    # a broken config.json is named as such, not as a tokenizer error
     try:
         return transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True,
                                                           trust_remote_code=False)

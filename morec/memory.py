@@ -1,0 +1,127 @@
+"""Will a run fit in memory? An estimate made before anything is allocated (issue 12).
+
+`--embedding_dim 1000000` or `--max_seq_len 100000` used to end in an allocator traceback or a
+silent OOM kill. The estimate counts what the values alone decide, in float32 bytes:
+- parameters: the ID embedding tables (items, and users for DSSM), SASRec's position table and
+  blocks (12 d^2 each: Q, K, V, O and the 4d feed-forward); while training x4 for the gradient
+  and AdamW's two moments;
+- training activations of one batch: per SASRec block the attention maps (B x heads x L x L,
+  kept for backward about 3 times: scores, probabilities, dropout mask) and about 20 tensors of
+  B x L x d; the in-batch loss's (B L) x (B (L+1)) logits (about 3 copies);
+- evaluation: the catalogue's vectors, one user batch through the encoder, and about two score
+  blocks of `eval_chunk_elems` (SPEC "Evaluation", README "Evaluation cost").
+A pretrained text or vision encoder is not counted (its size is known only once loaded), so
+the estimate is a lower bound: it refuses what cannot fit, it does not promise the rest fits.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from morec.config import Config
+from morec.errors import InputError
+
+FLOAT = 4          # bytes of a float32
+GIB = 2 ** 30
+
+
+def parameter_count(cfg: Config, num_items: int, num_users: int) -> int:
+    """Trainable recommender parameters the values decide (pretrained encoders excluded)."""
+    d = cfg.embedding_dim
+    count = (num_items + 1) * d if cfg.item_tower == "id" or cfg.fusion != "none" else 0
+    if cfg.model == "sasrec":
+        count += cfg.max_seq_len * d + cfg.transformer_block * (12 * d * d + 5 * d)
+    else:
+        count += num_users * d + 2 * cfg.dnn_layers * (d * d + d)
+    return count
+
+
+def training_activation_bytes(cfg: Config) -> int:
+    """Activations of one training batch kept for backward."""
+    b, length, d, heads = cfg.batch_size, cfg.max_seq_len, cfg.embedding_dim, cfg.num_attention_heads
+    if cfg.model == "dssm":
+        logits = b * b * 3 if cfg.loss == "inbatch" else b * (1 + cfg.neg_num) * 3
+        return FLOAT * (b * d * (4 + 2 * cfg.dnn_layers) * 3 + logits)
+    attention = b * heads * length * length * 3                        # (B, heads, L, L) x 3
+    hidden = b * length * d * 20                                       # (B, L, d) x 20
+    logits = (b * length) * (b * (length + 1)) * 3 if cfg.loss == "inbatch" else b * length * 6
+    return FLOAT * (cfg.transformer_block * (attention + hidden) + logits)
+
+
+def evaluation_bytes(cfg: Config, num_items: int) -> int:
+    """Catalogue vectors, one user batch through SASRec (no gradient) and two score blocks."""
+    u, length, d, heads = cfg.eval_batch_size, cfg.max_seq_len, cfg.embedding_dim, cfg.num_attention_heads
+    encoder = 2 * u * heads * length * length + 8 * u * length * d if cfg.model == "sasrec" else 4 * u * d
+    return FLOAT * ((num_items + 1) * d + encoder + 2 * cfg.eval_chunk_elems)
+
+
+def estimate(cfg: Config, num_items: int = 0, num_users: int = 0, training: bool = True) -> dict[str, int]:
+    """Bytes by part; with num_items = num_users = 0 a bound from the values alone (before the
+    data is loaded)."""
+    params = parameter_count(cfg, num_items, num_users) * FLOAT * (4 if training else 1)
+    parts = {"parameters" + (", gradients and AdamW state" if training else ""): params,
+             "evaluation": evaluation_bytes(cfg, num_items)}
+    if training:
+        parts["activations of a training batch"] = training_activation_bytes(cfg)
+    return parts
+
+
+def _meminfo_available() -> int | None:
+    with open("/proc/meminfo", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def _cgroup_available() -> int | None:
+    """The container's memory limit minus its use (cgroup v2), if it has one."""
+    folder = Path("/sys/fs/cgroup")
+    try:
+        limit = (folder / "memory.max").read_text().strip()
+        used = int((folder / "memory.current").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if limit == "max" else int(limit) - used
+
+
+def available_bytes(device: torch.device) -> int:
+    """Free memory where the run's tensors go: the GPU's free memory, or the machine's
+    available memory (/proc/meminfo, a cgroup limit, or sysconf)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    candidates = []
+    try:
+        candidates.append(_meminfo_available())
+    except OSError:
+        candidates.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    candidates.append(_cgroup_available())
+    return min(c for c in candidates if c is not None)
+
+
+def memory_device(cfg: Config) -> torch.device:
+    """The device the run will use (this process's GPU under torchrun), without starting it."""
+    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        return torch.device("cpu")                 # resolve_device reports the missing GPU
+    if cfg.device.startswith("cuda:"):
+        index = int(cfg.device.partition(":")[2])
+        return torch.device(cfg.device) if index < torch.cuda.device_count() else torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def check_memory(cfg: Config, num_items: int = 0, num_users: int = 0, training: bool = True,
+                 available: int | None = None) -> None:
+    """Refuse a run whose estimate exceeds the free memory (`available`, default: measured)."""
+    device = memory_device(cfg)
+    parts = estimate(cfg, num_items, num_users, training)
+    need = sum(parts.values())
+    free = available_bytes(device) if available is None else available
+    if need > free:
+        detail = ", ".join(f"{name} {size / GIB:.3g}" for name, size in parts.items())
+        raise InputError(f"this run needs at least {need / GIB:.3g} GiB ({detail}), more than the "
+                         f"{free / GIB:.3g} GiB free on {device}; lower --embedding_dim, --max_seq_len, "
+                         "--batch_size, --eval_batch_size or --eval_chunk_elems")
