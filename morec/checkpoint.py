@@ -97,8 +97,9 @@ def load_weights(module: torch.nn.Module, state, path: Path, shown: int = 3) -> 
     missing, extra = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
     shapes = [f"{k} {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} here"
               for k in sorted(own.keys() & state.keys()) if state[k].shape != own[k].shape]
-    problems = [f"{label} {', '.join(names[:shown])}{' ...' if len(names) > shown else ''}"
-                for label, names in (("missing", missing), ("unexpected", extra), ("shape", shapes)) if names]
+    problems = [f"{len(names)} {label}: {', '.join(names[:shown])}{' ...' if len(names) > shown else ''}"
+                for label, names in (("missing", missing), ("unexpected", extra), ("of another shape", shapes))
+                if names]
     if problems:
         raise InputError(f"checkpoint {path} does not fit this run's model ({'; '.join(problems)}): "
                          "it belongs to another run or model; put back the run's own checkpoint or retrain")

@@ -32,7 +32,7 @@ def parameter_count(cfg: Config, num_items: int, num_users: int) -> int:
     d = cfg.embedding_dim
     count = (num_items + 1) * d if cfg.item_tower == "id" or cfg.fusion != "none" else 0
     if cfg.model == "sasrec":
-        count += cfg.max_seq_len * d + cfg.transformer_block * (12 * d * d + 5 * d)
+        count += (cfg.max_seq_len + 2) * d + cfg.transformer_block * (12 * d * d + 9 * d)   # positions, LNs, blocks
     else:
         count += num_users * d + 2 * cfg.dnn_layers * (d * d + d)
     return count

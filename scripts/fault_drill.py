@@ -15,6 +15,7 @@ import json
 import os
 import random
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
@@ -264,6 +265,251 @@ def nan_loss(skip: bool) -> Callable[[Path], Outcome]:
     return run
 
 
+# ----------------------------------------------------------------------------- run folders, values, checkpoints (issue 12)
+
+TEST_SCRIPT = "inbatch_sasrec_e2e_text/test_id.py"
+
+
+def run_mode(mode: str, args: list[str], script: str = SCRIPT, **changes) -> tuple[int, str, str]:
+    """The train (mode 'train') or test ('test') script of `script`'s folder, inside this
+    process, its values changed by `changes`; returns (exit code, stderr, stdout)."""
+    params = {**runpy.run_path(str(REPO / script), run_name="params_only")["params"], **changes}
+    err, out, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        try:
+            main(params, mode, str(REPO / script).replace("/train_", f"/{mode}_"), args)
+        except SystemExit as exit_:
+            code = exit_.code
+    return code, err.getvalue(), out.getvalue()
+
+
+def refused(code: int, err: str, fragment: str) -> bool:
+    """Exit 2 with one `error:` line holding `fragment`, and no traceback."""
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    return code == 2 and len(errors) == 1 and fragment in errors[0] and "Traceback" not in err
+
+
+NONSENSE = [  # (overrides, what the one error line must say)
+    (["--lr", "-1"], "--lr -1.0 must be a finite number > 0"),
+    (["--lr", "nan"], "--lr nan must be a finite number > 0"),
+    (["--l2_weight", "-1"], "--l2_weight -1.0 must be a finite number >= 0"),
+    (["--max_grad_norm", "inf"], "--max_grad_norm inf"),
+    (["--drop_rate", "2"], "--drop_rate 2.0 must be in [0, 1)"),
+    (["--eval_batch_size", "0"], "--eval_batch_size 0 must be at least 1"),
+    (["--patience", "0"], "--patience 0 must be at least 1"),
+    (["--accumulation_steps", "0"], "--accumulation_steps 0"),
+    (["--num_workers", "-1"], "--num_workers -1"),
+    (["--seed", "-1"], "--seed -1"),
+    (["--loss", "mse"], "--loss 'mse' must be one of inbatch, bce"),
+    (["--device", "tpu"], "--device 'tpu' must be auto, cpu, cuda or cuda:N"),
+    (["--model", "gru"], "--model 'gru'"),
+    (["--item_tower", "audio"], "--item_tower 'audio'"),
+    (["--fusion", "mul"], "--fusion 'mul'"),
+    (["--image_norm", "none"], "--image_norm 'none'"),
+    (["--news_attributes", "body"], "--news_attributes 'body'"),
+    (["--amp_dtype", "fp8"], "--amp_dtype 'fp8'"),
+    (["--embedding_dim", "63"], "must be divisible by --num_attention_heads"),
+    (["--fusion", "add"], "need a modality item tower"),
+    (["--resume", "--overwrite"], "contradict each other"),
+    (["--dataset", "data/x"], "pass --root_data_dir data --dataset x"),
+]
+NONSENSE_GRIDS = [({"lr": []}, "the grid of lr is an empty list"),
+                  ({"seed": [1, 1]}, "grid points 1 and 2 are the same run")]
+
+
+def nonsense_values(root: Path) -> Outcome:
+    """Values that make no sense, and grids that are empty or repeat a run: each refused before
+    anything is written, with one `error:` line naming the parameter (exit 2)."""
+    accepted = []
+    cases = [(args, {}, fragment) for args, fragment in NONSENSE] + \
+            [([], changes, fragment) for changes, fragment in NONSENSE_GRIDS]
+    for args, changes, fragment in cases:
+        code, err, _ = run_mode("train", [*args, "--epoch", "1", "--runs_dir", str(root / "runs")], **changes)
+        if not refused(code, err, fragment) or (root / "runs").exists() or "--label" in err:
+            accepted.append(f"{' '.join(args) or changes} -> exit {code}: {error_line(err)}")
+            shutil.rmtree(root / "runs", ignore_errors=True)
+    return Outcome(f"{len(cases) - len(accepted)} of {len(cases)} refused up front"
+                   + (f"; not: {accepted}" if accepted else ""), not accepted)
+
+
+def huge_values(root: Path) -> Outcome:
+    """--embedding_dim 1000000 / --max_seq_len 100000: refused by the memory estimate before
+    anything is allocated (or the data loaded), naming what needs the memory."""
+    seen, ok = [], True
+    for args in (["--embedding_dim", "1000000"], ["--max_seq_len", "100000"]):
+        start = time.perf_counter()
+        code, err, _ = run_mode("train", [*args, "--runs_dir", str(root / "runs")])
+        seconds = time.perf_counter() - start
+        ok &= refused(code, err, "this run needs at least") and seconds < 10 and not (root / "runs").exists()
+        seen.append(f"{' '.join(args)}: exit {code} in {seconds:.1f}s: {error_line(err)[:110]}")
+    return Outcome("; ".join(seen), ok)
+
+
+def same_label_twice(root: Path) -> Outcome:
+    """A second run (even with --overwrite) or a test of a label that a running process holds:
+    refused naming the folder and the process; the first run finishes with its own files."""
+    runs = root / "runs"
+    args = [*RUN_ARGS, "--runs_dir", str(runs), "--label", "shared"]
+    first = start_process(args + ["--seed", "1"])
+    started = wait_for(lambda: log_lines(runs / "shared" / "train.log") >= 1, first)
+    code, err, _ = run_mode("train", ["--epoch", "1", "--runs_dir", str(runs), "--label", "shared",
+                                      "--seed", "2", "--overwrite"])
+    test_code, test_err, _ = run_mode("test", ["--runs_dir", str(runs), "--label", "shared"])
+    first.communicate()
+    in_use = f"in use by process {first.pid}"
+    config = json.loads((runs / "shared" / "config.json").read_text())
+    epochs = log_lines(runs / "shared" / "metrics.jsonl")
+    return Outcome(f"second train exit {code}: {error_line(err)[:100]}; test during training exit {test_code}; "
+                   f"first run exit {first.returncode}, seed {config['seed']}, {epochs} epochs",
+                   started and refused(code, err, in_use) and refused(test_code, test_err, in_use)
+                   and first.returncode == 0 and config["seed"] == 1 and epochs == 4)
+
+
+def read_only_command(folder: Path, command: list[str]) -> list[str]:
+    """`command` run with `folder` read-only: a read-only bind mount in a private mount namespace
+    for root (whom file modes do not stop), else the folder's mode."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return command
+    remount = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" && exec "$@"'
+    return ["unshare", "-m", "sh", "-c", remount, str(folder), *command]
+
+
+def read_only_run_folder(root: Path) -> Outcome:
+    """A trained run's folder made read-only: test_id.py and --resume stop before evaluating or
+    training, saying the folder is not writable (exit 2), instead of a traceback at the end."""
+    runs = root / "runs"
+    label = ["--runs_dir", str(runs), "--label", "ro"]
+    assert run_mode("train", ["--epoch", "1", *label])[0] == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    results = []
+    try:
+        for script, extra in ((TEST_SCRIPT, []), (SCRIPT, ["--epoch", "2", "--resume"])):
+            command = read_only_command(runs / "ro", [sys.executable, str(REPO / script), *label, *extra])
+            results.append(subprocess.run(command, capture_output=True, text=True, env=env, timeout=300))
+    finally:
+        (runs / "ro").chmod(0o755)
+    ok = all(refused(r.returncode, r.stderr, "cannot write to the run folder") for r in results)
+    return Outcome("; ".join(f"{name} exit {r.returncode}: {error_line(r.stderr)[:90]}"
+                             for name, r in zip(("test", "resume"), results)),
+                   ok and "test HR@10" not in results[0].stdout and not (runs / "ro" / "test_metrics.json").exists())
+
+
+def foreign_checkpoint(root: Path) -> Outcome:
+    """checkpoint_last.pt / checkpoint_best.pt replaced by another run's, by bare weights or by a
+    list: --resume and test say what the file holds or which tensors differ (exit 2)."""
+    runs = root / "runs"
+    own, other = (["--epoch", "1", "--runs_dir", str(runs), "--label", name] for name in ("own", "other"))
+    assert run_mode("train", own)[0] == 0
+    assert run_mode("train", [*other, "--embedding_dim", "32"])[0] == 0
+    weights = load_checkpoint(runs / "own" / "checkpoint_best.pt")["model"]
+    fakes = {"another run's": ({"last": runs / "other" / "checkpoint_last.pt", "best": runs / "other" / "checkpoint_best.pt"},
+                               "does not fit this run's model (28 of another shape: encoder.blocks.0"),
+             "bare weights": (weights, "holds bare model weights"), "a list": ([1, 2, 3], "holds a list")}
+    seen, ok = [], True
+    for name, (fake, fragment) in fakes.items():
+        for kind in ("last", "best"):
+            target = runs / "own" / f"checkpoint_{kind}.pt"
+            if isinstance(fake, dict) and isinstance(fake.get(kind), Path):
+                target.write_bytes(fake[kind].read_bytes())
+            else:
+                torch.save(fake, target)
+        code, err, _ = run_mode("train", [*own[:1], "2", *own[2:], "--resume"])
+        test_code, test_err, _ = run_mode("test", own[2:])
+        ok &= refused(code, err, fragment) and refused(test_code, test_err, fragment)
+        seen.append(f"{name}: resume exit {code}, test exit {test_code}")
+    return Outcome(f"{'; '.join(seen)} ({error_line(err)[:80]})", ok)
+
+
+def broken_run_config(root: Path) -> Outcome:
+    """A run's config.json missing, not JSON, or not a dict: --resume and test name the file and
+    what is wrong (exit 2); a missing one no longer lets --resume go on with any values."""
+    runs = root / "runs"
+    label = ["--runs_dir", str(runs), "--label", "cfg"]
+    assert run_mode("train", ["--epoch", "1", *label])[0] == 0
+    config = runs / "cfg" / "config.json"
+    seen, ok = [], True
+    for name, text, fragment in (("missing", None, "config.json is missing"),
+                                 ("not JSON", "{\"lr\": 0.001,", "config.json cannot be read"),
+                                 ("a list", "[]", "config.json holds a list")):
+        config.unlink(missing_ok=True)
+        if text is not None:
+            config.write_text(text)
+        code, err, _ = run_mode("train", ["--epoch", "2", "--resume", *label])
+        test_code, test_err, _ = run_mode("test", label)
+        ok &= refused(code, err, fragment) and refused(test_code, test_err, fragment)
+        seen.append(f"{name}: resume exit {code}, test exit {test_code}")
+    return Outcome("; ".join(seen), ok)
+
+
+def first_checkpoint_disk_full(root: Path) -> Outcome:
+    """Disk full at the very first checkpoint: the message does not promise a previous
+    checkpoint, and the failed new run leaves no folder behind."""
+    import morec.checkpoint as checkpoint
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if str(dst).endswith(".pt"):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    checkpoint.os.replace = failing_replace
+    try:
+        code, err, _ = run_mode("train", ["--epoch", "1", "--runs_dir", str(root / "runs"), "--label", "full"])
+    finally:
+        checkpoint.os.replace = real_replace
+    return Outcome(f"exit {code}: {error_line(err)[:120]}; run folder left: {(root / 'runs').exists()}",
+                   refused(code, err, "no earlier checkpoint exists") and "intact" not in err
+                   and not (root / "runs").exists())
+
+
+def nan_first_epoch(root: Path) -> Outcome:
+    """A NaN loss in epoch 1: the message does not promise a checkpoint, and the failed new run
+    leaves no folder behind."""
+    from morec.models.recommender import SASRecRecommender
+    real, calls = SASRecRecommender.calculate_loss, {"n": 0}
+
+    def poisoned(self, batch):
+        calls["n"] += 1
+        return real(self, batch) * (float("nan") if calls["n"] == 4 else 1.0)
+
+    SASRecRecommender.calculate_loss = poisoned
+    try:
+        code, err, _ = run_mode("train", [*RUN_ARGS, "--runs_dir", str(root / "runs"), "--label", "nan1"])
+    finally:
+        SASRecRecommender.calculate_loss = real
+    return Outcome(f"exit {code}: {error_line(err)[:120]}; run folder left: {(root / 'runs').exists()}",
+                   refused(code, err, "epoch 1, step 3; no epoch finished") and "kept" not in err
+                   and not (root / "runs").exists())
+
+
+class _RunsCode:
+    """A pickled object whose loading would run code."""
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+def unsafe_checkpoint_hint(root: Path) -> Outcome:
+    """A checkpoint holding pickled code is refused without PyTorch's hint to retry with
+    weights_only=False (which would run it)."""
+    args = ["--epoch", "1", "--runs_dir", str(root / "runs"), "--label", "unsafe"]
+    assert run_mode("train", args)[0] == 0
+    torch.save({"model": _RunsCode()}, root / "runs" / "unsafe" / "checkpoint_last.pt")
+    code, err, _ = run_mode("train", ["--epoch", "2", *args[2:], "--resume"])
+    return Outcome(f"exit {code}: {error_line(err)[:140]}",
+                   refused(code, err, "refused unread") and "weights_only" not in err)
+
+
+def broken_encoder_config(root: Path) -> Outcome:
+    """An encoder folder whose config.json is not JSON: the error names config.json, not the
+    tokenizer."""
+    (tiny_encoder(root) / "config.json").write_text("{\"model_type\": \"bert\",")
+    code, err = text_run(root, "broken_config")
+    return Outcome(f"exit {code}: {error_line(err)[:140]}",
+                   refused(code, err, "config.json") and "tokenizer" not in error_line(err)
+                   and not (root / "runs").exists())
+
+
 # ----------------------------------------------------------------------------- pretrained encoders
 
 TEXT_SCRIPT = "inbatch_sasrec_e2e_text/train_minilm_2stage.py"
@@ -439,6 +685,21 @@ CASES = [
     Case("vision_no_encoder", "exit 2 naming the encoder folder and README", vision_case("no_encoder")),
     Case("vision_wrong_image_size", "exit 2: ViT-MAE's image size and the fix", vision_case("size")),
 ]
+
+
+RUN_CASES = [  # issue 12: run folders, parameter values, checkpoints and messages
+    Case("nonsense_values", "each refused before anything is written: one error line, exit 2", nonsense_values),
+    Case("huge_values", "exit 2 from the memory estimate, before allocating", huge_values),
+    Case("same_label_twice", "second run and a test refused: folder in use by process N", same_label_twice),
+    Case("read_only_run_folder", "test and --resume: exit 2 before evaluating, folder not writable", read_only_run_folder),
+    Case("foreign_checkpoint", "exit 2 saying what the checkpoint holds or which tensors differ", foreign_checkpoint),
+    Case("broken_run_config", "exit 2 naming config.json and what is wrong", broken_run_config),
+    Case("first_checkpoint_disk_full", "exit 2 without promising a previous checkpoint; no folder left", first_checkpoint_disk_full),
+    Case("nan_first_epoch", "exit 2 without promising a checkpoint; no folder left", nan_first_epoch),
+    Case("unsafe_checkpoint_hint", "refused without suggesting weights_only=False", unsafe_checkpoint_hint),
+    Case("broken_encoder_config", "exit 2 naming the encoder's config.json, not the tokenizer", broken_encoder_config),
+]
+CASES += RUN_CASES
 
 
 def run_case(case: Case, root: Path) -> Outcome:
