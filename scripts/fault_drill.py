@@ -4,7 +4,8 @@
 
 Each case runs end to end (processes started and killed like a cluster would, or the library
 called with one fault injected) and is judged against what the README promises. The output is a
-table: case, expected, observed, pass. tests/test_faults.py runs every case as a test.
+table: case, expected, observed, pass, and exits 1 if any case failed (2 for an unknown --only
+name). tests/test_faults.py runs every case as a test.
 """
 from __future__ import annotations
 
@@ -705,8 +706,27 @@ CASES += RUN_CASES
 def run_case(case: Case, root: Path) -> Outcome:
     try:
         return case.run(root)
-    except Exception as err:  # a drill reports a broken case instead of stopping
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:  # a drill reports a broken case (even a SystemExit) instead of stopping
         return Outcome(f"drill error {type(err).__name__}: {err}", False)
+
+
+def table_cell(text: str, width: int = 400) -> str:
+    """One Markdown table cell: no pipes or line breaks (a traceback in an observation would
+    break the table), at most `width` characters."""
+    text = " ".join(text.replace("|", "/").split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def print_table(rows: list[tuple[str, str, str, bool]]) -> bool:
+    """The drill's report on stdout; True when every case passed."""
+    print("| case | expected | observed | pass |\n|---|---|---|---|")
+    for name, expected, observed, passed in rows:
+        print(f"| {name} | {table_cell(expected)} | {table_cell(observed)} | {'yes' if passed else 'NO'} |")
+    failed = [row[0] for row in rows if not row[3]]
+    print(f"{len(rows) - len(failed)} passed, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
+    return not failed
 
 
 def main_cli() -> None:
@@ -714,6 +734,9 @@ def main_cli() -> None:
     parser.add_argument("--only", nargs="*", help="case names to run (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    unknown = sorted(set(args.only or []) - {c.name for c in CASES})
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(c.name for c in CASES)}")
     cases = [c for c in CASES if not args.only or c.name in args.only]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -725,11 +748,7 @@ def main_cli() -> None:
             rows.append((case.name, case.expected, outcome.observed, outcome.passed))
             print(f"{case.name}: {'pass' if outcome.passed else 'FAIL'} "
                   f"({time.perf_counter() - start:.1f}s)", file=sys.stderr)
-    print("| case | expected | observed | pass |\n|---|---|---|---|")
-    for name, expected, observed, passed in rows:
-        print(f"| {name} | {expected} | {observed.replace('|', '/')} | {'yes' if passed else 'NO'} |")
-    print(f"{sum(r[3] for r in rows)} passed, {sum(not r[3] for r in rows)} failed")
-    raise SystemExit(0 if all(r[3] for r in rows) else 1)
+    raise SystemExit(0 if print_table(rows) else 1)
 
 
 if __name__ == "__main__":

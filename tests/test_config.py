@@ -55,3 +55,75 @@ def test_label_ignores_the_values_an_item_tower_does_not_read():
     vision = run_label(Config(item_tower="vision"))
     assert run_label(Config(item_tower="vision", bert_model_load="bert_base_uncased")) == vision
     assert run_label(Config(item_tower="vision", image_size=64)) != vision
+
+
+def test_every_config_field_has_a_validation_rule():
+    from dataclasses import fields
+
+    from morec.config import RULES
+    assert {f.name for f in fields(Config)} <= RULES.keys()
+
+
+def test_every_shipped_experiment_script_is_valid():
+    import runpy
+
+    from conftest import REPO
+    scripts = sorted(REPO.glob("*/*/train_*.py")) + sorted(REPO.glob("inbatch_*/train_*.py"))
+    assert len(scripts) > 20
+    for script in scripts:
+        params = runpy.run_path(str(script), run_name="params_only")["params"]
+        for point in expand_grid(params):
+            make_config(point)                           # raises InputError naming the value
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"lr": -1.0}, "--lr -1.0 must be a finite number > 0"),
+    ({"lr": float("nan")}, "--lr nan must be a finite number > 0"),
+    ({"l2_weight": -1.0}, "--l2_weight -1.0 must be a finite number >= 0"),
+    ({"fine_tune_lr": float("inf")}, "--fine_tune_lr inf"),
+    ({"drop_rate": 1.0}, r"--drop_rate 1.0 must be in \[0, 1\)"),
+    ({"eval_batch_size": 0}, "--eval_batch_size 0 must be at least 1"),
+    ({"eval_chunk_elems": 0}, "--eval_chunk_elems 0"),
+    ({"patience": 0}, "--patience 0 must be at least 1"),
+    ({"trainable_layers": -2}, "--trainable_layers -2 must be at least -1"),
+    ({"loss": "mse"}, "--loss 'mse' must be one of inbatch, bce"),
+    ({"device": "tpu"}, "--device 'tpu' must be auto, cpu, cuda or cuda:N"),
+    ({"device": "cuda:x"}, "--device 'cuda:x'"),
+    ({"model": "gru"}, "--model 'gru' must be one of sasrec, dssm"),
+    ({"item_tower": "audio"}, "--item_tower 'audio'"),
+    ({"fusion": "mul"}, "--fusion 'mul'"),
+    ({"image_norm": "none"}, "--image_norm 'none'"),
+    ({"news_attributes": "title,title"}, "--news_attributes 'title,title'"),
+    ({"bert_model_load": "../bert"}, "--bert_model_load '../bert' must be a plain folder name"),
+    ({"rdzv_endpoint": "host"}, "--rdzv_endpoint 'host' must be HOST:PORT"),
+    ({"label": "a/b"}, "--label 'a/b' must be a plain folder name"),
+    ({"dataset": "data/x"}, "pass --root_data_dir data --dataset x"),
+    ({"min_seq_len": 2}, "--min_seq_len 2 must be at least 3"),
+    ({"embedding_dim": 63}, "--embedding_dim 63 must be divisible by --num_attention_heads 2"),
+    ({"two_stage": True}, "need a modality item tower"),
+    ({"resume": True, "overwrite": True}, "contradict each other"),
+    ({"nnodes": 2}, "--nnodes > 1 needs --rdzv_endpoint"),
+])
+def test_nonsense_values_are_refused(values, message):
+    with pytest.raises(InputError, match=message):
+        make_config(values)
+
+
+def test_all_bad_values_reported_in_one_line():
+    with pytest.raises(InputError) as err:
+        make_config({"lr": -1.0, "patience": 0, "loss": "mse"})
+    assert str(err.value).count(";") == 2 and "\n" not in str(err.value)
+
+
+def test_fields_of_other_branches_have_rules():
+    from morec.config import RULES
+    assert RULES["ties"]("random") and RULES["ties"]("expected") is None
+
+
+def test_an_empty_grid_or_a_repeated_run_is_refused(tmp_path):
+    from morec.launch import run_dirs
+    with pytest.raises(InputError, match="the grid of lr is an empty list"):
+        run_dirs({"lr": []}, str(tmp_path / "train_x.py"), [])
+    with pytest.raises(InputError, match="grid points 1 and 3 are the same run"):
+        run_dirs({"seed": [1, 2, 1]}, str(tmp_path / "train_x.py"), [])
+    assert len(run_dirs({"seed": [1, 2]}, str(tmp_path / "train_x.py"), [])) == 2

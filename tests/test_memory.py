@@ -1,0 +1,41 @@
+"""The memory estimate made before a run allocates anything (issue 12)."""
+import pytest
+import torch
+
+from morec.config import Config
+from morec.errors import InputError
+from morec.memory import available_bytes, check_memory, estimate, parameter_count
+from morec.train import build_run_model, load_data
+
+
+@pytest.mark.parametrize("values", [
+    dict(),                                                              # ml-100k ID SASRec
+    dict(embedding_dim=32, transformer_block=3, max_seq_len=7, num_attention_heads=4),
+    dict(model="dssm", loss="bce", dnn_layers=2),
+])
+def test_parameter_count_is_the_models(values):
+    cfg = Config(**values)
+    data = load_data(cfg)
+    model = build_run_model(cfg, data, torch.device("cpu"))
+    real = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert parameter_count(cfg, data.num_items, data.num_users) == real
+
+
+def test_a_run_that_does_not_fit_is_refused_before_allocating():
+    cfg = Config(embedding_dim=64)
+    need = sum(estimate(cfg, 1682, 943).values())
+    check_memory(cfg, 1682, 943, available=need)                    # exactly fits
+    with pytest.raises(InputError, match="this run needs at least .* GiB .*lower --embedding_dim"):
+        check_memory(cfg, 1682, 943, available=need - 1)
+
+
+def test_huge_values_are_refused_on_this_machine():
+    for cfg in (Config(embedding_dim=1_000_000), Config(max_seq_len=100_000)):
+        with pytest.raises(InputError, match="this run needs at least"):
+            check_memory(cfg)
+    check_memory(Config())                                          # the default ml-100k run fits
+
+
+def test_available_memory_is_measured():
+    total = int(open("/proc/meminfo").readline().split()[1]) * 1024
+    assert 0 < available_bytes(torch.device("cpu")) <= total

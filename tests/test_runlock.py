@@ -1,0 +1,64 @@
+"""The run-folder lock (issue 12.1): one process at a time in a run folder."""
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from morec.errors import InputError
+from morec.runlock import run_lock
+
+
+def test_a_held_folder_is_refused_naming_folder_and_process(tmp_path):
+    folder = tmp_path / "runs" / "label"
+    with run_lock(folder):
+        with pytest.raises(InputError, match=f"{folder} is in use by process {os.getpid()}"):
+            with run_lock(folder):
+                pass
+    with run_lock(folder):                       # released: free again
+        pass
+
+
+def test_created_folders_are_removed_when_left_empty(tmp_path):
+    folder = tmp_path / "runs" / "label"
+    with run_lock(folder):
+        assert (folder / ".lock").exists()
+    assert not (tmp_path / "runs").exists()
+    with run_lock(folder):
+        (folder / "config.json").write_text("{}")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json"]
+
+
+def test_ranks_other_than_0_take_no_lock(tmp_path):
+    folder = tmp_path / "label"
+    with run_lock(folder):
+        with run_lock(folder, take=False):
+            pass
+
+
+def test_the_lock_of_a_killed_process_is_free(tmp_path):
+    folder = tmp_path / "label"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from pathlib import Path\n"
+        "from morec.runlock import run_lock\n"
+        "with run_lock(Path(sys.argv[2])):\n    print('held', flush=True); time.sleep(60)"),
+        str(REPO), str(folder)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(InputError, match=f"in use by process {holder.pid}"):
+        with run_lock(folder):
+            pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert (folder / ".lock").exists()           # left behind by kill -9, but no longer locked
+    with run_lock(folder):
+        pass
+
+
+def test_an_unwritable_place_is_named(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match="cannot write to the run folder"):
+        with run_lock(blocker / "label"):
+            pass
