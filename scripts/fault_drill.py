@@ -372,6 +372,8 @@ def read_only_command(folder: Path, command: list[str]) -> list[str]:
     if os.geteuid() != 0:
         folder.chmod(0o555)
         return command
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        raise RuntimeError("cannot make a folder read-only here: running as root without mount namespaces")
     remount = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" && exec "$@"'
     return ["unshare", "-m", "sh", "-c", remount, str(folder), *command]
 
