@@ -193,6 +193,35 @@ ITEMS = [f"i{k}\ttitle {k}" for k in range(1, 7)]
 USERS = [f"u{k}\ti1 i2 i3 i4 i5 i6" for k in range(1, 4)]
 
 
+def odd_but_valid_data_case(users: bytes, items: bytes, users_expected: int) -> Callable[[Path], Outcome]:
+    """Files in a valid but unusual shape (old-Mac line ends, a BOM, trailing blank lines): the
+    run trains on every user of the file."""
+    def run(root: Path) -> Outcome:
+        folder = root / "data" / "odd"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "items.tsv").write_bytes(items)
+        (folder / "users.tsv").write_bytes(users)
+        code, err = run_in_process(["--root_data_dir", str(root / "data"), "--dataset", "odd", "--epoch", "1",
+                                    "--runs_dir", str(root / "runs"), "--label", "odd"])
+        log = root / "runs" / "odd" / "train.log"
+        text = log.read_text() if log.exists() else ""
+        read = next((line.split(": ", 1)[1].split(",")[0] for line in text.splitlines() if " users, " in line), "?")
+        return Outcome(f"exit {code}: {error_line(err) if code else 'trained on ' + read}",
+                       code == 0 and read == f"{users_expected} users")
+    return run
+
+
+def directory_as_users_file(root: Path) -> Outcome:
+    """--behaviors naming a folder: reported as a folder, not as 'not found'."""
+    folder = root / "data" / "dir"
+    (folder / "users.tsv").mkdir(parents=True)
+    (folder / "items.tsv").write_text("".join(line + "\n" for line in ITEMS))
+    code, err = run_in_process(["--root_data_dir", str(root / "data"), "--dataset", "dir",
+                                "--runs_dir", str(root / "runs")])
+    return Outcome(f"exit {code}: {error_line(err)}", code == 2 and "users.tsv is a directory" in err
+                   and not (root / "runs").exists())
+
+
 def unwritable_output(root: Path) -> Outcome:
     """The output folder cannot be created: the run stops before training starts."""
     blocker = root / "not_a_folder"
@@ -425,6 +454,18 @@ CASES = [
     Case("nothing_left", "exit 2: no user has min_seq_len items", bad_data_case(
         ["u1\ti1 i2"], ITEMS, "no user has at least min_seq_len=5")),
     Case("unwritable_output", "exit 2 before training", unwritable_output),
+    Case("users_old_mac_line_ends", "\\r line ends: 3 users read, not 1", odd_but_valid_data_case(
+        "\r".join(USERS).encode() + b"\r", "\r".join(ITEMS).encode() + b"\r", 3)),
+    Case("bom_and_trailing_blank_lines", "UTF-8 BOM and blank lines at the end accepted", odd_but_valid_data_case(
+        b"\xef\xbb\xbf" + "\n".join(USERS).encode() + b"\n\n\n", b"\xef\xbb\xbf" + "\r\n".join(ITEMS).encode() + b"\r\n\r\n", 3)),
+    Case("tab_in_item_list", "exit 2 naming users.tsv line 2", bad_data_case(
+        USERS[:1] + ["u2\ti1 i2 i3\ti4 i5 i6"] + USERS[2:], ITEMS, "users.tsv, line 2: unexpected whitespace '\\t'")),
+    Case("no_break_space_in_item_list", "exit 2 naming users.tsv line 3", bad_data_case(
+        USERS[:2] + ["u3\ti1 i2 i3\u00a0i4 i5 i6"], ITEMS, "users.tsv, line 3: unexpected whitespace '\\xa0'")),
+    Case("duplicate_user", "exit 2 naming both lines", bad_data_case(
+        USERS + ["u2\ti6 i5 i4 i3 i2 i1"], ITEMS, "users.tsv, line 4: user 'u2' already has line 2")),
+    Case("users_file_is_directory", "exit 2: users.tsv is a directory", directory_as_users_file),
+
     Case("failed_checkpoint_write", "exit 2, previous checkpoint intact", failed_checkpoint_write),
     Case("corrupt_checkpoint", "exit 2 naming the checkpoint", corrupt_checkpoint),
     Case("nan_stop", "exit 2 naming epoch 2 step 3; epoch-1 checkpoint kept", nan_loss(skip=False)),
