@@ -101,6 +101,7 @@ def item_images(cfg: Config, data: SequenceData) -> ItemImages:
     images = ItemImages(ImageStore(path, cfg.image_size, cfg.image_norm),
                         [""] + [row.name for row in data.items[1:]])
     images.check_complete()
+    images.check_decodes()               # a damaged image fails here, not mid-epoch
     return images
 
 

@@ -435,6 +435,67 @@ def vision_case(fault: str) -> Callable[[Path], Outcome]:
     return run
 
 
+def vision_args(root: Path, label: str, *extra: str) -> list[str]:
+    return ["--root_data_dir", str(root / "data"), "--pretrained_dir", str(root / "encoders"),
+            "--cv_model_load", "tiny_swin", "--image_size", "32", "--epoch", "1",
+            "--runs_dir", str(root / "runs"), "--label", label, *extra]
+
+
+def broken_lmdb_case(fault: str) -> Callable[[Path], Outcome]:
+    """A vision run on a broken image LMDB: a truncated copy (SIGBUS at the first read past its
+    end), a file that is no LMDB, an empty folder, or one damaged image (with --num_workers 1).
+    Each stops before training with one `error:` line and leaves no run folder."""
+    def run(root: Path) -> Outcome:
+        import lmdb
+
+        from morec.data.images import item_key
+        vision_run(root, "setup", None, "--epoch", "0")          # data, posters and encoders only
+        posters = root / "data" / "ml-100k" / "posters.lmdb"
+        if fault == "truncated":
+            data = posters.read_bytes()
+            posters.write_bytes(data[: len(data) // 2])
+        elif fault == "not_lmdb":
+            posters.write_text("not an LMDB\n" * 1000)
+        elif fault == "empty_folder":
+            posters.unlink()
+            posters.mkdir()
+        else:
+            env = lmdb.open(str(posters), subdir=False, lock=False)
+            with env.begin(write=True) as txn:
+                txn.put(item_key("50"), txn.get(item_key("50"))[:200])        # a cut-off PNG
+            env.close()
+        extra = ["--num_workers", "1"] if fault == "damaged_image" else []
+        process = start_process(vision_args(root, fault, *extra), script=VISION_SCRIPT)
+        _, err = process.communicate()
+        code = process.returncode
+        wanted = {"truncated": "is truncated", "not_lmdb": "is not a readable LMDB",
+                  "empty_folder": "is a folder without data.mdb", "damaged_image": "1 of 1304 images"}[fault]
+        one_line = err.count("error: ") == 1 and "Traceback" not in err
+        return Outcome(f"exit {code}: {error_line(err)}", code == 2 and one_line and wanted in err
+                       and not (root / "runs" / fault).exists())
+    return run
+
+
+def worker_error_is_one_line(root: Path) -> Outcome:
+    """An image that turns bad after the pre-pass (the LMDB replaced mid-run) is found in a
+    DataLoader worker: the run still ends with the one-line `error:`, no worker traceback."""
+    from morec.data.images import image_loader
+    from morec.errors import InputError
+
+    class Damaged(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, index):
+            raise InputError("the image of item '50' in posters.lmdb does not decode")
+
+    try:
+        list(image_loader(Damaged(), 1, False))
+    except InputError as err:
+        return Outcome(f"InputError: {str(err)[:120]}", str(err) == "the image of item '50' in posters.lmdb does not decode")
+    return Outcome("no error", False)
+
+
 CASES = [
     Case("sigkill_random", "killed runs resume to the uninterrupted result", sigkill_at_random_moments),
     Case("sigterm", "exit 143 with a mid-epoch checkpoint; resume identical", sigterm_saves_and_resumes),
@@ -479,6 +540,11 @@ CASES = [
     Case("vision_missing_images", "exit 2: how many items lack an image, and the list file", vision_case("missing_images")),
     Case("vision_no_encoder", "exit 2 naming the encoder folder and README", vision_case("no_encoder")),
     Case("vision_wrong_image_size", "exit 2: ViT-MAE's image size and the fix", vision_case("size")),
+    Case("lmdb_truncated_file", "exit 2 (not SIGBUS): LMDB truncated, before training", broken_lmdb_case("truncated")),
+    Case("lmdb_not_an_lmdb", "exit 2: --image_lmdb is not an LMDB", broken_lmdb_case("not_lmdb")),
+    Case("lmdb_empty_folder", "exit 2: --image_lmdb is an empty folder", broken_lmdb_case("empty_folder")),
+    Case("lmdb_damaged_image", "exit 2 before training naming the item (--num_workers 1)", broken_lmdb_case("damaged_image")),
+    Case("worker_error_one_line", "InputError in a DataLoader worker keeps its message", worker_error_is_one_line),
 ]
 
 
