@@ -435,6 +435,46 @@ def vision_case(fault: str) -> Callable[[Path], Outcome]:
     return run
 
 
+def run_test_in_process(args: list[str], script: str = SCRIPT) -> tuple[int, str]:
+    """`python test_*.py ARGS` (the test script of `script`) inside this process."""
+    params = runpy.run_path(str(REPO / script), run_name="params_only")["params"]
+    err, code = io.StringIO(), 0
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main(params, "test", str(REPO / script).replace("train_", "test_"), args)
+        except SystemExit as exit_:
+            code = exit_.code
+    return code, err.getvalue()
+
+
+def data_changed_after_training(change: str) -> Callable[[Path], Outcome]:
+    """The items file reordered, or grown by an item, after a run trained: test and --resume
+    refuse, naming the file and what changed (no silent wrong metrics, no size-mismatch traceback)."""
+    def run(root: Path) -> Outcome:
+        data = root / "data" / "ml-100k"
+        data.mkdir(parents=True)
+        for name in ("users.tsv", "items.tsv"):
+            (data / name).write_bytes((REPO / "dataset" / "ml-100k" / name).read_bytes())
+        args = ["--root_data_dir", str(root / "data"), "--runs_dir", str(root / "runs"), "--label", "r"]
+        code, err = run_in_process(args + ["--epoch", "1", "--batch_size", "256"])
+        assert code == 0, error_line(err)
+        items = (data / "items.tsv").read_text().splitlines()
+        if change == "reordered":
+            (data / "items.tsv").write_text("\n".join(items[::-1]) + "\n")
+            wanted = "the item ids now belong to other items"
+        else:
+            (data / "items.tsv").write_text("\n".join(items + ["new\tA new movie"]) + "\n")
+            with open(data / "users.tsv", "a") as users:
+                users.write("new_user\t1 2 3 4 new\n")
+            wanted = "the data now has 1410 items, the run was trained on 1409"
+        test_code, test_err = run_test_in_process(args)
+        resume_code, resume_err = run_in_process(args + ["--epoch", "2", "--batch_size", "256", "--resume"])
+        ok = all(c == 2 and wanted in e and "items.tsv changed since training" in e
+                 for c, e in ((test_code, test_err), (resume_code, resume_err)))
+        return Outcome(f"test exit {test_code}, resume exit {resume_code}: {error_line(test_err)}", ok)
+    return run
+
+
 def vision_args(root: Path, label: str, *extra: str) -> list[str]:
     return ["--root_data_dir", str(root / "data"), "--pretrained_dir", str(root / "encoders"),
             "--cv_model_load", "tiny_swin", "--image_size", "32", "--epoch", "1",
@@ -544,6 +584,10 @@ CASES = [
     Case("lmdb_not_an_lmdb", "exit 2: --image_lmdb is not an LMDB", broken_lmdb_case("not_lmdb")),
     Case("lmdb_empty_folder", "exit 2: --image_lmdb is an empty folder", broken_lmdb_case("empty_folder")),
     Case("lmdb_damaged_image", "exit 2 before training naming the item (--num_workers 1)", broken_lmdb_case("damaged_image")),
+    Case("items_reordered_after_training", "test and --resume exit 2: items.tsv changed, ids moved",
+         data_changed_after_training("reordered")),
+    Case("items_gained_after_training", "test and --resume exit 2: items.tsv changed, 1410 items not 1409",
+         data_changed_after_training("gained")),
     Case("worker_error_one_line", "InputError in a DataLoader worker keeps its message", worker_error_is_one_line),
 ]
 
