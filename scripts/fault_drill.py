@@ -348,6 +348,23 @@ def stale_feature_cache(root: Path) -> Outcome:
     return Outcome(f"exit {code}; stale cache reported and rebuilt: {stale}", code == 0 and stale)
 
 
+def text_without_text(attribute: str) -> Callable[[Path], Outcome]:
+    """A text run on ml-100k items without titles, or with --news_attributes abstract where the
+    file has none: refused up front, counting the empty items (it scored HR@10 100)."""
+    def run(root: Path) -> Outcome:
+        tiny_encoder(root)
+        data = root / "data" / "ml-100k"
+        data.mkdir(parents=True)
+        (data / "users.tsv").write_bytes((REPO / "dataset" / "ml-100k" / "users.tsv").read_bytes())
+        rows = (REPO / "dataset" / "ml-100k" / "items.tsv").read_text().splitlines()
+        keep = 1 if attribute == "title" else 2                # columns kept: the name (and the title)
+        (data / "items.tsv").write_text("".join("\t".join(row.split("\t")[:keep]) + "\n" for row in rows))
+        code, err = text_run(root, "no_text", "--root_data_dir", str(root / "data"), "--news_attributes", attribute)
+        return Outcome(f"exit {code}: {error_line(err)}", code == 2 and f"all 1409 items have an empty {attribute}" in err
+                       and not (root / "runs" / "no_text").exists())
+    return run
+
+
 # ----------------------------------------------------------------------------- images
 
 def image_store_case(fault: str) -> Callable[[Path], Outcome]:
@@ -574,6 +591,8 @@ CASES = [
     Case("encoder_without_weights", "exit 2 listing the files the folder needs", encoder_without_weights),
     Case("encoder_wrong_shape", "exit 2: the weights do not fit config.json", encoder_wrong_shape),
     Case("stale_feature_cache", "stale two-stage cache detected and rebuilt", stale_feature_cache),
+    Case("text_run_without_titles", "exit 2: all 1409 items have an empty title", text_without_text("title")),
+    Case("text_run_without_abstracts", "exit 2: --news_attributes abstract, none in the file", text_without_text("abstract")),
     Case("lmdb_truncated_value", "InputError naming key and LMDB", image_store_case("truncated")),
     Case("image_not_decodable", "InputError naming key and LMDB", image_store_case("garbage")),
     Case("legacy_pickle_attack", "restricted unpickler refuses; nothing runs", legacy_pickle_refused),
