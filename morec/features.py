@@ -32,6 +32,7 @@ from morec.config import REPO_ROOT, Config
 from morec.data import SequenceData
 from morec.data.text import item_texts, item_tokens, parse_attributes, texts_digest, tokenizer_fingerprint
 from morec.data.images import ImageStore, ItemImages
+from morec.data.empty_text import check_item_texts
 from morec.errors import InputError
 
 log = logging.getLogger("morec")
@@ -101,6 +102,7 @@ def item_images(cfg: Config, data: SequenceData) -> ItemImages:
     images = ItemImages(ImageStore(path, cfg.image_size, cfg.image_norm),
                         [""] + [row.name for row in data.items[1:]])
     images.check_complete()
+    images.check_decodes()               # a damaged image fails here, not mid-epoch
     return images
 
 
@@ -116,6 +118,9 @@ def item_tower_inputs(cfg: Config, data: SequenceData, device: torch.device) -> 
     check_modality_config(cfg)
     if cfg.item_tower not in MODALITY_TOWERS:
         return {}                                    # build_item_tower reports an unknown tower
+    if cfg.item_tower == "text":                     # a tower that would see no text is refused
+        check_item_texts(data.items, parse_attributes(cfg.news_attributes), cfg.fusion != "none",
+                         str(cfg.data_dir() / cfg.news))
     if cfg.two_stage:
         return {"features": torch.from_numpy(modality_features(cfg, data, device)[0])}
     if cfg.item_tower == "vision":

@@ -32,6 +32,7 @@ from morec.checkpoint import (load_checkpoint, load_weights, require_entries, sa
 from morec.config import RUN_CONTROL, Config, make_config, validate
 from morec.data import PairBatches, SequenceBatches, SequenceData, load_sequence_data
 from morec.data.images import BatchesWithImages, ItemChunks, ItemImages, image_loader
+from morec.data.identity import bind_run_to_data, check_data_identity, data_identity
 from morec.distributed import World, all_reduce_sum, any_rank, barrier, gather_rows, init_world
 from morec.errors import InputError, Preempted
 from morec.memory import check_memory
@@ -454,6 +455,7 @@ def train_in_folder(cfg: Config, run_dir: Path) -> dict:
         with removed_if_setup_fails(files, fresh=checkpoint is None and world.is_main):
             model = build_run_model(cfg, data, device)        # loads encoders: bad weights fail here
             images = run_item_images(cfg, data)               # vision: the LMDB must hold every item
+            bind_run_to_data(files.config, cfg, data, resumed=checkpoint is not None, record=world.is_main)
         model.distribute(world, cfg.gather_negatives)
         trainer = model
         if world.distributed:
@@ -593,6 +595,7 @@ def test_in_folder(cfg: Config, run_dir: Path) -> dict:
     files = RunFiles(run_dir)
     cfg = saved_config(files, cfg)
     data = load_data(cfg)
+    check_data_identity(files.config, data_identity(cfg, data), "test")
     device = resolve_device(cfg.device)
     checkpoint = load_checkpoint(files.best, map_location=device)
     require_entries(checkpoint, files.best, ("model", "epoch", "valid"))

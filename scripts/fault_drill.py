@@ -195,6 +195,35 @@ ITEMS = [f"i{k}\ttitle {k}" for k in range(1, 7)]
 USERS = [f"u{k}\ti1 i2 i3 i4 i5 i6" for k in range(1, 4)]
 
 
+def odd_but_valid_data_case(users: bytes, items: bytes, users_expected: int) -> Callable[[Path], Outcome]:
+    """Files in a valid but unusual shape (old-Mac line ends, a BOM, trailing blank lines): the
+    run trains on every user of the file."""
+    def run(root: Path) -> Outcome:
+        folder = root / "data" / "odd"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "items.tsv").write_bytes(items)
+        (folder / "users.tsv").write_bytes(users)
+        code, err = run_in_process(["--root_data_dir", str(root / "data"), "--dataset", "odd", "--epoch", "1",
+                                    "--runs_dir", str(root / "runs"), "--label", "odd"])
+        log = root / "runs" / "odd" / "train.log"
+        text = log.read_text() if log.exists() else ""
+        read = next((line.split(": ", 1)[1].split(",")[0] for line in text.splitlines() if " users, " in line), "?")
+        return Outcome(f"exit {code}: {error_line(err) if code else 'trained on ' + read}",
+                       code == 0 and read == f"{users_expected} users")
+    return run
+
+
+def directory_as_users_file(root: Path) -> Outcome:
+    """--behaviors naming a folder: reported as a folder, not as 'not found'."""
+    folder = root / "data" / "dir"
+    (folder / "users.tsv").mkdir(parents=True)
+    (folder / "items.tsv").write_text("".join(line + "\n" for line in ITEMS))
+    code, err = run_in_process(["--root_data_dir", str(root / "data"), "--dataset", "dir",
+                                "--runs_dir", str(root / "runs")])
+    return Outcome(f"exit {code}: {error_line(err)}", code == 2 and "users.tsv is a directory" in err
+                   and not (root / "runs").exists())
+
+
 def unwritable_output(root: Path) -> Outcome:
     """The output folder cannot be created: the run stops before training starts."""
     blocker = root / "not_a_folder"
@@ -568,6 +597,23 @@ def stale_feature_cache(root: Path) -> Outcome:
     return Outcome(f"exit {code}; stale cache reported and rebuilt: {stale}", code == 0 and stale)
 
 
+def text_without_text(attribute: str) -> Callable[[Path], Outcome]:
+    """A text run on ml-100k items without titles, or with --news_attributes abstract where the
+    file has none: refused up front, counting the empty items (it scored HR@10 100)."""
+    def run(root: Path) -> Outcome:
+        tiny_encoder(root)
+        data = root / "data" / "ml-100k"
+        data.mkdir(parents=True)
+        (data / "users.tsv").write_bytes((REPO / "dataset" / "ml-100k" / "users.tsv").read_bytes())
+        rows = (REPO / "dataset" / "ml-100k" / "items.tsv").read_text().splitlines()
+        keep = 1 if attribute == "title" else 2                # columns kept: the name (and the title)
+        (data / "items.tsv").write_text("".join("\t".join(row.split("\t")[:keep]) + "\n" for row in rows))
+        code, err = text_run(root, "no_text", "--root_data_dir", str(root / "data"), "--news_attributes", attribute)
+        return Outcome(f"exit {code}: {error_line(err)}", code == 2 and f"all 1409 items have an empty {attribute}" in err
+                       and not (root / "runs" / "no_text").exists())
+    return run
+
+
 # ----------------------------------------------------------------------------- images
 
 def image_store_case(fault: str) -> Callable[[Path], Outcome]:
@@ -655,6 +701,110 @@ def vision_case(fault: str) -> Callable[[Path], Outcome]:
     return run
 
 
+def run_test_in_process(args: list[str], script: str = SCRIPT) -> tuple[int, str]:
+    """`python test_*.py ARGS` (the test script of `script`) inside this process."""
+    params = runpy.run_path(str(REPO / script), run_name="params_only")["params"]
+    err, code = io.StringIO(), 0
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main(params, "test", str(REPO / script).replace("train_", "test_"), args)
+        except SystemExit as exit_:
+            code = exit_.code
+    return code, err.getvalue()
+
+
+def data_changed_after_training(change: str) -> Callable[[Path], Outcome]:
+    """The items file reordered, or grown by an item, after a run trained: test and --resume
+    refuse, naming the file and what changed (no silent wrong metrics, no size-mismatch traceback)."""
+    def run(root: Path) -> Outcome:
+        data = root / "data" / "ml-100k"
+        data.mkdir(parents=True)
+        for name in ("users.tsv", "items.tsv"):
+            (data / name).write_bytes((REPO / "dataset" / "ml-100k" / name).read_bytes())
+        args = ["--root_data_dir", str(root / "data"), "--runs_dir", str(root / "runs"), "--label", "r"]
+        code, err = run_in_process(args + ["--epoch", "1", "--batch_size", "256"])
+        assert code == 0, error_line(err)
+        items = (data / "items.tsv").read_text().splitlines()
+        if change == "reordered":
+            (data / "items.tsv").write_text("\n".join(items[::-1]) + "\n")
+            wanted = "the item ids now belong to other items"
+        else:
+            (data / "items.tsv").write_text("\n".join(items + ["new\tA new movie"]) + "\n")
+            with open(data / "users.tsv", "a") as users:
+                users.write("new_user\t1 2 3 4 new\n")
+            wanted = "the data now has 1410 items, the run was trained on 1409"
+        test_code, test_err = run_test_in_process(args)
+        resume_code, resume_err = run_in_process(args + ["--epoch", "2", "--batch_size", "256", "--resume"])
+        ok = all(c == 2 and wanted in e and "items.tsv changed since training" in e
+                 for c, e in ((test_code, test_err), (resume_code, resume_err)))
+        return Outcome(f"test exit {test_code}, resume exit {resume_code}: {error_line(test_err)}", ok)
+    return run
+
+
+def vision_args(root: Path, label: str, *extra: str) -> list[str]:
+    return ["--root_data_dir", str(root / "data"), "--pretrained_dir", str(root / "encoders"),
+            "--cv_model_load", "tiny_swin", "--image_size", "32", "--epoch", "1",
+            "--runs_dir", str(root / "runs"), "--label", label, *extra]
+
+
+def broken_lmdb_case(fault: str) -> Callable[[Path], Outcome]:
+    """A vision run on a broken image LMDB: a truncated copy (SIGBUS at the first read past its
+    end), a file that is no LMDB, an empty folder, or one damaged image (with --num_workers 1).
+    Each stops before training with one `error:` line and leaves no run folder."""
+    def run(root: Path) -> Outcome:
+        import lmdb
+
+        from morec.data.images import item_key
+        vision_run(root, "setup", None, "--epoch", "0")          # data, posters and encoders only
+        posters = root / "data" / "ml-100k" / "posters.lmdb"
+        if fault == "truncated":
+            data = posters.read_bytes()
+            posters.write_bytes(data[: len(data) // 2])
+        elif fault == "not_lmdb":
+            posters.write_text("not an LMDB\n" * 1000)
+        elif fault == "empty_folder":
+            posters.unlink()
+            posters.mkdir()
+        else:
+            env = lmdb.open(str(posters), subdir=False, lock=False)
+            with env.begin(write=True) as txn:
+                txn.put(item_key("50"), txn.get(item_key("50"))[:200])        # a cut-off PNG
+            env.close()
+        extra = ["--num_workers", "1"] if fault == "damaged_image" else []
+        if fault == "truncated":                        # in a child: a SIGBUS would end the drill
+            process = start_process(vision_args(root, fault, *extra), script=VISION_SCRIPT)
+            _, err = process.communicate()
+            code = process.returncode
+        else:
+            code, err = run_in_process(vision_args(root, fault, *extra), script=VISION_SCRIPT)
+        wanted = {"truncated": "is truncated", "not_lmdb": "is not a readable LMDB",
+                  "empty_folder": "is a folder without data.mdb", "damaged_image": "1 of 1304 images"}[fault]
+        one_line = err.count("error: ") == 1 and "Traceback" not in err
+        return Outcome(f"exit {code}: {error_line(err)}", code == 2 and one_line and wanted in err
+                       and not (root / "runs" / fault).exists())
+    return run
+
+
+def worker_error_is_one_line(root: Path) -> Outcome:
+    """An image that turns bad after the pre-pass (the LMDB replaced mid-run) is found in a
+    DataLoader worker: the run still ends with the one-line `error:`, no worker traceback."""
+    from morec.data.images import image_loader
+    from morec.errors import InputError
+
+    class Damaged(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, index):
+            raise InputError("the image of item '50' in posters.lmdb does not decode")
+
+    try:
+        list(image_loader(Damaged(), 1, False))
+    except InputError as err:
+        return Outcome(f"InputError: {str(err)[:120]}", str(err) == "the image of item '50' in posters.lmdb does not decode")
+    return Outcome("no error", False)
+
+
 CASES = [
     Case("sigkill_random", "killed runs resume to the uninterrupted result", sigkill_at_random_moments),
     Case("sigterm", "exit 143 with a mid-epoch checkpoint; resume identical", sigterm_saves_and_resumes),
@@ -674,6 +824,18 @@ CASES = [
     Case("nothing_left", "exit 2: no user has min_seq_len items", bad_data_case(
         ["u1\ti1 i2"], ITEMS, "no user has at least min_seq_len=5")),
     Case("unwritable_output", "exit 2 before training", unwritable_output),
+    Case("users_old_mac_line_ends", "\\r line ends: 3 users read, not 1", odd_but_valid_data_case(
+        "\r".join(USERS).encode() + b"\r", "\r".join(ITEMS).encode() + b"\r", 3)),
+    Case("bom_and_trailing_blank_lines", "UTF-8 BOM and blank lines at the end accepted", odd_but_valid_data_case(
+        b"\xef\xbb\xbf" + "\n".join(USERS).encode() + b"\n\n\n", b"\xef\xbb\xbf" + "\r\n".join(ITEMS).encode() + b"\r\n\r\n", 3)),
+    Case("tab_in_item_list", "exit 2 naming users.tsv line 2", bad_data_case(
+        USERS[:1] + ["u2\ti1 i2 i3\ti4 i5 i6"] + USERS[2:], ITEMS, "users.tsv, line 2: unexpected whitespace '\\t'")),
+    Case("no_break_space_in_item_list", "exit 2 naming users.tsv line 3", bad_data_case(
+        USERS[:2] + ["u3\ti1 i2 i3\u00a0i4 i5 i6"], ITEMS, "users.tsv, line 3: unexpected whitespace '\\xa0'")),
+    Case("duplicate_user", "exit 2 naming both lines", bad_data_case(
+        USERS + ["u2\ti6 i5 i4 i3 i2 i1"], ITEMS, "users.tsv, line 4: user 'u2' already has line 2")),
+    Case("users_file_is_directory", "exit 2: users.tsv is a directory", directory_as_users_file),
+
     Case("failed_checkpoint_write", "exit 2, previous checkpoint intact", failed_checkpoint_write),
     Case("corrupt_checkpoint", "exit 2 naming the checkpoint", corrupt_checkpoint),
     Case("nan_stop", "exit 2 naming epoch 2 step 3; epoch-1 checkpoint kept", nan_loss(skip=False)),
@@ -681,12 +843,23 @@ CASES = [
     Case("encoder_without_weights", "exit 2 listing the files the folder needs", encoder_without_weights),
     Case("encoder_wrong_shape", "exit 2: the weights do not fit config.json", encoder_wrong_shape),
     Case("stale_feature_cache", "stale two-stage cache detected and rebuilt", stale_feature_cache),
+    Case("text_run_without_titles", "exit 2: all 1409 items have an empty title", text_without_text("title")),
+    Case("text_run_without_abstracts", "exit 2: --news_attributes abstract, none in the file", text_without_text("abstract")),
     Case("lmdb_truncated_value", "InputError naming key and LMDB", image_store_case("truncated")),
     Case("image_not_decodable", "InputError naming key and LMDB", image_store_case("garbage")),
     Case("legacy_pickle_attack", "restricted unpickler refuses; nothing runs", legacy_pickle_refused),
     Case("vision_missing_images", "exit 2: how many items lack an image, and the list file", vision_case("missing_images")),
     Case("vision_no_encoder", "exit 2 naming the encoder folder and README", vision_case("no_encoder")),
     Case("vision_wrong_image_size", "exit 2: ViT-MAE's image size and the fix", vision_case("size")),
+    Case("lmdb_truncated_file", "exit 2 (not SIGBUS): LMDB truncated, before training", broken_lmdb_case("truncated")),
+    Case("lmdb_not_an_lmdb", "exit 2: --image_lmdb is not an LMDB", broken_lmdb_case("not_lmdb")),
+    Case("lmdb_empty_folder", "exit 2: --image_lmdb is an empty folder", broken_lmdb_case("empty_folder")),
+    Case("lmdb_damaged_image", "exit 2 before training naming the item (--num_workers 1)", broken_lmdb_case("damaged_image")),
+    Case("items_reordered_after_training", "test and --resume exit 2: items.tsv changed, ids moved",
+         data_changed_after_training("reordered")),
+    Case("items_gained_after_training", "test and --resume exit 2: items.tsv changed, 1410 items not 1409",
+         data_changed_after_training("gained")),
+    Case("worker_error_one_line", "InputError in a DataLoader worker keeps its message", worker_error_is_one_line),
 ]
 
 

@@ -118,6 +118,7 @@ def load_run(run_dir: Path) -> Run:
     missing = [m for m in METRICS if m not in test["test"]]
     if missing:
         raise InputError(f"{run_dir / 'test_metrics.json'} lacks {', '.join(missing)}; re-run the test script")
+    saved.pop("data_identity", None)          # digests of the data read (morec.data.identity), not a setting
     return Run(run_dir, {**defaults, **saved}, test)
 
 

@@ -114,3 +114,67 @@ def test_non_utf8_and_missing_files(tmp_path):
         load(tmp_path, name="d")
     with pytest.raises(InputError, match=r"items file .*nowhere.* not found"):
         load(tmp_path, name="nowhere")
+
+
+# ------------------------------------------------------------------------------ line ends and separators (issue 12.4, 17.2)
+
+USERS_3 = ["u1\ti1 i2 i3 i4 i5", "u2\ti5 i4 i3 i2 i1", "u3\ti2 i3 i4 i5 i1"]
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"], ids=["unix", "windows", "old-mac"])
+def test_every_line_end_reads_the_same_users(tmp_path, newline):
+    folder = write_dataset(tmp_path / "d", [f"i{k}\ttitle {k}" for k in range(1, 6)], [])
+    (folder / "users.tsv").write_bytes(newline.join(USERS_3).encode() + newline.encode())
+    (folder / "items.tsv").write_bytes(newline.join(f"i{k}\ttitle {k}" for k in range(1, 6)).encode())
+    data = load(tmp_path, L=3, name="d")
+    assert data.user_names == ["u1", "u2", "u3"]
+    assert [row.title for row in data.items[1:]] == [f"title {k}" for k in range(1, 6)]
+    np.testing.assert_array_equal(data.full[1], [0, 5, 4, 3, 2, 1])
+
+
+@pytest.mark.parametrize("line, shown", [
+    ("u2\ti1 i2\ti3 i4 i5", "'\\t'"),             # a tab inside the item list
+    ("u2\ti1 i2\u00a0i3 i4 i5", "'\\xa0'"),       # a no-break space
+    ("u2\ti1 i2 i3 i4 i5\x0c", "'\\x0c'"),        # a form feed
+])
+def test_other_whitespace_in_a_users_line_is_an_error(tmp_path, line, shown):
+    write_dataset(tmp_path / "d", [f"i{k}" for k in range(1, 6)], [USERS_3[0], line])
+    with pytest.raises(InputError) as err:
+        load(tmp_path, name="d")
+    assert "users.tsv, line 2: unexpected whitespace " + shown in str(err.value)
+
+
+def test_item_name_with_whitespace_is_an_error(tmp_path):
+    write_dataset(tmp_path / "d", ["i1", "i\u00a02", "i3"], ["u\ti1 i3 i1 i3 i1"])
+    with pytest.raises(InputError, match=r"items.tsv, line 2: item name 'i\\xa02' holds whitespace"):
+        load(tmp_path, name="d")
+
+
+def test_byte_order_mark_is_dropped(tmp_path):
+    folder = write_dataset(tmp_path / "d", [f"i{k}" for k in range(1, 6)], USERS_3)
+    for name in ("items.tsv", "users.tsv"):
+        (folder / name).write_bytes(b"\xef\xbb\xbf" + (folder / name).read_bytes())
+    data = load(tmp_path, name="d")
+    assert data.user_names == ["u1", "u2", "u3"] and data.items[1].name == "i1"
+
+
+def test_trailing_blank_lines_accepted_but_not_inner_ones(tmp_path):
+    folder = write_dataset(tmp_path / "d", [f"i{k}" for k in range(1, 6)] + ["", ""], USERS_3 + ["", " "])
+    assert load(tmp_path, name="d").user_names == ["u1", "u2", "u3"]
+    (folder / "users.tsv").write_text("\n".join([USERS_3[0], "", *USERS_3[1:]]) + "\n\n")
+    with pytest.raises(InputError, match=r"users.tsv, line 2: expected"):
+        load(tmp_path, name="d")
+
+
+def test_duplicate_user_names_both_lines(tmp_path):
+    write_dataset(tmp_path / "d", [f"i{k}" for k in range(1, 6)], USERS_3 + ["u2\ti1 i1 i1 i1 i1"])
+    with pytest.raises(InputError, match=r"users.tsv, line 4: user 'u2' already has line 2"):
+        load(tmp_path, name="d")
+
+
+def test_directory_as_data_file_is_named_as_such(tmp_path):
+    folder = write_dataset(tmp_path / "d", [f"i{k}" for k in range(1, 6)], USERS_3)
+    (folder / "users.tsv").unlink()
+    (folder / "users.tsv").mkdir()
+    with pytest.raises(InputError, match=r"users file .*users.tsv is a directory"):
+        load(tmp_path, name="d")

@@ -254,3 +254,71 @@ def test_render_posters_deterministic_and_complete(tmp_path):
         assert img.size == (64, 64) and img.mode == "RGB"
     # different genres or decades give different pictures
     assert store1.get_bytes(names[0]) != store1.get_bytes(names[1])
+
+
+# ----------------------------------------------------------------------------- a broken store, checked before training (issue 12)
+
+def test_truncated_lmdb_is_refused_before_any_read(image_dir, tmp_path):
+    """An interrupted copy: reading past the file's end would kill the process with SIGBUS, so
+    the read runs in a child process; it must end with the InputError instead."""
+    out = tmp_path / "full.lmdb"
+    with LmdbWriter(out) as writer:
+        for k in range(300):                                 # ~300 pages, so half is well short
+            writer.put(f"i{k}", os.urandom(4000))
+    data = out.read_bytes()
+    cut = tmp_path / "cut.lmdb"
+    cut.write_bytes(data[: len(data) // 2])
+    code = ("import sys; sys.path.insert(0, sys.argv[2])\n"
+            "from morec.data.images import ImageStore\nfrom morec.errors import InputError\n"
+            "try:\n    print(len(b''.join(ImageStore(sys.argv[1]).get_bytes(n) for n in ImageStore(sys.argv[1]).names())))\n"
+            "except InputError as err:\n    print('error:', err); raise SystemExit(2)\n")
+    result = subprocess.run([sys.executable, "-c", code, str(cut), str(ROOT)], capture_output=True, text=True)
+    assert result.returncode == 2, (result.returncode, result.stderr[-500:])
+    assert f"image LMDB {cut} is truncated: {len(data) // 2} bytes, but its pages run to {len(data)} bytes" \
+        in result.stdout
+
+
+def test_not_an_lmdb_and_empty_folder(tmp_path):
+    other = tmp_path / "notes.lmdb"
+    other.write_text("not an LMDB\n" * 500)
+    with pytest.raises(InputError, match=r"notes.lmdb is not a readable LMDB \(MDB_INVALID"):
+        ImageStore(other).names()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=r"empty is a folder without data.mdb, not an LMDB"):
+        ImageStore(tmp_path / "empty").names()
+
+
+def test_damaged_image_found_before_training(image_dir, tmp_path):
+    """features.item_images, which every vision run calls before training, decodes every image."""
+    from conftest import write_dataset
+    from morec.config import Config
+    from morec.data import load_sequence_data
+    from morec.features import item_images
+    folder = write_dataset(tmp_path / "d", ["a", "b", "c"], ["u\ta b c a b", "v\tc b a c b"])
+    build_lmdb(image_dir, folder / "images.lmdb", ["a", "b", "c"])
+    env = lmdb.open(str(folder / "images.lmdb"), subdir=False, lock=False)
+    with env.begin(write=True) as txn:
+        txn.put(b"b", txn.get(b"b")[:40])                    # a cut-off JPEG
+    env.close()
+    cfg = Config(root_data_dir=str(tmp_path), dataset="d", item_tower="vision", image_size=8, max_seq_len=2)
+    data = load_sequence_data(folder, "users.tsv", "items.tsv", 2, 5)
+    with pytest.raises(InputError, match=r"1 of 3 images in .*images.lmdb do not decode \(items 'b'\)"):
+        item_images(cfg, data)
+
+
+class _FailingDataset(torch.utils.data.Dataset):
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, index):
+        if index == 1:
+            raise InputError("the image of item 'b' does not decode")
+        return torch.tensor([index])
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_input_error_in_a_worker_keeps_its_message(workers):
+    from morec.data.images import image_loader
+    with pytest.raises(InputError) as err:
+        list(image_loader(_FailingDataset(), workers, False))
+    assert str(err.value) == "the image of item 'b' does not decode"

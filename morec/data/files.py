@@ -6,6 +6,8 @@ Every problem is an InputError naming the file, the line and what to do.
 """
 from __future__ import annotations
 
+import codecs
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,23 +28,45 @@ class UserRow:
     items: list[str]
 
 
+LINE_END = re.compile(r"\r\n|\r|\n")          # Unix, Windows and old-Mac line ends
+
+
 def _read_lines(path: Path, what: str) -> list[str]:
+    """The file's lines, decoded as UTF-8 (a leading BOM is dropped).
+
+    Lines end at \\n, \\r\\n or \\r; blank lines at the end of the file are dropped (editors
+    add them), a blank line elsewhere is kept for the caller to report."""
+    if path.is_dir():
+        raise InputError(f"{what} file {path} is a directory, not a file; point "
+                         f"--{'behaviors' if what == 'users' else 'news'} at the {what} tsv file")
     if not path.is_file():
         raise InputError(f"{what} file {path} not found; put it there or point "
                          f"--root_data_dir/--dataset/--{'behaviors' if what == 'users' else 'news'} at it")
     raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        line_no = raw[:err.start].count(b"\n") + 1
-        raise InputError(f"{path}, line {line_no}: not UTF-8 (byte {raw[err.start]:#04x}); "
+        bad = err.start + (3 if raw.startswith(codecs.BOM_UTF8) else 0)
+        line_no = len(LINE_END.findall(raw[:bad].decode("utf-8", "replace"))) + 1
+        raise InputError(f"{path}, line {line_no}: not UTF-8 (byte {raw[bad]:#04x}); "
                          "re-encode the file as UTF-8") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()                     # the final newline
+    lines = LINE_END.split(text)
+    while lines and not lines[-1].strip():
+        lines.pop()                     # the final newline and trailing blank lines
     if not lines:
         raise InputError(f"{what} file {path} is empty")
-    return [line.rstrip("\r") for line in lines]
+    return lines
+
+
+def _check_separators(path: Path, line_no: int, fields: list[str], rule: str) -> None:
+    """Whitespace other than a plain space inside `fields` (a tab in an item list, a no-break
+    space, a form feed...) is an input error: it would silently split or join names. `rule`
+    says what the line must look like."""
+    for text in fields:
+        odd = next((c for c in text if c.isspace() and c != " "), None)
+        if odd is not None:
+            raise InputError(f"{path}, line {line_no}: unexpected whitespace {odd!r} in "
+                             f"{text[:60]!r}; {rule}")
 
 
 def read_items(path: Path) -> list[ItemRow]:
@@ -58,18 +82,31 @@ def read_items(path: Path) -> list[ItemRow]:
         if name in first_line:
             raise InputError(f"{path}, line {line_no}: item {name!r} already defined on line "
                              f"{first_line[name]}; item names must be unique")
+        if any(c.isspace() for c in name):
+            raise InputError(f"{path}, line {line_no}: item name {name!r} holds whitespace; users "
+                             "files separate items by spaces, so rename the item")
         first_line[name] = line_no
         rows.append(ItemRow(name, *[p.strip() for p in parts[1:3]]))
     return rows
 
 
 def read_users(path: Path) -> list[UserRow]:
-    """User rows in file order: a name, a tab, then the item names separated by spaces."""
+    """User rows in file order: a name, a tab, then the item names separated by spaces.
+    Each user has one line: a name seen twice is an error naming both lines."""
     rows: list[UserRow] = []
+    first_line: dict[str, int] = {}
     for line_no, line in enumerate(_read_lines(path, "users"), start=1):
         name, tab, items = line.partition("\t")
-        if not tab or not name.strip() or not items.split():
+        if not tab or not name.strip(" ") or not items.strip(" "):
             raise InputError(f"{path}, line {line_no}: expected 'user_name\\titem item ...', got "
                              f"{line[:80]!r}; fix or delete this line")
-        rows.append(UserRow(line_no, name.strip(), items.split()))
+        _check_separators(path, line_no, [name, items], "separate the user name from its items "
+                          "with one tab and the items with spaces, and use no other whitespace")
+        name = name.strip(" ")
+        if name in first_line:
+            raise InputError(f"{path}, line {line_no}: user {name!r} already has line "
+                             f"{first_line[name]}; each user must have one line (merge the two "
+                             "histories in time order, or rename one user)")
+        first_line[name] = line_no
+        rows.append(UserRow(line_no, name, [item for item in items.split(" ") if item]))
     return rows

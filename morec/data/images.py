@@ -29,8 +29,9 @@ import logging
 import os
 import pickle
 import sys
+import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import lmdb
 import numpy as np
@@ -306,9 +307,31 @@ def open_readonly(path: Path) -> lmdb.Environment:
         return env
     if env is not None:
         env.close()  # the parent's handle, inherited through fork
-    env = lmdb.open(str(path), subdir=path.is_dir(), readonly=True, lock=False,
-                    readahead=False, meminit=False, max_readers=1024)
+    env = open_checked(path)
     _OPEN_ENVS[file_id] = (os.getpid(), env)
+    return env
+
+
+def open_checked(path: Path) -> lmdb.Environment:
+    """Open the LMDB at `path` read-only and check, before any read touches a page, that the file
+    holds every page its header says is in use. A truncated file (an interrupted copy) would
+    otherwise kill the process with SIGBUS at the first read past its end."""
+    data_file = path / "data.mdb" if path.is_dir() else path
+    if path.is_dir() and not data_file.exists():
+        raise InputError(f"image LMDB {path} is a folder without data.mdb, not an LMDB; point "
+                         f"--image_lmdb at the LMDB file (or {REBUILD})")
+    try:
+        env = lmdb.open(str(path), subdir=path.is_dir(), readonly=True, lock=False,
+                        readahead=False, meminit=False, max_readers=1024)
+    except lmdb.Error as err:
+        raise InputError(f"{data_file} is not a readable LMDB ({str(err).removeprefix(f'{path}: ')}); point "
+                         f"--image_lmdb at the image LMDB, or {REBUILD}") from None
+    used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]      # bytes up to the end of its last page
+    size = data_file.stat().st_size
+    if size < used:
+        env.close()
+        raise InputError(f"image LMDB {data_file} is truncated: {size} bytes, but its pages run to "
+                         f"{used} bytes (an interrupted copy?); copy it again or {REBUILD}")
     return env
 
 
@@ -465,6 +488,26 @@ class ItemImages:
             check_missing(absent, len(self.names) - 1, str(self.store.path), missing_report_path(self.store.path),
                           False, f"Add the images and {REBUILD} (with --allow_missing to give them a blank image)")
 
+    def check_decodes(self) -> None:
+        """Every stored image of items 1..N decodes (run before training, so that a damaged
+        image is not found mid-epoch inside a DataLoader worker); otherwise an InputError
+        naming how many do not and the first few."""
+        start, bad = time.perf_counter(), []
+        with self.store._open().begin() as txn:
+            for name in progress_bar(self.names[1:], len(self.names) - 1, "checking images"):
+                value = txn.get(item_key(name))
+                try:
+                    if value is not None:            # None: listed as missing (check_complete)
+                        decode_image(value)
+                except Exception:                    # PIL raises OSError, ValueError, SyntaxError...
+                    bad.append(name)
+        if bad:
+            raise InputError(f"{len(bad)} of {len(self.names) - 1} images in {self.store.path} do not "
+                             f"decode (items {', '.join(map(repr, bad[:5]))}{', ...' if len(bad) > 5 else ''}); "
+                             f"the LMDB is damaged: {REBUILD}")
+        log.info("checked the %d images of %s in %.2fs", len(self.names) - 1, self.store.path,
+                 time.perf_counter() - start)
+
     def pixels(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (K,) of real items -> (K, 3, S, S) normalised float pixels."""
         return self.store.load_batch([self.names[i] for i in ids.tolist()])
@@ -513,9 +556,44 @@ class ItemChunks(torch.utils.data.Dataset):
 
 
 def image_loader(dataset: torch.utils.data.Dataset, num_workers: int, pin_memory: bool):
-    """A DataLoader that yields the dataset's items as they are (each is a batch already)."""
-    return torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
-                                       pin_memory=pin_memory, prefetch_factor=4 if num_workers else None)
+    """A DataLoader that yields the dataset's items as they are (each is a batch already).
+    An InputError in a worker reaches the caller as the same InputError, not wrapped in the
+    worker's traceback."""
+    loader = torch.utils.data.DataLoader(CarryInputErrors(dataset), batch_size=None, shuffle=False, num_workers=num_workers,
+                                         pin_memory=pin_memory, prefetch_factor=4 if num_workers else None)
+    return raise_carried_errors(loader)
+
+
+class CarriedInputError:
+    """The message of an InputError raised while loading an item, returned as a value so that
+    it crosses from a DataLoader worker to the main process intact."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+class CarryInputErrors(torch.utils.data.Dataset):
+    """`dataset`, with an InputError of __getitem__ returned as a CarriedInputError."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.dataset[index]
+        except InputError as err:
+            return CarriedInputError(str(err))
+
+
+def raise_carried_errors(loader: Iterable) -> Iterator:
+    """The loader's items; a CarriedInputError is raised again as an InputError."""
+    for item in loader:
+        if isinstance(item, CarriedInputError):
+            raise InputError(item.message)
+        yield item
 
 
 # ----------------------------------------------------------------------------- legacy format

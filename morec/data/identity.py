@@ -1,0 +1,108 @@
+"""What ties a run to its data (issue 12.2): digests recorded in the run's config.json.
+
+A run's weights mean something only for the data it was trained on: item id i is row i of the ID
+table, and ids follow the items file's order (SPEC "Data"). Reordering the items file after
+training would make `test_*.py` rank other items than the model learnt, with no error. So a new
+run records, under the key ``data_identity`` of its config.json:
+
+    users       the users file: its path and the sha256 of its bytes
+    items       the items file: its path and the sha256 of its bytes
+    item_ids    the item-id mapping: the number of items and the sha256 of their names in id order
+    image_keys  vision runs: the image LMDB's path, number of keys and sha256 of its sorted key set
+
+`--resume` and `test_*.py` compute the same record from the data they read and refuse a
+mismatch, saying which file changed. Runs made before this record existed get a warning.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from morec.checkpoint import write_json_atomic
+from morec.data.sequences import SequenceData
+from morec.errors import InputError
+
+log = logging.getLogger("morec")
+
+KEY = "data_identity"
+FIX = ("Restore the data this run was trained on, or train a new run on this data "
+       "(another --label, or --overwrite)")
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def names_sha256(names: list[str]) -> str:
+    return hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()
+
+
+def data_identity(cfg, data: SequenceData) -> dict:
+    """The record of the data a run with config `cfg` reads (see the module doc)."""
+    folder = cfg.data_dir()
+    users, items = folder / cfg.behaviors, folder / cfg.news
+    identity = {
+        "users": {"file": str(users), "sha256": file_sha256(users)},
+        "items": {"file": str(items), "sha256": file_sha256(items)},
+        "item_ids": {"count": data.num_items, "sha256": names_sha256([row.name for row in data.items[1:]])},
+    }
+    if cfg.item_tower == "vision":
+        from morec.data.images import ImageStore
+        lmdb_path = folder / cfg.image_lmdb
+        keys = ImageStore(lmdb_path).names()             # sorted (LMDB key order)
+        identity["image_keys"] = {"file": str(lmdb_path), "count": len(keys), "sha256": names_sha256(keys)}
+    return identity
+
+
+def identity_changes(saved: dict, current: dict) -> list[str]:
+    """What differs between the recorded and the current data, one phrase each."""
+    changes = []
+    for what in ("users", "items"):
+        if saved[what]["sha256"] != current[what]["sha256"]:
+            changes.append(f"the {what} file {current[what]['file']} changed since training "
+                           f"(sha256 {saved[what]['sha256'][:12]} then, {current[what]['sha256'][:12]} now)")
+    old, new = saved["item_ids"], current["item_ids"]
+    if old["count"] != new["count"]:
+        changes.append(f"the data now has {new['count']} items, the run was trained on {old['count']}")
+    elif old["sha256"] != new["sha256"]:
+        changes.append("the item ids now belong to other items (the items file's order or names changed)")
+    old, new = saved.get("image_keys"), current.get("image_keys")
+    if old and new and old["sha256"] != new["sha256"]:
+        changes.append(f"the image LMDB {new['file']} holds another set of items "
+                       f"({new['count']} keys now, {old['count']} at training)")
+    return changes
+
+
+def check_data_identity(config_path: Path, current: dict, action: str) -> None:
+    """Refuse to `action` ('test', 'resume') a run whose config.json records other data."""
+    try:
+        saved = json.loads(config_path.read_text()).get(KEY)
+    except (OSError, ValueError, AttributeError):
+        return                          # a missing or broken config.json is reported where it is read
+    if saved is None:
+        log.warning("%s records no data identity (a run made before it was recorded): cannot check "
+                    "that the data is the one it was trained on", config_path)
+        return
+    changes = identity_changes(saved, current)
+    if changes:
+        raise InputError(f"cannot {action} {config_path.parent}: {'; '.join(changes)}. {FIX}")
+
+
+def record_data_identity(config_path: Path, current: dict) -> None:
+    """Add the data identity to a new run's config.json (rewritten atomically)."""
+    values = json.loads(config_path.read_text())
+    values[KEY] = current
+    write_json_atomic(config_path, values)
+
+
+def bind_run_to_data(config_path: Path, cfg, data: SequenceData, resumed: bool, record: bool) -> None:
+    """A resumed run checks its data against config.json; a new one records it there (`record`:
+    this process writes the run folder, rank 0 under DDP)."""
+    current = data_identity(cfg, data)
+    if resumed:
+        check_data_identity(config_path, current, "resume")
+    elif record:
+        record_data_identity(config_path, current)
