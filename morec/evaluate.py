@@ -28,12 +28,14 @@ def tie_counts(user_vecs: torch.Tensor, item_vecs: torch.Tensor, targets: torch.
 
     user_vecs (U, d); item_vecs (N+1, d), row 0 = padding (never ranked); targets (U,);
     history (U, H) item ids to remove, 0-padded. Scores are held for at most `chunk_elems`
-    (users x items) at a time, so memory does not grow with U. Returns (U, 2) int64.
+    (users x items) at a time (plus one buffer of that size for the tie compare), so memory does
+    not grow with U. Returns (U, 2) int64.
     Raises FloatingPointError if any score of items 1..N is NaN or inf (SPEC: an error).
     """
     num_rows = max(1, chunk_elems // item_vecs.shape[0])
     item_vecs_t = item_vecs.float().T.contiguous()                                    # (d, N+1)
     counts = torch.empty(len(user_vecs), 2, dtype=torch.long, device=user_vecs.device)
+    ties = torch.empty(min(num_rows, len(user_vecs)), item_vecs.shape[0], device=user_vecs.device)  # (C, N+1)
     for start in range(0, len(user_vecs), num_rows):
         rows = slice(start, start + num_rows)
         scores = user_vecs[rows].float() @ item_vecs_t                              # (C, N+1)
@@ -42,8 +44,10 @@ def tie_counts(user_vecs: torch.Tensor, item_vecs: torch.Tensor, targets: torch.
         scores.scatter_(1, history[rows], float("-inf"))
         scores.scatter_(1, targets[rows].unsqueeze(1), float("-inf"))                # not its own tie
         scores[:, 0] = float("-inf")
-        # float counts are exact below 2^24 items; the in-place compare needs no second copy
-        counts[rows, 1] = scores.eq(target_scores).sum(1)
+        # compares into float buffers (summing a bool tensor is several times slower); float
+        # counts are exact below 2^24 items
+        tied = torch.eq(scores, target_scores, out=ties[: len(scores)])
+        counts[rows, 1] = tied.sum(1).long()
         counts[rows, 0] = scores.gt_(target_scores).sum(1).long()
     return counts
 
