@@ -23,7 +23,8 @@ Paired statistics (SPEC "Evaluation"; test_*.py saves each user's tie counts in 
 for the seeds both rows share, user u of seed s is paired with user u of the same seed; over all
 pairs, the mean difference of per-user NDCG@10 and HR@10 (percentage points), a 95% paired
 bootstrap confidence interval (scipy.stats.bootstrap, paired=True, percentile, 2000 resamples;
-users resampled) and a two-sided paired sign-flip p-value (normal approximation, see sign_flip_p).
+users resampled) and a two-sided paired sign-flip p-value (scipy.stats.permutation_test,
+permutation_type="samples", 2000 resamples; its normal approximation for very large tables).
 A "*" marks a difference whose interval excludes 0. Runs tested before test_ranks.npz existed
 get "-" there.
 Columns: setting = regular or warm-K (`warm_min_count`); item tower = ID or the encoder folder;
@@ -63,7 +64,7 @@ BASELINE_KEYS = ("dataset", "root_data_dir", "behaviors", "news", "warm_min_coun
 # Item towers and the config key naming their encoder (vision keys are read when present).
 ENCODER_KEYS = {"text": "bert_model_load", "vision": "cv_model_load", "image": "cv_model_load"}
 CONFIDENCE = 0.95
-RESAMPLES = 2000                      # bootstrap resamples per comparison (--resamples)
+RESAMPLES = 2000                      # bootstrap and sign-flip resamples per comparison (--resamples)
 
 
 @dataclass
@@ -276,24 +277,32 @@ def bootstrap_interval(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES,
     return float(ci.low), float(ci.high)
 
 
-def sign_flip_p(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sided p-value of the paired sign-flip test of mean(a - b) = 0, normal approximation.
+def sign_flip_p(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, seed: int = 0,
+                budget: float = 2e7) -> float:
+    """Two-sided p-value of the paired sign-flip test of mean(a - b) = 0 (each pair's two values
+    swapped at random under the null). Identical pairs: p = 1.
 
-    Under the null each pair's difference d is as likely -d: the statistic sum(d) then has mean 0
-    and variance sum(d^2) over the 2^P sign flips, and is close to normal for the hundreds of
-    users a table pairs. scipy.stats.permutation_test(permutation_type="samples") gives the same
-    test by resampling (tests/test_results_table.py checks the agreement), but takes seconds per
-    thousand pairs per comparison; this is exact in the limit and instant. Identical pairs: p = 1."""
+    Pairs with equal values do not change the statistic under any flip, so only the others are
+    resampled: scipy.stats.permutation_test(permutation_type="samples") on the differences (a
+    one-sample sign flip; exact when 2^n <= resamples). Above `budget` differences x resamples
+    (scipy's resampling takes about a second per 10^7), the normal approximation of the same
+    test: sum(d) has mean 0 and variance sum(d^2) over the flips; with > 10^4 differences its
+    error is far below the resampling noise (tests/test_results_table.py compares the two)."""
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    scale = math.sqrt(float(np.sum(d * d)))
-    return 1.0 if scale == 0 else float(2 * stats.norm.sf(abs(float(np.sum(d))) / scale))
+    d = d[d != 0]
+    if len(d) == 0:
+        return 1.0
+    if len(d) * resamples > budget:
+        return float(2 * stats.norm.sf(abs(float(np.sum(d))) / math.sqrt(float(np.sum(d * d)))))
+    return float(stats.permutation_test((d,), np.mean, permutation_type="samples", vectorized=True,
+                                        n_resamples=resamples, rng=np.random.default_rng(seed)).pvalue)
 
 
 def paired_test(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, seed: int = 0) -> dict:
     """Mean of a - b over pairs, its 95% paired-bootstrap interval and the two-sided sign-flip
     p-value. a, b (P,) paired values (percent)."""
     low, high = bootstrap_interval(a, b, resamples, seed)
-    return {"diff": float(np.mean(a - b)), "ci_low": low, "ci_high": high, "p": sign_flip_p(a, b)}
+    return {"diff": float(np.mean(a - b)), "ci_low": low, "ci_high": high, "p": sign_flip_p(a, b, resamples, seed)}
 
 
 def paired_columns(rows: pd.DataFrame, base: pd.DataFrame | None, resamples: int) -> dict:
@@ -432,7 +441,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", help="write OUT.md and OUT.csv (default: print the markdown only)")
     parser.add_argument("--title", default="", help="a heading for OUT.md")
     parser.add_argument("--resamples", type=int, default=RESAMPLES,
-                        help="bootstrap resamples per paired comparison")
+                        help="bootstrap and sign-flip resamples per paired comparison")
     args = parser.parse_args(argv)
     if args.resamples < 99:
         raise InputError(f"--resamples {args.resamples} is too few for a 95% interval; use at least 99 (default {RESAMPLES})")
