@@ -23,14 +23,15 @@ TIE_RULES = ("expected", "optimistic", "pessimistic")
 
 
 def tie_counts(user_vecs: torch.Tensor, item_vecs: torch.Tensor, targets: torch.Tensor,
-               history: torch.Tensor, chunk_elems: int = 2 ** 24) -> torch.Tensor:
+               history: torch.Tensor, chunk_elems: int = 2 ** 24, first_user: int = 0) -> torch.Tensor:
     """(h, t) of each user's target: rankable items scoring strictly higher, and tied with it.
 
     user_vecs (U, d); item_vecs (N+1, d), row 0 = padding (never ranked); targets (U,);
     history (U, H) item ids to remove, 0-padded. Scores are held for at most `chunk_elems`
     (users x items) at a time (plus one buffer of that size for the tie compare), so memory does
     not grow with U. Returns (U, 2) int64.
-    Raises FloatingPointError if any score of items 1..N is NaN or inf (SPEC: an error).
+    Raises FloatingPointError if any score of items 1..N is NaN or inf (SPEC: an error), naming
+    the user by its index (`first_user` = the index of row 0, e.g. in the split's user order).
     """
     num_rows = max(1, chunk_elems // item_vecs.shape[0])
     item_vecs_t = item_vecs.float().T.contiguous()                                    # (d, N+1)
@@ -39,7 +40,7 @@ def tie_counts(user_vecs: torch.Tensor, item_vecs: torch.Tensor, targets: torch.
     for start in range(0, len(user_vecs), num_rows):
         rows = slice(start, start + num_rows)
         scores = user_vecs[rows].float() @ item_vecs_t                              # (C, N+1)
-        check_finite(scores, start)
+        check_finite(scores, first_user + start)
         target_scores = scores.gather(1, targets[rows].unsqueeze(1))                 # (C, 1)
         scores.scatter_(1, history[rows], float("-inf"))
         scores.scatter_(1, targets[rows].unsqueeze(1), float("-inf"))                # not its own tie

@@ -2,7 +2,7 @@
 
 A run lives in one folder: config.json (resolved values), train.log, metrics.jsonl (one line per
 evaluation), checkpoint_last.pt (everything needed to resume), checkpoint_best.pt (weights of the
-best valid HR@10) and, after testing, test_metrics.json.
+best valid HR@10) and, after testing, test_metrics.json and test_ranks.npz (per-user tie counts).
 
 Reproducibility: the model is initialised from `seed`; every epoch reseeds from (seed, epoch), so
 a run resumed from the checkpoint of epoch e continues exactly as the uninterrupted run would.
@@ -192,7 +192,7 @@ def evaluate(model: Recommender, data: SequenceData, split: str, cfg: Config, de
         rows = slice(start, min(start + cfg.eval_batch_size, mine.stop))
         user_vecs = model.user_vectors(inputs[rows].to(device), item_vecs)
         counts.append(tie_counts(user_vecs, item_vecs, targets[rows].to(device),
-                                 history[rows].to(device), cfg.eval_chunk_elems))
+                                 history[rows].to(device), cfg.eval_chunk_elems, first_user=start))
     counts = gather_rows(torch.cat(counts), world).cpu()                               # (U, 2)
     return metrics_from_counts(counts, ties=cfg.ties), counts
 

@@ -146,6 +146,8 @@ def test_nan_in_a_non_target_score_is_an_error():
     user_vecs[4, 0] = float("inf")                                # inf * 0 = nan, inf * x = inf
     with pytest.raises(FloatingPointError, match="for user 4 is"):
         tie_counts(user_vecs, item_vecs, targets, history, chunk_elems=2 * item_vecs.shape[0])
+    with pytest.raises(FloatingPointError, match="for user 104 is"):                 # rows 100.. of a split
+        tie_counts(user_vecs, item_vecs, targets, history, first_user=100)
 
 
 def test_huge_finite_scores_are_not_mistaken_for_overflow():
