@@ -80,6 +80,8 @@ class Config:
     # --- evaluation ---
     eval_batch_size: int = 512          # users per forward pass of the user encoder
     eval_chunk_elems: int = 2 ** 24     # users x items scores held at once while ranking
+    ties: str = "expected"              # expected (uniformly random tie-breaking, SPEC) | optimistic (rank 1+h) | pessimistic (1+h+t)
+    eval_amp: bool = False              # encode the catalogue under autocast (bf16/fp16) at evaluation; default fp32 for every tower
     cold_start_count: int = 1           # test also reports the cold-start view: targets with < this many train interactions (1: unseen; 0: off)
 
     # --- run control (not part of the run label) ---

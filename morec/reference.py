@@ -76,3 +76,24 @@ def ranks_per_user(user_vecs, item_vecs, targets, history) -> np.ndarray:
         order = np.argsort(-candidates, kind="stable")                              # best first
         ranks[u] = 1 + np.flatnonzero(order == 0)[0]
     return ranks
+
+
+def tie_counts_per_user(user_vecs, item_vecs, targets, history) -> np.ndarray:
+    """SPEC "Evaluation", tie counts one user at a time: (U, 2) int64 of h = rankable items
+    scoring strictly higher than the target and t = other rankable items scoring the same.
+    Rankable: items 1..N outside the history, the target always (not counted as its own tie)."""
+    user_vecs, item_vecs = np.asarray(user_vecs), np.asarray(item_vecs)
+    targets, history = np.asarray(targets), np.asarray(history)
+    counts = np.empty((len(user_vecs), 2), dtype=np.int64)
+    for u in range(len(user_vecs)):
+        scores = item_vecs @ user_vecs[u]                                           # (N+1,)
+        others = [i for i in range(1, len(item_vecs)) if i != targets[u] and i not in set(history[u])]
+        counts[u] = [(scores[others] > scores[targets[u]]).sum(), (scores[others] == scores[targets[u]]).sum()]
+    return counts
+
+
+def expected_hit_ndcg(h: int, t: int, k: int) -> tuple[float, float]:
+    """SPEC "Evaluation": HR@k and NDCG@k averaged over the equally likely ranks h+1 .. h+t+1."""
+    ranks = range(h + 1, h + t + 2)
+    return (sum(r <= k for r in ranks) / (t + 1),
+            sum(1 / np.log2(r + 1) for r in ranks if r <= k) / (t + 1))

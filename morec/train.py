@@ -2,7 +2,7 @@
 
 A run lives in one folder: config.json (resolved values), train.log, metrics.jsonl (one line per
 evaluation), checkpoint_last.pt (everything needed to resume), checkpoint_best.pt (weights of the
-best valid HR@10) and, after testing, test_metrics.json.
+best valid HR@10) and, after testing, test_metrics.json and test_ranks.npz (per-user tie counts).
 
 Reproducibility: the model is initialised from `seed`; every epoch reseeds from (seed, epoch), so
 a run resumed from the checkpoint of epoch e continues exactly as the uninterrupted run would.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import itertools
 import json
 import logging
@@ -23,12 +24,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from morec.checkpoint import (load_checkpoint, load_weights, require_entries, save_checkpoint, write_json_atomic,
-                              write_text_atomic)
+from morec.checkpoint import (load_checkpoint, load_weights, require_entries, save_checkpoint,
+                              write_bytes_atomic, write_json_atomic, write_text_atomic)
 from morec.config import RUN_CONTROL, Config, make_config, validate
 from morec.data import PairBatches, SequenceBatches, SequenceData, load_sequence_data
 from morec.data.images import BatchesWithImages, ItemChunks, ItemImages, image_loader
@@ -37,7 +39,7 @@ from morec.distributed import World, all_reduce_sum, any_rank, barrier, gather_r
 from morec.errors import InputError, Preempted
 from morec.memory import check_memory
 from morec.runlock import run_lock
-from morec.evaluate import metrics_from_ranks, target_ranks
+from morec.evaluate import check_tie_rule, cold_start_view, metrics_from_counts, tie_counts
 from morec.features import item_tower_inputs, run_item_images
 from morec.models import Recommender, build_model
 
@@ -60,6 +62,8 @@ class RunFiles:
     def best(self) -> Path: return self.dir / "checkpoint_best.pt"
     @property
     def test(self) -> Path: return self.dir / "test_metrics.json"
+    @property
+    def test_ranks(self) -> Path: return self.dir / "test_ranks.npz"
 
 
 # ----------------------------------------------------------------------------- setup
@@ -161,11 +165,14 @@ def run_logging(path: Path | None):
 @torch.no_grad()
 def evaluate(model: Recommender, data: SequenceData, split: str, cfg: Config, device: torch.device,
              world: World = World(), images: ItemImages | None = None) -> tuple[dict[str, float], torch.Tensor]:
-    """Full-ranking metrics of `split` ('valid' or 'test') and each user's target rank (U,).
+    """Full-ranking metrics of `split` ('valid' or 'test') and each user's tie counts (U, 2): items
+    scoring strictly higher than the target (h) and tied with it (t); metrics by the tie rule
+    `cfg.ties` (SPEC "Evaluation": expected under uniformly random tie-breaking).
 
     The catalogue is encoded once; SASRec looks its input items up there. Under DDP each rank
     encodes a share of the catalogue and ranks a share of the users; the shares are gathered, so
     every rank returns the same result. `images`: the items' pixels, for a vision tower."""
+    check_tie_rule(cfg.ties)
     model.eval()
     item_vecs = catalogue_vectors(model, data.num_items, world, device, cfg, images)   # (N+1, d)
     inputs = (torch.arange(data.num_users) if cfg.model == "dssm"
@@ -173,14 +180,14 @@ def evaluate(model: Recommender, data: SequenceData, split: str, cfg: Config, de
     targets = torch.from_numpy(data.split_target(split))
     history = torch.from_numpy(data.split_history(split))
     mine = shard(data.num_users, world)
-    ranks = [torch.empty(0, dtype=torch.long, device=device)]
+    counts = [torch.empty(0, 2, dtype=torch.long, device=device)]
     for start in range(mine.start, mine.stop, cfg.eval_batch_size):
         rows = slice(start, min(start + cfg.eval_batch_size, mine.stop))
         user_vecs = model.user_vectors(inputs[rows].to(device), item_vecs)
-        ranks.append(target_ranks(user_vecs, item_vecs, targets[rows].to(device),
-                                  history[rows].to(device), cfg.eval_chunk_elems))
-    ranks = gather_rows(torch.cat(ranks), world).cpu()
-    return metrics_from_ranks(ranks), ranks
+        counts.append(tie_counts(user_vecs, item_vecs, targets[rows].to(device),
+                                 history[rows].to(device), cfg.eval_chunk_elems, first_user=start))
+    counts = gather_rows(torch.cat(counts), world).cpu()                               # (U, 2)
+    return metrics_from_counts(counts, ties=cfg.ties), counts
 
 
 def shard(n: int, world: World) -> range:
@@ -192,22 +199,29 @@ def shard(n: int, world: World) -> range:
 def catalogue_vectors(model: Recommender, num_items: int, world: World, device: torch.device,
                       cfg: Config | None = None, images: ItemImages | None = None) -> torch.Tensor:
     """(N+1, d) float vectors of every item; under DDP each rank encodes its share, then all
-    gather. A vision tower reads the pixels of `images` in chunks (DataLoader workers)."""
-    if not world.distributed and images is None:
-        return model.all_item_vectors().float()
-    ids = torch.tensor(shard(num_items + 1, world), dtype=torch.long)
-    if images is None:
-        mine = [model.item_tower(part.to(device)).float() for part in ids.split(4096)]
-    else:
-        cfg = cfg or Config()
-        mine = []
-        chunks = ItemChunks(ids, cfg.eval_batch_size, images)
-        for part, pixels in image_loader(chunks, cfg.num_workers, device.type == "cuda"):
-            part, pixels = part.to(device), pixels.to(device, non_blocking=True)
-            with autocast(cfg, device):
+    gather. A vision tower reads the pixels of `images` in chunks (DataLoader workers).
+    Encoded in fp32 for every tower unless cfg.eval_amp (then under the run's autocast)."""
+    cfg = cfg or Config()
+    with eval_precision(cfg, device):
+        if not world.distributed and images is None:
+            return model.all_item_vectors().float()
+        ids = torch.tensor(shard(num_items + 1, world), dtype=torch.long)
+        if images is None:
+            mine = [model.item_tower(part.to(device)).float() for part in ids.split(4096)]
+        else:
+            mine = []
+            chunks = ItemChunks(ids, cfg.eval_batch_size, images)
+            for part, pixels in image_loader(chunks, cfg.num_workers, device.type == "cuda"):
+                part, pixels = part.to(device), pixels.to(device, non_blocking=True)
                 mine.append(model.item_tower.encode_items(part, (part, pixels)).float())
     mine = torch.cat(mine) if mine else torch.empty(0, model.item_tower.dim, device=device)
     return gather_rows(mine, world) if world.distributed else mine
+
+
+def eval_precision(cfg: Config, device: torch.device) -> torch.autocast:
+    """Catalogue encoding precision (SPEC "Evaluation"): fp32 (autocast off, also inside an outer
+    autocast) unless cfg.eval_amp asks for the run's mixed precision."""
+    return autocast(cfg, device) if cfg.eval_amp else torch.autocast(device.type, enabled=False)
 
 
 def autocast(cfg: Config, device: torch.device) -> torch.autocast:
@@ -395,7 +409,7 @@ def start_or_resume(cfg: Config, files: RunFiles) -> dict | None:
                          "--overwrite to start over, or --label NAME for a new run")
     try:
         files.dir.mkdir(parents=True, exist_ok=True)
-        for path in (files.last, files.best, files.metrics, files.test, files.log):
+        for path in (files.last, files.best, files.metrics, files.test, files.test_ranks, files.log):
             path.unlink(missing_ok=True)
         write_json_atomic(files.config, cfg.to_dict())
     except OSError as err:
@@ -602,12 +616,14 @@ def test_in_folder(cfg: Config, run_dir: Path) -> dict:
     check_memory(cfg, data.num_items, data.num_users, training=False)
     model = build_run_model(cfg, data, device)
     load_weights(model, checkpoint["model"], files.best)
-    metrics, ranks = evaluate(model, data, "test", cfg, device, images=run_item_images(cfg, data))
+    metrics, counts = evaluate(model, data, "test", cfg, device, images=run_item_images(cfg, data))
     result = {"label": files.dir.name, "best_epoch": checkpoint["epoch"], "valid": checkpoint["valid"],
-              "test": metrics, "num_users": data.num_users, "num_items": data.num_items}
-    from morec.evaluate import cold_start_view           # cold-start view (SPEC "Evaluation")
-    cold = result["cold_start"] = (cold_start_view(ranks, data.train_counts(), data.split_target("test"),
-                                                   cfg.cold_start_count) if cfg.cold_start_count > 0 else None)
+              "test": metrics, "num_users": data.num_users, "num_items": data.num_items, "ties": cfg.ties,
+              "users_with_ties": int((counts[:, 1] > 0).sum()), "per_user": files.test_ranks.name}
+    cold = result["cold_start"] = (cold_start_view(counts, data.train_counts(), data.split_target("test"),
+                                                   cfg.cold_start_count, ties=cfg.ties)
+                                   if cfg.cold_start_count > 0 else None)
+    save_test_ranks(files.test_ranks, counts, data.user_names)
     write_json_atomic(files.test, result)
     print(f"{files.dir.name} (best epoch {checkpoint['epoch']}): valid {percent(checkpoint['valid'])}")
     if cold is not None:
@@ -615,6 +631,15 @@ def test_in_folder(cfg: Config, run_dir: Path) -> dict:
               + (percent(cold["metrics"]) if cold["metrics"] else "none"))
     print(f"test {percent(metrics)}")
     return result
+
+
+def save_test_ranks(path: Path, counts: torch.Tensor, user_names: list[str]) -> None:
+    """Per-user test tie counts for paired statistics (scripts/results_table.py): an .npz holding
+    `h` and `t` (U,) int64 (items strictly above / tied with the target, SPEC "Evaluation") and
+    `user` (U,) the user names in the same order; loads with np.load(path, allow_pickle=False)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, h=counts[:, 0].numpy(), t=counts[:, 1].numpy(), user=np.array(user_names, dtype=str))
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 __all__ = ["train", "test", "evaluate", "RunFiles", "load_data", "build_run_model"]

@@ -114,12 +114,15 @@ def trained(cfg: Config, run_dir: Path) -> bool:
 
 
 def tested(cfg: Config, run_dir: Path) -> bool:
-    """Tested after its last epoch, with this cold-start threshold."""
+    """Tested after its last epoch, with this cold-start threshold, under SPEC's tie rule and with
+    per-user counts (a test from before test_ranks.npz is run again)."""
     test_file, metrics_file = run_dir / "test_metrics.json", run_dir / "metrics.jsonl"
     if not test_file.is_file() or test_file.stat().st_mtime < metrics_file.stat().st_mtime:
         return False
-    cold = json.loads(test_file.read_text()).get("cold_start") or {}
-    return cold.get("below", 0) == max(cfg.cold_start_count, 0)
+    result = json.loads(test_file.read_text())
+    cold = result.get("cold_start") or {}
+    return (cold.get("below", 0) == max(cfg.cold_start_count, 0) and result.get("ties") == cfg.ties
+            and (run_dir / result.get("per_user", "test_ranks.npz")).is_file())
 
 
 def study_runs(parts: list[dict], overrides: dict, runs_dir: Path) -> list[tuple[Config, Path]]:

@@ -48,7 +48,8 @@ def test_train_then_test_one_epoch(folder, tmp_path, capsys):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
     assert json.loads((run / "config.json").read_text())["epoch"] == 1
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint_best.pt", "checkpoint_last.pt", "config.json",
-                                                     "metrics.jsonl", "test_metrics.json", "train.log"]
+                                                     "metrics.jsonl", "test_metrics.json", "test_ranks.npz",
+                                                     "train.log"]
 
 
 def test_derived_label_finds_the_same_run(tmp_path, capsys):
