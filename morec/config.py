@@ -98,6 +98,7 @@ class Config:
     compile_model: bool = False         # torch.compile the model for training
     num_workers: int = 0
     progress: bool = True               # tqdm bars (only shown on a terminal)
+    log_every: int = 0                  # no terminal (log file, SLURM): a progress line every N optimizer steps (0: about every 30 s)
     cache_dir: str = "cache"            # token and two-stage feature caches; relative to the repository root
 
     def data_dir(self) -> Path:
@@ -111,7 +112,7 @@ class Config:
 # Fields that steer a run but do not change what it computes: kept out of the run label so that
 # `train --epoch 3` and `test` (or a resumed run) find the same folder.
 RUN_CONTROL = {"label", "runs_dir", "resume", "overwrite", "device", "amp", "amp_dtype", "compile_model",
-               "nproc_per_node", "nnodes", "rdzv_endpoint", "num_workers", "progress", "skip_nonfinite",
+               "nproc_per_node", "nnodes", "rdzv_endpoint", "num_workers", "progress", "log_every", "skip_nonfinite",
                "epoch", "patience", "eval_batch_size", "eval_chunk_elems", "cache_dir", "cold_start_count"}
 LABEL_PREFIX = [("model", ""), ("item_tower", ""), ("loss", ""), ("embedding_dim", "d"),
                 ("batch_size", "bs"), ("lr", "lr"), ("l2_weight", "l2"), ("drop_rate", "dr"),
@@ -299,7 +300,7 @@ RULES = {
     "label": _label, "runs_dir": _any, "resume": _any, "overwrite": _any, "device": _device,
     "nproc_per_node": _at_least(1), "nnodes": _at_least(1), "rdzv_endpoint": _endpoint, "amp": _any,
     "amp_dtype": _one_of("bf16", "fp16"), "compile_model": _any, "num_workers": _at_least(0),
-    "progress": _any, "cache_dir": _not_empty,
+    "progress": _any, "log_every": _at_least(0), "cache_dir": _not_empty,
     # fields of the evaluation and data branches (checked when present)
     "ties": _one_of("expected", "optimistic", "pessimistic"), "eval_amp": _any, "dedup_items": _any,
 }

@@ -33,6 +33,7 @@ from morec.data import SequenceData
 from morec.data.text import item_texts, item_tokens, parse_attributes, texts_digest, tokenizer_fingerprint
 from morec.data.images import ImageStore, ItemImages
 from morec.data.empty_text import check_item_texts
+from morec.data.posters import render_posters
 from morec.errors import InputError
 
 log = logging.getLogger("morec")
@@ -94,6 +95,9 @@ def text_tokens(cfg: Config, data: SequenceData, tokenizer=None) -> list[tuple[t
 def item_images(cfg: Config, data: SequenceData) -> ItemImages:
     """The dataset's image LMDB as pixels by item id; every item must have an image."""
     path = cfg.data_dir() / cfg.image_lmdb
+    if not path.exists() and cfg.dataset == "ml-100k" and cfg.image_lmdb == "posters.lmdb":
+        log.info("drawing the generated ml-100k posters into %s (once; dataset/ml-100k/README_posters.md)", path)
+        render_posters(cfg.data_dir() / cfg.news, path)
     if not path.exists():
         how = ("render it with `python dataset/ml-100k/render_posters.py`" if cfg.dataset == "ml-100k"
                else "build it from a folder of <item>.jpg files with `python scripts/build_lmdb.py`, or "

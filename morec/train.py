@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from morec.checkpoint import (load_checkpoint, load_weights, require_entries, save_checkpoint,
                               write_bytes_atomic, write_json_atomic, write_text_atomic)
-from morec.config import RUN_CONTROL, Config, make_config, validate
+from morec.config import RUN_CONTROL, UNUSED_BY_TOWER, Config, make_config, validate
 from morec.data import PairBatches, SequenceBatches, SequenceData, load_sequence_data
 from morec.data.images import BatchesWithImages, ItemChunks, ItemImages, image_loader
 from morec.data.identity import bind_run_to_data, check_data_identity, data_identity
@@ -137,7 +137,36 @@ def make_batches(cfg: Config, data: SequenceData) -> SequenceBatches | PairBatch
 
 
 def progress(iterable, cfg: Config, **kwargs):
-    return tqdm(iterable, disable=not (cfg.progress and sys.stderr.isatty()), leave=False, **kwargs)
+    return tqdm(iterable, disable=not shows_bar(cfg), leave=False, **kwargs)
+
+
+def shows_bar(cfg: Config) -> bool:
+    return cfg.progress and sys.stderr.isatty()
+
+
+class StepLog:
+    """Without a progress bar (a log file, a SLURM job), a log line every `cfg.log_every`
+    optimizer steps, or about every `seconds` when that is 0, so a slow run is seen to be alive."""
+
+    def __init__(self, cfg: Config, epoch: int, total: int, seconds: float = 30.0):
+        self.enabled, self.every, self.seconds = not shows_bar(cfg), cfg.log_every, seconds
+        self.epoch, self.total = epoch, total
+        self.start = self.last = time.perf_counter()
+        self.items = 0
+
+    def step(self, done: "EpochProgress", micro_batches: list[dict]) -> None:
+        """Count the step's items (non-padding item slots); log when a line is due."""
+        if not self.enabled:
+            return
+        self.items += sum(int(batch[key].count_nonzero()) for batch in micro_batches
+                          for key in ("seqs", "items") if key in batch)
+        now = time.perf_counter()
+        due = done.step % self.every == 0 if self.every > 0 else now - self.last >= self.seconds
+        if due:
+            self.last = now
+            loss = done.loss_sum / max(done.step - done.skipped, 1)
+            log.info("epoch %d step %d/%d loss %.4f, %.0f items/s", self.epoch, done.step, self.total,
+                     loss, self.items / max(now - self.start, 1e-9))
 
 
 @contextlib.contextmanager
@@ -362,6 +391,7 @@ def train_steps(run: Run, epoch: int, done: EpochProgress) -> bool:
     """Run the rest of the epoch from step `done.step`; False if a stop signal cut it short."""
     cfg, world = run.cfg, run.world
     run.trainer.train()
+    step_log = StepLog(cfg, epoch, steps_per_epoch(run))
     for micro_batches in progress(optimizer_steps(run, epoch, done), cfg, total=steps_per_epoch(run),
                                   initial=done.step, desc=f"epoch {epoch}"):
         loss, grad_norm, taken = train_step(run, micro_batches)
@@ -381,6 +411,7 @@ def train_steps(run: Run, epoch: int, done: EpochProgress) -> bool:
                              f"{epoch}, step {done.step}; {kept}. Lower --lr, "
                              "set --max_grad_norm, or pass --skip_nonfinite to skip such batches")
         done.step += 1
+        step_log.step(done, micro_batches)
         if any_rank(run.stop["signal"] is not None, world, run.device):     # all ranks stop together
             return False
     return True
@@ -491,6 +522,8 @@ def train_in_folder(cfg: Config, run_dir: Path) -> dict:
             step = f", step {state['partial']['progress']['step']}" if state["partial"] else ""
             log.info("resumed %s after epoch %d%s", files.dir.name, state["epoch"], step)
         else:
+            if cfg.resume:
+                log.warning("no %s in %s: starting a new run", files.last.name, files.dir)
             log.info("run %s: %d users, %d items, %d optimizer steps per epoch, %d rank(s), device %s",
                      files.dir.name, data.num_users, data.num_items, steps_per_epoch(run), world.size, device)
         if world.is_main:
@@ -577,6 +610,7 @@ def saved_config(files: RunFiles, cfg: Config) -> Config:
     known = {f.name for f in fields(Config)}
     values = {k: v for k, v in saved.items() if k in known}
     values.update({k: getattr(cfg, k) for k in RUN_CONTROL if k in known})
+    warn_ignored_values(cfg, values, files.dir)
     try:
         return make_config(values)
     except InputError as err:
@@ -595,6 +629,17 @@ def read_run_config(files: RunFiles) -> dict:
     if not isinstance(saved, dict):
         raise InputError(f"{files.config} holds a {type(saved).__name__}, not the run's values; {fix}")
     return saved
+
+
+def warn_ignored_values(given: Config, saved: dict, run_dir: Path) -> None:
+    """A test evaluates the run as trained: say which of the given values (script or command
+    line) differ from the run's saved ones and are therefore not used."""
+    read = set(saved) - UNUSED_BY_TOWER.get(saved.get("item_tower", "id"), set())
+    for name in sorted(read - RUN_CONTROL):
+        value = getattr(given, name)
+        if value != saved[name]:
+            print(f"warning: --{name} {value} is ignored: run {run_dir.name} was trained with "
+                  f"{name} {saved[name]} and is tested as trained", file=sys.stderr)
 
 
 def test(cfg: Config, run_dir: Path) -> dict:
