@@ -72,7 +72,8 @@ class Config:
     max_grad_norm: float = 0.0          # 0: no clipping (the paper)
     accumulation_steps: int = 1         # micro-batches per optimizer step (effective batch = batch_size x this)
     skip_nonfinite: bool = False        # skip a batch whose loss or gradient is NaN/inf (else stop)
-    patience: int = 10                  # early stop after this many non-improving evaluations
+    patience: int = 10                  # stop after this many consecutive non-improving evaluations (SPEC "Training";
+                                        # the original's gap g = patience g + 1); ID and MoRec scripts of a folder share it
     tie_break_ndcg: bool = False        # best checkpoint: valid HR@10, then NDCG@10 on ties
     seed: int = 12345
 

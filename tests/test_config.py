@@ -55,3 +55,53 @@ def test_label_ignores_the_values_an_item_tower_does_not_read():
     vision = run_label(Config(item_tower="vision"))
     assert run_label(Config(item_tower="vision", bert_model_load="bert_base_uncased")) == vision
     assert run_label(Config(item_tower="vision", image_size=64)) != vision
+
+
+# SPEC "Training": the original's effective number of non-improving evaluations before stopping,
+# shared by the ID and the modality scripts of each experiment folder.
+FOLDER_PATIENCE = {
+    "bce_text/main-end2end": 7, "bce_text/id_plus_mo-end2end": 7, "bce_text/id_plus_mo-2stage": 7,
+    "bce_text/main-2stage": 11, "bce_text/main-end2end-dssm": 11,
+    "bce_vision/main-end2end": 7, "bce_vision/id_plus_mo-end2end": 7, "bce_vision/id_plus_mo-2stage": 7,
+    "bce_vision/main-2stage": 11, "bce_vision/main-end2end-dssm": 6,
+    "inbatch_sasrec_e2e_text": 11, "inbatch_sasrec_e2e_vision": 7,
+}
+
+
+def script_params(path) -> dict:
+    """The `params` block of an experiment script (the script is imported, not run)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"script_{path.parent.name}_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.params
+
+
+@pytest.mark.parametrize("folder", sorted(FOLDER_PATIENCE))
+def test_every_train_script_of_a_folder_has_the_original_patience(folder):
+    from morec.config import REPO_ROOT
+    scripts = sorted((REPO_ROOT / folder).glob("train_*.py"))
+    assert len(scripts) >= 2, folder
+    patience = {path.name: script_params(path)["patience"] for path in scripts}
+    assert set(patience.values()) == {FOLDER_PATIENCE[folder]}, patience
+
+
+def test_every_experiment_folder_is_in_the_patience_table():
+    from morec.config import REPO_ROOT
+    folders = {str(p.parent.relative_to(REPO_ROOT)) for p in REPO_ROOT.glob("*/**/train_*.py")
+               if p.parent.name != "scripts" and "tests" not in p.parts}
+    assert folders == set(FOLDER_PATIENCE)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--id.patience", "3"], "--id.patience: a study gives all its runs one patience"),
+    (["--mo.patience", "3"], "--mo.patience: a study gives all its runs one patience"),
+    (["--patience", "3,5"], "--patience takes one value in a study"),
+])
+def test_a_study_refuses_unequal_patience(tmp_path, argv, message, monkeypatch):
+    from morec.config import REPO_ROOT
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "scripts"))
+    import study_q1_morec_vs_idrec
+    with pytest.raises(InputError, match=message):
+        study_q1_morec_vs_idrec.main(["--out", str(tmp_path), "--table_only"] + argv)
+    assert not any(tmp_path.iterdir())
