@@ -50,6 +50,8 @@ class Config:
     two_stage: bool = False             # TS: frozen encoder features cached on disk + GELU(Linear) + dnn_layers MLP
     fusion: str = "none"                # none | add | cat: ID embedding fused with the modality vector
     mo_dnn_layers: int = 0              # two-stage fusion: MLP depth of the modality branch (then dnn_layers)
+    dedup_items: bool = True            # encode each distinct item of a training batch once (repeats share one
+                                        # dropout mask; docs/text_results.md); false: every slot, as the original
 
     # --- item_tower "vision" (SPEC "Item towers"); also fusion / two_stage / freezing above ---
     cv_model_load: str = "resnet50"     # vision encoder folder under pretrained_dir (pretrained_models/README.md)
@@ -120,7 +122,7 @@ LABEL_PREFIX = [("model", ""), ("item_tower", ""), ("loss", ""), ("embedding_dim
 # the vision ones and a vision run's the text ones (a study or grid may set them for every run).
 TEXT_FIELDS = {"bert_model_load", "news_attributes", "num_words_title", "num_words_abstract"}
 VISION_FIELDS = {"cv_model_load", "image_lmdb", "image_size", "image_norm"}
-ENCODER_FIELDS = {"pretrained_dir", "freeze_paras_before", "trainable_layers", "gradient_checkpointing",
+ENCODER_FIELDS = {"pretrained_dir", "dedup_items", "freeze_paras_before", "trainable_layers", "gradient_checkpointing",
                   "two_stage", "fusion", "mo_dnn_layers", "fine_tune_lr", "fine_tune_l2_weight"}
 UNUSED_BY_TOWER = {"id": TEXT_FIELDS | VISION_FIELDS | ENCODER_FIELDS, "text": VISION_FIELDS,
                    "vision": TEXT_FIELDS}
