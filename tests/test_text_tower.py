@@ -199,6 +199,19 @@ def test_dedup_items_reaches_a_fused_text_tower_and_the_label(tmp_path):
     assert run_label(make_config({"dedup_items": False})) == run_label(make_config({}))   # ID runs ignore it
 
 
+def test_titles_keep_their_leading_space_and_only_the_line_end_is_cut(tmp_path):
+    """RoBERTa / OPT byte-level BPE reads " toy" and "toy" as different tokens (issue 11.8)."""
+    from morec.data.files import read_items
+    from morec.data.text import item_texts
+    path = tmp_path / "items.tsv"
+    path.write_bytes(b"i1\t Toy Story (1995)\tA cowboy doll \r\ni2\tHeat (1995)\r\n")
+    rows = read_items(path)
+    assert [(r.title, r.abstract) for r in rows] == [(" Toy Story (1995)", "A cowboy doll "), ("Heat (1995)", "")]
+    assert item_texts([None] + rows, "title")[1:] == [" toy story (1995)", "heat (1995)"]
+    tok = load_tokenizer(tiny_encoders() / TINY["roberta"])
+    assert tok(" toy story")["input_ids"] != tok("toy story")["input_ids"]
+
+
 # ----------------------------------------------------------------------------- projection init
 
 @pytest.mark.parametrize("model_name, fusion", [("sasrec", "none"), ("dssm", "none"), ("sasrec", "cat")])

@@ -59,7 +59,7 @@ def read_items(path: Path) -> list[ItemRow]:
             raise InputError(f"{path}, line {line_no}: item {name!r} already defined on line "
                              f"{first_line[name]}; item names must be unique")
         first_line[name] = line_no
-        rows.append(ItemRow(name, *[p.strip() for p in parts[1:3]]))
+        rows.append(ItemRow(name, *parts[1:3]))     # texts as given: a leading space changes BPE tokens
     return rows
 
 
