@@ -166,5 +166,6 @@ def test_study_with_vision_morec_on_posters(tmp_path, capsys):
     plain = {k: v for k, v in id_config.items() if k not in ("cv_model_load", "image_lmdb", "image_size",
                                                              "pretrained_dir", "bert_model_load",
                                                              "trainable_layers", "fine_tune_lr",
-                                                             "fine_tune_l2_weight", "news_attributes")}
+                                                             "fine_tune_l2_weight", "news_attributes",
+                                                             "setting")}
     assert csv_rows[0]["runs"] == run_label(Config(**plain))
