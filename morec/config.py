@@ -75,7 +75,7 @@ class Config:
     accumulation_steps: int = 1         # micro-batches per optimizer step (effective batch = batch_size x this)
     skip_nonfinite: bool = False        # skip a batch whose loss or gradient is NaN/inf (else stop)
     patience: int = 10                  # stop after this many consecutive non-improving evaluations (SPEC "Training";
-                                        # the original's gap g = patience g + 1); ID and MoRec scripts of a folder share it
+                                        # the original's `count > gap` is patience = gap + 1); ID and MoRec scripts of a folder share it
     tie_break_ndcg: bool = False        # best checkpoint: valid HR@10, then NDCG@10 on ties
     seed: int = 12345
 

@@ -386,7 +386,8 @@ def defining_values(cfg: Config) -> dict:
 
 def saved_setting(saved: dict) -> dict:
     """The world size and precision a run folder's config.json records (older runs, without a
-    "setting" entry: derived from their saved nproc_per_node, nnodes, device, amp, amp_dtype)."""
+    "setting" entry: derived from their saved nproc_per_node, nnodes, device, amp, amp_dtype, with
+    device "auto" resolved on this machine)."""
     if "setting" in saved:
         return saved["setting"]
     known = {f.name for f in fields(Config)}

@@ -37,10 +37,10 @@ def test_grid_expansion():
 
 
 def test_label_depends_on_defining_values_only():
-    base = run_label(Config())
+    base = run_label(Config(device="cpu"))              # one fp32 process on any machine (run_setting)
     assert run_label(Config(epoch=3, device="cpu", resume=True, patience=2)) == base
-    assert run_label(Config(lr=5e-4)) != base
-    assert run_label(Config(neg_num=3)) != base          # not in the readable prefix, but hashed
+    assert run_label(Config(lr=5e-4, device="cpu")) != base
+    assert run_label(Config(neg_num=3, device="cpu")) != base          # not in the readable prefix, but hashed
     assert base.startswith("ml-100k-sasrec-id-inbatch-d64-bs64-lr0.001")
 
 
