@@ -51,6 +51,8 @@ class Config:
     two_stage: bool = False             # TS: frozen encoder features cached on disk + GELU(Linear) + dnn_layers MLP
     fusion: str = "none"                # none | add | cat: ID embedding fused with the modality vector
     mo_dnn_layers: int = 0              # two-stage fusion: MLP depth of the modality branch (then dnn_layers)
+    dedup_items: bool = True            # encode each distinct item of a training batch once (repeats share one
+                                        # dropout mask; docs/text_results.md); false: every slot, as the original
 
     # --- item_tower "vision" (SPEC "Item towers"); also fusion / two_stage / freezing above ---
     cv_model_load: str = "resnet50"     # vision encoder folder under pretrained_dir (pretrained_models/README.md)
@@ -73,7 +75,8 @@ class Config:
     max_grad_norm: float = 0.0          # 0: no clipping (the paper)
     accumulation_steps: int = 1         # micro-batches per optimizer step (effective batch = batch_size x this)
     skip_nonfinite: bool = False        # skip a batch whose loss or gradient is NaN/inf (else stop)
-    patience: int = 10                  # early stop after this many non-improving evaluations
+    patience: int = 10                  # stop after this many consecutive non-improving evaluations (SPEC "Training";
+                                        # the original's `count > gap` is patience = gap + 1); ID and MoRec scripts of a folder share it
     tie_break_ndcg: bool = False        # best checkpoint: valid HR@10, then NDCG@10 on ties
     seed: int = 12345
 
@@ -110,7 +113,9 @@ class Config:
 
 
 # Fields that steer a run but do not change what it computes: kept out of the run label so that
-# `train --epoch 3` and `test` (or a resumed run) find the same folder.
+# `train --epoch 3` and `test` (or a resumed run) find the same folder. The world size and
+# precision they imply do change the numbers: run_setting() puts them in the label and in
+# config.json ("setting"). epoch and patience are recorded in config.json.
 RUN_CONTROL = {"label", "runs_dir", "resume", "overwrite", "device", "amp", "amp_dtype", "compile_model",
                "nproc_per_node", "nnodes", "rdzv_endpoint", "num_workers", "progress", "log_every", "skip_nonfinite",
                "epoch", "patience", "eval_batch_size", "eval_chunk_elems", "cache_dir", "cold_start_count"}
@@ -123,17 +128,38 @@ LABEL_PREFIX = [("model", ""), ("item_tower", ""), ("loss", ""), ("embedding_dim
 # the vision ones and a vision run's the text ones (a study or grid may set them for every run).
 TEXT_FIELDS = {"bert_model_load", "news_attributes", "num_words_title", "num_words_abstract"}
 VISION_FIELDS = {"cv_model_load", "image_lmdb", "image_size", "image_norm"}
-ENCODER_FIELDS = {"pretrained_dir", "freeze_paras_before", "trainable_layers", "gradient_checkpointing",
+ENCODER_FIELDS = {"pretrained_dir", "dedup_items", "freeze_paras_before", "trainable_layers", "gradient_checkpointing",
                   "two_stage", "fusion", "mo_dnn_layers", "fine_tune_lr", "fine_tune_l2_weight"}
 UNUSED_BY_TOWER = {"id": TEXT_FIELDS | VISION_FIELDS | ENCODER_FIELDS, "text": VISION_FIELDS,
                    "vision": TEXT_FIELDS}
+
+
+DEFAULT_SETTING = {"world_size": 1, "precision": "fp32"}
+
+
+def run_setting(cfg: Config) -> dict:
+    """How the run computes, beyond its values: {"world_size": W, "precision": "fp32"|"bf16"|"fp16"}.
+
+    These change the numbers (per-rank batches and in-batch negatives, AMP rounding), so runs that
+    differ in them must not share a label or a table row. Precision is fp32 unless `amp` is on and
+    the device resolves to CUDA ("auto" is CUDA iff torch.cuda.is_available())."""
+    import torch
+    on_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+    return {"world_size": cfg.nproc_per_node * cfg.nnodes,
+            "precision": cfg.amp_dtype if cfg.amp and on_cuda else "fp32"}
+
+
+def setting_tag(setting: dict) -> list[str]:
+    """Label parts of a setting: none for one fp32 process (so CPU labels stay as they were)."""
+    return [] if setting == DEFAULT_SETTING else [f"w{setting['world_size']}", setting["precision"]]
 
 
 def run_label(cfg: Config) -> str:
     """Readable label plus a hash of the defining values that differ from the defaults.
 
     Hashing only non-default values keeps old labels valid when a new parameter is added; values
-    the run's item tower does not read are left out."""
+    the run's item tower does not read are left out. World size and precision (run_setting) are
+    added as `-wW-PRECISION` unless they are 1 and fp32."""
     defaults = Config().to_dict()
     unused = RUN_CONTROL | UNUSED_BY_TOWER.get(cfg.item_tower, set())
     if cfg.item_tower == "id" and (cfg.two_stage or cfg.fusion != "none"):
@@ -141,7 +167,7 @@ def run_label(cfg: Config) -> str:
     defining = {k: v for k, v in cfg.to_dict().items() if k not in unused and v != defaults[k]}
     digest = hashlib.sha1(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:8]
     parts = [f"{short}{getattr(cfg, name)}" for name, short in LABEL_PREFIX]
-    return "-".join([cfg.dataset] + parts + [digest])
+    return "-".join([cfg.dataset] + parts + setting_tag(run_setting(cfg)) + [digest])
 
 
 def _parse_value(name: str, text: str, default):

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from morec.checkpoint import (load_checkpoint, load_weights, require_entries, save_checkpoint,
                               write_bytes_atomic, write_json_atomic, write_text_atomic)
-from morec.config import RUN_CONTROL, UNUSED_BY_TOWER, Config, make_config, validate
+from morec.config import RUN_CONTROL, UNUSED_BY_TOWER, Config, make_config, run_setting, validate
 from morec.data import PairBatches, SequenceBatches, SequenceData, load_sequence_data
 from morec.data.images import BatchesWithImages, ItemChunks, ItemImages, image_loader
 from morec.data.identity import bind_run_to_data, check_data_identity, data_identity
@@ -426,6 +426,21 @@ def defining_values(cfg: Config) -> dict:
     return {k: v for k, v in cfg.to_dict().items() if k not in RUN_CONTROL}
 
 
+def saved_setting(saved: dict) -> dict:
+    """The world size and precision a run folder's config.json records (older runs, without a
+    "setting" entry: derived from their saved nproc_per_node, nnodes, device, amp, amp_dtype, with
+    device "auto" resolved on this machine)."""
+    if "setting" in saved:
+        return saved["setting"]
+    known = {f.name for f in fields(Config)}
+    return run_setting(make_config({k: v for k, v in saved.items() if k in known}))
+
+
+def config_record(cfg: Config) -> dict:
+    """What config.json holds: every value (epoch and patience included) and the run setting."""
+    return {**cfg.to_dict(), "setting": run_setting(cfg)}
+
+
 def start_or_resume(cfg: Config, files: RunFiles) -> dict | None:
     """Check the run folder; return the checkpoint to resume from, or None to start fresh."""
     if files.last.exists() and cfg.resume:
@@ -434,6 +449,14 @@ def start_or_resume(cfg: Config, files: RunFiles) -> dict | None:
         if changed:
             raise InputError(f"--resume of {files.dir} with other values for {sorted(changed)}; "
                              "resume with the values of config.json or use another --label")
+        if saved and saved_setting(saved) != run_setting(cfg):
+            raise InputError(f"--resume of {files.dir} with setting {run_setting(cfg)}, but it was trained with "
+                             f"{saved_setting(saved)} (world size = nproc_per_node x nnodes; precision from "
+                             "--amp, --amp_dtype and the device): these change the numbers; resume with the "
+                             "saved setting or start a new run (another --label, or without --label)")
+        if saved and any(saved.get(k) != getattr(cfg, k) for k in ("epoch", "patience")):
+            write_json_atomic(files.config, {**saved, "setting": saved_setting(saved), "epoch": cfg.epoch,
+                                             "patience": cfg.patience})
         return load_checkpoint(files.last)
     if files.last.exists() and not cfg.overwrite:
         raise InputError(f"{files.dir} already holds a run; pass --resume to continue it, "
@@ -442,7 +465,7 @@ def start_or_resume(cfg: Config, files: RunFiles) -> dict | None:
         files.dir.mkdir(parents=True, exist_ok=True)
         for path in (files.last, files.best, files.metrics, files.test, files.test_ranks, files.log):
             path.unlink(missing_ok=True)
-        write_json_atomic(files.config, cfg.to_dict())
+        write_json_atomic(files.config, config_record(cfg))
     except OSError as err:
         raise InputError(f"cannot write to the run folder {files.dir} ({err}); "
                          "free space or choose a writable --runs_dir") from None

@@ -179,11 +179,24 @@ def report(name: str, title: str, runs: list[tuple[Config, Path]], out: Path) ->
     return md
 
 
+def check_one_patience(overrides: dict) -> None:
+    """A study gives every run the same early stopping (SPEC "Training": a longer patience can
+    only find a later, better valid epoch, so IDRec and MoRec runs must share it)."""
+    for tower in ("id", "mo"):
+        if "patience" in overrides[tower]:
+            raise InputError(f"--{tower}.patience: a study gives all its runs one patience; "
+                             "use --patience N (every run)")
+    if isinstance(overrides["all"].get("patience"), list):
+        raise InputError("--patience takes one value in a study (all its runs share it), "
+                         f"got {overrides['all']['patience']}")
+
+
 def run_study(name: str, title: str, parts: list[dict], args: argparse.Namespace, overrides: dict) -> Path:
     everywhere = overrides["all"]
     dataset = everywhere.get("dataset", SMALL["dataset"])
     if isinstance(dataset, list) or any("dataset" in overrides[t] for t in ("id", "mo")):
         raise InputError("a study runs on one data set; run it once per --dataset")
+    check_one_patience(overrides)
     for key in ("nproc_per_node", "nnodes"):
         if any(o.get(key, 1) != 1 for o in overrides.values()):
             raise InputError(f"a study trains its runs one after the other in this process: --{key} does not "

@@ -37,10 +37,10 @@ def test_grid_expansion():
 
 
 def test_label_depends_on_defining_values_only():
-    base = run_label(Config())
+    base = run_label(Config(device="cpu"))              # one fp32 process on any machine (run_setting)
     assert run_label(Config(epoch=3, device="cpu", resume=True, patience=2)) == base
-    assert run_label(Config(lr=5e-4)) != base
-    assert run_label(Config(neg_num=3)) != base          # not in the readable prefix, but hashed
+    assert run_label(Config(lr=5e-4, device="cpu")) != base
+    assert run_label(Config(neg_num=3, device="cpu")) != base          # not in the readable prefix, but hashed
     assert base.startswith("ml-100k-sasrec-id-inbatch-d64-bs64-lr0.001")
 
 
@@ -127,3 +127,67 @@ def test_an_empty_grid_or_a_repeated_run_is_refused(tmp_path):
     with pytest.raises(InputError, match="grid points 1 and 3 are the same run"):
         run_dirs({"seed": [1, 2, 1]}, str(tmp_path / "train_x.py"), [])
     assert len(run_dirs({"seed": [1, 2]}, str(tmp_path / "train_x.py"), [])) == 2
+
+
+# SPEC "Training": the original's effective number of non-improving evaluations before stopping,
+# shared by the ID and the modality scripts of each experiment folder.
+FOLDER_PATIENCE = {
+    "bce_text/main-end2end": 7, "bce_text/id_plus_mo-end2end": 7, "bce_text/id_plus_mo-2stage": 7,
+    "bce_text/main-2stage": 11, "bce_text/main-end2end-dssm": 11,
+    "bce_vision/main-end2end": 7, "bce_vision/id_plus_mo-end2end": 7, "bce_vision/id_plus_mo-2stage": 7,
+    "bce_vision/main-2stage": 11, "bce_vision/main-end2end-dssm": 6,
+    "inbatch_sasrec_e2e_text": 11, "inbatch_sasrec_e2e_vision": 7,
+}
+
+
+def script_params(path) -> dict:
+    """The `params` block of an experiment script (the script is imported, not run)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"script_{path.parent.name}_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.params
+
+
+@pytest.mark.parametrize("folder", sorted(FOLDER_PATIENCE))
+def test_every_train_script_of_a_folder_has_the_original_patience(folder):
+    from morec.config import REPO_ROOT
+    scripts = sorted((REPO_ROOT / folder).glob("train_*.py"))
+    assert len(scripts) >= 2, folder
+    patience = {path.name: script_params(path)["patience"] for path in scripts}
+    assert set(patience.values()) == {FOLDER_PATIENCE[folder]}, patience
+
+
+def test_every_experiment_folder_is_in_the_patience_table():
+    from morec.config import REPO_ROOT
+    folders = {str(p.parent.relative_to(REPO_ROOT)) for p in REPO_ROOT.glob("*/**/train_*.py")
+               if p.parent.name != "scripts" and "tests" not in p.parts}
+    assert folders == set(FOLDER_PATIENCE)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--id.patience", "3"], "--id.patience: a study gives all its runs one patience"),
+    (["--mo.patience", "3"], "--mo.patience: a study gives all its runs one patience"),
+    (["--patience", "3,5"], "--patience takes one value in a study"),
+])
+def test_a_study_refuses_unequal_patience(tmp_path, argv, message, monkeypatch):
+    from morec.config import REPO_ROOT
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "scripts"))
+    import study_q1_morec_vs_idrec
+    with pytest.raises(InputError, match=message):
+        study_q1_morec_vs_idrec.main(["--out", str(tmp_path), "--table_only"] + argv)
+    assert not any(tmp_path.iterdir())
+
+
+def test_bce_scripts_that_fine_tune_an_encoder_say_how_their_weight_decay_differs():
+    """The original BCE code decayed the encoder with l2_weight; ours with fine_tune_l2_weight."""
+    from morec.config import REPO_ROOT
+    checked = 0
+    for path in sorted(REPO_ROOT.glob("bce_*/*/train_*.py")):
+        params = script_params(path)
+        if params["item_tower"] == "id" or params.get("two_stage"):
+            continue
+        doc = " ".join(path.read_text().split('"""')[1].split())
+        assert "decayed the encoder with `l2_weight`" in doc and "`fine_tune_l2_weight`" in doc, path
+        checked += 1
+    assert checked == 18

@@ -34,12 +34,13 @@ def test_two_gloo_processes_match_one_process(tmp_path, capsys):
     assert (runs / "ddp" / "train.log").read_text().count(" run ddp:") == 1
     assert "2 rank(s)" in (runs / "ddp" / "train.log").read_text()
 
-    # a run trained on 2 ranks resumes on 1
+    # a run trained on 2 ranks is not resumed on 1 (another world size changes the numbers)
+    assert json.loads((runs / "ddp" / "config.json").read_text())["setting"]["world_size"] == 2
     code, _, err = run_in_process("inbatch_sasrec_e2e_text", "train", *common[2:], "--epoch", "2",
                                   "--drop_rate", "0", "--batch_size", "32", "--gather_negatives",
                                   "--label", "ddp", "--resume", capsys=capsys)
-    assert code == 0, err
-    assert [r["epoch"] for r in records(runs / "ddp")] == [1, 2]
+    assert code == 2 and "'world_size': 2" in err and "'world_size': 1" in err, err
+    assert [r["epoch"] for r in records(runs / "ddp")] == [1]
 
 
 def test_vision_run_on_two_gloo_processes_matches_one_process(tmp_path, capsys):

@@ -167,7 +167,7 @@ def test_study_with_vision_morec_on_posters(tmp_path, capsys):
                                                              "pretrained_dir", "bert_model_load",
                                                              "trainable_layers", "fine_tune_lr",
                                                              "fine_tune_l2_weight", "news_attributes",
-                                                             "data_identity")}
+                                                             "data_identity", "setting")}
     assert csv_rows[0]["runs"] == run_label(Config(**plain))
 
 

@@ -173,6 +173,69 @@ def test_gradient_checkpointing_gives_the_same_gradients(tmp_path):
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-4, msg=name)
 
 
+@pytest.mark.parametrize("dedup", [True, False])
+def test_dedup_items_switch_encodes_each_slot_and_keeps_the_loss(dedup, tmp_path):
+    """--dedup_items false encodes every slot (each with its own dropout mask, as the original);
+    with dropout off both give the same loss (issue 11.8)."""
+    cfg = config(tmp_path, loss="bce", drop_rate=0.0, dedup_items=dedup)
+    model = no_dropout(build(cfg))
+    assert model.item_tower.deduplicate is dedup
+    batch = next(make_batches(cfg, ml100k()).epoch(seed=3))
+    rows = []                                                          # rows given to the encoder
+    model.item_tower.encoder.register_forward_hook(lambda m, args, kw, out: rows.append(kw["input_ids"].shape[0]),
+                                                   with_kwargs=True)
+    loss = model.calculate_loss(batch)
+    ids = torch.cat([batch["seqs"], batch["negatives"]], 1)
+    assert sum(rows) == (len(torch.unique(ids[ids != 0])) if dedup else ids.numel())
+    model.item_tower.deduplicate = not dedup                            # the other path, same weights
+    torch.testing.assert_close(model.calculate_loss(batch), loss, atol=1e-5, rtol=1e-5)
+
+
+def test_dedup_items_reaches_a_fused_text_tower_and_the_label(tmp_path):
+    from morec.config import run_label
+    model = build(config(tmp_path, fusion="add", dedup_items=False))
+    assert isinstance(model.item_tower, FusionTower) and not model.item_tower.deduplicate
+    assert run_label(config(tmp_path, dedup_items=False)) != run_label(config(tmp_path))
+    assert run_label(make_config({"dedup_items": False})) == run_label(make_config({}))   # ID runs ignore it
+
+
+def test_titles_keep_their_leading_space_and_only_the_line_end_is_cut(tmp_path):
+    """RoBERTa / OPT byte-level BPE reads " toy" and "toy" as different tokens (issue 11.8)."""
+    from morec.data.files import read_items
+    from morec.data.text import item_texts
+    path = tmp_path / "items.tsv"
+    path.write_bytes(b"i1\t Toy Story (1995)\tA cowboy doll \r\ni2\tHeat (1995)\r\n")
+    rows = read_items(path)
+    assert [(r.title, r.abstract) for r in rows] == [(" Toy Story (1995)", "A cowboy doll "), ("Heat (1995)", "")]
+    assert item_texts([None] + rows, "title")[1:] == [" toy story (1995)", "heat (1995)"]
+    tok = load_tokenizer(tiny_encoders() / TINY["roberta"])
+    assert tok(" toy story")["input_ids"] != tok("toy story")["input_ids"]
+
+
+# ----------------------------------------------------------------------------- projection init
+
+@pytest.mark.parametrize("model_name, fusion", [("sasrec", "none"), ("dssm", "none"), ("sasrec", "cat")])
+def test_text_projection_keeps_pytorch_default_init(model_name, fusion, tmp_path):
+    """The Linear after the text encoder keeps nn.Linear's default init, as the original (issue
+    11.9): weight and bias uniform on +-1/sqrt(in), bias not zero; the recommender does not
+    re-initialise it."""
+    encoder = load_text_encoder(tiny_encoders() / TINY["bert"])
+    tokens = item_tower_inputs(config(tmp_path), ml100k(), CPU)["tokens"]
+    torch.manual_seed(1)
+    tower = TextTower(encoder, tokens, 16)
+    torch.manual_seed(1)
+    default = nn.Linear(tower.fc.in_features, 16)                      # what PyTorch alone gives
+    torch.testing.assert_close(tower.fc.weight, default.weight, rtol=0, atol=0)
+    torch.testing.assert_close(tower.fc.bias, default.bias, rtol=0, atol=0)
+    fc = build(config(tmp_path, model=model_name, fusion=fusion)).item_tower
+    fc = (fc.modality if fusion != "none" else fc).fc
+    weight, bias, bound = fc.weight.detach(), fc.bias.detach(), fc.in_features ** -0.5
+    assert weight.abs().max().item() <= bound and bias.abs().max().item() <= bound
+    assert bool((bias != 0).all())
+    # uniform(-b, b) has std b / sqrt(3); xavier-normal here would have sqrt(2 / (in + out))
+    assert abs(weight.std().item() - bound / 3 ** 0.5) < 0.15 * bound / 3 ** 0.5
+
+
 # ----------------------------------------------------------------------------- token cache
 
 class CountingTokenizer:

@@ -200,3 +200,21 @@ def test_extract_features_script_with_a_vision_encoder(tmp_path, capsys):
     assert extract_features.main(args) == 0
     line = capsys.readouterr().out.strip()
     assert re.match(rf"^{re.escape(str(tmp_path))}/features/ml-100k-{TINY_VISION['resnet']}-img32imagenet-\w+\.npy 1410x512 ", line)
+
+
+@pytest.mark.parametrize("dedup", [True, False])
+def test_dedup_items_switch_reaches_the_vision_tower(dedup):
+    """--dedup_items false: the vision tower encodes every slot of a batch, as the original."""
+    from morec.config import make_config
+    from morec.models import build_item_tower
+    from vision_helpers import TINY_VISION, tiny_vision_encoders
+    cfg = make_config(dict(item_tower="vision", cv_model_load=TINY_VISION["resnet"], image_size=IMAGE_SIZE,
+                           pretrained_dir=str(tiny_vision_encoders()), embedding_dim=8, dedup_items=dedup))
+    tower = build_item_tower(cfg, ml100k().num_items).eval()
+    images, encode_pixels = [], tower.encode_pixels
+    tower.encode_pixels = lambda pixels: images.append(len(pixels)) or encode_pixels(pixels)   # count images
+    ids = torch.tensor([[0, 3, 5, 3], [5, 3, 7, 7]])                             # 7 real slots, 3 items
+    image_ids = torch.tensor([3, 5, 7])
+    with torch.no_grad():
+        vecs = tower.encode_items(ids, (image_ids, torch.rand(3, 3, IMAGE_SIZE, IMAGE_SIZE)))
+    assert sum(images) == (3 if dedup else 7) and vecs.shape == (2, 4, 8)

@@ -14,7 +14,7 @@ params = dict(
     model="dssm", item_tower="id", loss="bce", neg_num=1,
     max_seq_len=20, min_seq_len=5,
     embedding_dim=64, dnn_layers=2, drop_rate=0.1,
-    batch_size=256, lr=1e-3, l2_weight=0.1, epoch=100, patience=10,
+    batch_size=256, lr=1e-3, l2_weight=0.1, epoch=100, patience=11,
     seed=12345,
 )
 

@@ -23,7 +23,7 @@ params = dict(
     max_seq_len=10, min_seq_len=5,
     embedding_dim=64, transformer_block=2, num_attention_heads=2, drop_rate=0.1,
     batch_size=64, lr=1e-3, l2_weight=0.1,
-    epoch=100, patience=10,
+    epoch=100, patience=7,
     seed=12345,
 )
 

@@ -18,7 +18,7 @@ params = dict(
     max_seq_len=10, min_seq_len=5,
     embedding_dim=64, dnn_layers=2, drop_rate=0.1,
     batch_size=256, lr=1e-3, l2_weight=0.1,
-    epoch=100, patience=10,
+    epoch=100, patience=6,
     seed=12345,
 )
 

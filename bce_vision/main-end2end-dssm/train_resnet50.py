@@ -10,6 +10,9 @@ once; they are not real posters: README_posters.md). Switch to HM with
 Paper settings on HM (original release): images 224 x 224, embedding_dim 512, dnn_layers 0,
 batch_size 256 per GPU x 2, lr 1e-4, fine_tune_lr 1e-4, l2_weight 0.01, drop_rate 0.1, epoch 150,
 freeze_paras_before 0. The paper finds DSSM MoRec far behind SASRec MoRec. Defaults below: ml-100k.
+Weight decay differs from the original release: its BCE code decayed the encoder with `l2_weight`
+(one value for both parameter groups); here the encoder group uses `fine_tune_l2_weight`. For
+the original's behaviour pass `--fine_tune_l2_weight` equal to `--l2_weight`.
 """
 import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
 from morec.launch import main

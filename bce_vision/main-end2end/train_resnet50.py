@@ -14,6 +14,9 @@ max_seq_len 10, images 224 x 224, freeze_paras_before 0, embedding_dim 512, batc
 epoch 150.
 Paper results (SASRec, BCE, HM): IDRec HR@10 6.84 / NDCG@10 4.01, Swin-B 7.24 / 3.98.
 Defaults below: ml-100k; a GPU is advised (every batch runs the image encoder).
+Weight decay differs from the original release: its BCE code decayed the encoder with `l2_weight`
+(one value for both parameter groups); here the encoder group uses `fine_tune_l2_weight`. For
+the original's behaviour pass `--fine_tune_l2_weight` equal to `--l2_weight`.
 """
 import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
 from morec.launch import main
@@ -26,7 +29,7 @@ params = dict(
     max_seq_len=10, min_seq_len=5,
     embedding_dim=64, transformer_block=2, num_attention_heads=2, drop_rate=0.1,
     batch_size=64, lr=1e-3, l2_weight=0.1, fine_tune_lr=1e-4, fine_tune_l2_weight=0.01,
-    epoch=100, patience=6,
+    epoch=100, patience=7,
     seed=12345,
 )
 

@@ -86,7 +86,7 @@ def read_items(path: Path) -> list[ItemRow]:
             raise InputError(f"{path}, line {line_no}: item name {name!r} holds whitespace; users "
                              "files separate items by spaces, so rename the item")
         first_line[name] = line_no
-        rows.append(ItemRow(name, *[p.strip() for p in parts[1:3]]))
+        rows.append(ItemRow(name, *parts[1:3]))     # texts as given: a leading space changes BPE tokens
     return rows
 
 

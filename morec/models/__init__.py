@@ -26,6 +26,13 @@ def build_modality_tower(cfg: Config, item_inputs: dict) -> ItemTower:
     if cfg.two_stage:
         layers = cfg.mo_dnn_layers if cfg.fusion != "none" else cfg.dnn_layers
         return FeatureTower(item_inputs["features"], cfg.embedding_dim, layers, cfg.drop_rate)
+    tower = build_encoder_tower(cfg, item_inputs)
+    tower.deduplicate = cfg.dedup_items         # False: every slot of a batch encoded (own dropout mask)
+    return tower
+
+
+def build_encoder_tower(cfg: Config, item_inputs: dict) -> ItemTower:
+    """The text or vision tower trained end to end (a pretrained encoder + projection)."""
     if cfg.item_tower == "vision":
         from morec.models.vision import VisionTower, check_image_size, load_vision_encoder
         encoder, kind = load_vision_encoder(cfg.cv_model_load, pretrained_path(cfg))
