@@ -121,13 +121,13 @@ def extra_args(tower: str) -> list[str]:
     if tower == "vision":
         from vision_helpers import IMAGE_SIZE, TINY_VISION, poster_root, tiny_vision_encoders
         return ["--root_data_dir", str(poster_root()), "--pretrained_dir", str(tiny_vision_encoders()),
-                "--cv_model_load", TINY_VISION["resnet"], "--image_size", str(IMAGE_SIZE),
-                "--embedding_dim", "32", "--batch_size", "128", "--num_workers", "1"]
+                "--cv_model_load", TINY_VISION["mae"], "--image_size", str(IMAGE_SIZE),
+                "--embedding_dim", "32", "--batch_size", "256", "--num_workers", "1"]
     return ["--batch_size", "64"]
 
 
 SCRIPTS = {"id": ("bce_text/main-end2end", "id"), "text": ("bce_text/main-end2end", "bert_tiny"),
-           "vision": ("bce_vision/main-end2end", "resnet18")}
+           "vision": ("bce_vision/main-end2end", "mae_base")}
 
 
 @pytest.mark.parametrize("tower", ["id", "text", "vision"])
