@@ -53,6 +53,11 @@ class Recommender(nn.Module):
         rows = all_reduce_sum(torch.tensor(float(len(row_losses)), device=row_losses.device), self.world)
         return row_losses.sum() * self.world.size / rows
 
+    def prediction_rows(self, batch: dict) -> int:
+        """Rows of the batch's loss (positions or pairs that predict an item): what a step's
+        mean is taken over (SPEC "Training", gradient accumulation)."""
+        raise NotImplementedError
+
     def all_item_vectors(self) -> torch.Tensor:
         """(N+1, d) item vectors for ranking; call under eval mode."""
         return self.item_tower.all_item_vectors(self.num_items)
