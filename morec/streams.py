@@ -13,6 +13,7 @@ import torch
 from morec.errors import InputError
 
 ORDER, NEGATIVES, DROPOUT, WORKERS = 1, 2, 3, 4          # purpose codes; never reuse one
+STREAMS = 2            # version of this scheme, saved with a mid-epoch checkpoint (1: the old seeds)
 
 
 def stream_seed(seed: int, epoch: int, rank: int, purpose: int) -> int:

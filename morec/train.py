@@ -37,7 +37,7 @@ from morec.errors import InputError, Preempted
 from morec.evaluate import metrics_from_ranks, target_ranks
 from morec.features import item_tower_inputs, run_item_images
 from morec.models import Recommender, build_model
-from morec.streams import DROPOUT, WORKERS, stream_generator, stream_seed
+from morec.streams import DROPOUT, STREAMS, WORKERS, stream_generator, stream_seed
 
 log = logging.getLogger("morec")
 
@@ -499,6 +499,10 @@ def save_last(run: Run, state: dict) -> None:
 def epoch_start(run: Run, state: dict, epoch: int) -> EpochProgress:
     """The progress to continue from: a saved mid-epoch point, or a fresh, reseeded epoch."""
     partial = state["partial"]
+    if partial and partial.get("streams") != STREAMS:
+        log.warning("the checkpoint was taken mid-epoch by a version with other random streams: epoch %d "
+                    "restarts from its beginning", epoch)
+        partial = None
     if partial and partial.get("world_size", 1) == run.world.size:
         rng = partial["rng"]                                  # one state per rank (a dict: older runs)
         set_rng_state(rng[run.world.rank] if isinstance(rng, list) else rng)
@@ -523,7 +527,7 @@ def run_epoch(run: Run, state: dict) -> None:
     start = time.perf_counter()
     if not train_steps(run, epoch, done):
         state["partial"] = {"progress": dataclasses.asdict(done), "rng": rng_states_of_all_ranks(run),
-                            "world_size": run.world.size}
+                            "world_size": run.world.size, "streams": STREAMS}
         save_last(run, state)
         raise Preempted(run.stop["signal"] or signal.SIGTERM, f"stopped by signal {run.stop['signal']} at epoch "
                         f"{epoch}, step {done.step}; saved {files.last}; continue with the same command and --resume")

@@ -148,3 +148,15 @@ def test_sigterm_mid_epoch_then_resume_equals_uninterrupted(tower, tmp_path, mon
     assert history_cut == history_full and best_cut == best_full
     for name_, tensor in weights_full.items():
         assert torch.equal(weights_cut[name_], tensor), name_
+
+
+def test_a_mid_epoch_checkpoint_of_the_old_streams_restarts_its_epoch(tmp_path):
+    """A checkpoint taken mid-epoch under the old seeds would replay other batches than it
+    trained on: its epoch restarts; one of this scheme continues from its step."""
+    from morec.streams import STREAMS
+    run = one_process_run(Config(loss="bce", batch_size=32), tmp_path)
+    partial = {"progress": {"step": 3}, "rng": [morec.train.rng_state(CPU)], "world_size": 1}
+    state = {"epoch": 1, "best": None, "bad_evals": 0, "history": [], "partial": partial}
+    assert morec.train.epoch_start(run, state, 2).step == 0
+    state["partial"] = {**partial, "streams": STREAMS}
+    assert morec.train.epoch_start(run, state, 2).step == 3
