@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -35,6 +36,20 @@ def init_world(device_type: str) -> World:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def finish_world() -> None:
+    """End a finished run on every rank together, then leave the process group.
+
+    Ranks finish at different moments (rank 0 still writes checkpoints and metrics while the
+    others are done); a rank that tears its gloo connections down while another still uses
+    them can abort ("terminate called without an active exception"). So: a final barrier that
+    every rank reaches only after all its collective work, a garbage collection that frees the
+    DistributedDataParallel wrapper (its reducer holds the process group), then leave."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        gc.collect()
+    leave_world()
 
 
 def leave_world() -> None:

@@ -95,9 +95,10 @@ def text_tokens(cfg: Config, data: SequenceData, tokenizer=None) -> list[tuple[t
 def item_images(cfg: Config, data: SequenceData) -> ItemImages:
     """The dataset's image LMDB as pixels by item id; every item must have an image."""
     path = cfg.data_dir() / cfg.image_lmdb
-    if not path.exists() and cfg.dataset == "ml-100k" and cfg.image_lmdb == "posters.lmdb":
+    items_file = cfg.data_dir() / cfg.news
+    if not path.exists() and cfg.dataset == "ml-100k" and cfg.image_lmdb == "posters.lmdb" and items_file.is_file():
         log.info("drawing the generated ml-100k posters into %s (once; dataset/ml-100k/README_posters.md)", path)
-        render_posters(cfg.data_dir() / cfg.news, path)
+        render_posters(items_file, path)
     if not path.exists():
         how = ("render it with `python dataset/ml-100k/render_posters.py`" if cfg.dataset == "ml-100k"
                else "build it from a folder of <item>.jpg files with `python scripts/build_lmdb.py`, or "

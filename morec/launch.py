@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from morec.distributed import leave_world
+from morec.distributed import finish_world, leave_world
 from morec.config import make_config, parse_overrides, run_label
 from morec.errors import InputError, Preempted
 from morec.train import test, train
@@ -93,6 +93,7 @@ def main(params: dict, mode: str, script_file: str, argv: list[str] | None = Non
         results = []
         for cfg, run_dir in runs:
             results.append(train(cfg, run_dir) if mode == "train" else test(cfg, run_dir))
+        finish_world()               # under torchrun: every rank done before any tears down
         return results
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -4,8 +4,10 @@ A run lives in one folder: config.json (resolved values), train.log, metrics.jso
 evaluation), checkpoint_last.pt (everything needed to resume), checkpoint_best.pt (weights of the
 best valid HR@10) and, after testing, test_metrics.json and test_ranks.npz (per-user tie counts).
 
-Reproducibility: the model is initialised from `seed`; every epoch reseeds from (seed, epoch), so
-a run resumed from the checkpoint of epoch e continues exactly as the uninterrupted run would.
+Reproducibility: the model is initialised from `seed`; every epoch derives its random streams
+(batch order, negatives, dropout, DataLoader workers) from (seed, epoch, rank, purpose)
+(morec.streams), so a run resumed from the checkpoint of epoch e continues exactly as the
+uninterrupted run would.
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ from morec.runlock import run_lock
 from morec.evaluate import check_tie_rule, cold_start_view, metrics_from_counts, tie_counts
 from morec.features import item_tower_inputs, run_item_images
 from morec.models import Recommender, build_model
+from morec.streams import DROPOUT, STREAMS, WORKERS, stream_generator, stream_seed
 
 log = logging.getLogger("morec")
 
@@ -344,12 +347,13 @@ def optimizer_steps(run: Run, epoch: int, done: EpochProgress) -> Iterator[list[
     `accumulation_steps` micro-batches (the last may be shorter). A vision run's batches come
     with the pixels of their distinct items, decoded by `num_workers` DataLoader workers."""
     world, cfg = run.world, run.cfg
-    batch_iter = run.batches.epoch(cfg.seed * 1000 + epoch, world.rank, world.size)
+    batch_iter = run.batches.epoch(cfg.seed, world.rank, world.size, epoch=epoch)
     # replay the batches (and their negatives) already done: only an epoch's last step is short
     batch_iter = itertools.islice(batch_iter, done.step * cfg.accumulation_steps, None)
     if run.images is not None:
+        workers = stream_generator(cfg.seed, epoch, world.rank, WORKERS)   # not the global (dropout) RNG
         batch_iter = iter(image_loader(BatchesWithImages(list(batch_iter), run.images), cfg.num_workers,
-                                       run.device.type == "cuda"))
+                                       run.device.type == "cuda", workers))
     return iter(lambda: list(itertools.islice(batch_iter, cfg.accumulation_steps)), [])
 
 
@@ -357,12 +361,23 @@ def steps_per_epoch(run: Run) -> int:
     return -(-run.batches.num_batches(run.world.size) // run.cfg.accumulation_steps)
 
 
+def step_rows(run: Run, micro_batches: list[dict]) -> torch.Tensor:
+    """Prediction rows (non-padded positions / pairs) of a whole optimizer step, summed over
+    every micro-batch and every rank: the loss's normaliser (a float tensor on the device)."""
+    rows = sum(run.model.prediction_rows(batch) for batch in micro_batches)
+    return all_reduce_sum(torch.tensor(float(rows), device=run.device), run.world)
+
+
 def train_step(run: Run, micro_batches: list[dict]) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """One optimizer step over accumulated micro-batches; returns (loss averaged over ranks,
     gradient norm, step taken). A non-finite loss or gradient (on any rank) leaves the weights
-    untouched; under fp16 the GradScaler skips steps with overflowing gradients itself."""
+    untouched; under fp16 the GradScaler skips steps with overflowing gradients itself.
+
+    The loss is the mean over the rows of the whole step (all micro-batches, all ranks), so for
+    BCE k micro-batches of b rows give the gradient of one batch of k*b rows (SPEC "Training")."""
     cfg, device, world = run.cfg, run.device, run.world
     run.optimizer.zero_grad(set_to_none=True)
+    total_rows = step_rows(run, micro_batches)
     loss_sum = torch.zeros((), device=device)
     for index, batch in enumerate(micro_batches):
         batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
@@ -370,7 +385,7 @@ def train_step(run: Run, micro_batches: list[dict]) -> tuple[torch.Tensor, torch
         no_sync = run.trainer.no_sync() if world.distributed and not last else contextlib.nullcontext()
         with no_sync:                                     # DDP averages the gradients on the last one
             with autocast(cfg, device):
-                loss = run.trainer(batch) / len(micro_batches)
+                loss = run.trainer(batch, total_rows=total_rows)     # this share of the step's mean
             run.scaler.scale(loss).backward()
         loss_sum += loss.detach().float()
     run.scaler.unscale_(run.optimizer)
@@ -569,6 +584,10 @@ def save_last(run: Run, state: dict) -> None:
 def epoch_start(run: Run, state: dict, epoch: int) -> EpochProgress:
     """The progress to continue from: a saved mid-epoch point, or a fresh, reseeded epoch."""
     partial = state["partial"]
+    if partial and partial.get("streams") != STREAMS:
+        log.warning("the checkpoint was taken mid-epoch by a version with other random streams: epoch %d "
+                    "restarts from its beginning", epoch)
+        partial = None
     if partial and partial.get("world_size", 1) == run.world.size:
         rng = partial["rng"]                                  # one state per rank (a dict: older runs)
         set_rng_state(rng[run.world.rank] if isinstance(rng, list) else rng)
@@ -576,14 +595,14 @@ def epoch_start(run: Run, state: dict, epoch: int) -> EpochProgress:
     if partial:
         log.warning("the checkpoint was taken mid-epoch with %d rank(s), this run has %d: epoch %d "
                     "restarts from its beginning", partial.get("world_size", 1), run.world.size, epoch)
-    torch.manual_seed(run.cfg.seed * 1000 + epoch + 7919 * run.world.rank)   # dropout RNG
+    torch.manual_seed(stream_seed(run.cfg.seed, epoch, run.world.rank, DROPOUT))   # dropout RNG
     return EpochProgress()
 
 
 def run_epoch(run: Run, state: dict) -> None:
     """Train, evaluate, checkpoint (best, then last), then rewrite metrics.jsonl from the history.
 
-    Randomness is a function of (seed, epoch, rank): each epoch reseeds dropout and batch order,
+    Randomness is a function of (seed, epoch, rank, purpose): each epoch reseeds its streams,
     so a run resumed from any checkpoint continues exactly as the uninterrupted run would."""
     cfg, files = run.cfg, run.files
     epoch = state["epoch"] + 1
@@ -593,7 +612,7 @@ def run_epoch(run: Run, state: dict) -> None:
     start = time.perf_counter()
     if not train_steps(run, epoch, done):
         state["partial"] = {"progress": dataclasses.asdict(done), "rng": rng_states_of_all_ranks(run),
-                            "world_size": run.world.size}
+                            "world_size": run.world.size, "streams": STREAMS}
         save_last(run, state)
         raise Preempted(run.stop["signal"] or signal.SIGTERM, f"stopped by signal {run.stop['signal']} at epoch "
                         f"{epoch}, step {done.step}; saved {files.last}; continue with the same command and --resume")

@@ -272,8 +272,8 @@ def nan_loss(skip: bool) -> Callable[[Path], Outcome]:
         real, calls = SASRecRecommender.calculate_loss, {"n": 0}
         steps_per_epoch = 30                                   # 943 users / batch 32
 
-        def poisoned(self, batch):
-            loss = real(self, batch)
+        def poisoned(self, batch, *args, **kwargs):
+            loss = real(self, batch, *args, **kwargs)
             calls["n"] += 1
             return loss * float("nan") if calls["n"] == steps_per_epoch + 4 else loss
 

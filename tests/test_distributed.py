@@ -1,11 +1,22 @@
-"""DDP on CPU (gloo): 2 processes started by the script itself through torchrun must follow the
-same trajectory as 1 process with the same global batch, when the in-batch loss sees every
-rank's items (gather_negatives) and dropout is off; only rank 0 writes."""
-import json
+"""DDP on CPU (gloo): 2 processes must follow the same trajectory as 1 process with the same
+global batch (SPEC "Training", DDP): BCE negatives are drawn for the global batch and split by
+rank, the in-batch loss sees every rank's items with gather_negatives, the loss of an optimizer
+step is normalised by all ranks' rows; dropout is off; only rank 0 writes.
 
+What is compared: the weights after one epoch of plain SGD (tests/ddp_epoch.py), to 1e-3 of how
+far they moved; SGD's update is linear in the gradient, so float summation order (different on
+2 ranks) moves them apart by ~1e-7 (measured at most 3e-5 of the distance travelled). The script runs (AdamW) compare the loss and the valid metrics, not the
+weights: AdamW divides each gradient element by its running magnitude, so an element whose true
+gradient is ~0 steps a full lr in the direction of its rounding noise (seen: 4 of 16384 weights
+1.27e-4 apart after one epoch), which says nothing about DDP being right."""
+import json
+import subprocess
+import sys
+
+import pytest
 import torch
 
-from conftest import run_in_process, run_script
+from conftest import REPO, run_in_process, run_script
 
 
 def records(run):
@@ -24,11 +35,9 @@ def test_two_gloo_processes_match_one_process(tmp_path, capsys):
     ddp, single = records(runs / "ddp"), records(runs / "single")
     assert len(ddp) == len(single) == 1
     assert abs(ddp[0]["train_loss"] - single[0]["train_loss"]) < 1e-5
-    assert ddp[0]["valid"] == single[0]["valid"]
-    weights_ddp = torch.load(runs / "ddp" / "checkpoint_last.pt", weights_only=True)["model"]
-    weights_single = torch.load(runs / "single" / "checkpoint_last.pt", weights_only=True)["model"]
-    for name, tensor in weights_single.items():
-        torch.testing.assert_close(weights_ddp[name], tensor, atol=1e-4, rtol=1e-4)
+    assert ddp[0]["steps"] == single[0]["steps"] == 15
+    for metric, value in single[0]["valid"].items():
+        assert abs(ddp[0]["valid"][metric] - value) < 2e-3, metric          # at most 1 user of 943 apart
     # rank 0 alone wrote: one log with one start line, the same files as a single process
     assert sorted(p.name for p in (runs / "ddp").iterdir()) == sorted(p.name for p in (runs / "single").iterdir())
     assert (runs / "ddp" / "train.log").read_text().count(" run ddp:") == 1
@@ -61,8 +70,37 @@ def test_vision_run_on_two_gloo_processes_matches_one_process(tmp_path, capsys):
     assert abs(ddp[0]["train_loss"] - single[0]["train_loss"]) < 1e-5
     for metric, value in single[0]["valid"].items():
         assert abs(ddp[0]["valid"][metric] - value) < 2e-3, metric          # at most 1 user of 943 apart
-    weights_ddp = torch.load(runs / "ddp" / "checkpoint_last.pt", weights_only=True)["model"]
-    weights_single = torch.load(runs / "single" / "checkpoint_last.pt", weights_only=True)["model"]
-    for name, tensor in weights_single.items():
-        torch.testing.assert_close(weights_ddp[name], tensor, atol=1e-4, rtol=1e-4)
     assert "2 rank(s)" in (runs / "ddp" / "train.log").read_text()
+
+
+SGD_CASES = {
+    "bce_sasrec": ["--loss", "bce", "--batch_size", "32", "--lr", "0.05"],
+    "bce_dssm": ["--model", "dssm", "--loss", "bce", "--neg_num", "2", "--batch_size", "512", "--lr", "50"],
+    "inbatch_gathered": ["--loss", "inbatch", "--gather_negatives", "--batch_size", "32", "--lr", "0.05"],
+}
+
+
+@pytest.mark.parametrize("case", SGD_CASES)
+def test_two_gloo_ranks_train_the_weights_of_one_process(case, tmp_path):
+    """One epoch (SGD at --lr), 2 micro-batches per optimizer step: 2 ranks x batch b against
+    1 process x 2b.
+    Same mean loss and the same weights (SGD, see above): the negatives, the split by rank and
+    the step's row normalisation over all ranks are those of one process."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from ddp_epoch import sgd_epoch
+    args = [*SGD_CASES[case], "--accumulation_steps", "2"]
+    out = tmp_path / "ddp.pt"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+               str(REPO / "tests" / "ddp_epoch.py"), str(out), *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ddp = torch.load(out, weights_only=True)
+    double = args.index("--batch_size") + 1
+    args[double] = str(2 * int(args[double]))
+    single = sgd_epoch([a for a in args if a != "--gather_negatives"])
+    assert ddp["world_size"] == 2 and single["world_size"] == 1 and ddp["steps"] == single["steps"] > 1
+    assert abs(ddp["loss"] - single["loss"]) < 1e-6
+    moved = max((single["model"][k] - single["initial"][k]).abs().max().item() for k in single["model"])
+    assert moved > 1e-3                                                      # the weights trained
+    for name, tensor in single["model"].items():                           # measured: <= 3e-5 x moved
+        torch.testing.assert_close(ddp["model"][name], tensor, atol=1e-3 * moved, rtol=0)

@@ -1,7 +1,10 @@
 """Training batches as tensors, built by indexing (no per-user Python work), and BCE negatives.
 
-One epoch is a seeded permutation of the training examples, cut into batches. Under DDP each
-rank takes every world_size-th example of the same permutation (as DistributedSampler does).
+One epoch is a seeded permutation of the training examples, cut into global batches of
+batch_size x world_size examples. Under DDP each rank takes every world_size-th example of each
+global batch (as DistributedSampler does). BCE negatives are drawn for the whole global batch,
+then split the same way, so W ranks draw exactly what one process with the same global batch
+draws (SPEC "Training", DDP). The order and negative streams come from morec.streams.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from typing import Iterator
 import torch
 
 from morec.errors import InputError
+from morec.streams import NEGATIVES, ORDER, stream_generator
 
 
 def sample_negatives(exclude: torch.Tensor, shape: tuple[int, ...], num_items: int,
@@ -30,33 +34,30 @@ def sample_negatives(exclude: torch.Tensor, shape: tuple[int, ...], num_items: i
                      f"rounds: {num_items} items is too few for these sequences")
 
 
-def epoch_permutation(n: int, seed: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
-    """The example order of one epoch for this rank (seeded, identical on every rank)."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return order[rank::world_size]
-
-
 def batches_per_rank(n: int, batch_size: int, world_size: int) -> int:
     """Batches each rank runs in an epoch: the same on every rank (DDP steps in lockstep)."""
-    return -(-(-(-n // world_size)) // batch_size)
+    return -(-n // (batch_size * world_size))
 
 
-def batch_index_lists(n: int, batch_size: int, seed: int, rank: int, world_size: int) -> Iterator[torch.Tensor]:
-    """This rank's example indices, batch by batch. Under DDP (world_size > 1) every batch is
-    padded to `batch_size` with -1 (an empty example), so all ranks' batches have one shape."""
-    order = epoch_permutation(n, seed, rank, world_size)
-    for start in range(0, batches_per_rank(n, batch_size, world_size) * batch_size, batch_size):
-        picked = order[start:start + batch_size]
-        if world_size > 1 and len(picked) < batch_size:
-            picked = torch.cat([picked, picked.new_full((batch_size - len(picked),), -1)])
-        yield picked
+def global_batch_indices(n: int, batch_size: int, seed: int, epoch: int, world_size: int) -> Iterator[torch.Tensor]:
+    """The example indices of each global batch (batch_size x world_size; the last may be
+    shorter): consecutive slices of the epoch's permutation, identical on every rank."""
+    order = torch.randperm(n, generator=stream_generator(seed, epoch, 0, ORDER))
+    yield from order.split(batch_size * world_size)
 
 
-def take_rows(table: torch.Tensor, picked: torch.Tensor) -> torch.Tensor:
-    """table[picked] with all-zero (padding) rows where picked is -1."""
-    rows = table[picked.clamp_min(0)]
-    rows[picked < 0] = 0
-    return rows
+def rank_share(batch: dict, rank: int, world_size: int, batch_size: int) -> dict:
+    """This rank's rows of a global batch: rows rank, rank + W, ... Under DDP (world_size > 1)
+    each tensor is padded to `batch_size` rows with zeros (an empty example), so all ranks'
+    batches have one shape."""
+    if world_size == 1:
+        return batch
+    share = {}
+    for key, value in batch.items():
+        rows = value[rank::world_size]                                           # (<= B, ...)
+        padding = rows.new_zeros((batch_size - len(rows), *rows.shape[1:]))
+        share[key] = torch.cat([rows, padding])                                  # (B, ...)
+    return share
 
 
 class SequenceBatches:
@@ -73,15 +74,16 @@ class SequenceBatches:
     def __len__(self) -> int:
         return self.num_batches()
 
-    def epoch(self, seed: int, rank: int = 0, world_size: int = 1) -> Iterator[dict]:
-        generator = torch.Generator().manual_seed(seed + 1)
-        for picked in batch_index_lists(len(self.train), self.batch_size, seed, rank, world_size):
-            seqs = take_rows(self.train, picked)                                     # (B, L+1)
+    def epoch(self, seed: int, rank: int = 0, world_size: int = 1, epoch: int = 1) -> Iterator[dict]:
+        """This rank's batches of one epoch: {"seqs": (B, L+1)} (+ "negatives" (B, L) for BCE)."""
+        generator = stream_generator(seed, epoch, 0, NEGATIVES)
+        for picked in global_batch_indices(len(self.train), self.batch_size, seed, epoch, world_size):
+            seqs = self.train[picked]                                                # (G, L+1) global
             batch = {"seqs": seqs}
             if self.with_negatives:
                 batch["negatives"] = sample_negatives(
-                    seqs, (seqs.shape[0], seqs.shape[1] - 1), self.num_items, generator)  # (B, L)
-            yield batch
+                    seqs, (seqs.shape[0], seqs.shape[1] - 1), self.num_items, generator)  # (G, L)
+            yield rank_share(batch, rank, world_size, self.batch_size)
 
 
 class PairBatches:
@@ -100,13 +102,14 @@ class PairBatches:
     def __len__(self) -> int:
         return self.num_batches()
 
-    def epoch(self, seed: int, rank: int = 0, world_size: int = 1) -> Iterator[dict]:
-        generator = torch.Generator().manual_seed(seed + 1)
-        for picked in batch_index_lists(len(self.pair_users), self.batch_size, seed, rank, world_size):
-            users = take_rows(self.pair_users, picked)
-            user_items = self.train[users]                                           # (B, L+1)
-            batch = {"users": users, "items": take_rows(self.pair_items, picked), "user_items": user_items}
+    def epoch(self, seed: int, rank: int = 0, world_size: int = 1, epoch: int = 1) -> Iterator[dict]:
+        """This rank's batches of one epoch: users, items (B,), user_items (B, L+1), negatives (B, K)."""
+        generator = stream_generator(seed, epoch, 0, NEGATIVES)
+        for picked in global_batch_indices(len(self.pair_users), self.batch_size, seed, epoch, world_size):
+            users = self.pair_users[picked]                                          # (G,) global
+            user_items = self.train[users]                                           # (G, L+1)
+            batch = {"users": users, "items": self.pair_items[picked], "user_items": user_items}
             if self.neg_num > 0:
                 batch["negatives"] = sample_negatives(
-                    user_items, (len(users), self.neg_num), self.num_items, generator)   # (B, K)
-            yield batch
+                    user_items, (len(users), self.neg_num), self.num_items, generator)   # (G, K)
+            yield rank_share(batch, rank, world_size, self.batch_size)

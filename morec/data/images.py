@@ -555,12 +555,18 @@ class ItemChunks(torch.utils.data.Dataset):
         return ids, pixels
 
 
-def image_loader(dataset: torch.utils.data.Dataset, num_workers: int, pin_memory: bool):
+def image_loader(dataset: torch.utils.data.Dataset, num_workers: int, pin_memory: bool,
+                 generator: torch.Generator | None = None):
     """A DataLoader that yields the dataset's items as they are (each is a batch already).
-    An InputError in a worker reaches the caller as the same InputError, not wrapped in the
-    worker's traceback."""
-    loader = torch.utils.data.DataLoader(CarryInputErrors(dataset), batch_size=None, shuffle=False, num_workers=num_workers,
-                                         pin_memory=pin_memory, prefetch_factor=4 if num_workers else None)
+
+    Its iterator draws the workers' base seed from `generator` (default: a fixed one), never
+    from the global torch RNG, which holds the training's dropout stream (a resumed run restores
+    that stream, then builds a new iterator: it must not draw from it). An InputError in a worker
+    reaches the caller as the same InputError, not wrapped in the worker's traceback."""
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    loader = torch.utils.data.DataLoader(CarryInputErrors(dataset), batch_size=None, shuffle=False,
+                                         num_workers=num_workers, pin_memory=pin_memory,
+                                         prefetch_factor=4 if num_workers else None, generator=generator)
     return raise_carried_errors(loader)
 
 

@@ -30,24 +30,33 @@ class Recommender(nn.Module):
         in-batch negatives (then every rank must pass batches of the same size)."""
         self.world, self.gather_negatives = world, gather_negatives and world.distributed
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def forward(self, batch: dict, total_rows: torch.Tensor | None = None) -> torch.Tensor:
         """The training loss (DistributedDataParallel wraps forward, so it must be the loss)."""
-        return self.calculate_loss(batch)
+        return self.calculate_loss(batch, total_rows)
 
     def encode(self, ids: torch.Tensor, batch: dict) -> torch.Tensor:
         """Item vectors of `ids` (...) -> (..., d); a vision batch carries its items' pixels."""
         images = (batch["image_ids"], batch["images"]) if "images" in batch else None
         return self.item_tower.encode_items(ids, images)
 
-    def reduce(self, row_losses: torch.Tensor) -> torch.Tensor:
+    def reduce(self, row_losses: torch.Tensor, total_rows: torch.Tensor | None = None) -> torch.Tensor:
         """Mean over the prediction rows of every rank.
 
         Each rank returns (its row sum) * world / (all ranks' rows): DDP averages gradients over
-        ranks, so training follows the mean over the global batch whatever each rank holds."""
+        ranks, so training follows the mean over the global batch whatever each rank holds.
+        total_rows: the rows of a whole optimizer step (all micro-batches, all ranks) when
+        gradients are accumulated; the micro-batches' losses then add up to the step's mean."""
+        if total_rows is not None:
+            return row_losses.sum() * self.world.size / total_rows
         if not self.world.distributed:
             return row_losses.mean()
         rows = all_reduce_sum(torch.tensor(float(len(row_losses)), device=row_losses.device), self.world)
         return row_losses.sum() * self.world.size / rows
+
+    def prediction_rows(self, batch: dict) -> int:
+        """Rows of the batch's loss (positions or pairs that predict an item): what a step's
+        mean is taken over (SPEC "Training", gradient accumulation)."""
+        raise NotImplementedError
 
     def all_item_vectors(self) -> torch.Tensor:
         """(N+1, d) item vectors for ranking; call under eval mode."""
@@ -71,7 +80,11 @@ class SASRecRecommender(Recommender):
         input_vecs = item_vecs[input_ids] if item_vecs is not None else self.item_tower.encode_items(input_ids)
         return self.states(input_vecs, input_ids)[:, -1]
 
-    def calculate_loss(self, batch: dict) -> torch.Tensor:
+    def prediction_rows(self, batch: dict) -> int:
+        """Rows of the loss: non-padded input positions of batch["seqs"] (B, L+1)."""
+        return int((batch["seqs"][:, :-1] != 0).sum())
+
+    def calculate_loss(self, batch: dict, total_rows: torch.Tensor | None = None) -> torch.Tensor:
         seqs = batch["seqs"]                                                         # (B, L+1)
         if self.loss == "inbatch":
             seq_vecs = self.encode(seqs, batch)                           # (B, L+1, d)
@@ -80,13 +93,14 @@ class SASRecRecommender(Recommender):
             if self.gather_negatives:                                                # every rank's items as slots
                 gathered = (gather_with_grad(seq_vecs, self.world), gather_rows(seqs, self.world),
                             self.world.rank * len(seqs))
-            return self.reduce(sasrec_inbatch_loss(states, seq_vecs, seqs, self.log_pop, "none", gathered))
+            return self.reduce(sasrec_inbatch_loss(states, seq_vecs, seqs, self.log_pop, "none", gathered),
+                               total_rows)
         negatives = batch["negatives"]                                               # (B, L)
         vecs = self.encode(torch.cat([seqs, negatives], dim=1), batch)              # (B, 2L+1, d)
         width = seqs.shape[1]
         seq_vecs, neg_vecs = vecs[:, :width], vecs[:, width:]
         states = self.states(seq_vecs[:, :-1], seqs[:, :-1])
-        return self.reduce(sasrec_bce_loss(states, seq_vecs[:, 1:], neg_vecs, seqs[:, :-1], "none"))
+        return self.reduce(sasrec_bce_loss(states, seq_vecs[:, 1:], neg_vecs, seqs[:, :-1], "none"), total_rows)
 
 
 class DSSMRecommender(Recommender):
@@ -100,7 +114,11 @@ class DSSMRecommender(Recommender):
     def user_vectors(self, users: torch.Tensor, item_vecs: torch.Tensor | None = None) -> torch.Tensor:
         return self.user_tower(users)                                                # (B, d)
 
-    def calculate_loss(self, batch: dict) -> torch.Tensor:
+    def prediction_rows(self, batch: dict) -> int:
+        """Rows of the loss: the (user, item) pairs of the batch; item 0 is DDP padding."""
+        return int((batch["items"] != 0).sum())
+
+    def calculate_loss(self, batch: dict, total_rows: torch.Tensor | None = None) -> torch.Tensor:
         real = batch["items"] != 0                              # DDP pads batches with item 0
         users, items, user_items = batch["users"][real], batch["items"][real], batch["user_items"][real]
         user_vecs = self.user_tower(users)                                           # (B, d)
@@ -113,8 +131,8 @@ class DSSMRecommender(Recommender):
                 slot_vecs, slot_items = gather_with_grad(slot_vecs, self.world), gather_rows(slot_items, self.world)
             rows = torch.arange(len(users), device=users.device)
             return self.reduce(inbatch_debiased_loss(user_vecs, slot_vecs, slot_items, self.log_pop[slot_items],
-                                                     labels, rows, user_items, "none"))
+                                                     labels, rows, user_items, "none"), total_rows)
         negatives = batch["negatives"][real]                                          # (B, K)
         vecs = self.encode(torch.cat([items[:, None], negatives], dim=1), batch)  # (B, 1+K, d)
         logits = (user_vecs.unsqueeze(1) * vecs).sum(-1)                             # (B, 1+K)
-        return self.reduce(bce_loss(logits[:, 0], logits[:, 1:], "none"))
+        return self.reduce(bce_loss(logits[:, 0], logits[:, 1:], "none"), total_rows)
