@@ -684,6 +684,31 @@ def vision_run(root: Path, label: str, posters_limit: int | None = None, *extra:
                            "--runs_dir", str(root / "runs"), "--label", label, *extra], script=VISION_SCRIPT)
 
 
+def vision_sigterm_resumes(root: Path) -> Outcome:
+    """SIGTERM in the second epoch of a vision run (DataLoader worker, tiny Swin): exit 143, then
+    --resume ends with the per-epoch metrics and final weights of an uninterrupted run (issue 12.5:
+    building the worker iterator once drew from the restored dropout stream)."""
+    common = ["--epoch", "2", "--batch_size", "32", "--num_workers", "1"]
+    code, err = vision_run(root, "reference", None, *common)
+    assert code == 0, error_line(err)
+    reference = run_signature(root / "runs" / "reference")
+    args = ["--root_data_dir", str(root / "data"), "--pretrained_dir", str(root / "encoders"),
+            "--cv_model_load", "tiny_swin", "--image_size", "32", "--runs_dir", str(root / "runs"),
+            "--label", "preempted", *common]
+    metrics = root / "runs" / "preempted" / "metrics.jsonl"
+    process = start_process(args, script=VISION_SCRIPT)
+    wait_for(lambda: metrics.exists() and metrics.read_text().count("\n") >= 1, process)
+    time.sleep(1.0)                                            # into epoch 2
+    process.send_signal(signal.SIGTERM)
+    process.communicate()
+    partial = load_checkpoint(root / "runs" / "preempted" / "checkpoint_last.pt").get("partial")
+    step = partial["progress"]["step"] if partial else None
+    code, err = run_in_process(args + ["--resume"], script=VISION_SCRIPT)
+    same = code == 0 and run_signature(root / "runs" / "preempted") == reference
+    return Outcome(f"exit {process.returncode}, saved at epoch 2 step {step}; resumed run "
+                   f"{'identical' if same else 'DIFFERENT'}", process.returncode == 143 and step is not None and same)
+
+
 def vision_case(fault: str) -> Callable[[Path], Outcome]:
     """A vision run with items missing from the LMDB, an absent encoder folder, or an image size
     the encoder cannot take: exit 2 with the fix, and no run folder left behind."""
@@ -851,6 +876,8 @@ CASES = [
     Case("vision_missing_images", "exit 2: how many items lack an image, and the list file", vision_case("missing_images")),
     Case("vision_no_encoder", "exit 2 naming the encoder folder and README", vision_case("no_encoder")),
     Case("vision_wrong_image_size", "exit 2: ViT-MAE's image size and the fix", vision_case("size")),
+    Case("vision_sigterm_resume", "exit 143 mid-epoch 2; resumed vision run identical to uninterrupted",
+         vision_sigterm_resumes),
     Case("lmdb_truncated_file", "exit 2 (not SIGBUS): LMDB truncated, before training", broken_lmdb_case("truncated")),
     Case("lmdb_not_an_lmdb", "exit 2: --image_lmdb is not an LMDB", broken_lmdb_case("not_lmdb")),
     Case("lmdb_empty_folder", "exit 2: --image_lmdb is an empty folder", broken_lmdb_case("empty_folder")),
