@@ -21,7 +21,7 @@ import torch  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from morec.config import make_config, parse_overrides  # noqa: E402
-from morec.distributed import leave_world  # noqa: E402
+from morec.distributed import finish_world  # noqa: E402
 from morec.train import (EpochProgress, Run, RunFiles, build_run_model, load_data, make_batches,  # noqa: E402
                          start_devices, train_steps)
 
@@ -50,6 +50,4 @@ if __name__ == "__main__":
     result = sgd_epoch(sys.argv[2:])
     if result["rank"] == 0:
         torch.save(result, sys.argv[1])
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()                    # every rank done before any leaves
-    leave_world()
+    finish_world()                     # as launch.main: barrier, free the DDP wrapper, then leave
