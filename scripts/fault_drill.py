@@ -501,9 +501,9 @@ def nan_first_epoch(root: Path) -> Outcome:
     from morec.models.recommender import SASRecRecommender
     real, calls = SASRecRecommender.calculate_loss, {"n": 0}
 
-    def poisoned(self, batch):
+    def poisoned(self, batch, *args, **kwargs):
         calls["n"] += 1
-        return real(self, batch) * (float("nan") if calls["n"] == 4 else 1.0)
+        return real(self, batch, *args, **kwargs) * (float("nan") if calls["n"] == 4 else 1.0)
 
     SASRecRecommender.calculate_loss = poisoned
     try:
