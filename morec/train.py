@@ -535,10 +535,10 @@ def train_in_folder(cfg: Config, run_dir: Path) -> dict:
     files = RunFiles(run_dir)
     checkpoint = prepare_run(cfg, files, world)
     with run_logging(files.log if world.is_main else None), stop_signals() as stop:
-        with removed_if_setup_fails(files, fresh=checkpoint is None and world.is_main):
-            model = build_run_model(cfg, data, device)        # loads encoders: bad weights fail here
-            images = run_item_images(cfg, data)               # vision: the LMDB must hold every item
-            bind_run_to_data(files.config, cfg, data, resumed=checkpoint is not None, record=world.is_main)
+        # a failure here leaves no folder behind: train() wraps this in removed_if_setup_fails
+        model = build_run_model(cfg, data, device)            # loads encoders: bad weights fail here
+        images = run_item_images(cfg, data)                   # vision: the LMDB must hold every item
+        bind_run_to_data(files.config, cfg, data, resumed=checkpoint is not None, record=world.is_main)
         model.distribute(world, cfg.gather_negatives)
         trainer = model
         if world.distributed:
