@@ -1,7 +1,5 @@
-"""Most-popular baseline on the leave-one-out split: every user gets the same item scores, each
-item's interaction count in all train parts. Same history masking and rank rule as the models
-(SPEC "Evaluation", via morec.evaluate.tie_counts: items with equal counts are ties, broken
-uniformly at random in expectation), so its numbers are a floor for them.
+"""Most-popular baseline on the leave-one-out split (morec/baselines.py): every user gets the same
+item scores, each item's interaction count in all train parts, ranked under the models' protocol.
 
     python scripts/popularity_baseline.py [--dataset ml-100k] [--root_data_dir dataset]
                                           [--max_seq_len 20] [--min_seq_len 5]
@@ -9,24 +7,12 @@ uniformly at random in expectation), so its numbers are a floor for them.
 """
 import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
 
-import torch
-
+from morec.baselines import popularity_metrics
 from morec.config import make_config, parse_overrides
-from morec.data import SequenceData
 from morec.errors import InputError, run_cli
-from morec.evaluate import metrics_from_counts, tie_counts
 from morec.train import load_data
 
 OPTIONS = ("dataset", "root_data_dir", "max_seq_len", "min_seq_len", "warm_min_count", "behaviors", "news")
-
-
-def popularity_metrics(data: SequenceData, split: str) -> dict[str, float]:
-    """HR@K / NDCG@K of ranking by train counts for 'valid' or 'test' (fractions)."""
-    counts = torch.from_numpy(data.train_counts()).float()[:, None]              # (N+1, 1)
-    ones = torch.ones(data.num_users, 1)                                         # (U, 1)
-    ties = tie_counts(ones, counts, torch.from_numpy(data.split_target(split)),
-                      torch.from_numpy(data.split_history(split)))               # (U, 2): h, t
-    return metrics_from_counts(ties)
 
 
 def main(argv: list[str]) -> None:

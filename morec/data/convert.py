@@ -1,0 +1,555 @@
+"""Convert public sequential-recommendation data sets into this project's files (issue 14).
+
+One short reader per format turns its files into a `Source`: the interactions (user, item, time,
+source line) in file order, the item table (name, title, abstract) and the cover folder, if any.
+One shared writer, `convert`, checks everything, then writes into a temp folder next to DST and
+renames it to DST at the end (nothing half-written; an error leaves no DST):
+
+    users.tsv    user \\t item item ...     each user's items sorted by time; equal times keep
+                                           file order (a stable sort)
+    items.tsv    item \\t title \\t abstract  (see morec/data/files.py)
+    images.lmdb  the covers, through morec.data.images.build_lmdb (formats with images)
+    CARD.md      the dataset card of morec.card
+
+Order: items follow the item file (first seen there); without an item file, first seen in the
+interactions. Users are first seen in the interactions, except with RecBole's optional ``.user``
+file, whose order they follow (as items follow ``.item``). A user of the user file without
+interactions, and an item of the item file without interactions, are kept out of users.tsv /
+kept in items.tsv (the loader drops unused items; SPEC "Data").
+
+Filtering: none. The conversion is faithful: every interaction is kept (repeats too), whatever
+its rating; min_seq_len, the L+3 cut and unused items are the loader's job (SPEC "Data"), and
+CARD.md shows what the loader keeps. Texts are only normalised: every run of whitespace (tabs,
+line breaks) becomes one space and the ends are stripped, since the tsv files are tab and line
+separated.
+
+Bad input is one InputError naming the file and line: a missing column, an empty or
+whitespace-holding user / item name (the users file separates items by spaces), a timestamp that is
+not a number, an item of the interactions missing from the item file, an item listed twice, an
+image that is missing (unless allow_missing_images) or unreadable. Line numbers of csv files count
+one record per line; the item files are read with the csv module, which counts lines inside quoted
+fields too.
+
+Layouts, and where each was read (GitHub repository: file)
+- ``pixelrec``: westlake-repl/PixelRec: dataset/readme.md (folders ``pixelrec_interaction/`` with
+  ``item_id,user_id,timestamp`` csvs, ``pixelrec_iteminfo/`` with ``item_id, view_number, ...,
+  title, tag, description``, and ``cover/<item_id>.jpg``; an older version names the item file
+  ``item_info.csv`` with ``title_en, title, description, tag``), code/REC/data/dataload.py (the
+  interaction csv has a header, columns item_id, user_id, timestamp), code/generate_lmdb.py
+  (covers in ``images/<item_id>.jpg``). bytedance/HLLM README.md stores the same files as
+  ``dataset/Pixel200K.csv`` and ``information/Pixel200K.csv``; both layouts are found.
+  title <- ``title_en`` when the column exists, else ``title``; abstract <- ``description``.
+- ``microlens``: westlake-repl/MicroLens README.md (MicroLens-100K: interaction pairs, titles,
+  covers) and the data set's readme.txt, as quoted in sananm/multimodal-video-recommender
+  data/raw/microlens/readme.txt: ``MicroLens-100k_pairs.tsv`` holds ``user \\t item item ...`` in
+  time order, ``MicroLens-100k_pairs.csv`` three columns user, item, timestamp with a header
+  (named ``userID,videoID,timestamp`` in the readme, ``user,item,timestamp`` in the files others
+  read). The title file ``MicroLens-100k_title_en.csv`` has no header: ``item_id,title`` (read
+  with ``header=None`` by the code that uses it); the covers ``covers/<item_id>.jpg`` (from
+  ``MicroLens-100k_covers.zip``). The pairs csv is used when present, else the pairs tsv (its
+  position is the time). title <- the title; no abstract. ASSUMED where the sources disagree:
+  the csv's columns are taken by name (user|userID|user_id, item|videoID|item_id|video_id,
+  timestamp); a title holding unquoted commas keeps them (fields after the first are joined).
+- ``ninerec``: westlake-repl/NineRec: get_behaviour.py (``<Name>_pair.csv``, no header:
+  video_id, user_id, timestamp), get_lmdb.py (``<Name>_item.csv`` whose first column is the item,
+  covers in ``<Name>_cover/<item>.jpg``), Baseline/BERT4Rec/BERT4Rec_txt/data_utils/preprocess.py
+  (the item csv has no header: video_id, title (Chinese), title_en). title <- title_en;
+  abstract <- the Chinese title.
+- ``amazon_hllm``: bytedance/HLLM: dataset/readme.md (interaction csv ``item_id,user_id,timestamp``
+  with a header), information/readme.md (item csv ``item_id, description, title[, tag]``),
+  README.md (``dataset/NAME.csv`` + ``information/NAME.csv``), process_books.py (writes the
+  Amazon Books files, flat: ``amazon_books.csv`` and ``amazon_books_item.csv``; both layouts are
+  found). title <- title; abstract <- description. No images.
+- ``sasrec_txt``: kang205/SASRec: util.py (``data/NAME.txt``: one ``user item`` pair per line,
+  space separated; each user's lines in time order) and data/DataProcessing.py (writes it).
+  The line order is the time; no item file, so items have no text. No images.
+- ``recbole``: RUCAIBox/RecBole docs/source/user_guide/data/atomic_files.rst (tab-separated atomic
+  files ``NAME.inter`` / ``NAME.item`` / ``NAME.user``; the header's entries read
+  ``feat_name:feat_type``, types token, token_seq, float, float_seq). Columns user_id, item_id
+  and (optional; else file order) timestamp of ``.inter``; ``.item`` and ``.user`` are optional.
+  title <- the first token / token_seq field of ``.item`` whose name holds "title" (else the first
+  such field); abstract <- the other token / token_seq fields, joined by a space, in file order.
+
+``--inter``, ``--items`` and ``--images`` override where a file is looked for; ``--images`` also
+adds covers to a format without them.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from morec.checkpoint import write_text_atomic
+from morec.data.images import build_lmdb, find_image_files
+from morec.errors import InputError
+
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))      # long descriptions are one field
+
+IMAGE_LMDB = "images.lmdb"
+
+
+@dataclass
+class Source:
+    """What a reader returns. Names and texts are strings; `line` is the 1-based source line."""
+    inter: pd.DataFrame                  # file order: user, item, time (numbers), line
+    inter_path: Path
+    items: pd.DataFrame | None = None    # item-file order: item, title, abstract, line
+    items_path: Path | None = None
+    users: pd.DataFrame | None = None    # user-file order: user, line (RecBole's .user)
+    users_path: Path | None = None
+    images: Path | None = None           # folder of <item>.jpg|jpeg|png
+
+
+# ----------------------------------------------------------------------------- finding files
+
+def _locate(src: Path, given: str | Path | None, patterns: list[str], what: str, option: str,
+            folder: bool = False, required: bool = True) -> Path | None:
+    """`given`, or the one file (folder) of `src` matching the first pattern that matches any."""
+    if given is not None:
+        path = Path(given)
+        if not (path.is_dir() if folder else path.is_file()):
+            raise InputError(f"{what} {path} not found (--{option}); point --{option} at the "
+                             f"{'folder' if folder else 'file'}")
+        return path
+    for pattern in patterns:
+        hits = sorted(p for p in src.glob(pattern) if (p.is_dir() if folder else p.is_file()))
+        if len(hits) > 1:
+            raise InputError(f"{src}: several {what}s match {pattern!r} "
+                             f"({', '.join(p.name for p in hits[:4])}); pick one with --{option}")
+        if hits:
+            return hits[0]
+    if required:
+        raise InputError(f"{src}: no {what} found (looked for {', '.join(patterns)}); "
+                         f"point --{option} at it")
+    return None
+
+
+def _covers(src: Path, images, no_images: bool, patterns: list[str]) -> Path | None:
+    """The cover folder of an image format: found, given, or none with --no_images."""
+    if no_images:
+        return None
+    if images is None and _locate(src, None, patterns, "cover folder", "images", True, False) is None:
+        raise InputError(f"{src}: no cover folder (looked for {', '.join(patterns)}); point "
+                         "--images at the folder of <item>.jpg files, or pass --no_images")
+    return _locate(src, images, patterns, "cover folder", "images", folder=True)
+
+
+# ----------------------------------------------------------------------------- reading tables
+
+def _read_table(path: Path, header: bool, sep: str = ",", quoting: int = csv.QUOTE_MINIMAL) -> pd.DataFrame:
+    """A delimited file as strings (pandas), with column `line`: the record's line in the file.
+    A blank line in the middle is an error; blank lines at the end are dropped."""
+    try:
+        df = pd.read_csv(path, sep=sep, header=0 if header else None, dtype=str, na_filter=False,
+                         skip_blank_lines=False, quoting=quoting, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path} is empty") from None
+    except pd.errors.ParserError as err:
+        raise InputError(f"{path}: {err}; each line must hold the same columns") from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 ({err.reason} at byte {err.start}); re-encode the "
+                         "file as UTF-8") from None
+    df = df.fillna("")
+    df.columns = [str(c) for c in df.columns]
+    df["line"] = np.arange(len(df)) + (2 if header else 1)
+    blank = (df.drop(columns="line") == "").all(axis=1).to_numpy()
+    keep = len(df) - np.argmin(blank[::-1]) if not blank.all() else 0     # drop trailing blanks
+    df = df.iloc[:keep]
+    if blank[:keep].any():
+        raise InputError(f"{path}, line {int(df.line.iloc[np.argmax(blank[:keep])])}: blank line; "
+                         "delete it")
+    if df.empty:
+        raise InputError(f"{path} holds no records")
+    return df.reset_index(drop=True)
+
+
+def _column(df: pd.DataFrame, path: Path, aliases: tuple[str, ...], what: str) -> str:
+    """The first of `aliases` that is a column of `df` (a file with a header)."""
+    for name in aliases:
+        if name in df.columns:
+            return name
+    found = ", ".join(c for c in df.columns if c != "line")
+    raise InputError(f"{path}, line 1: no {what} column (looked for {' / '.join(aliases)}; the "
+                     f"header has {found}); fix the header or point the option at the right file")
+
+
+def _need_columns(df: pd.DataFrame, path: Path, count: int, layout: str) -> None:
+    """A headerless file must have at least `count` columns."""
+    if df.shape[1] - 1 < count:
+        raise InputError(f"{path}, line 1: {df.shape[1] - 1} column(s), expected {layout}")
+
+
+def _interactions(df: pd.DataFrame, path: Path, user: str, item: str, time: str | None) -> pd.DataFrame:
+    """(user, item, time, line) from the given columns; time None: file order."""
+    out = pd.DataFrame({"user": df[user].str.strip(), "item": df[item].str.strip(), "line": df.line})
+    if time is None:
+        out["time"] = np.arange(len(df), dtype=np.float64)
+        return out
+    numbers = pd.to_numeric(df[time].str.strip(), errors="coerce")
+    bad = numbers.isna().to_numpy()
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise InputError(f"{path}, line {int(df.line.iloc[row])}: timestamp {df[time].iloc[row]!r} is "
+                         "not a number; fix or delete this line")
+    out["time"] = numbers.to_numpy()
+    return out
+
+
+def _csv_records(path: Path, delimiter: str = ",", quoting: int = csv.QUOTE_MINIMAL):
+    """(first line, fields) of every non-blank record; the csv module counts lines inside quotes."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
+            start = 1
+            try:
+                for fields in reader:
+                    if fields and any(field.strip() for field in fields):
+                        yield start, fields
+                    start = reader.line_num + 1
+            except csv.Error as err:
+                raise InputError(f"{path}, line {reader.line_num}: {err}; fix the quoting") from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 ({err.reason} at byte {err.start}); re-encode the "
+                         "file as UTF-8") from None
+
+
+def _item_table(path: Path, header: bool, fields: dict[str, object], layout: str,
+                delimiter: str = ",", quoting: int = csv.QUOTE_MINIMAL) -> pd.DataFrame:
+    """Item rows (item, title, abstract, line) of an item file.
+
+    fields maps item / title / abstract to a column name (header files), a column index, a list
+    of them (their non-empty values joined by a space), a function of the row's fields, or None."""
+    records = _csv_records(path, delimiter, quoting)
+    names: list[str] = []
+    if header:
+        first = next(records, None)
+        if first is None:
+            raise InputError(f"{path} is empty")
+        names = [name.strip() for name in first[1]]
+
+    def index(spec):
+        if isinstance(spec, str):
+            if spec not in names:
+                raise InputError(f"{path}, line 1: no {spec} column (the header has "
+                                 f"{', '.join(names)}); expected {layout}")
+            return names.index(spec)
+        return spec
+
+    picks = {key: [index(s) for s in spec] if isinstance(spec, list) else index(spec)
+             for key, spec in fields.items()}
+    width = max([i for pick in picks.values() for i in (pick if isinstance(pick, list) else [pick])
+                 if isinstance(i, int)] + [0]) + 1
+    rows = []
+    for line, values in records:
+        if len(values) < width:
+            raise InputError(f"{path}, line {line}: {len(values)} column(s), expected {layout}")
+
+        def value(pick):
+            if pick is None:
+                return ""
+            if callable(pick):
+                return pick(values)
+            if isinstance(pick, list):
+                return " ".join(v for v in (values[i].strip() for i in pick) if v)
+            return values[pick]
+        rows.append((value(picks["item"]).strip(), value(picks["title"]), value(picks["abstract"]), line))
+    if not rows:
+        raise InputError(f"{path} holds no items")
+    return pd.DataFrame(rows, columns=["item", "title", "abstract", "line"])
+
+
+# ----------------------------------------------------------------------------- one reader per format
+
+def read_pixelrec(src: Path, inter=None, items=None, images=None, no_images=False) -> Source:
+    inter_path = _locate(src, inter, ["pixelrec_interaction/*.csv", "dataset/*.csv", "*interaction*.csv"],
+                         "interaction csv", "inter")
+    items_path = _locate(src, items, ["pixelrec_iteminfo/*.csv", "information/*.csv", "item_info*.csv"],
+                         "item information csv", "items")
+    df = _read_table(inter_path, header=True)
+    cols = [_column(df, inter_path, (name,), name) for name in ("user_id", "item_id", "timestamp")]
+    with open(items_path, encoding="utf-8-sig", newline="") as f:
+        header = [name.strip() for name in next(csv.reader(f), [])]
+    title = "title_en" if "title_en" in header else "title"
+    table = _item_table(items_path, True, {"item": "item_id", "title": title, "abstract": "description"},
+                        "a header with item_id, title and description")
+    return Source(_interactions(df, inter_path, *cols), inter_path, table, items_path,
+                  images=_covers(src, images, no_images, ["cover", "covers", "images"]))
+
+
+def _microlens_tsv(path: Path) -> pd.DataFrame:
+    """MicroLens-*_pairs.tsv: ``user \\t item item ...`` in time order (the position is the time)."""
+    rows = []
+    for line, values in _csv_records(path, "\t", csv.QUOTE_NONE):
+        if len(values) != 2:
+            raise InputError(f"{path}, line {line}: expected 'user\\titem item ...'")
+        rows += [(values[0].strip(), item, float(k), line) for k, item in enumerate(values[1].split())]
+    return pd.DataFrame(rows, columns=["user", "item", "time", "line"])
+
+
+def read_microlens(src: Path, inter=None, items=None, images=None, no_images=False) -> Source:
+    inter_path = _locate(src, inter, ["*_pairs.csv", "*_pairs.tsv"], "pairs file", "inter")
+    items_path = _locate(src, items, ["*_title_en.csv", "*_titles.csv", "*title*.csv"], "title csv", "items")
+    if inter_path.suffix == ".tsv":
+        table = _microlens_tsv(inter_path)
+    else:
+        df = _read_table(inter_path, header=True)
+        user = _column(df, inter_path, ("user", "userID", "user_id"), "user")
+        item = _column(df, inter_path, ("item", "videoID", "item_id", "video_id"), "item")
+        table = _interactions(df, inter_path, user, item, _column(df, inter_path, ("timestamp",), "timestamp"))
+    titles = _item_table(items_path, False, {"item": 0, "title": lambda v: ",".join(v[1:]), "abstract": None},
+                         "'item_id,title' (no header)")
+    return Source(table, inter_path, titles, items_path,
+                  images=_covers(src, images, no_images, ["covers", "cover"]))
+
+
+def read_ninerec(src: Path, inter=None, items=None, images=None, no_images=False) -> Source:
+    inter_path = _locate(src, inter, ["*_pair.csv"], "pair csv", "inter")
+    stem = inter_path.name[:-len("_pair.csv")] if inter_path.name.endswith("_pair.csv") else "*"
+    items_path = _locate(src, items, [f"{stem}_item.csv", "*_item.csv"], "item csv", "items")
+    df = _read_table(inter_path, header=False)
+    _need_columns(df, inter_path, 3, "'video_id,user_id,timestamp' (no header)")
+    table = _item_table(items_path, False, {"item": 0, "title": 2, "abstract": 1},
+                        "'video_id,title,title_en' (no header)")
+    return Source(_interactions(df, inter_path, "1", "0", "2"), inter_path, table, items_path,
+                  images=_covers(src, images, no_images, [f"{stem}_cover", "*_cover"]))
+
+
+def read_amazon_hllm(src: Path, inter=None, items=None, images=None, no_images=False) -> Source:
+    hllm = (src / "dataset").is_dir()                  # HLLM's layout, else process_books.py's
+    if inter is None and not hllm:
+        found = [p for p in sorted(src.glob("*.csv")) if not p.name.endswith("_item.csv")]
+        if len(found) != 1:
+            raise InputError(f"{src}: expected dataset/NAME.csv + information/NAME.csv, or one NAME.csv "
+                             f"+ NAME_item.csv; found {len(found)} interaction csv(s); point --inter at it")
+        inter = found[0]
+    inter_path = _locate(src, inter, ["dataset/*.csv"], "interaction csv", "inter")
+    items_path = _locate(src, items, [f"information/{inter_path.name}", "information/*.csv"] if hllm
+                         else [f"{inter_path.stem}_item.csv", "*_item.csv"], "item information csv", "items")
+    df = _read_table(inter_path, header=True)
+    cols = [_column(df, inter_path, (name,), name) for name in ("user_id", "item_id", "timestamp")]
+    table = _item_table(items_path, True, {"item": "item_id", "title": "title", "abstract": "description"},
+                        "a header with item_id, description and title")
+    images = _locate(src, images, [], "image folder", "images", True, False) if images else None
+    return Source(_interactions(df, inter_path, *cols), inter_path, table, items_path, images=images)
+
+
+def read_sasrec_txt(src: Path, inter=None, items=None, images=None, no_images=False) -> Source:
+    if items is not None:
+        raise InputError("sasrec_txt has no item file; drop --items")
+    inter_path = src if src.is_file() and inter is None else _locate(src, inter, ["*.txt"], "txt file", "inter")
+    df = _read_table(inter_path, header=False, sep=r"\s+")
+    _need_columns(df, inter_path, 2, "'user item' per line")
+    images = _locate(src, images, [], "image folder", "images", True, False) if images else None
+    return Source(_interactions(df, inter_path, "0", "1", None), inter_path, images=images)
+
+
+def _recbole_fields(path: Path) -> list[tuple[str, str]]:
+    """(name, type) of each entry of an atomic file's header ``name:type``."""
+    first = next(_csv_records(path, "\t", csv.QUOTE_NONE), None)
+    if first is None:
+        raise InputError(f"{path} is empty")
+    fields = []
+    for entry in first[1]:
+        name, colon, kind = entry.strip().partition(":")
+        if not colon or kind not in ("token", "token_seq", "float", "float_seq"):
+            raise InputError(f"{path}, line 1: header entry {entry!r} is not 'name:type' with type "
+                             "token, token_seq, float or float_seq (RecBole atomic files)")
+        fields.append((name, kind))
+    return fields
+
+
+def read_recbole(src: Path, inter=None, items=None, images=None, no_images=False) -> Source:
+    inter_path = _locate(src, inter, ["*.inter"], ".inter file", "inter")
+    stem = inter_path.with_suffix("")
+    items_path = _locate(src, items, [stem.name + ".item"], ".item file", "items", required=False)
+    users_path = stem.with_suffix(".user") if stem.with_suffix(".user").is_file() else None
+    names = [name for name, _ in _recbole_fields(inter_path)]
+    df = _read_table(inter_path, header=True, sep="\t", quoting=csv.QUOTE_NONE)
+    df.columns = names + ["line"]
+    cols = [_column(df, inter_path, (name,), name) for name in ("user_id", "item_id")]
+    table = _interactions(df, inter_path, *cols, "timestamp" if "timestamp" in names else None)
+    source = Source(table, inter_path, users_path=users_path)
+    if items_path is not None:
+        fields = _recbole_fields(items_path)
+        if "item_id" not in [name for name, _ in fields]:
+            raise InputError(f"{items_path}, line 1: no item_id column; the header has "
+                             f"{', '.join(name for name, _ in fields)}")
+        texts = [name for name, kind in fields if kind in ("token", "token_seq") and name != "item_id"]
+        title = next((name for name in texts if "title" in name), texts[0] if texts else None)
+        source.items = _recbole_items(items_path, fields, title, [name for name in texts if name != title])
+        source.items_path = items_path
+    if users_path is not None:
+        users = [(values[0].strip(), line) for line, values in _csv_records(users_path, "\t", csv.QUOTE_NONE)][1:]
+        if [name for name, _ in _recbole_fields(users_path)][:1] != ["user_id"]:
+            raise InputError(f"{users_path}, line 1: the first column must be user_id")
+        source.users = pd.DataFrame(users, columns=["user", "line"])
+    if images:
+        source.images = _locate(src, images, [], "image folder", "images", True, False)
+    return source
+
+
+def _recbole_items(path: Path, fields: list[tuple[str, str]], title: str | None,
+                   abstract: list[str]) -> pd.DataFrame:
+    """Item rows of a ``.item`` atomic file (its header names the fields)."""
+    position = {name: k for k, (name, _) in enumerate(fields)}
+    records = _csv_records(path, "\t", csv.QUOTE_NONE)
+    next(records)                                                          # the header
+    rows = []
+    for line, values in records:
+        if len(values) != len(fields):
+            raise InputError(f"{path}, line {line}: {len(values)} field(s), the header has {len(fields)}")
+        rows.append((values[position["item_id"]].strip(),
+                     values[position[title]] if title else "",
+                     " ".join(v for v in (values[position[name]].strip() for name in abstract) if v),
+                     line))
+    if not rows:
+        raise InputError(f"{path} holds no items")
+    return pd.DataFrame(rows, columns=["item", "title", "abstract", "line"])
+
+
+READERS = {"pixelrec": read_pixelrec, "microlens": read_microlens, "ninerec": read_ninerec,
+           "amazon_hllm": read_amazon_hllm, "sasrec_txt": read_sasrec_txt, "recbole": read_recbole}
+IMAGE_FORMATS = ("pixelrec", "microlens", "ninerec")
+
+
+# ----------------------------------------------------------------------------- the shared writer
+
+@dataclass
+class Converted:
+    """The checked result, in memory, before anything is written."""
+    user_lines: list[str]
+    item_lines: list[str]
+    item_names: list[str]
+    images: Path | None
+    num_interactions: int
+
+
+def _check_names(df: pd.DataFrame, column: str, path: Path, what: str) -> None:
+    """Names must be non-empty and hold no whitespace (the users file separates by spaces)."""
+    bad = ((df[column] == "") | df[column].str.contains(r"\s", regex=True)).to_numpy()
+    if bad.any():
+        row = int(np.argmax(bad))
+        name = df[column].iloc[row]
+        problem = "is empty" if name == "" else f"{name!r} holds whitespace"
+        raise InputError(f"{path}, line {int(df.line.iloc[row])}: {what} name {problem}; the users file "
+                         "separates names by spaces, so fix or rename it")
+
+
+def _first_duplicate(df: pd.DataFrame, column: str, path: Path, what: str) -> None:
+    dup = df[column].duplicated().to_numpy()
+    if dup.any():
+        row = int(np.argmax(dup))
+        first = int(df.line[df[column] == df[column].iloc[row]].iloc[0])
+        raise InputError(f"{path}, line {int(df.line.iloc[row])}: {what} {df[column].iloc[row]!r} already "
+                         f"listed on line {first}; each {what} once")
+
+
+def _one_line(texts: pd.Series) -> pd.Series:
+    """Every run of whitespace (tab, line break, ...) -> one space; ends stripped."""
+    return texts.str.split().str.join(" ")
+
+
+def _user_codes(source: Source) -> tuple[np.ndarray, list[str]]:
+    """Each interaction's user index into the user order (user file, else first seen)."""
+    inter = source.inter
+    if source.users is None:
+        codes, names = pd.factorize(inter.user)                    # first-seen order
+        return codes, list(names)
+    _check_names(source.users, "user", source.users_path, "user")
+    _first_duplicate(source.users, "user", source.users_path, "user")
+    codes = pd.Index(source.users.user).get_indexer(inter.user)
+    if (codes < 0).any():
+        row = int(np.argmax(codes < 0))
+        raise InputError(f"{source.inter_path}, line {int(inter.line.iloc[row])}: user "
+                         f"{inter.user.iloc[row]!r} is not in {source.users_path}; add the user there")
+    return codes, list(source.users.user)
+
+
+def _item_table_checked(source: Source) -> pd.DataFrame:
+    """The items (item, title, abstract) in output order; every interaction's item among them."""
+    inter = source.inter
+    if source.items is None:
+        return pd.DataFrame({"item": pd.unique(inter.item), "title": "", "abstract": ""})
+    items = source.items
+    _check_names(items, "item", source.items_path, "item")
+    _first_duplicate(items, "item", source.items_path, "item")
+    unknown = (~inter.item.isin(items.item)).to_numpy()
+    if unknown.any():
+        row = int(np.argmax(unknown))
+        raise InputError(f"{source.inter_path}, line {int(inter.line.iloc[row])}: item {inter.item.iloc[row]!r} "
+                         f"is not in the item file {source.items_path}; add it there or delete the line")
+    return items.assign(title=_one_line(items.title), abstract=_one_line(items.abstract))
+
+
+def plan(source: Source, allow_missing_images: bool = False) -> Converted:
+    """All checks and both files' lines, in memory (nothing is written)."""
+    inter = source.inter
+    _check_names(inter, "user", source.inter_path, "user")
+    _check_names(inter, "item", source.inter_path, "item")
+    items = _item_table_checked(source)
+    codes, user_names = _user_codes(source)
+    order = np.lexsort((inter.time.to_numpy(), codes))          # by user, then time; stable
+    sorted_items = inter.item.to_numpy()[order]
+    counts = np.bincount(codes, minlength=len(user_names))
+    ends = np.cumsum(counts)
+    user_lines = [f"{name}\t{' '.join(sorted_items[end - n:end])}"
+                  for name, n, end in zip(user_names, counts, ends) if n]
+    item_lines = [f"{name}\t{title}\t{abstract}".rstrip("\t")
+                  for name, title, abstract in zip(items.item, items.title, items.abstract)]
+    names = list(items.item)
+    if source.images is not None:
+        found = find_image_files(source.images)
+        missing = [name for name in names if name not in found]
+        if missing and not allow_missing_images:
+            raise InputError(f"{len(missing)} of {len(names)} items have no image in {source.images} "
+                             f"(first: {', '.join(missing[:3])}); add <item>.jpg files, or pass "
+                             "--allow_missing_images (they then read as a blank image)")
+    return Converted(user_lines, item_lines, names, source.images, len(inter))
+
+
+def write_converted(converted: Converted, folder: Path, resize: int | None = None) -> None:
+    """users.tsv, items.tsv and (with images) images.lmdb into `folder`."""
+    write_text_atomic(folder / "users.tsv", "".join(line + "\n" for line in converted.user_lines))
+    write_text_atomic(folder / "items.tsv", "".join(line + "\n" for line in converted.item_lines))
+    if converted.images is not None:
+        build_lmdb(converted.images, folder / IMAGE_LMDB, converted.item_names, resize=resize,
+                   allow_missing=True)                      # plan() refused missing images unless allowed
+
+
+def convert(fmt: str, src: str | Path, dst: str | Path, inter=None, items=None, images=None,
+            no_images: bool = False, allow_missing_images: bool = False, resize: int | None = None,
+            max_seq_len: int = 20, min_seq_len: int = 5) -> Converted:
+    """Convert data set `src` of format `fmt` into the new folder `dst` (with its CARD.md).
+
+    Everything is read and checked first; the files are written into a temp folder next to `dst`,
+    which is renamed to `dst` at the end (removed on any error)."""
+    from morec.card import write_card                   # the card uses the loader and the metrics
+    if fmt not in READERS:
+        raise InputError(f"unknown format {fmt!r}; use one of {', '.join(READERS)}")
+    src, dst = Path(src), Path(dst)
+    if not src.exists():
+        raise InputError(f"source {src} not found; point SRC at the {fmt} files")
+    if dst.exists():
+        raise InputError(f"{dst} already exists; the converter writes a new folder: delete it or "
+                         "choose another DST")
+    converted = plan(READERS[fmt](src, inter=inter, items=items, images=images, no_images=no_images),
+                     allow_missing_images)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        write_converted(converted, tmp, resize)
+        write_card(tmp, max_seq_len=max_seq_len, min_seq_len=min_seq_len, image_lmdb=IMAGE_LMDB,
+                   name=dst.name, source=f"converted by scripts/convert_dataset.py --from {fmt}")
+        os.rename(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return converted

@@ -1,0 +1,44 @@
+"""Convert a public data set into this project's users.tsv / items.tsv (and images.lmdb), then
+write its CARD.md (morec/data/convert.py lists each format's layout and where it was read).
+
+    python scripts/convert_dataset.py --from FORMAT SRC DST
+        [--inter FILE] [--items FILE] [--images DIR] [--no_images] [--allow_missing_images]
+        [--resize N] [--max_seq_len 20] [--min_seq_len 5]
+
+FORMAT: pixelrec, microlens, ninerec, amazon_hllm, sasrec_txt, recbole. DST must not exist.
+"""
+import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
+import argparse
+import logging
+
+from morec.data.convert import READERS, convert
+from morec.errors import run_cli
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--from", dest="fmt", required=True, choices=sorted(READERS), help="the source format")
+    parser.add_argument("src", type=pathlib.Path, help="the source folder (sasrec_txt: or the .txt file)")
+    parser.add_argument("dst", type=pathlib.Path, help="the new data set folder (must not exist)")
+    parser.add_argument("--inter", help="the interaction file, when it is not found in SRC")
+    parser.add_argument("--items", help="the item file, when it is not found in SRC")
+    parser.add_argument("--images", help="the folder of <item>.jpg covers, when not found in SRC")
+    parser.add_argument("--no_images", action="store_true", help="convert an image format without its covers")
+    parser.add_argument("--allow_missing_images", action="store_true",
+                        help="items without a cover read as a blank image instead of an error")
+    parser.add_argument("--resize", type=int, default=None, help="store N x N JPEGs instead of the files' bytes")
+    parser.add_argument("--max_seq_len", type=int, default=20, help="L of the card's protocol numbers")
+    parser.add_argument("--min_seq_len", type=int, default=5, help="min_seq_len of the card's protocol numbers")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    done = convert(args.fmt, args.src, args.dst, inter=args.inter, items=args.items, images=args.images,
+                   no_images=args.no_images, allow_missing_images=args.allow_missing_images,
+                   resize=args.resize, max_seq_len=args.max_seq_len, min_seq_len=args.min_seq_len)
+    print(f"wrote {len(done.user_lines):,} users, {len(done.item_lines):,} items and "
+          f"{done.num_interactions:,} interactions to {args.dst}"
+          + (" (with images.lmdb)" if done.images else ""))
+    print((args.dst / "CARD.md").read_text(encoding="utf-8"), end="")
+
+
+if __name__ == "__main__":
+    run_cli(main)
