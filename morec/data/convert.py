@@ -534,7 +534,7 @@ def convert(fmt: str, src: str | Path, dst: str | Path, inter=None, items=None, 
         raise InputError(f"unknown format {fmt!r}; use one of {', '.join(READERS)}")
     src, dst = Path(src), Path(dst)
     if not src.exists():
-        raise InputError(f"source {src} not found; point SRC at the {fmt} files")
+        raise InputError(f"source {src} not found; pass the folder holding the {fmt} files")
     if dst.exists():
         raise InputError(f"{dst} already exists; the converter writes a new folder: delete it or "
                          "choose another DST")
@@ -547,7 +547,7 @@ def convert(fmt: str, src: str | Path, dst: str | Path, inter=None, items=None, 
     try:
         write_converted(converted, tmp, resize)
         write_card(tmp, max_seq_len=max_seq_len, min_seq_len=min_seq_len, image_lmdb=IMAGE_LMDB,
-                   name=dst.name, source=f"converted by scripts/convert_dataset.py --from {fmt}")
+                   name=dst.name)
         os.rename(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
