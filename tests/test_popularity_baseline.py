@@ -68,3 +68,17 @@ def test_script_takes_the_warm_item_setting():
     assert data.train_counts()[1:].min() >= 20                           # only warm items are left
     test = popularity_metrics(data, "test")
     assert f"popularity test: HR@10 {100 * test['HR@10']:.2f} NDCG@10 {100 * test['NDCG@10']:.2f}" in out
+
+
+@pytest.mark.parametrize("split", ["valid", "test"])
+def test_fast_counts_equal_the_full_ranking_on_ml100k(split):
+    """popularity_tie_counts (O(U * L)) gives tie_counts' (h, t) of the full U x N score matrix."""
+    import torch
+    from morec.baselines import popularity_tie_counts
+    from morec.evaluate import tie_counts
+    data = load_data(Config())
+    counts = torch.from_numpy(data.train_counts()).float()[:, None]              # (N+1, 1)
+    full = tie_counts(torch.ones(data.num_users, 1), counts, torch.from_numpy(data.split_target(split)),
+                      torch.from_numpy(data.split_history(split)))
+    fast = popularity_tie_counts(data, split)
+    assert torch.equal(fast, full) and full[:, 1].max() > 0                      # ties do occur

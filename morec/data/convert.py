@@ -85,6 +85,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from morec.card import write_card
 from morec.checkpoint import write_text_atomic
 from morec.data.images import build_lmdb, find_image_files
 from morec.errors import InputError
@@ -131,13 +132,19 @@ def _locate(src: Path, given: str | Path | None, patterns: list[str], what: str,
 
 
 def _covers(src: Path, images, no_images: bool, patterns: list[str]) -> Path | None:
-    """The cover folder of an image format: found, given, or none with --no_images."""
+    """The cover folder of an image format: given, found, or none with --no_images."""
     if no_images:
         return None
-    if images is None and _locate(src, None, patterns, "cover folder", "images", True, False) is None:
+    found = _locate(src, images, patterns, "cover folder", "images", folder=True, required=False)
+    if found is None:
         raise InputError(f"{src}: no cover folder (looked for {', '.join(patterns)}); point "
                          "--images at the folder of <item>.jpg files, or pass --no_images")
-    return _locate(src, images, patterns, "cover folder", "images", folder=True)
+    return found
+
+
+def _extra_images(src: Path, images) -> Path | None:
+    """--images for a format without covers: the folder, checked; None when not given."""
+    return _locate(src, images, [], "image folder", "images", folder=True) if images else None
 
 
 # ----------------------------------------------------------------------------- reading tables
@@ -219,46 +226,37 @@ def _csv_records(path: Path, delimiter: str = ",", quoting: int = csv.QUOTE_MINI
                          "file as UTF-8") from None
 
 
-def _item_table(path: Path, header: bool, fields: dict[str, object], layout: str,
+def _item_table(path: Path, header: bool, columns: dict[str, object], layout: str,
                 delimiter: str = ",", quoting: int = csv.QUOTE_MINIMAL) -> pd.DataFrame:
     """Item rows (item, title, abstract, line) of an item file.
 
-    fields maps item / title / abstract to a column name (header files), a column index, a list
-    of them (their non-empty values joined by a space), a function of the row's fields, or None."""
+    `columns` maps item / title / abstract to a column: an index, a header name, a tuple of header
+    names (the first present), a function of the record's fields, or None (empty). `layout` says
+    what the file must look like, for the error messages."""
     records = _csv_records(path, delimiter, quoting)
-    names: list[str] = []
-    if header:
-        first = next(records, None)
-        if first is None:
-            raise InputError(f"{path} is empty")
-        names = [name.strip() for name in first[1]]
+    names = [name.strip() for name in next(records, (1, []))[1]] if header else []
 
-    def index(spec):
-        if isinstance(spec, str):
-            if spec not in names:
-                raise InputError(f"{path}, line 1: no {spec} column (the header has "
-                                 f"{', '.join(names)}); expected {layout}")
-            return names.index(spec)
+    def position(spec):
+        if isinstance(spec, (str, tuple)):
+            present = [name for name in ((spec,) if isinstance(spec, str) else spec) if name in names]
+            if not present:
+                raise InputError(f"{path}, line 1: no {' / '.join((spec,) if isinstance(spec, str) else spec)} "
+                                 f"column (the header has {', '.join(names) or 'nothing'}); expected {layout}")
+            return names.index(present[0])
         return spec
 
-    picks = {key: [index(s) for s in spec] if isinstance(spec, list) else index(spec)
-             for key, spec in fields.items()}
-    width = max([i for pick in picks.values() for i in (pick if isinstance(pick, list) else [pick])
-                 if isinstance(i, int)] + [0]) + 1
-    rows = []
-    for line, values in records:
-        if len(values) < width:
-            raise InputError(f"{path}, line {line}: {len(values)} column(s), expected {layout}")
+    picks = {key: position(spec) for key, spec in columns.items()}
+    width = 1 + max(pick for pick in picks.values() if isinstance(pick, int))
 
-        def value(pick):
-            if pick is None:
-                return ""
-            if callable(pick):
-                return pick(values)
-            if isinstance(pick, list):
-                return " ".join(v for v in (values[i].strip() for i in pick) if v)
-            return values[pick]
-        rows.append((value(picks["item"]).strip(), value(picks["title"]), value(picks["abstract"]), line))
+    def value(pick, fields: list[str]) -> str:
+        return "" if pick is None else pick(fields) if callable(pick) else fields[pick]
+
+    rows = []
+    for line, fields in records:
+        if len(fields) < width:
+            raise InputError(f"{path}, line {line}: {len(fields)} column(s), expected {layout}")
+        rows.append((value(picks["item"], fields).strip(), value(picks["title"], fields),
+                     value(picks["abstract"], fields), line))
     if not rows:
         raise InputError(f"{path} holds no items")
     return pd.DataFrame(rows, columns=["item", "title", "abstract", "line"])
@@ -273,11 +271,9 @@ def read_pixelrec(src: Path, inter=None, items=None, images=None, no_images=Fals
                          "item information csv", "items")
     df = _read_table(inter_path, header=True)
     cols = [_column(df, inter_path, (name,), name) for name in ("user_id", "item_id", "timestamp")]
-    with open(items_path, encoding="utf-8-sig", newline="") as f:
-        header = [name.strip() for name in next(csv.reader(f), [])]
-    title = "title_en" if "title_en" in header else "title"
-    table = _item_table(items_path, True, {"item": "item_id", "title": title, "abstract": "description"},
-                        "a header with item_id, title and description")
+    table = _item_table(items_path, True, {"item": "item_id", "title": ("title_en", "title"),
+                                           "abstract": "description"},
+                        "a header with item_id, title (or title_en) and description")
     return Source(_interactions(df, inter_path, *cols), inter_path, table, items_path,
                   images=_covers(src, images, no_images, ["cover", "covers", "images"]))
 
@@ -302,7 +298,8 @@ def read_microlens(src: Path, inter=None, items=None, images=None, no_images=Fal
         user = _column(df, inter_path, ("user", "userID", "user_id"), "user")
         item = _column(df, inter_path, ("item", "videoID", "item_id", "video_id"), "item")
         table = _interactions(df, inter_path, user, item, _column(df, inter_path, ("timestamp",), "timestamp"))
-    titles = _item_table(items_path, False, {"item": 0, "title": lambda v: ",".join(v[1:]), "abstract": None},
+    titles = _item_table(items_path, False, {"item": 0, "title": lambda fields: ",".join(fields[1:]),
+                                             "abstract": None},
                          "'item_id,title' (no header)")
     return Source(table, inter_path, titles, items_path,
                   images=_covers(src, images, no_images, ["covers", "cover"]))
@@ -335,8 +332,8 @@ def read_amazon_hllm(src: Path, inter=None, items=None, images=None, no_images=F
     cols = [_column(df, inter_path, (name,), name) for name in ("user_id", "item_id", "timestamp")]
     table = _item_table(items_path, True, {"item": "item_id", "title": "title", "abstract": "description"},
                         "a header with item_id, description and title")
-    images = _locate(src, images, [], "image folder", "images", True, False) if images else None
-    return Source(_interactions(df, inter_path, *cols), inter_path, table, items_path, images=images)
+    return Source(_interactions(df, inter_path, *cols), inter_path, table, items_path,
+                  images=_extra_images(src, images))
 
 
 def read_sasrec_txt(src: Path, inter=None, items=None, images=None, no_images=False) -> Source:
@@ -345,8 +342,7 @@ def read_sasrec_txt(src: Path, inter=None, items=None, images=None, no_images=Fa
     inter_path = src if src.is_file() and inter is None else _locate(src, inter, ["*.txt"], "txt file", "inter")
     df = _read_table(inter_path, header=False, sep=r"\s+")
     _need_columns(df, inter_path, 2, "'user item' per line")
-    images = _locate(src, images, [], "image folder", "images", True, False) if images else None
-    return Source(_interactions(df, inter_path, "0", "1", None), inter_path, images=images)
+    return Source(_interactions(df, inter_path, "0", "1", None), inter_path, images=_extra_images(src, images))
 
 
 def _recbole_fields(path: Path) -> list[tuple[str, str]]:
@@ -380,42 +376,27 @@ def read_recbole(src: Path, inter=None, items=None, images=None, no_images=False
         if "item_id" not in [name for name, _ in fields]:
             raise InputError(f"{items_path}, line 1: no item_id column; the header has "
                              f"{', '.join(name for name, _ in fields)}")
+        column = {name: k for k, (name, _) in enumerate(fields)}
         texts = [name for name, kind in fields if kind in ("token", "token_seq") and name != "item_id"]
         title = next((name for name in texts if "title" in name), texts[0] if texts else None)
-        source.items = _recbole_items(items_path, fields, title, [name for name in texts if name != title])
+        rest = [column[name] for name in texts if name != title]
+        source.items = _item_table(items_path, True, {
+            "item": column["item_id"], "title": column.get(title),
+            "abstract": lambda values: " ".join(v for v in (values[k].strip() for k in rest) if v)},
+            "tab-separated fields under the 'name:type' header", "\t", csv.QUOTE_NONE)
         source.items_path = items_path
     if users_path is not None:
-        users = [(values[0].strip(), line) for line, values in _csv_records(users_path, "\t", csv.QUOTE_NONE)][1:]
         if [name for name, _ in _recbole_fields(users_path)][:1] != ["user_id"]:
             raise InputError(f"{users_path}, line 1: the first column must be user_id")
-        source.users = pd.DataFrame(users, columns=["user", "line"])
-    if images:
-        source.images = _locate(src, images, [], "image folder", "images", True, False)
+        records = list(_csv_records(users_path, "\t", csv.QUOTE_NONE))[1:]         # after the header
+        source.users = pd.DataFrame([(fields[0].strip(), line) for line, fields in records],
+                                    columns=["user", "line"])
+    source.images = _extra_images(src, images)
     return source
-
-
-def _recbole_items(path: Path, fields: list[tuple[str, str]], title: str | None,
-                   abstract: list[str]) -> pd.DataFrame:
-    """Item rows of a ``.item`` atomic file (its header names the fields)."""
-    position = {name: k for k, (name, _) in enumerate(fields)}
-    records = _csv_records(path, "\t", csv.QUOTE_NONE)
-    next(records)                                                          # the header
-    rows = []
-    for line, values in records:
-        if len(values) != len(fields):
-            raise InputError(f"{path}, line {line}: {len(values)} field(s), the header has {len(fields)}")
-        rows.append((values[position["item_id"]].strip(),
-                     values[position[title]] if title else "",
-                     " ".join(v for v in (values[position[name]].strip() for name in abstract) if v),
-                     line))
-    if not rows:
-        raise InputError(f"{path} holds no items")
-    return pd.DataFrame(rows, columns=["item", "title", "abstract", "line"])
 
 
 READERS = {"pixelrec": read_pixelrec, "microlens": read_microlens, "ninerec": read_ninerec,
            "amazon_hllm": read_amazon_hllm, "sasrec_txt": read_sasrec_txt, "recbole": read_recbole}
-IMAGE_FORMATS = ("pixelrec", "microlens", "ninerec")
 
 
 # ----------------------------------------------------------------------------- the shared writer
@@ -529,7 +510,6 @@ def convert(fmt: str, src: str | Path, dst: str | Path, inter=None, items=None, 
 
     Everything is read and checked first; the files are written into a temp folder next to `dst`,
     which is renamed to `dst` at the end (removed on any error)."""
-    from morec.card import write_card                   # the card uses the loader and the metrics
     if fmt not in READERS:
         raise InputError(f"unknown format {fmt!r}; use one of {', '.join(READERS)}")
     src, dst = Path(src), Path(dst)
