@@ -248,6 +248,12 @@ def space_in_name(src: Path) -> Path:
     return path
 
 
+def extra_field_first(src: Path) -> Path:
+    path = src / "toy.txt"
+    path.write_text(path.read_text().replace("3 3\n", "3 3 x\n", 1))
+    return path
+
+
 def unreadable_cover(src: Path) -> Path:
     path = src / "covers" / "i4.jpg"
     path.write_bytes(b"not a jpeg")
@@ -260,6 +266,7 @@ BAD = {  # case: (format, break the fixture -> the named file, fragments of the 
     "timestamp not a number": ("amazon_hllm", bad_timestamp, ["line 4: timestamp 'yesterday' is not a number"]),
     "item listed twice": ("ninerec", duplicate_item, ["line 8: item 'i2' already listed on line 3"]),
     "extra column": ("sasrec_txt", space_in_name, ["line 2", "Expected 2 fields"]),
+    "extra column on the first line": ("sasrec_txt", extra_field_first, ["line 1: more than 2 columns"]),
     "unreadable image": ("microlens", unreadable_cover, ["is not a readable image"]),
 }
 

@@ -187,9 +187,14 @@ def _column(df: pd.DataFrame, path: Path, aliases: tuple[str, ...], what: str) -
 
 
 def _need_columns(df: pd.DataFrame, path: Path, count: int, layout: str) -> None:
-    """A headerless file must have at least `count` columns."""
-    if df.shape[1] - 1 < count:
-        raise InputError(f"{path}, line 1: {df.shape[1] - 1} column(s), expected {layout}")
+    """A headerless file must have exactly `count` columns."""
+    found = df.shape[1] - 1                                                    # without `line`
+    if found < count:
+        raise InputError(f"{path}, line 1: {found} column(s), expected {layout}")
+    extra = (df.iloc[:, count:found] != "").any(axis=1).to_numpy()
+    if extra.any():
+        raise InputError(f"{path}, line {int(df.line.iloc[np.argmax(extra)])}: more than {count} "
+                         f"columns, expected {layout}")
 
 
 def _interactions(df: pd.DataFrame, path: Path, user: str, item: str, time: str | None) -> pd.DataFrame:
