@@ -39,17 +39,19 @@ Layouts, and where each was read (GitHub repository: file)
   (covers in ``images/<item_id>.jpg``). bytedance/HLLM README.md stores the same files as
   ``dataset/Pixel200K.csv`` and ``information/Pixel200K.csv``; both layouts are found.
   title <- ``title_en`` when the column exists, else ``title``; abstract <- ``description``.
-- ``microlens``: westlake-repl/MicroLens README.md (MicroLens-100K: interaction pairs, titles,
+- ``microlens``: westlake-repl/MicroLens README.md (MicroLens-100K: a pairs file, "each row
+  indicates a user and the videos they interacted with, sorted by interaction timestamp", titles,
   covers) and the data set's readme.txt, as quoted in sananm/multimodal-video-recommender
-  data/raw/microlens/readme.txt: ``MicroLens-100k_pairs.tsv`` holds ``user \\t item item ...`` in
-  time order, ``MicroLens-100k_pairs.csv`` three columns user, item, timestamp with a header
-  (named ``userID,videoID,timestamp`` in the readme, ``user,item,timestamp`` in the files others
-  read). The title file ``MicroLens-100k_title_en.csv`` has no header: ``item_id,title`` (read
-  with ``header=None`` by the code that uses it); the covers ``covers/<item_id>.jpg`` (from
-  ``MicroLens-100k_covers.zip``). The pairs csv is used when present, else the pairs tsv (its
-  position is the time). title <- the title; no abstract. ASSUMED where the sources disagree:
-  the csv's columns are taken by name (user|userID|user_id, item|videoID|item_id|video_id,
-  timestamp); a title holding unquoted commas keeps them (fields after the first are joined).
+  data/raw/microlens/readme.txt: ``*_pairs.tsv`` holds ``user \t item item ...`` in time order,
+  ``*_pairs.csv`` three columns "userID", "videoID" and "timestamp" with a header. MicroLens'
+  Code/IDRec/process_data.ipynb reads a pairs tsv the same way (the item's position is its time
+  stamp). The pairs csv is used when present, else the
+  pairs tsv (its position is the time). title <- the title; no abstract. ASSUMED, from other public
+  code that reads these files (the repository does not document them): the csv header may also
+  read ``user,item,timestamp`` (columns are taken by name: user|userID|user_id,
+  item|videoID|item_id|video_id, timestamp); ``MicroLens-100k_title_en.csv`` has no header, one
+  ``item_id,title`` per line (a title holding unquoted commas keeps them: the fields after the
+  first are joined); the covers unpack from ``MicroLens-100k_covers.zip`` into ``covers/<item_id>.jpg``.
 - ``ninerec``: westlake-repl/NineRec: get_behaviour.py (``<Name>_pair.csv``, no header:
   video_id, user_id, timestamp), get_lmdb.py (``<Name>_item.csv`` whose first column is the item,
   covers in ``<Name>_cover/<item>.jpg``), Baseline/BERT4Rec/BERT4Rec_txt/data_utils/preprocess.py
