@@ -163,7 +163,8 @@ def card_markdown(card: Card) -> str:
              "| | " + " | ".join("min" if p == 0 else "max" if p == 100 else f"{p}%" for p in PERCENTILES)
              + " | mean |", "|---|" + "---:|" * (len(PERCENTILES) + 1),
              _length_row("before the cut", card.raw.lengths),
-             _length_row(f"after the cut (kept users, at most {cut})", None if card.kept is None else card.kept.lengths),
+             _length_row(f"after the cut (kept users, at most {cut})",
+                         None if card.kept is None else card.kept.lengths),
              "", "## Item content", "",
              f"- with a title: {_share(card.with_title, card.raw.items)}; with an abstract: "
              f"{_share(card.with_abstract, card.raw.items)}",
