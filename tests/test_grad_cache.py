@@ -35,10 +35,11 @@ def loss_and_grads(model, batch: dict, chunk: int) -> tuple[float, dict[str, tor
 
 
 def max_grad_difference(a: dict, b: dict) -> float:
-    """The largest absolute difference over all gradients (each also equal to 1e-4 relative)."""
+    """The largest absolute difference over all gradients; each gradient must also agree to
+    1e-3 of its own largest entry (gradients can be far below the 1e-6 absolute bound)."""
     assert a.keys() == b.keys() and a
     for name in a:
-        torch.testing.assert_close(b[name], a[name], atol=1e-7, rtol=1e-4, msg=name)
+        assert float((a[name] - b[name]).abs().max()) <= 1e-3 * float(a[name].abs().max()) + 1e-12, name
     return max(float((a[name] - b[name]).abs().max()) for name in a)
 
 
