@@ -1,8 +1,10 @@
 """Item towers: item id -> vector. The one part that differs between IDRec and MoRec.
 
-Every tower maps a LongTensor of item ids (any shape, 0 = padding) to vectors (..., d).
-`encode_items` deduplicates the ids of a batch first when the tower is expensive (an encoder),
-so each distinct item is encoded once and padding is never encoded.
+Every tower maps a LongTensor of item ids (any shape, 0 = padding) to vectors (..., d) through
+one path, `ItemTower.encode_items`: it deduplicates the ids when the tower is expensive (an
+encoder), so each distinct item is encoded once, encodes them in chunks (`encode_chunk`, the one
+method a tower defines) and scatters the vectors back. Training batches, the catalogue at
+evaluation and gradient caching (--inbatch_chunk) all go through it.
 """
 from __future__ import annotations
 
