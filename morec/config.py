@@ -64,6 +64,9 @@ class Config:
     loss: str = "inbatch"               # inbatch (debiased softmax) | bce (sampled negatives)
     neg_num: int = 1                    # BCE negatives per positive (DSSM; SASRec uses 1)
     gather_negatives: bool = False      # DDP in-batch loss: all ranks' items as negatives (else own batch, as the paper)
+    extra_negatives: int = 0            # in-batch loss: K more candidates per step, uniform over the catalogue, shared by all rows
+    filter_false_negatives: bool = False  # in-batch loss: drop candidates that are the row's own items or equal its target's vector
+    inbatch_chunk: int = 0              # in-batch loss, one process: gradient caching, items encoded in chunks of N (0: off)
 
     # --- optimisation (SPEC "Training") ---
     batch_size: int = 64
@@ -318,6 +321,7 @@ RULES = {
     "cv_model_load": _folder_name, "image_lmdb": _not_empty, "image_size": _at_least(1),
     "image_norm": _one_of("imagenet", "half"),
     "loss": _one_of("inbatch", "bce"), "neg_num": _at_least(1), "gather_negatives": _any,
+    "extra_negatives": _at_least(0), "filter_false_negatives": _any, "inbatch_chunk": _at_least(0),
     "batch_size": _at_least(1), "epoch": _at_least(1), "lr": _positive_finite, "l2_weight": _non_negative_finite,
     "fine_tune_lr": _non_negative_finite, "fine_tune_l2_weight": _non_negative_finite,
     "max_grad_norm": _non_negative_finite, "accumulation_steps": _at_least(1), "skip_nonfinite": _any,
@@ -340,6 +344,14 @@ def _combination_problems(cfg: Config) -> list[str]:
                         f"--num_attention_heads {cfg.num_attention_heads}")
     if cfg.item_tower == "id" and (cfg.two_stage or cfg.fusion != "none"):
         problems.append("--two_stage and --fusion need a modality item tower: set --item_tower text or vision")
+    for name, on in (("inbatch_chunk", cfg.inbatch_chunk > 0), ("extra_negatives", cfg.extra_negatives > 0),
+                     ("filter_false_negatives", cfg.filter_false_negatives)):
+        if on and cfg.loss != "inbatch":
+            problems.append(f"--{name} belongs to the in-batch loss; with --loss {cfg.loss} leave it unset "
+                            f"(or set --loss inbatch)")
+    if cfg.inbatch_chunk > 0 and cfg.nproc_per_node * cfg.nnodes > 1:
+        problems.append("--inbatch_chunk (gradient caching) runs in one process: use it without "
+                        "--nproc_per_node / --nnodes, or set --inbatch_chunk 0")
     if cfg.resume and cfg.overwrite:
         problems.append("--resume and --overwrite contradict each other: pass one of them")
     if cfg.nnodes > 1 and not cfg.rdzv_endpoint:

@@ -1,7 +1,7 @@
 """Random streams of a run (SPEC "Training"): each is derived from (seed, epoch, rank, purpose),
 so no two purposes ever share a seed, and a resumed run re-derives the same streams.
 
-Batch order and BCE negatives are global streams (rank slot 0 on every rank): every rank draws
+Batch order, BCE negatives and the extra in-batch negatives (EXTRA) are global streams (rank slot 0 on every rank): every rank draws
 what one process with the same global batch draws, then keeps its own rows. Dropout and
 DataLoader workers are per-rank streams.
 """
@@ -12,7 +12,7 @@ import torch
 
 from morec.errors import InputError
 
-ORDER, NEGATIVES, DROPOUT, WORKERS = 1, 2, 3, 4          # purpose codes; never reuse one
+ORDER, NEGATIVES, DROPOUT, WORKERS, EXTRA = 1, 2, 3, 4, 5   # purpose codes; never reuse one
 STREAMS = 2            # version of this scheme, saved with a mid-epoch checkpoint (1: the old seeds)
 
 

@@ -135,8 +135,10 @@ def build_optimizer(model: Recommender, cfg: Config) -> torch.optim.Optimizer:
 def make_batches(cfg: Config, data: SequenceData) -> SequenceBatches | PairBatches:
     train = torch.from_numpy(data.train)
     if cfg.model == "dssm":
-        return PairBatches(train, cfg.batch_size, data.num_items, cfg.neg_num if cfg.loss == "bce" else 0)
-    return SequenceBatches(train, cfg.batch_size, data.num_items, with_negatives=cfg.loss == "bce")
+        return PairBatches(train, cfg.batch_size, data.num_items, cfg.neg_num if cfg.loss == "bce" else 0,
+                           cfg.extra_negatives)
+    return SequenceBatches(train, cfg.batch_size, data.num_items, with_negatives=cfg.loss == "bce",
+                           extra_negatives=cfg.extra_negatives)
 
 
 def progress(iterable, cfg: Config, **kwargs):
@@ -234,13 +236,11 @@ def catalogue_vectors(model: Recommender, num_items: int, world: World, device: 
     gather. A vision tower reads the pixels of `images` in chunks (DataLoader workers).
     Encoded in fp32 for every tower unless cfg.eval_amp (then under the run's autocast)."""
     cfg = cfg or Config()
+    ids = torch.tensor(shard(num_items + 1, world), dtype=torch.long)
     with eval_precision(cfg, device):
-        if not world.distributed and images is None:
-            return model.all_item_vectors().float()
-        ids = torch.tensor(shard(num_items + 1, world), dtype=torch.long)
-        if images is None:
-            mine = [model.item_tower(part.to(device)).float() for part in ids.split(4096)]
-        else:
+        if images is None:                  # the tower's one encoding path, in its own chunks
+            mine = [model.item_tower.encode_items(ids.to(device)).float()]
+        else:                               # pixels read in chunks by DataLoader workers
             mine = []
             chunks = ItemChunks(ids, cfg.eval_batch_size, images)
             for part, pixels in image_loader(chunks, cfg.num_workers, device.type == "cuda"):

@@ -15,6 +15,7 @@ from morec.evaluate import (cold_start_view, metrics_from_counts, metrics_from_r
                             target_ranks, tie_counts)
 from morec.reference import expected_hit_ndcg, ranks_per_user, tie_counts_per_user
 from morec.train import build_run_model, catalogue_vectors, evaluate
+from morec.models.towers import ItemTower
 from text_helpers import ml100k
 
 
@@ -181,7 +182,7 @@ def test_collapsed_model_on_ml100k_scores_k_over_the_rankable_items():
 
 # ----------------------------------------------------------------------------- evaluation precision
 
-class AutocastProbe(nn.Module):
+class AutocastProbe(ItemTower):
     """An item tower that records whether autocast was on and what dtype it produced."""
 
     def __init__(self, num_items: int = 6, dim: int = 4):
@@ -189,7 +190,7 @@ class AutocastProbe(nn.Module):
         self.dim, self.num_items, self.fc = dim, num_items, nn.Linear(3, dim)
         self.seen: list[tuple[bool, torch.dtype]] = []
 
-    def forward(self, ids):
+    def encode_chunk(self, ids, pixels=None):
         out = self.fc(torch.stack([ids.float(), ids.float() ** 0.5, torch.ones(len(ids))], 1))
         self.seen.append((torch.is_autocast_enabled("cpu"), out.dtype))
         return out

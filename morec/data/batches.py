@@ -13,7 +13,7 @@ from typing import Iterator
 import torch
 
 from morec.errors import InputError
-from morec.streams import NEGATIVES, ORDER, stream_generator
+from morec.streams import EXTRA, NEGATIVES, ORDER, stream_generator
 
 
 def sample_negatives(exclude: torch.Tensor, shape: tuple[int, ...], num_items: int,
@@ -32,6 +32,17 @@ def sample_negatives(exclude: torch.Tensor, shape: tuple[int, ...], num_items: i
         negatives[clash] = torch.randint(1, num_items + 1, (n_clash,), generator=generator)
     raise InputError(f"could not draw negatives outside the users' histories in {max_rounds} "
                      f"rounds: {num_items} items is too few for these sequences")
+
+
+def with_extra_negatives(batches: Iterator[dict], num_extra: int, num_items: int, seed: int,
+                         epoch: int) -> Iterator[dict]:
+    """Add batch["extra_negatives"] (K,): K items drawn uniformly from 1..num_items (with
+    replacement) per step, shared by every row and every rank (a global stream, EXTRA), as
+    candidates of the in-batch loss beyond the batch's own items (--extra_negatives)."""
+    generator = stream_generator(seed, epoch, 0, EXTRA)
+    for batch in batches:
+        extra = torch.randint(1, num_items + 1, (num_extra,), generator=generator) if num_extra else None
+        yield batch if extra is None else {**batch, "extra_negatives": extra}
 
 
 def batches_per_rank(n: int, batch_size: int, world_size: int) -> int:
@@ -64,9 +75,11 @@ class SequenceBatches:
     """SASRec batches: rows of the (U, L+1) train parts, plus one negative per position for BCE.
     An all-zero row (DDP padding) holds no prediction and no candidate item."""
 
-    def __init__(self, train: torch.Tensor, batch_size: int, num_items: int, with_negatives: bool):
+    def __init__(self, train: torch.Tensor, batch_size: int, num_items: int, with_negatives: bool,
+                 extra_negatives: int = 0):
         self.train, self.batch_size = train, batch_size
         self.num_items, self.with_negatives = num_items, with_negatives
+        self.extra_negatives = extra_negatives
 
     def num_batches(self, world_size: int = 1) -> int:
         return batches_per_rank(len(self.train), self.batch_size, world_size)
@@ -75,7 +88,12 @@ class SequenceBatches:
         return self.num_batches()
 
     def epoch(self, seed: int, rank: int = 0, world_size: int = 1, epoch: int = 1) -> Iterator[dict]:
-        """This rank's batches of one epoch: {"seqs": (B, L+1)} (+ "negatives" (B, L) for BCE)."""
+        """This rank's batches of one epoch: {"seqs": (B, L+1)} (+ "negatives" (B, L) for BCE,
+        + "extra_negatives" (K,) with --extra_negatives)."""
+        return with_extra_negatives(self.rank_batches(seed, rank, world_size, epoch), self.extra_negatives,
+                                    self.num_items, seed, epoch)
+
+    def rank_batches(self, seed: int, rank: int, world_size: int, epoch: int) -> Iterator[dict]:
         generator = stream_generator(seed, epoch, 0, NEGATIVES)
         for picked in global_batch_indices(len(self.train), self.batch_size, seed, epoch, world_size):
             seqs = self.train[picked]                                                # (G, L+1) global
@@ -90,11 +108,12 @@ class PairBatches:
     """DSSM batches: every (user, item) of the train parts, with `neg_num` negatives each.
     A pair with item 0 (DDP padding) is no example."""
 
-    def __init__(self, train: torch.Tensor, batch_size: int, num_items: int, neg_num: int):
+    def __init__(self, train: torch.Tensor, batch_size: int, num_items: int, neg_num: int,
+                 extra_negatives: int = 0):
         users, positions = torch.nonzero(train, as_tuple=True)
         self.pair_users, self.pair_items = users, train[users, positions]
         self.train, self.batch_size = train, batch_size
-        self.num_items, self.neg_num = num_items, neg_num
+        self.num_items, self.neg_num, self.extra_negatives = num_items, neg_num, extra_negatives
 
     def num_batches(self, world_size: int = 1) -> int:
         return batches_per_rank(len(self.pair_users), self.batch_size, world_size)
@@ -103,7 +122,12 @@ class PairBatches:
         return self.num_batches()
 
     def epoch(self, seed: int, rank: int = 0, world_size: int = 1, epoch: int = 1) -> Iterator[dict]:
-        """This rank's batches of one epoch: users, items (B,), user_items (B, L+1), negatives (B, K)."""
+        """This rank's batches of one epoch: users, items (B,), user_items (B, L+1), negatives (B, K)
+        (+ "extra_negatives" (K,) with --extra_negatives)."""
+        return with_extra_negatives(self.rank_batches(seed, rank, world_size, epoch), self.extra_negatives,
+                                    self.num_items, seed, epoch)
+
+    def rank_batches(self, seed: int, rank: int, world_size: int, epoch: int) -> Iterator[dict]:
         generator = stream_generator(seed, epoch, 0, NEGATIVES)
         for picked in global_batch_indices(len(self.pair_users), self.batch_size, seed, epoch, world_size):
             users = self.pair_users[picked]                                          # (G,) global

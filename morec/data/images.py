@@ -467,7 +467,7 @@ class ImageDataset(torch.utils.data.Dataset):
 
 # ----------------------------------------------------------------------------- images by item id
 
-ITEM_ID_KEYS = ("seqs", "negatives", "items")   # the batch entries whose ids the item tower encodes
+ITEM_ID_KEYS = ("seqs", "negatives", "items", "extra_negatives")   # the batch entries whose ids the item tower encodes
 
 
 class ItemImages:

@@ -71,13 +71,17 @@ def build_model(cfg: Config, num_items: int, num_users: int, popularity: torch.T
     """The recommender of a run; `popularity` (N+1,) feeds the in-batch loss correction;
     `item_inputs` holds what a modality tower needs (tokens or cached features)."""
     tower = build_item_tower(cfg, num_items, item_inputs)
+    tower.grad_cache_chunk = cfg.inbatch_chunk                  # 0: off (gradient caching, issue 13.4)
     if cfg.model == "sasrec":
-        return SASRecRecommender(tower, num_items, cfg.loss, popularity, cfg.max_seq_len,
-                                 cfg.transformer_block, cfg.num_attention_heads, cfg.drop_rate)
-    if cfg.model == "dssm":
-        return DSSMRecommender(tower, num_items, cfg.loss, popularity, num_users,
-                               cfg.dnn_layers, cfg.drop_rate)
-    raise InputError(f"model {cfg.model!r} is not available; choose one of {MODELS}")
+        model = SASRecRecommender(tower, num_items, cfg.loss, popularity, cfg.max_seq_len,
+                                  cfg.transformer_block, cfg.num_attention_heads, cfg.drop_rate)
+    elif cfg.model == "dssm":
+        model = DSSMRecommender(tower, num_items, cfg.loss, popularity, num_users,
+                                cfg.dnn_layers, cfg.drop_rate)
+    else:
+        raise InputError(f"model {cfg.model!r} is not available; choose one of {MODELS}")
+    model.filter_false_negatives = cfg.filter_false_negatives
+    return model
 
 
 __all__ = ["build_model", "build_item_tower", "Recommender", "SASRecRecommender",

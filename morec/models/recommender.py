@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from morec.distributed import World, all_reduce_sum, gather_rows, gather_with_grad
-from morec.losses import bce_loss, inbatch_debiased_loss, sasrec_bce_loss, sasrec_inbatch_loss
+from morec.losses import bce_loss, corrections, inbatch_debiased_loss, sasrec_bce_loss, sasrec_inbatch_loss
 from morec.models.dssm import DSSMUserTower
 from morec.models.sasrec import SASRec
 from morec.models.towers import ItemTower
@@ -24,6 +24,16 @@ class Recommender(nn.Module):
         self.item_tower, self.num_items, self.loss = item_tower, num_items, loss
         self.register_buffer("log_pop", popularity.double().log().float(), persistent=False)  # (N+1,)
         self.world, self.gather_negatives = World(), False
+        self.filter_false_negatives = False
+
+    def encode_with_extra(self, ids: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Vectors of `ids` (...) and of the batch's extra negatives (K,) (--extra_negatives), in
+        one encoding call, so an item in both is encoded once: ((..., d), (K, d) or None)."""
+        extra = batch.get("extra_negatives")
+        if extra is None:
+            return self.encode(ids, batch), None
+        vecs = self.encode(torch.cat([ids.reshape(-1), extra]), batch)          # (n + K, d)
+        return vecs[:ids.numel()].view(*ids.shape, -1), vecs[ids.numel():]
 
     def distribute(self, world: World, gather_negatives: bool) -> None:
         """Under DDP: average losses over all ranks' rows; optionally use all ranks' items as
@@ -87,14 +97,15 @@ class SASRecRecommender(Recommender):
     def calculate_loss(self, batch: dict, total_rows: torch.Tensor | None = None) -> torch.Tensor:
         seqs = batch["seqs"]                                                         # (B, L+1)
         if self.loss == "inbatch":
-            seq_vecs = self.encode(seqs, batch)                           # (B, L+1, d)
+            seq_vecs, extra_vecs = self.encode_with_extra(seqs, batch)                # (B, L+1, d), (K, d)
             states = self.states(seq_vecs[:, :-1], seqs[:, :-1])
             gathered = None
             if self.gather_negatives:                                                # every rank's items as slots
                 gathered = (gather_with_grad(seq_vecs, self.world), gather_rows(seqs, self.world),
                             self.world.rank * len(seqs))
-            return self.reduce(sasrec_inbatch_loss(states, seq_vecs, seqs, self.log_pop, "none", gathered),
-                               total_rows)
+            extra = None if extra_vecs is None else (extra_vecs, batch["extra_negatives"])
+            return self.reduce(sasrec_inbatch_loss(states, seq_vecs, seqs, self.log_pop, "none", gathered,
+                                                   extra, self.filter_false_negatives), total_rows)
         negatives = batch["negatives"]                                               # (B, L)
         vecs = self.encode(torch.cat([seqs, negatives], dim=1), batch)              # (B, 2L+1, d)
         width = seqs.shape[1]
@@ -124,14 +135,17 @@ class DSSMRecommender(Recommender):
         user_vecs = self.user_tower(users)                                           # (B, d)
         if self.loss == "inbatch":
             slot_items = batch["items"]                                              # (B,) padding slots: 0
-            slot_vecs = self.encode(slot_items, batch)
+            slot_vecs, extra_vecs = self.encode_with_extra(slot_items, batch)        # (B, d), (K, d)
             labels = real.nonzero(as_tuple=True)[0]                                  # each row's own slot
             if self.gather_negatives:                                                # every rank's items as slots
                 labels = labels + self.world.rank * len(slot_items)
                 slot_vecs, slot_items = gather_with_grad(slot_vecs, self.world), gather_rows(slot_items, self.world)
             rows = torch.arange(len(users), device=users.device)
-            return self.reduce(inbatch_debiased_loss(user_vecs, slot_vecs, slot_items, self.log_pop[slot_items],
-                                                     labels, rows, user_items, "none"), total_rows)
+            slot_log_q, extra = corrections(self.log_pop, slot_items,
+                                            None if extra_vecs is None else (extra_vecs, batch["extra_negatives"]))
+            return self.reduce(inbatch_debiased_loss(user_vecs, slot_vecs, slot_items, slot_log_q, labels, rows,
+                                                     user_items, "none", extra, self.filter_false_negatives),
+                               total_rows)
         negatives = batch["negatives"][real]                                          # (B, K)
         vecs = self.encode(torch.cat([items[:, None], negatives], dim=1), batch)  # (B, 1+K, d)
         logits = (user_vecs.unsqueeze(1) * vecs).sum(-1)                             # (B, 1+K)

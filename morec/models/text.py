@@ -215,27 +215,14 @@ class TextTower(ItemTower):
     def pooled(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return encode_pooled(self.encoder, self.pooling, input_ids, mask)
 
-    def encode_attribute(self, attribute: int, flat: torch.Tensor) -> torch.Tensor:
-        """(K,) ids -> (K, d) GELU(Linear(pooled)); encoded in length-sorted chunks of
-        `chunk_size`, each cut to its own longest text (padding is masked, so this is exact)."""
-        lengths = getattr(self, f"attention_mask_{attribute}")[flat].sum(1)
-        order = torch.argsort(lengths, stable=True)
-        chunks = [F.gelu(self.fc(self.pooled(*self.tokens(attribute, flat[part]))))
-                  for part in order.split(self.chunk_size)]
-        return torch.cat(chunks)[torch.argsort(order)]
+    def chunk_order(self, ids: torch.Tensor) -> torch.Tensor:
+        """Items by text length (summed over attributes), so each chunk is cut to a short width."""
+        lengths = sum(getattr(self, f"attention_mask_{a}")[ids].sum(1) for a in range(self.num_attributes))
+        return torch.argsort(lengths, stable=True)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids (...) -> (..., d); every slot is encoded (deduplication is in encode_items);
-        padding slots (id 0) give zero vectors, as in the deduplicated path."""
-        flat = ids.reshape(-1)
-        if flat.numel() == 0:
-            return self.fc.weight.new_zeros(*ids.shape, self.dim)
-        vecs = sum(self.encode_attribute(a, flat) for a in range(self.num_attributes)) / self.num_attributes
-        vecs = vecs * (flat != 0).unsqueeze(-1).to(vecs.dtype)
-        return vecs.view(*ids.shape, self.dim)
-
-    @torch.no_grad()
-    def all_item_vectors(self, num_items: int, batch_size: int = 8192) -> torch.Tensor:
-        """(N+1, d) vectors in eval mode; row 0 (padding) is zero."""
-        ids = torch.arange(num_items + 1, device=self.input_ids_0.device)
-        return torch.cat([self(part).float() for part in ids.split(batch_size)])
+    def encode_chunk(self, ids: torch.Tensor, pixels=None) -> torch.Tensor:
+        """(K,) ids -> (K, d): GELU(Linear(pooled)) per attribute, averaged over attributes; each
+        attribute's tokens cut to the chunk's longest text (padding is masked, so this is exact).
+        Padding ids (0) give the vector of an empty text; encode_items zeroes them."""
+        vecs = sum(F.gelu(self.fc(self.pooled(*self.tokens(a, ids)))) for a in range(self.num_attributes))
+        return vecs / self.num_attributes

@@ -1,8 +1,10 @@
 """Item towers: item id -> vector. The one part that differs between IDRec and MoRec.
 
-Every tower maps a LongTensor of item ids (any shape, 0 = padding) to vectors (..., d).
-`encode_items` deduplicates the ids of a batch first when the tower is expensive (an encoder),
-so each distinct item is encoded once and padding is never encoded.
+Every tower maps a LongTensor of item ids (any shape, 0 = padding) to vectors (..., d) through
+one path, `ItemTower.encode_items`: it deduplicates the ids when the tower is expensive (an
+encoder), so each distinct item is encoded once, encodes them in chunks (`encode_chunk`, the one
+method a tower defines) and scatters the vectors back. Training batches, the catalogue at
+evaluation and gradient caching (--inbatch_chunk) all go through it.
 """
 from __future__ import annotations
 
@@ -44,31 +46,164 @@ def freeze_by_blocks(named: list[tuple[str, nn.Parameter, int | None]], freeze_p
 
 
 class ItemTower(nn.Module):
+    """Base of every item tower, and the ONE path that encodes items (DESIGN "The item tower").
+
+    Whoever asks -- a training batch, a chunk of the catalogue at evaluation, a gradient-caching
+    pass -- calls `encode_items(ids)`: the ids (any shape) are deduplicated (when `deduplicate`),
+    padding (id 0) is dropped, the rest is encoded in chunks of `chunk_size` (in `chunk_order`,
+    e.g. by text length), and the vectors are scattered back; padding gives zero vectors.
+    Towers differ only in `encode_chunk`: how a chunk of real item ids becomes vectors.
+    With `grad_cache_chunk` > 0 a training pass encodes through gradient caching
+    (`GradCachedEncoding`): the same values and gradients at the memory of one chunk."""
+
     deduplicate = False          # True for encoders whose forward pass is expensive
+    chunk_size = 0               # items per encoder pass (0: all at once)
+    grad_cache_chunk = 0         # > 0: gradient caching with chunks of this many items (--inbatch_chunk)
+    reads_pixels = False         # True: encode_chunk needs each item's pixels (from the batch)
     dim: int
 
+    def encode_chunk(self, ids: torch.Tensor, pixels: torch.Tensor | None = None) -> torch.Tensor:
+        """(K,) item ids (padding only when not deduplicating) -> (K, d); `pixels` (K, 3, S, S)."""
+        raise NotImplementedError
+
+    def chunk_order(self, ids: torch.Tensor) -> torch.Tensor:
+        """The order in which `ids` (K,) are cut into chunks (default: as given)."""
+        return torch.arange(len(ids), device=ids.device)
+
+    def forward(self, ids: torch.Tensor, images=None) -> torch.Tensor:
+        return self.encode_items(ids, images)
+
     def encode_items(self, ids: torch.Tensor, images=None) -> torch.Tensor:
-        """ids (...) -> vectors (..., d); distinct non-padding ids encoded once if deduplicating.
-        `images`: (image_ids, pixels) of the batch's items, for towers that read pixels."""
-        if not self.deduplicate:
-            return self(ids)
-        unique, inverse = torch.unique(ids.reshape(-1), return_inverse=True)
-        vecs = torch.zeros(len(unique), self.dim, device=ids.device)
-        real = unique != 0
-        encoded = self(unique[real])
-        vecs = vecs.to(encoded.dtype).index_put((real.nonzero(as_tuple=True)[0],), encoded)
-        return vecs[inverse].view(*ids.shape, self.dim)
+        """ids (...) -> vectors (..., d); padding (id 0) gives zero vectors.
+
+        deduplicate: each distinct real id is encoded once (repeats share one dropout mask);
+        else every slot is encoded (padding too, unless the tower reads pixels, so the dropout
+        stream is the one of encoding the whole tensor). `images` = (image_ids (M,) sorted,
+        pixels (M, 3, S, S)): the pixels of the batch's items, for towers that read pixels."""
+        flat = ids.reshape(-1)
+        if self.deduplicate:
+            items, inverse = torch.unique(flat, return_inverse=True)
+            items = items[items != 0]
+            inverse = inverse - int(bool((flat == 0).any()))       # unique is sorted: padding first
+        else:
+            items, inverse = flat, None
+        if self.reads_pixels:                                      # padding has no pixels
+            encoded_rows = (items != 0).nonzero(as_tuple=True)[0]
+            encoded = self.encode_distinct(items[encoded_rows], self.pixels_of(items[encoded_rows], images))
+            vecs = encoded.new_zeros(len(items), self.dim).index_put((encoded_rows,), encoded)
+        else:
+            vecs = self.encode_distinct(items, None)
+        vecs = vecs * (items != 0).unsqueeze(-1).to(vecs.dtype)    # (K, d) padding rows zero
+        if inverse is not None:                                    # back to every slot; padding: zero
+            vecs = torch.cat([vecs.new_zeros(1, self.dim), vecs])[inverse + 1]
+        return vecs.view(*ids.shape, self.dim)
+
+    def pixels_of(self, items: torch.Tensor, images) -> torch.Tensor | None:
+        """(K, 3, S, S) pixel rows of `items` (K,) from the batch's `images`; None if not read."""
+        if not self.reads_pixels:
+            return None
+        if images is None:
+            raise ValueError(f"{type(self).__name__} encodes pixels: pass images=(image_ids, pixels)")
+        image_ids, pixels = images
+        if len(items) == 0:
+            return pixels[:0]
+        if len(image_ids) == 0:
+            raise ValueError("the batch brings no images but holds real items")
+        rows = torch.searchsorted(image_ids, items).clamp_max(len(image_ids) - 1)   # (K,)
+        if bool((image_ids[rows] != items).any()):
+            raise ValueError("the batch's images miss some of its item ids")
+        return pixels[rows]
+
+    def encode_distinct(self, items: torch.Tensor, pixels: torch.Tensor | None) -> torch.Tensor:
+        """(K,) ids -> (K, d), chunk by chunk in `chunk_order`; gradient caching when set and
+        gradients are recorded."""
+        if self.grad_cache_chunk > 0 and torch.is_grad_enabled() and len(items):
+            return GradCachedEncoding.encode(self, items, pixels, self.grad_cache_chunk)
+        return self.encode_in_chunks(items, pixels, self.chunk_size)
+
+    def encode_in_chunks(self, items: torch.Tensor, pixels: torch.Tensor | None, size: int) -> torch.Tensor:
+        if len(items) == 0:
+            return torch.zeros(0, self.dim, device=items.device)
+        parts = chunk_parts(self.chunk_order(items), size)
+        encoded = [self.encode_chunk(items[part], None if pixels is None else pixels[part]) for part in parts]
+        return unpermute(encoded, parts)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Parameters trained with fine_tune_lr / fine_tune_l2_weight (a pretrained encoder)."""
         return []
 
     @torch.no_grad()
-    def all_item_vectors(self, num_items: int, batch_size: int = 4096) -> torch.Tensor:
-        """(N+1, d) vectors of ids 0..N (row 0 is padding), in eval mode by the caller."""
+    def all_item_vectors(self, num_items: int) -> torch.Tensor:
+        """(N+1, d) vectors of ids 0..N (row 0 is padding, zero), in eval mode by the caller."""
         device = next(self.parameters()).device
-        ids = torch.arange(num_items + 1, device=device)
-        return torch.cat([self(chunk) for chunk in ids.split(batch_size)])
+        return self.encode_items(torch.arange(num_items + 1, device=device))
+
+
+def chunk_parts(order: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """`order` (K,) cut into consecutive parts of `size` (0: one part)."""
+    return list(order.split(size)) if size > 0 else [order]
+
+
+def unpermute(encoded: list[torch.Tensor], parts: list[torch.Tensor]) -> torch.Tensor:
+    """Rows encoded part by part -> (K, d) in the original order of the ids."""
+    order = torch.cat(parts)
+    return torch.cat(encoded)[torch.argsort(order)]
+
+
+class GradCachedEncoding(torch.autograd.Function):
+    """Gradient caching (Gao et al., RepL4NLP 2021, "Scaling Deep Contrastive Learning Batch Size
+    under Memory Limited Setup", Alg. 1) for one device.
+
+    Forward: encode the distinct items chunk by chunk without keeping activations, remembering
+    each chunk's random state. The loss over the whole batch is then computed on these vectors.
+    Backward: given d loss / d vectors (K, d), re-encode each chunk with gradients under the same
+    random state (the same dropout masks) and back-propagate the cached vector gradients through
+    it; the encoder's parameter gradients accumulate chunk by chunk. Loss and gradients equal the
+    full-batch computation; peak memory is that of one chunk. The re-encoding runs inside
+    backward (a reentrant backward, as torch.utils.checkpoint(use_reentrant=True)), so one
+    process only (DistributedDataParallel would see parameters become ready several times)."""
+
+    @staticmethod
+    def encode(tower: "ItemTower", items: torch.Tensor, pixels: torch.Tensor | None, size: int) -> torch.Tensor:
+        anchor = torch.empty(0, requires_grad=True)            # puts the Function on the graph
+        return GradCachedEncoding.apply(anchor, tower, items, pixels, size)
+
+    @staticmethod
+    def forward(ctx, anchor, tower, items, pixels, size):
+        ctx.tower, ctx.items, ctx.pixels = tower, items, pixels
+        ctx.parts = chunk_parts(tower.chunk_order(items), size)
+        ctx.states, encoded = [], []
+        ctx.autocast = torch.get_autocast_dtype(items.device.type) if torch.is_autocast_enabled(items.device.type) else None
+        for part in ctx.parts:
+            ctx.states.append(random_state(items.device))
+            with torch.no_grad():
+                encoded.append(tower.encode_chunk(items[part], None if pixels is None else pixels[part]))
+        return unpermute(encoded, ctx.parts)
+
+    @staticmethod
+    def backward(ctx, grad_vecs):                              # (K, d)
+        tower, items, pixels = ctx.tower, ctx.items, ctx.pixels
+        after = random_state(items.device)
+        for part, state in zip(ctx.parts, ctx.states):
+            set_random_state(state, items.device)
+            with torch.enable_grad(), torch.autocast(items.device.type, dtype=ctx.autocast,
+                                                      enabled=ctx.autocast is not None):
+                vecs = tower.encode_chunk(items[part], None if pixels is None else pixels[part])
+            if vecs.requires_grad:
+                torch.autograd.backward(vecs, grad_vecs[part].to(vecs.dtype))
+        set_random_state(after, items.device)
+        return None, None, None, None, None
+
+
+def random_state(device: torch.device) -> tuple:
+    """The random state dropout draws from: the CPU generator, and the device's on CUDA."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def set_random_state(state: tuple, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
 
 
 class IdTower(ItemTower):
@@ -83,7 +218,7 @@ class IdTower(ItemTower):
         with torch.no_grad():
             self.embedding.weight[0].zero_()
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def encode_chunk(self, ids: torch.Tensor, pixels=None) -> torch.Tensor:
         return self.mlp(self.embedding(ids))
 
 
@@ -99,7 +234,7 @@ class FeatureTower(ItemTower):
         self.mlp = mlp(dim, dnn_layers, dropout)
         init_xavier(self)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def encode_chunk(self, ids: torch.Tensor, pixels=None) -> torch.Tensor:
         return self.mlp(F.gelu(self.fc(self.features[ids].float())))
 
 
@@ -115,7 +250,8 @@ class FusionTower(ItemTower):
         if mode not in self.MODES:
             raise ValueError(f"fusion must be one of {self.MODES}, got {mode!r}")
         self.dim, self.mode = id_tower.dim, mode
-        self.deduplicate = modality.deduplicate
+        self.deduplicate, self.reads_pixels = modality.deduplicate, modality.reads_pixels
+        self.chunk_size = modality.chunk_size
         self.id_tower, self.modality = id_tower, modality
         if mode == "cat":
             self.cat = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * self.dim, self.dim), nn.GELU())
@@ -128,19 +264,11 @@ class FusionTower(ItemTower):
         fused = e_id + e_mod if self.mode == "add" else self.cat(torch.cat([e_id, e_mod.to(e_id.dtype)], -1))
         return self.mlp(fused)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.fuse(self.id_tower(ids), self.modality(ids))
+    def encode_chunk(self, ids: torch.Tensor, pixels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.fuse(self.id_tower.encode_chunk(ids), self.modality.encode_chunk(ids, pixels))
 
-    def encode_items(self, ids: torch.Tensor, images=None) -> torch.Tensor:
-        if images is None:
-            return super().encode_items(ids)
-        return self.fuse(self.id_tower(ids), self.modality.encode_items(ids, images))
-
-    @torch.no_grad()
-    def all_item_vectors(self, num_items: int, batch_size: int = 4096) -> torch.Tensor:
-        """The modality tower's own (batched) all_item_vectors, fused with every ID vector."""
-        ids = torch.arange(num_items + 1, device=self.id_tower.embedding.weight.device)
-        return self.fuse(self.id_tower(ids), self.modality.all_item_vectors(num_items))
+    def chunk_order(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.modality.chunk_order(ids)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         return self.modality.encoder_parameters()
@@ -152,36 +280,15 @@ class PixelTower(ItemTower):
     (K, 3, S, S)), decoded by DataLoader workers (morec.data.images.BatchesWithImages). Each
     distinct item is encoded once (deduplicate = True), or once per slot (False, for comparison)."""
 
-    deduplicate = True
+    deduplicate, reads_pixels = True, True
 
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """(K, 3, S, S) -> (K, d)."""
         raise NotImplementedError
 
-    def forward(self, ids: torch.Tensor, images=None) -> torch.Tensor:
-        return self.encode_items(ids, images)
+    def encode_chunk(self, ids: torch.Tensor, pixels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encode_pixels(pixels)
 
-    def encode_items(self, ids: torch.Tensor, images=None) -> torch.Tensor:
-        """ids (...) -> (..., d); padding (id 0) gives zero vectors."""
-        if images is None:
-            raise ValueError(f"{type(self).__name__} encodes pixels: pass images=(image_ids, pixels)")
-        image_ids, pixels = images
-        flat, real = ids.reshape(-1), ids.reshape(-1) != 0
-        if len(image_ids) == 0:
-            if bool(real.any()):
-                raise ValueError("the batch brings no images but holds real items")
-            return self.encode_pixels(pixels).new_zeros(*ids.shape, self.dim)
-        slot = torch.searchsorted(image_ids, flat).clamp_max(len(image_ids) - 1)   # (B*,) image row
-        if bool((image_ids[slot] != flat)[real].any()):
-            raise ValueError("the batch's images miss some of its item ids")
-        if self.deduplicate:
-            vecs = self.encode_pixels(pixels)[slot]                                # (B*, d)
-        else:
-            encoded = self.encode_pixels(pixels[slot[real]])
-            vecs = encoded.new_zeros(len(flat), self.dim).index_put((real.nonzero(as_tuple=True)[0],), encoded)
-        vecs = vecs * real.unsqueeze(-1).to(vecs.dtype)
-        return vecs.view(*ids.shape, self.dim)
-
-    def all_item_vectors(self, num_items: int, batch_size: int = 4096) -> torch.Tensor:
+    def all_item_vectors(self, num_items: int) -> torch.Tensor:
         raise ValueError(f"{type(self).__name__} needs the items' pixels: use "
                          "morec.train.catalogue_vectors with the run's ItemImages")

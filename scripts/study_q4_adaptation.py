@@ -1,0 +1,55 @@
+"""Question 4 (beyond the paper): how should the text encoder be adapted? IDRec against MoRec with
+full fine-tuning, the top 2 blocks, LoRA, BitFit, and the layer-cached two-stage head (IISAN-style
+decoupling: every layer's frozen features, a learned mix of them; the encoder never runs in
+training), with the cost of each (train seconds to the best epoch, peak memory):
+
+    python scripts/study_q4_adaptation.py                            # ml-100k, small CPU settings
+    python scripts/study_q4_adaptation.py --arms full,top2,lora --seed 1,2,3 --out docs/studies/ml-100k-adaptation
+
+Arms (--arms, default all): id, full (trainable_layers -1), top2 (trainable_layers 2, the Q1
+MoRec run), lora (peft lora, r --lora_r), bitfit (peft bitfit), ts_all (two_stage, ts_layers
+all, dnn_layers --ts_dnn) and ts_last (the same head over the last layer only, the Q3 TS run).
+Defaults: scripts/study_common.py SMALL; its IDRec, top2 and ts_last runs are those of
+study_q1 / study_q3 when they share --runs_dir.
+"""
+import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # noqa: E401,E702
+
+from study_common import IDREC, MOREC_E2E, MOREC_TS, entry, parse_args, run_study
+from morec.errors import InputError
+
+
+def arms(ts_dnn: int) -> dict[str, dict]:
+    return {
+        "id": IDREC,
+        "full": {**MOREC_E2E, "trainable_layers": -1},
+        "top2": {**MOREC_E2E, "trainable_layers": 2},
+        "lora": {**MOREC_E2E, "trainable_layers": -1, "peft": "lora"},
+        "bitfit": {**MOREC_E2E, "trainable_layers": -1, "peft": "bitfit"},
+        "ts_all": {**MOREC_TS, "dnn_layers": ts_dnn, "ts_layers": "all"},
+        "ts_last": {**MOREC_TS, "dnn_layers": ts_dnn},
+    }
+
+
+def add_options(parser) -> None:
+    parser.add_argument("--arms", default="id,full,top2,lora,bitfit,ts_all,ts_last",
+                        help="which adaptations to run (default: all)")
+    parser.add_argument("--ts_dnn", type=int, default=2,
+                        help="dnn_layers of the two-stage heads (default 2, the best TS depth of Q3 on ml-100k)")
+
+
+def main(argv: list[str]):
+    args, overrides = parse_args(argv, __doc__.split("\n\n")[0], add_options)
+    known = arms(args.ts_dnn)
+    chosen = [arm.strip() for arm in args.arms.split(",") if arm.strip()]
+    unknown = [arm for arm in chosen if arm not in known]
+    if unknown or not chosen:
+        raise InputError(f"--arms {args.arms!r}: choose from {', '.join(known)}")
+    for field in ("peft", "ts_layers", "trainable_layers", "two_stage"):
+        if field in overrides:
+            raise InputError(f"--{field} is set by each arm; choose arms with --arms")
+    return run_study("q4_adaptation", "Q4: adapting the text encoder (full, top-2, LoRA, BitFit, layer-cached TS)",
+                     [known[arm] for arm in chosen], args, overrides)
+
+
+if __name__ == "__main__":
+    entry(main)
