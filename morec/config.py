@@ -31,10 +31,10 @@ class Config:
     warm_min_count: int = 0             # warm-item setting: keep items with >= this many train interactions (0: off; paper 20/50/200)
 
     # --- model ---
-    model: str = "sasrec"               # sasrec | dssm
+    model: str = "sasrec"               # sasrec | gru4rec | nextitnet (next-item user encoders) | dssm
     item_tower: str = "id"              # id (IDRec) | text | vision (MoRec)
     embedding_dim: int = 64
-    transformer_block: int = 2
+    transformer_block: int = 2          # SASRec blocks; NextItNet: repeats of the dilations 1, 2, 4, 8
     num_attention_heads: int = 2
     dnn_layers: int = 0                 # DSSM: MLP depth of the user and item towers
     drop_rate: float = 0.1
@@ -308,7 +308,7 @@ def _news_attributes(value: str) -> str | None:
 RULES = {
     "root_data_dir": _not_empty, "dataset": _dataset_name, "behaviors": _not_empty, "news": _not_empty,
     "max_seq_len": _at_least(1), "min_seq_len": _at_least(3), "warm_min_count": _at_least(0),
-    "model": _one_of("sasrec", "dssm"), "item_tower": _one_of("id", "text", "vision"),
+    "model": _one_of("sasrec", "gru4rec", "nextitnet", "dssm"), "item_tower": _one_of("id", "text", "vision"),
     "embedding_dim": _at_least(1), "transformer_block": _at_least(1), "num_attention_heads": _at_least(1),
     "dnn_layers": _at_least(0), "drop_rate": _drop_rate,
     "bert_model_load": _folder_name, "pretrained_dir": _not_empty, "news_attributes": _news_attributes,

@@ -7,11 +7,12 @@ import torch
 
 from morec.config import REPO_ROOT, Config
 from morec.errors import InputError
-from morec.models.recommender import DSSMRecommender, Recommender, SASRecRecommender
+from morec.models.recommender import (SEQUENCE_MODELS, DSSMRecommender, Recommender, SASRecRecommender,
+                                      SequentialRecommender)
 from morec.models.towers import FeatureTower, FusionTower, IdTower, ItemTower
 
 ITEM_TOWERS = ("id", "text", "vision")
-MODELS = ("sasrec", "dssm")
+MODELS = SEQUENCE_MODELS + ("dssm",)
 FUSIONS = ("none", "add", "cat")
 
 
@@ -71,14 +72,14 @@ def build_model(cfg: Config, num_items: int, num_users: int, popularity: torch.T
     """The recommender of a run; `popularity` (N+1,) feeds the in-batch loss correction;
     `item_inputs` holds what a modality tower needs (tokens or cached features)."""
     tower = build_item_tower(cfg, num_items, item_inputs)
-    if cfg.model == "sasrec":
-        return SASRecRecommender(tower, num_items, cfg.loss, popularity, cfg.max_seq_len,
-                                 cfg.transformer_block, cfg.num_attention_heads, cfg.drop_rate)
+    if cfg.model in SEQUENCE_MODELS:
+        return SequentialRecommender(tower, num_items, cfg.loss, popularity, cfg.max_seq_len,
+                                     cfg.transformer_block, cfg.num_attention_heads, cfg.drop_rate, cfg.model)
     if cfg.model == "dssm":
         return DSSMRecommender(tower, num_items, cfg.loss, popularity, num_users,
                                cfg.dnn_layers, cfg.drop_rate)
     raise InputError(f"model {cfg.model!r} is not available; choose one of {MODELS}")
 
 
-__all__ = ["build_model", "build_item_tower", "Recommender", "SASRecRecommender",
+__all__ = ["build_model", "build_item_tower", "Recommender", "SequentialRecommender", "SASRecRecommender",
            "DSSMRecommender", "IdTower", "ItemTower", "FeatureTower", "FusionTower", "pretrained_path"]
