@@ -5,7 +5,9 @@ import json
 import pytest
 import torch
 
-from conftest import run_in_process
+from conftest import REPO, run_in_process
+from test_text_scripts import train_then_test
+from text_helpers import TINY, tiny_encoders
 from morec.config import Config
 from morec.models import build_model
 from morec.models.gru4rec import GRU4Rec
@@ -103,3 +105,15 @@ def test_one_epoch_then_test_on_ml100k(name, loss, tmp_path, capsys):
     assert metrics["num_users"] == 943 and metrics["best_epoch"] == 1
     # better than chance after one epoch (10 of 1409 items: HR@10 0.71 %; metrics are fractions)
     assert metrics["test"]["HR@10"] > 0.012, metrics["test"]
+
+
+def test_gru4rec_with_a_tiny_text_tower(tmp_path):
+    """A text MoRec script with `--model gru4rec` (tiny random BERT): one epoch, then its test."""
+    common = ["--model", "gru4rec", "--runs_dir", str(tmp_path / "runs"), "--label", "smoke", "--device", "cpu",
+              "--pretrained_dir", str(tiny_encoders()), "--bert_model_load", TINY["bert"],
+              "--cache_dir", str(tmp_path / "cache")]
+    speed = ["--epoch", "1", "--num_words_title", "12", "--embedding_dim", "32", "--batch_size", "128"]
+    saved, log = train_then_test(REPO / "inbatch_sasrec_e2e_text", "minilm", common + speed, common,
+                                 tmp_path / "runs" / "smoke")
+    assert saved["model"] == "gru4rec" and saved["item_tower"] == "text"
+    assert "trainable encoder tensors" in log
