@@ -132,6 +132,9 @@ ENCODER_FIELDS = {"pretrained_dir", "dedup_items", "freeze_paras_before", "train
                   "two_stage", "fusion", "mo_dnn_layers", "fine_tune_lr", "fine_tune_l2_weight"}
 UNUSED_BY_TOWER = {"id": TEXT_FIELDS | VISION_FIELDS | ENCODER_FIELDS, "text": VISION_FIELDS,
                    "vision": TEXT_FIELDS}
+# Fields a user encoder does not read (GRU4Rec: one GRU layer; NextItNet: no attention), left out
+# of its runs' labels likewise.
+UNUSED_BY_MODEL = {"gru4rec": {"transformer_block", "num_attention_heads"}, "nextitnet": {"num_attention_heads"}}
 
 
 DEFAULT_SETTING = {"world_size": 1, "precision": "fp32"}
@@ -161,7 +164,7 @@ def run_label(cfg: Config) -> str:
     the run's item tower does not read are left out. World size and precision (run_setting) are
     added as `-wW-PRECISION` unless they are 1 and fp32."""
     defaults = Config().to_dict()
-    unused = RUN_CONTROL | UNUSED_BY_TOWER.get(cfg.item_tower, set())
+    unused = RUN_CONTROL | UNUSED_BY_TOWER.get(cfg.item_tower, set()) | UNUSED_BY_MODEL.get(cfg.model, set())
     if cfg.item_tower == "id" and (cfg.two_stage or cfg.fusion != "none"):
         unused = unused - {"two_stage", "fusion"}          # an invalid run: keep it apart (it fails later)
     defining = {k: v for k, v in cfg.to_dict().items() if k not in unused and v != defaults[k]}

@@ -8,7 +8,7 @@ import torch
 from conftest import REPO, run_in_process
 from test_text_scripts import train_then_test
 from text_helpers import TINY, tiny_encoders
-from morec.config import Config
+from morec.config import Config, run_label
 from morec.models import build_model
 from morec.models.gru4rec import GRU4Rec
 from morec.models.nextitnet import NextItNet
@@ -117,3 +117,14 @@ def test_gru4rec_with_a_tiny_text_tower(tmp_path):
                                  tmp_path / "runs" / "smoke")
     assert saved["model"] == "gru4rec" and saved["item_tower"] == "text"
     assert "trainable encoder tensors" in log
+
+
+def test_label_ignores_the_values_an_encoder_does_not_read():
+    gru = run_label(Config(model="gru4rec"))
+    assert run_label(Config(model="gru4rec", transformer_block=3, num_attention_heads=4)) == gru
+    assert run_label(Config(model="gru4rec", drop_rate=0.2)) != gru
+    nextitnet = run_label(Config(model="nextitnet"))
+    assert run_label(Config(model="nextitnet", num_attention_heads=4)) == nextitnet
+    assert run_label(Config(model="nextitnet", transformer_block=3)) != nextitnet
+    assert run_label(Config(transformer_block=3)) != run_label(Config())              # SASRec reads both
+    assert run_label(Config(num_attention_heads=4)) != run_label(Config())
