@@ -14,6 +14,8 @@ run from h_0 = 0, and rotated back: a real position's state is exactly the state
 unpadded sequence, whatever the padding. The states at padded positions are set to zero (the GRU
 read them after the real items; no loss uses them).
 Weights: xavier-normal input and recurrent matrices, zero biases (as SASRec's Linear layers).
+Under AMP the GRU still runs in fp32: rounding would compound along the recurrence, and cuDNN's
+bf16 RNN is recent (cuDNN 9.13).
 """
 from __future__ import annotations
 
@@ -36,7 +38,9 @@ class GRU4Rec(nn.Module):
         last ones of each row (left padding). Returns (B, L, d), zero at padded positions."""
         pad = (~real).sum(1, keepdim=True)                                          # (B, 1)
         to_front = rotation(pad, item_vecs.shape[1])                                # (B, L)
-        states, _ = self.gru(self.dropout(gather_positions(item_vecs, to_front)))  # real items first
+        x = self.dropout(gather_positions(item_vecs, to_front))                    # real items first
+        with torch.autocast(item_vecs.device.type, enabled=False):                 # the recurrence in fp32
+            states, _ = self.gru(x.float())
         states = gather_positions(states, rotation(-pad, item_vecs.shape[1]))      # back to left padding
         return states * real.unsqueeze(-1)                                          # padded positions: 0
 
