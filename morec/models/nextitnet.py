@@ -3,9 +3,9 @@ Recommendation", WSDM 2019), in the next-item shape of SASRec: one state per pos
 at t scores the item at t+1 (morec.models.recommender.SequentialRecommender).
 
 A stack of causal dilated 1-D convolutions (kernel 3, d channels) with the dilations 1, 2, 4, 8
-repeated `transformer_block` times, grouped in the residual blocks of the paper's Fig. 3(b) (the
-authors' code `nextitnet_residual_block`): two convolutions with dilations r and 2r, each
-followed by LayerNorm and ReLU, plus the block's input:
+repeated `transformer_block` times, grouped in the paper's residual blocks of two dilated
+convolutions (as the authors' code, github.com/fajieyuan/nextitnet, `nextitnet_residual_block`):
+dilations r and 2r, each convolution followed by LayerNorm and ReLU, plus the block's input:
     y = ReLU(LN(conv_2r(ReLU(LN(conv_r(x))))));  x <- x + y
 so the dilations 1,2,4,8 are the blocks (1,2) and (4,8); one repeat sees 1 + 2(1+2+4+8) = 31
 positions. Simplified against the paper: no softmax over the catalogue inside the model (the
@@ -42,7 +42,7 @@ class CausalConv(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """Yuan et al. Fig. 3(b): x + ReLU(LN(conv_2r(ReLU(LN(conv_r(x))))))."""
+    """Yuan et al.'s residual block: x + ReLU(LN(conv_2r(ReLU(LN(conv_r(x))))))."""
 
     def __init__(self, dim: int, dilation: int):
         super().__init__()
