@@ -31,10 +31,10 @@ class Config:
     warm_min_count: int = 0             # warm-item setting: keep items with >= this many train interactions (0: off; paper 20/50/200)
 
     # --- model ---
-    model: str = "sasrec"               # sasrec | dssm
+    model: str = "sasrec"               # sasrec | gru4rec | nextitnet (next-item user encoders) | dssm
     item_tower: str = "id"              # id (IDRec) | text | vision (MoRec)
     embedding_dim: int = 64
-    transformer_block: int = 2
+    transformer_block: int = 2          # SASRec blocks; NextItNet: repeats of the dilations 1, 2, 4, 8
     num_attention_heads: int = 2
     dnn_layers: int = 0                 # DSSM: MLP depth of the user and item towers
     drop_rate: float = 0.1
@@ -135,6 +135,9 @@ ENCODER_FIELDS = {"pretrained_dir", "dedup_items", "freeze_paras_before", "train
                   "two_stage", "fusion", "mo_dnn_layers", "fine_tune_lr", "fine_tune_l2_weight"}
 UNUSED_BY_TOWER = {"id": TEXT_FIELDS | VISION_FIELDS | ENCODER_FIELDS, "text": VISION_FIELDS,
                    "vision": TEXT_FIELDS}
+# Fields a user encoder does not read (GRU4Rec: one GRU layer; NextItNet: no attention), left out
+# of its runs' labels likewise.
+UNUSED_BY_MODEL = {"gru4rec": {"transformer_block", "num_attention_heads"}, "nextitnet": {"num_attention_heads"}}
 
 
 DEFAULT_SETTING = {"world_size": 1, "precision": "fp32"}
@@ -164,7 +167,7 @@ def run_label(cfg: Config) -> str:
     the run's item tower does not read are left out. World size and precision (run_setting) are
     added as `-wW-PRECISION` unless they are 1 and fp32."""
     defaults = Config().to_dict()
-    unused = RUN_CONTROL | UNUSED_BY_TOWER.get(cfg.item_tower, set())
+    unused = RUN_CONTROL | UNUSED_BY_TOWER.get(cfg.item_tower, set()) | UNUSED_BY_MODEL.get(cfg.model, set())
     if cfg.item_tower == "id" and (cfg.two_stage or cfg.fusion != "none"):
         unused = unused - {"two_stage", "fusion"}          # an invalid run: keep it apart (it fails later)
     defining = {k: v for k, v in cfg.to_dict().items() if k not in unused and v != defaults[k]}
@@ -311,7 +314,7 @@ def _news_attributes(value: str) -> str | None:
 RULES = {
     "root_data_dir": _not_empty, "dataset": _dataset_name, "behaviors": _not_empty, "news": _not_empty,
     "max_seq_len": _at_least(1), "min_seq_len": _at_least(3), "warm_min_count": _at_least(0),
-    "model": _one_of("sasrec", "dssm"), "item_tower": _one_of("id", "text", "vision"),
+    "model": _one_of("sasrec", "gru4rec", "nextitnet", "dssm"), "item_tower": _one_of("id", "text", "vision"),
     "embedding_dim": _at_least(1), "transformer_block": _at_least(1), "num_attention_heads": _at_least(1),
     "dnn_layers": _at_least(0), "drop_rate": _drop_rate,
     "bert_model_load": _folder_name, "pretrained_dir": _not_empty, "news_attributes": _news_attributes,

@@ -3,11 +3,12 @@
 `--embedding_dim 1000000` or `--max_seq_len 100000` used to end in an allocator traceback or a
 silent OOM kill. The estimate counts what the values alone decide, in float32 bytes:
 - parameters: the ID embedding tables (items, and users for DSSM), SASRec's position table and
-  blocks (12 d^2 each: Q, K, V, O and the 4d feed-forward); while training x4 for the gradient
-  and AdamW's two moments;
+  blocks (12 d^2 each: Q, K, V, O and the 4d feed-forward), GRU4Rec's GRU (6 d^2), NextItNet's
+  convolutions (4 of 3 d^2 per repeat); while training x4 for the gradient and AdamW's two moments;
 - training activations of one batch: per SASRec block the attention maps (B x heads x L x L,
   kept for backward about 3 times: scores, probabilities, dropout mask) and about 20 tensors of
-  B x L x d; the in-batch loss's (B L) x (B (L+1)) logits (about 3 copies);
+  B x L x d (GRU4Rec: about 20 in all; NextItNet: about 20 per repeat, no attention maps); the
+  in-batch loss's (B L) x (B (L+1)) logits (about 3 copies);
 - evaluation: the catalogue's vectors, one user batch through the encoder, and about two score
   blocks of `eval_chunk_elems` (SPEC "Evaluation", README "Evaluation cost").
 A pretrained text or vision encoder is not counted (its size is known only once loaded), so
@@ -33,6 +34,10 @@ def parameter_count(cfg: Config, num_items: int, num_users: int) -> int:
     count = (num_items + 1) * d if cfg.item_tower == "id" or cfg.fusion != "none" else 0
     if cfg.model == "sasrec":
         count += (cfg.max_seq_len + 2) * d + cfg.transformer_block * (12 * d * d + 9 * d)   # positions, LNs, blocks
+    elif cfg.model == "gru4rec":
+        count += 6 * d * d + 6 * d                                                         # 3 gates x (W_ih, W_hh)
+    elif cfg.model == "nextitnet":
+        count += cfg.transformer_block * 4 * (3 * d * d + 3 * d)                            # convolutions, LNs
     else:
         count += num_users * d + 2 * cfg.dnn_layers * (d * d + d)
     return count
@@ -44,16 +49,18 @@ def training_activation_bytes(cfg: Config) -> int:
     if cfg.model == "dssm":
         logits = b * b * 3 if cfg.loss == "inbatch" else b * (1 + cfg.neg_num) * 3
         return FLOAT * (b * d * (4 + 2 * cfg.dnn_layers) * 3 + logits)
-    attention = b * heads * length * length * 3                        # (B, heads, L, L) x 3
+    attention = b * heads * length * length * 3 if cfg.model == "sasrec" else 0   # (B, heads, L, L) x 3
     hidden = b * length * d * 20                                       # (B, L, d) x 20
+    layers = 1 if cfg.model == "gru4rec" else cfg.transformer_block
     logits = (b * length) * (b * (length + 1)) * 3 if cfg.loss == "inbatch" else b * length * 6
-    return FLOAT * (cfg.transformer_block * (attention + hidden) + logits)
+    return FLOAT * (layers * (attention + hidden) + logits)
 
 
 def evaluation_bytes(cfg: Config, num_items: int) -> int:
-    """Catalogue vectors, one user batch through SASRec (no gradient) and two score blocks."""
+    """Catalogue vectors, one user batch through the user encoder (no gradient) and two score blocks."""
     u, length, d, heads = cfg.eval_batch_size, cfg.max_seq_len, cfg.embedding_dim, cfg.num_attention_heads
-    encoder = 2 * u * heads * length * length + 8 * u * length * d if cfg.model == "sasrec" else 4 * u * d
+    attention = 2 * u * heads * length * length if cfg.model == "sasrec" else 0
+    encoder = attention + 8 * u * length * d if cfg.model != "dssm" else 4 * u * d
     return FLOAT * ((num_items + 1) * d + encoder + 2 * cfg.eval_chunk_elems)
 
 

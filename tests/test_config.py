@@ -89,7 +89,7 @@ def test_every_shipped_experiment_script_is_valid():
     ({"loss": "mse"}, "--loss 'mse' must be one of inbatch, bce"),
     ({"device": "tpu"}, "--device 'tpu' must be auto, cpu, cuda or cuda:N"),
     ({"device": "cuda:x"}, "--device 'cuda:x'"),
-    ({"model": "gru"}, "--model 'gru' must be one of sasrec, dssm"),
+    ({"model": "gru"}, "--model 'gru' must be one of sasrec, gru4rec, nextitnet, dssm"),
     ({"item_tower": "audio"}, "--item_tower 'audio'"),
     ({"fusion": "mul"}, "--fusion 'mul'"),
     ({"image_norm": "none"}, "--image_norm 'none'"),

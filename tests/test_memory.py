@@ -12,6 +12,8 @@ from morec.train import build_run_model, load_data
     dict(),                                                              # ml-100k ID SASRec
     dict(embedding_dim=32, transformer_block=3, max_seq_len=7, num_attention_heads=4),
     dict(model="dssm", loss="bce", dnn_layers=2),
+    dict(model="gru4rec", embedding_dim=32),
+    dict(model="nextitnet", embedding_dim=32, transformer_block=3),
 ])
 def test_parameter_count_is_the_models(values):
     cfg = Config(**values)

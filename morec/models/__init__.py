@@ -7,11 +7,12 @@ import torch
 
 from morec.config import REPO_ROOT, Config
 from morec.errors import InputError
-from morec.models.recommender import DSSMRecommender, Recommender, SASRecRecommender
+from morec.models.recommender import (SEQUENCE_MODELS, DSSMRecommender, Recommender, SASRecRecommender,
+                                      SequentialRecommender)
 from morec.models.towers import FeatureTower, FusionTower, IdTower, ItemTower
 
 ITEM_TOWERS = ("id", "text", "vision")
-MODELS = ("sasrec", "dssm")
+MODELS = SEQUENCE_MODELS + ("dssm",)
 FUSIONS = ("none", "add", "cat")
 
 
@@ -72,9 +73,9 @@ def build_model(cfg: Config, num_items: int, num_users: int, popularity: torch.T
     `item_inputs` holds what a modality tower needs (tokens or cached features)."""
     tower = build_item_tower(cfg, num_items, item_inputs)
     tower.grad_cache_chunk = cfg.inbatch_chunk                  # 0: off (gradient caching, issue 13.4)
-    if cfg.model == "sasrec":
-        model = SASRecRecommender(tower, num_items, cfg.loss, popularity, cfg.max_seq_len,
-                                  cfg.transformer_block, cfg.num_attention_heads, cfg.drop_rate)
+    if cfg.model in SEQUENCE_MODELS:
+        model = SequentialRecommender(tower, num_items, cfg.loss, popularity, cfg.max_seq_len,
+                                      cfg.transformer_block, cfg.num_attention_heads, cfg.drop_rate, cfg.model)
     elif cfg.model == "dssm":
         model = DSSMRecommender(tower, num_items, cfg.loss, popularity, num_users,
                                 cfg.dnn_layers, cfg.drop_rate)
@@ -84,5 +85,5 @@ def build_model(cfg: Config, num_items: int, num_users: int, popularity: torch.T
     return model
 
 
-__all__ = ["build_model", "build_item_tower", "Recommender", "SASRecRecommender",
+__all__ = ["build_model", "build_item_tower", "Recommender", "SequentialRecommender", "SASRecRecommender",
            "DSSMRecommender", "IdTower", "ItemTower", "FeatureTower", "FusionTower", "pretrained_path"]

@@ -10,10 +10,27 @@ import torch.nn as nn
 from morec.distributed import World, all_reduce_sum, gather_rows, gather_with_grad
 from morec.losses import bce_loss, corrections, inbatch_debiased_loss, sasrec_bce_loss, sasrec_inbatch_loss
 from morec.models.dssm import DSSMUserTower
+from morec.models.gru4rec import GRU4Rec
+from morec.models.nextitnet import NextItNet
 from morec.models.sasrec import SASRec
 from morec.models.towers import ItemTower
 
 LOSSES = ("inbatch", "bce")
+SEQUENCE_MODELS = ("sasrec", "gru4rec", "nextitnet")
+
+
+def sequence_encoder(model: str, dim: int, max_seq_len: int, blocks: int, heads: int,
+                     dropout: float) -> nn.Module:
+    """The user encoder of a next-item model: (item vectors (B, L, d), real (B, L)) -> states
+    (B, L, d). SASRec (Kang & McAuley 2018), GRU4Rec (Hidasi et al. 2016) or NextItNet (Yuan et al.
+    2019, `blocks` repeats of the dilations 1, 2, 4, 8)."""
+    if model == "sasrec":
+        return SASRec(dim, max_seq_len, blocks, heads, dropout)
+    if model == "gru4rec":
+        return GRU4Rec(dim, dropout)
+    if model == "nextitnet":
+        return NextItNet(dim, blocks, dropout)
+    raise ValueError(f"sequence model must be one of {SEQUENCE_MODELS}, got {model!r}")
 
 
 class Recommender(nn.Module):
@@ -73,13 +90,14 @@ class Recommender(nn.Module):
         return self.item_tower.all_item_vectors(self.num_items)
 
 
-class SASRecRecommender(Recommender):
-    """SASRec over item-tower vectors; the state at position t scores the item at t+1."""
+class SequentialRecommender(Recommender):
+    """A next-item user encoder (SASRec, GRU4Rec or NextItNet: `sequence_encoder`) over
+    item-tower vectors; the state at position t scores the item at t+1."""
 
     def __init__(self, item_tower: ItemTower, num_items: int, loss: str, popularity: torch.Tensor,
-                 max_seq_len: int, blocks: int, heads: int, dropout: float):
+                 max_seq_len: int, blocks: int, heads: int, dropout: float, model: str = "sasrec"):
         super().__init__(item_tower, num_items, loss, popularity)
-        self.encoder = SASRec(item_tower.dim, max_seq_len, blocks, heads, dropout)
+        self.encoder = sequence_encoder(model, item_tower.dim, max_seq_len, blocks, heads, dropout)
 
     def states(self, input_vecs: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         return self.encoder(input_vecs, input_ids != 0)                            # (B, L, d)
@@ -112,6 +130,9 @@ class SASRecRecommender(Recommender):
         seq_vecs, neg_vecs = vecs[:, :width], vecs[:, width:]
         states = self.states(seq_vecs[:, :-1], seqs[:, :-1])
         return self.reduce(sasrec_bce_loss(states, seq_vecs[:, 1:], neg_vecs, seqs[:, :-1], "none"), total_rows)
+
+
+SASRecRecommender = SequentialRecommender     # the name before GRU4Rec / NextItNet (scripts import it)
 
 
 class DSSMRecommender(Recommender):
