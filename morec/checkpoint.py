@@ -29,6 +29,32 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
+TEMP_NAME = re.compile(r"^\..+\.tmp(\d+)$")
+
+
+def remove_stale_temp_files(folder: Path) -> list[str]:
+    """Delete the temp files (`.NAME.tmpPID`) that a killed writer left in `folder`: those whose
+    process no longer runs on this machine. Call while holding the folder's run lock. Returns the
+    names removed."""
+    removed = []
+    for path in folder.glob(".*.tmp*") if folder.is_dir() else []:
+        match = TEMP_NAME.match(path.name)
+        if match and not process_alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:                  # alive, another user's
+        return True
+    return True
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 

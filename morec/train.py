@@ -31,8 +31,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from morec.checkpoint import (load_checkpoint, load_weights, require_entries, save_checkpoint,
-                              write_bytes_atomic, write_json_atomic, write_text_atomic)
+from morec.checkpoint import (load_checkpoint, load_weights, remove_stale_temp_files, require_entries,
+                              save_checkpoint, write_bytes_atomic, write_json_atomic, write_text_atomic)
 from morec.config import RUN_CONTROL, UNUSED_BY_TOWER, Config, make_config, run_setting, validate
 from morec.data import PairBatches, SequenceBatches, SequenceData, load_sequence_data
 from morec.data.images import BatchesWithImages, ItemChunks, ItemImages, image_loader
@@ -522,6 +522,8 @@ def train(cfg: Config, run_dir: Path) -> dict:
     files = RunFiles(run_dir)
     main_rank = int(os.environ.get("RANK", "0")) == 0
     with run_lock(files.dir, take=main_rank):
+        if main_rank and (stale := remove_stale_temp_files(files.dir)):
+            log.warning("removed %s left in %s by a killed run", ", ".join(stale), files.dir)
         fresh = main_rank and not (cfg.resume and files.last.exists())
         with removed_if_setup_fails(files, fresh):
             return train_in_folder(cfg, run_dir)

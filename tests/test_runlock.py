@@ -62,3 +62,22 @@ def test_an_unwritable_place_is_named(tmp_path):
     with pytest.raises(InputError, match="cannot write to the run folder"):
         with run_lock(blocker / "label"):
             pass
+
+
+def test_resume_removes_the_temp_files_of_a_killed_writer_only(tmp_path, capsys):
+    """A SIGKILL during a checkpoint write leaves `.checkpoint_last.pt.tmpPID`; the next run in the
+    folder (holding its lock) removes it, but not a temp file whose writer still runs."""
+    from conftest import run_in_process
+    runs = tmp_path / "runs"
+    args = ["--epoch", "1", "--batch_size", "256", "--runs_dir", str(runs), "--label", "r", "--progress", "false"]
+    assert run_in_process("inbatch_sasrec_e2e_text", "train", *args, capsys=capsys)[0] == 0
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = runs / "r" / f".checkpoint_last.pt.tmp{dead.pid}"
+    live = runs / "r" / f".test_metrics.json.tmp{os.getpid()}"
+    stale.write_bytes(b"half a checkpoint")
+    live.write_bytes(b"being written")
+    code, _, err = run_in_process("inbatch_sasrec_e2e_text", "train", *args, "--resume", "--epoch", "2",
+                                  capsys=capsys)
+    assert code == 0, err
+    assert not stale.exists() and live.exists()
