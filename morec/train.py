@@ -565,7 +565,7 @@ def train_in_folder(cfg: Config, run_dir: Path) -> dict:
         images = run_item_images(cfg, data)                   # vision: the LMDB must hold every item
         bind_run_to_data(files.config, cfg, data, resumed=checkpoint is not None, record=world.is_main)
         if source is not None and checkpoint is None:      # a resumed run continues from its own checkpoint
-            init_from_source(model, cfg)
+            init_from_source(model, cfg, source)
             if world.is_main:
                 record_source(files.config, cfg, source)
         model.distribute(world, cfg.gather_negatives)

@@ -69,13 +69,26 @@ def id_table_names(model: torch.nn.Module) -> set[str]:
     return names
 
 
-def init_from_source(model: torch.nn.Module, cfg: Config) -> dict[str, list[str]]:
-    """Copy the source run's best weights into `model` (see the module doc); returns
-    {"loaded": names, "fresh": names} and logs them."""
+def in_target_layout(source: dict, source_fusion: str, fusion: str) -> dict:
+    """Source tensor names as the target model names them: a modality tower is `item_tower.*`
+    alone and `item_tower.modality.*` inside a FusionTower (ID + modality, --fusion add|cat)."""
+    alone, fused = "item_tower.", "item_tower.modality."
+    if (source_fusion == "none") == (fusion == "none"):
+        return source
+    if fusion != "none":                                   # MoRec source -> ID + MoRec target
+        return {fused + k[len(alone):] if k.startswith(alone) else k: v for k, v in source.items()}
+    return {alone + k[len(fused):] if k.startswith(fused) else k: v for k, v in source.items()
+            if k.startswith(fused) or not k.startswith(alone)}   # the ID table and fusion layers dropped
+
+
+def init_from_source(model: torch.nn.Module, cfg: Config, saved: dict) -> dict[str, list[str]]:
+    """Copy the source run's best weights into `model` (see the module doc); `saved` is the
+    source's config.json. Returns {"loaded": names, "fresh": names} and logs them."""
     best = source_dir(cfg) / "checkpoint_best.pt"
     checkpoint = load_checkpoint(best)
     require_entries(checkpoint, best, ("model", "epoch", "valid"))
-    source, own = checkpoint["model"], model.state_dict()
+    source = in_target_layout(checkpoint["model"], saved.get("fusion", "none"), cfg.fusion)
+    own = model.state_dict()
     ids = id_table_names(model)
     loaded = sorted(name for name, value in own.items()
                     if name not in ids and name in source and source[name].shape == value.shape)
@@ -84,7 +97,8 @@ def init_from_source(model: torch.nn.Module, cfg: Config) -> dict[str, list[str]
     log.info("--init_from %s (best epoch %d): loaded %d tensors, freshly initialised %d", best.parent,
              checkpoint["epoch"], len(loaded), len(fresh))
     log.info("loaded: %s", ", ".join(compact(loaded)) or "none")
-    log.info("not loaded (ID tables, or absent / of another shape in the source): %s", ", ".join(fresh) or "none")
+    shown = fresh if len(fresh) <= 20 else compact(fresh)
+    log.info("not loaded (ID tables, or absent / of another shape in the source): %s", ", ".join(shown) or "none")
     return {"loaded": loaded, "fresh": fresh}
 
 
@@ -92,7 +106,7 @@ def compact(names: list[str]) -> list[str]:
     """Tensor names grouped by their first two parts ('item_tower.text.*: 101 tensors')."""
     groups: dict[str, int] = {}
     for name in names:
-        head = ".".join(name.split(".")[:2])
+        head = ".".join(name.split(".")[:3 if name.startswith("item_tower.") else 2])
         groups[head] = groups.get(head, 0) + 1
     return [f"{head}.* ({n})" if n > 1 else head for head, n in groups.items()]
 
