@@ -11,6 +11,7 @@ config.json): otherwise the refusal comes before anything is written.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -116,8 +117,16 @@ def record_source(config_path: Path, cfg: Config, saved: dict) -> None:
     values = json.loads(config_path.read_text(encoding="utf-8"))
     folder = source_dir(cfg)
     values[KEY] = {"run_dir": str(folder), "label": folder.name, "dataset": saved.get("dataset"),
-                   "data_identity": saved.get("data_identity")}
+                   "data_identity": saved.get("data_identity"), "values_sha1": values_digest(saved)}
     write_json_atomic(config_path, values)
+
+
+def values_digest(saved: dict) -> str:
+    """sha1 of the source run's defining values except its seed: transfer runs of different seeds
+    from sources that differ only in the seed share it (results tables group them in one row)."""
+    from morec.config import RUN_CONTROL
+    values = {k: v for k, v in saved.items() if k not in RUN_CONTROL | {"seed", "setting", "data_identity", KEY}}
+    return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def user_encoder(model: torch.nn.Module) -> torch.nn.Module:
