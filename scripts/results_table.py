@@ -175,6 +175,8 @@ def tower_name(config: dict) -> str:
     tower = config.get("item_tower", "id")
     if tower == "id":
         return "ID"
+    if tower == "text+vision":
+        return f"text+vision: {config.get('bert_model_load')} + {config.get('cv_model_load')}"
     key = ENCODER_KEYS.get(tower)
     return f"{tower}: {config[key]}" if key and config.get(key) else tower
 
