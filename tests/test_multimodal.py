@@ -69,6 +69,26 @@ def test_the_fused_tower_gives_both_encoders_gradients(mode, tmp_path):
         assert grads and sum(float(g.abs().sum()) for g in grads if g is not None) > 0, type(branch).__name__
 
 
+def test_gradient_caching_of_the_fused_tower_equals_the_plain_step(tmp_path):
+    """--inbatch_chunk goes through the same encode_chunk: loss and gradients of both encoders
+    agree with the plain step (dropout off, fp32)."""
+    from morec.data.images import BatchesWithImages
+    from morec.features import run_item_images
+    from morec.train import make_batches
+    from test_grad_cache import loss_and_grads, max_grad_difference
+    from test_text_tower import no_dropout
+    cfg, data, model = built(tiny_values(tmp_path, mm_fusion="gate", batch_size=6))
+    model = no_dropout(model).train()
+    batch = BatchesWithImages([next(iter(make_batches(cfg, data).epoch(cfg.seed)))], run_item_images(cfg, data))[0]
+    assert len(batch["image_ids"]) > 3 * 4                                     # several chunks of 4
+    plain_loss, plain = loss_and_grads(model, batch, 0)
+    cached_loss, cached = loss_and_grads(model, batch, 4)
+    assert cached_loss == pytest.approx(plain_loss, abs=1e-6)
+    assert max_grad_difference(plain, cached) <= 1e-5
+    assert any(n.startswith("item_tower.text.encoder.") for n in cached)
+    assert any(n.startswith("item_tower.vision.encoder.") for n in cached)
+
+
 def test_the_gate_mixes_the_two_vectors_per_dimension(tmp_path):
     """e = g * e_text + (1 - g) * e_image with g = sigmoid(W [e_text; e_image] + b)."""
     _, _, model = built(tiny_values(tmp_path, mm_fusion="gate"))
@@ -86,11 +106,12 @@ def test_the_gate_mixes_the_two_vectors_per_dimension(tmp_path):
 
 def test_the_vision_encoder_trains_with_its_own_learning_rate(tmp_path):
     from morec.train import build_optimizer
-    cfg, _, model = built(tiny_values(tmp_path, fine_tune_lr=1e-4, cv_fine_tune_lr=3e-3, trainable_layers=1))
+    cfg, _, model = built(tiny_values(tmp_path, fine_tune_lr=1e-4, cv_fine_tune_lr=3e-3, trainable_layers=1,
+                                      fusion="cat"))                          # ID + (text + image)
     groups = build_optimizer(model, cfg).param_groups
     assert [g["lr"] for g in groups] == [cfg.lr, 1e-4, 3e-3]
     ids = [{id(p) for p in g["params"]} for g in groups]
-    tower = model.item_tower
+    tower = model.item_tower.modality
     assert ids[1] == {id(p) for p in tower.text.encoder_parameters() if p.requires_grad}
     assert ids[2] == {id(p) for p in tower.vision.encoder_parameters() if p.requires_grad}
     assert set.union(*ids) == {id(p) for p in model.parameters() if p.requires_grad}
