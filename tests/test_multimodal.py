@@ -267,3 +267,31 @@ def test_train_then_test_one_epoch(name, tmp_path):
 def test_every_multimodal_script_is_covered():
     assert {p.stem[len("train_"):] for p in FOLDER.glob("train_*.py")} == set(SCRIPTS)
     assert all((FOLDER / f"test_{name}.py").is_file() for name in SCRIPTS)
+
+
+def test_recbole_genres_match_the_items_file_genres(tmp_path):
+    from morec.data.domains import items_file_genres, recbole_genres
+    from morec.data.files import read_items
+    (tmp_path / "ml-100k.item").write_text(
+        "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+        "1\tToy Story\t1995\tAnimation Children's Comedy\n2\tGoldenEye\t1995\tAction Adventure Thriller\n"
+        "267\tunkonwn\tunkonwn\tunknown\n", encoding="utf-8")
+    rows = [r for r in read_items(REPO / "dataset" / "ml-100k" / "items.tsv") if r.name in ("1", "2", "267")]
+    assert recbole_genres(tmp_path / "ml-100k.item") == items_file_genres(rows) == {
+        "1": ["Animation", "Children's", "Comedy"], "2": ["Action", "Adventure", "Thriller"], "267": ["unknown"]}
+    with pytest.raises(InputError, match="expected RecBole's ml-100k.item header"):
+        (tmp_path / "bad.item").write_text("id\tclass\n1\tAction\n")
+        recbole_genres(tmp_path / "bad.item")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--init_from", "x"], "--init_from is set by the study"),
+    (["--target_users", "0,50"], "give percents in \\(0, 100\\]"),
+    (["--arms", "id,pretrained"], "choose from id, scratch, transfer, frozen_user"),
+])
+def test_the_transfer_study_refuses_what_it_sets_itself(argv, message, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import study_q6_transfer
+    with pytest.raises(InputError, match=message):
+        study_q6_transfer.main(["--out", str(tmp_path), "--table_only"] + argv)
+    assert not any(tmp_path.iterdir())

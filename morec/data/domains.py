@@ -49,8 +49,10 @@ def recbole_genres(path: Path) -> dict[str, list[str]]:
 
 
 def items_file_genres(items: list[ItemRow]) -> dict[str, list[str]]:
-    """{item name: genres} from an items.tsv whose abstract is 'year genre genre ...'."""
-    return {row.name: [w for w in row.abstract.split() if not (w.isdigit() and len(w) == 4)] for row in items}
+    """{item name: genres} from an items.tsv whose abstract is 'year genre genre ...': its words
+    that are MovieLens genres (the year may be missing or misspelled, e.g. item 267's 'unkonwn')."""
+    from morec.data.posters import GENRE_COLOURS          # the 19 MovieLens genres, "unknown" included
+    return {row.name: [w for w in row.abstract.split() if w in GENRE_COLOURS] for row in items}
 
 
 def split_by_genre(items: list[ItemRow], users: list[UserRow], genres: dict[str, list[str]],
