@@ -32,7 +32,7 @@ class Config:
 
     # --- model ---
     model: str = "sasrec"               # sasrec | gru4rec | nextitnet (next-item user encoders) | dssm
-    item_tower: str = "id"              # id (IDRec) | text | vision (MoRec)
+    item_tower: str = "id"              # id (IDRec) | text | vision | text+vision (MoRec)
     embedding_dim: int = 64
     transformer_block: int = 2          # SASRec blocks; NextItNet: repeats of the dilations 1, 2, 4, 8
     num_attention_heads: int = 2
@@ -59,6 +59,15 @@ class Config:
     image_lmdb: str = "images.lmdb"     # image LMDB in the dataset folder (ml-100k: posters.lmdb, dataset/ml-100k/render_posters.py)
     image_size: int = 224               # images are resized to image_size x image_size (SPEC: 224)
     image_norm: str = "imagenet"        # imagenet (mean/std) | half (0.5/0.5, the original code)
+
+    # --- item_tower "text+vision" (issue 16): both towers above, their vectors fused ---
+    mm_fusion: str = "sum"              # sum | concat | gate (morec/models/multimodal.py)
+    cv_fine_tune_lr: float = -1.0       # lr of the vision encoder (-1: fine_tune_lr); the text encoder: fine_tune_lr
+
+    # --- transfer (issue 16) ---
+    init_from: str = ""                 # a run folder: start from its checkpoint_best.pt (user encoder + modality tower)
+    freeze_user_encoder: bool = False   # the user encoder's parameters do not train (linear-probe style; SASRec)
+    train_user_fraction: float = 1.0    # train on this fraction of the users (fixed nested subsets); all users are evaluated
 
     # --- loss (SPEC "Losses") ---
     loss: str = "inbatch"               # inbatch (debiased softmax) | bce (sampled negatives)
@@ -133,8 +142,12 @@ TEXT_FIELDS = {"bert_model_load", "news_attributes", "num_words_title", "num_wor
 VISION_FIELDS = {"cv_model_load", "image_lmdb", "image_size", "image_norm"}
 ENCODER_FIELDS = {"pretrained_dir", "dedup_items", "freeze_paras_before", "trainable_layers", "gradient_checkpointing",
                   "two_stage", "fusion", "mo_dnn_layers", "fine_tune_lr", "fine_tune_l2_weight"}
-UNUSED_BY_TOWER = {"id": TEXT_FIELDS | VISION_FIELDS | ENCODER_FIELDS, "text": VISION_FIELDS,
-                   "vision": TEXT_FIELDS}
+MULTIMODAL_FIELDS = {"mm_fusion", "cv_fine_tune_lr"}      # only item_tower "text+vision" reads them
+UNUSED_BY_TOWER = {"id": TEXT_FIELDS | VISION_FIELDS | ENCODER_FIELDS | MULTIMODAL_FIELDS,
+                   "text": VISION_FIELDS | MULTIMODAL_FIELDS, "vision": TEXT_FIELDS | MULTIMODAL_FIELDS,
+                   "text+vision": set()}
+# The modalities each item tower reads (text: tokens; vision: the image LMDB's pixels).
+TOWER_MODALITIES = {"id": (), "text": ("text",), "vision": ("vision",), "text+vision": ("text", "vision")}
 # Fields a user encoder does not read (GRU4Rec: one GRU layer; NextItNet: no attention), left out
 # of its runs' labels likewise.
 UNUSED_BY_MODEL = {"gru4rec": {"transformer_block", "num_attention_heads"}, "nextitnet": {"num_attention_heads"}}
@@ -302,6 +315,14 @@ def _endpoint(value: str) -> str | None:
     return None if value == "" or (host and colon and port.isdigit()) else "must be HOST:PORT"
 
 
+def _lr_or_unset(value: float) -> str | None:
+    return None if value == -1 or (math.isfinite(value) and value >= 0) else "must be -1 (use fine_tune_lr) or >= 0"
+
+
+def _fraction(value: float) -> str | None:
+    return None if 0 < value <= 1 else "must be in (0, 1] (the fraction of users whose train part is used)"
+
+
 def _news_attributes(value: str) -> str | None:
     parts = [part.strip() for part in value.split(",")]
     if not all(parts) or len(set(parts)) != len(parts) or not set(parts) <= {"title", "abstract"}:
@@ -314,7 +335,7 @@ def _news_attributes(value: str) -> str | None:
 RULES = {
     "root_data_dir": _not_empty, "dataset": _dataset_name, "behaviors": _not_empty, "news": _not_empty,
     "max_seq_len": _at_least(1), "min_seq_len": _at_least(3), "warm_min_count": _at_least(0),
-    "model": _one_of("sasrec", "gru4rec", "nextitnet", "dssm"), "item_tower": _one_of("id", "text", "vision"),
+    "model": _one_of("sasrec", "gru4rec", "nextitnet", "dssm"), "item_tower": _one_of("id", "text", "vision", "text+vision"),
     "embedding_dim": _at_least(1), "transformer_block": _at_least(1), "num_attention_heads": _at_least(1),
     "dnn_layers": _at_least(0), "drop_rate": _drop_rate,
     "bert_model_load": _folder_name, "pretrained_dir": _not_empty, "news_attributes": _news_attributes,
@@ -335,6 +356,8 @@ RULES = {
     "amp_dtype": _one_of("bf16", "fp16"), "compile_model": _any, "num_workers": _at_least(0),
     "progress": _any, "log_every": _at_least(0), "cache_dir": _not_empty,
     # fields of the evaluation and data branches (checked when present)
+    "mm_fusion": _one_of("sum", "concat", "gate"), "cv_fine_tune_lr": _lr_or_unset,
+    "init_from": _any, "freeze_user_encoder": _any, "train_user_fraction": _fraction,
     "ties": _one_of("expected", "optimistic", "pessimistic"), "eval_amp": _any, "dedup_items": _any,
 }
 
@@ -347,6 +370,14 @@ def _combination_problems(cfg: Config) -> list[str]:
                         f"--num_attention_heads {cfg.num_attention_heads}")
     if cfg.item_tower == "id" and (cfg.two_stage or cfg.fusion != "none"):
         problems.append("--two_stage and --fusion need a modality item tower: set --item_tower text or vision")
+    if cfg.item_tower == "text+vision" and cfg.two_stage:
+        problems.append("--two_stage is not available for --item_tower text+vision (each branch would need its "
+                        "own feature cache): train it end to end, or freeze the encoders with --trainable_layers 0")
+    if cfg.freeze_user_encoder and cfg.model != "sasrec":
+        problems.append("--freeze_user_encoder needs --model sasrec (DSSM's user tower is a user-ID table, "
+                        "which must train)")
+    if cfg.train_user_fraction < 1 and cfg.model != "sasrec":
+        problems.append("--train_user_fraction < 1 needs --model sasrec (DSSM's batches index users by row)")
     for name, on in (("inbatch_chunk", cfg.inbatch_chunk > 0), ("extra_negatives", cfg.extra_negatives > 0),
                      ("filter_false_negatives", cfg.filter_false_negatives)):
         if on and cfg.loss != "inbatch":

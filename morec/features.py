@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from morec.checkpoint import write_json_atomic
-from morec.config import REPO_ROOT, Config
+from morec.config import REPO_ROOT, TOWER_MODALITIES, Config
 from morec.data import SequenceData
 from morec.data.text import item_texts, item_tokens, parse_attributes, texts_digest, tokenizer_fingerprint
 from morec.data.images import ImageStore, ItemImages
@@ -59,12 +59,12 @@ def check_modality_config(cfg: Config) -> None:
             raise InputError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     if cfg.trainable_layers < -1:
         raise InputError(f"trainable_layers must be -1 (off) or >= 0, got {cfg.trainable_layers}")
-    if cfg.item_tower == "text":
+    if "text" in TOWER_MODALITIES.get(cfg.item_tower, ()):
         parse_attributes(cfg.news_attributes)
         for name in ("num_words_title", "num_words_abstract"):
             if getattr(cfg, name) < 2:
                 raise InputError(f"{name} must be at least 2 (the special tokens), got {getattr(cfg, name)}")
-    if cfg.item_tower == "vision":
+    if "vision" in TOWER_MODALITIES.get(cfg.item_tower, ()):
         from morec.data.images import NORMS
         if cfg.image_norm not in NORMS:
             raise InputError(f"image_norm {cfg.image_norm!r} is not available; choose one of {sorted(NORMS)}")
@@ -114,16 +114,17 @@ def item_images(cfg: Config, data: SequenceData) -> ItemImages:
 def run_item_images(cfg: Config, data: SequenceData) -> ItemImages | None:
     """What the training loop feeds a vision tower end to end (None for other towers)."""
     check_modality_config(cfg)
-    return item_images(cfg, data) if cfg.item_tower == "vision" and not cfg.two_stage else None
+    reads_pixels = "vision" in TOWER_MODALITIES.get(cfg.item_tower, ())      # vision, text+vision
+    return item_images(cfg, data) if reads_pixels and not cfg.two_stage else None
 
 
 def item_tower_inputs(cfg: Config, data: SequenceData, device: torch.device) -> dict:
     """{} for IDs and vision end to end (pixels come with each batch); {"tokens": [...]} for text
-    end to end; {"features": (N+1, F)} for two-stage."""
+    and text+vision end to end; {"features": (N+1, F)} for two-stage."""
     check_modality_config(cfg)
-    if cfg.item_tower not in MODALITY_TOWERS:
+    if not TOWER_MODALITIES.get(cfg.item_tower):
         return {}                                    # build_item_tower reports an unknown tower
-    if cfg.item_tower == "text":                     # a tower that would see no text is refused
+    if "text" in TOWER_MODALITIES[cfg.item_tower]:   # a tower that would see no text is refused
         check_item_texts(data.items, parse_attributes(cfg.news_attributes), cfg.fusion != "none",
                          str(cfg.data_dir() / cfg.news))
     if cfg.two_stage:

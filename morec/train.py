@@ -44,6 +44,8 @@ from morec.runlock import run_lock
 from morec.evaluate import check_tie_rule, cold_start_view, metrics_from_counts, tie_counts
 from morec.features import item_tower_inputs, run_item_images
 from morec.models import Recommender, build_model
+from morec.transfer import check_source, freeze_user_encoder, init_from_source, record_source
+from morec.data.sequences import with_train_users
 from morec.streams import DROPOUT, STREAMS, WORKERS, stream_generator, stream_seed
 
 log = logging.getLogger("morec")
@@ -98,8 +100,9 @@ def check_config(cfg: Config) -> None:
 
 def load_data(cfg: Config) -> SequenceData:
     check_config(cfg)
-    return load_sequence_data(cfg.data_dir(), cfg.behaviors, cfg.news, cfg.max_seq_len,
+    data = load_sequence_data(cfg.data_dir(), cfg.behaviors, cfg.news, cfg.max_seq_len,
                               cfg.min_seq_len, cfg.warm_min_count)
+    return with_train_users(data, cfg.train_user_fraction) if cfg.train_user_fraction < 1 else data
 
 
 def build_run_model(cfg: Config, data: SequenceData, device: torch.device) -> Recommender:
@@ -107,6 +110,8 @@ def build_run_model(cfg: Config, data: SequenceData, device: torch.device) -> Re
     torch.manual_seed(cfg.seed)
     popularity = torch.from_numpy(data.popularity()).clamp_min(1e-30)   # (N+1,), > 0 so log is finite
     model = build_model(cfg, data.num_items, data.num_users, popularity, item_inputs).to(device)
+    if cfg.freeze_user_encoder:                               # issue 16: linear-probe-style transfer
+        log.info("--freeze_user_encoder: %d user-encoder parameters do not train", freeze_user_encoder(model))
     if device.type == "cuda":
         for module in model.modules():
             if hasattr(module, "use_channels_last"):          # a ResNet vision tower
@@ -127,9 +132,27 @@ def build_optimizer(model: Recommender, cfg: Config) -> torch.optim.Optimizer:
                  sum(p.numel() for p in encoder_all), cfg.fine_tune_lr, cfg.fine_tune_l2_weight)
     log.info("trainable recommender tensors: %d (%d parameters, lr %g, weight decay %g)",
              len(rest), sum(p.numel() for p in rest), cfg.lr, cfg.l2_weight)
+    vision = vision_encoder_group(model, cfg)                # text+vision: the vision encoder's own lr
+    encoder = [p for p in encoder if id(p) not in {id(q) for q in vision.get("params", [])}]
     if encoder:
         groups.append({"params": encoder, "lr": cfg.fine_tune_lr, "weight_decay": cfg.fine_tune_l2_weight})
+    if vision:
+        groups.append(vision)
     return torch.optim.AdamW(groups)
+
+
+def vision_encoder_group(model: Recommender, cfg: Config) -> dict:
+    """item_tower text+vision: the vision encoder's trainable parameters with cv_fine_tune_lr
+    (-1: fine_tune_lr); {} for every other tower (their groups stay as they were)."""
+    from morec.models.multimodal import MultiModalTower
+    towers = [m for m in model.item_tower.modules() if isinstance(m, MultiModalTower)]
+    params = [p for tower in towers for p in tower.vision_encoder_parameters() if p.requires_grad]
+    if not params:
+        return {}
+    lr = cfg.fine_tune_lr if cfg.cv_fine_tune_lr == -1 else cfg.cv_fine_tune_lr
+    log.info("of these, the vision encoder's %d tensors (%d parameters) train with lr %g", len(params),
+             sum(p.numel() for p in params), lr)
+    return {"params": params, "lr": lr, "weight_decay": cfg.fine_tune_l2_weight}
 
 
 def make_batches(cfg: Config, data: SequenceData) -> SequenceBatches | PairBatches:
@@ -535,12 +558,18 @@ def train_in_folder(cfg: Config, run_dir: Path) -> dict:
     check_memory(cfg, data.num_items, data.num_users)
     device, world = start_devices(cfg)
     files = RunFiles(run_dir)
+    resuming = cfg.resume and files.last.exists()
+    source = check_source(cfg) if cfg.init_from and not resuming else None   # transfer: before writing
     checkpoint = prepare_run(cfg, files, world)
     with run_logging(files.log if world.is_main else None), stop_signals() as stop:
         # a failure here leaves no folder behind: train() wraps this in removed_if_setup_fails
         model = build_run_model(cfg, data, device)            # loads encoders: bad weights fail here
         images = run_item_images(cfg, data)                   # vision: the LMDB must hold every item
         bind_run_to_data(files.config, cfg, data, resumed=checkpoint is not None, record=world.is_main)
+        if source is not None and checkpoint is None:      # a resumed run continues from its own checkpoint
+            init_from_source(model, cfg, source)
+            if world.is_main:
+                record_source(files.config, cfg, source)
         model.distribute(world, cfg.gather_negatives)
         trainer = model
         if world.distributed:

@@ -115,6 +115,9 @@ def load_run(run_dir: Path) -> Run:
     if missing:
         raise InputError(f"{run_dir / 'test_metrics.json'} lacks {', '.join(missing)}; re-run the test script")
     saved.pop("data_identity", None)          # digests of the data read (morec.data.identity), not a setting
+    source = saved.pop("init_source", None)   # --init_from: the source run, named apart from its seed
+    if isinstance(source, dict) and saved.get("init_from"):
+        saved["init_from"] = f"{source.get('dataset')} run {source.get('values_sha1')}"
     config = {**defaults, **saved, "setting": {**DEFAULT_SETTING, **(saved.get("setting") or {})},
               "ties": test.get("ties", "optimistic")}
     return Run(run_dir, config, test)
@@ -172,6 +175,8 @@ def tower_name(config: dict) -> str:
     tower = config.get("item_tower", "id")
     if tower == "id":
         return "ID"
+    if tower == "text+vision":
+        return f"text+vision: {config.get('bert_model_load')} + {config.get('cv_model_load')}"
     key = ENCODER_KEYS.get(tower)
     return f"{tower}: {config[key]}" if key and config.get(key) else tower
 

@@ -136,7 +136,7 @@ FOLDER_PATIENCE = {
     "bce_text/main-2stage": 11, "bce_text/main-end2end-dssm": 11,
     "bce_vision/main-end2end": 7, "bce_vision/id_plus_mo-end2end": 7, "bce_vision/id_plus_mo-2stage": 7,
     "bce_vision/main-2stage": 11, "bce_vision/main-end2end-dssm": 6,
-    "inbatch_sasrec_e2e_text": 11, "inbatch_sasrec_e2e_vision": 7,
+    "inbatch_sasrec_e2e_text": 11, "inbatch_sasrec_e2e_vision": 7, "inbatch_sasrec_e2e_multimodal": 7,
 }
 
 

@@ -8,7 +8,7 @@ run records, under the key ``data_identity`` of its config.json:
     users       the users file: its path and the sha256 of its bytes
     items       the items file: its path and the sha256 of its bytes
     item_ids    the item-id mapping: the number of items and the sha256 of their names in id order
-    image_keys  vision runs: the image LMDB's path, number of keys and sha256 of its sorted key set
+    image_keys  vision and text+vision runs: the image LMDB's path, number of keys and sha256 of its sorted key set
 
 `--resume` and `test_*.py` compute the same record from the data they read and refuse a
 mismatch, saying which file changed. Runs made before this record existed get a warning.
@@ -49,7 +49,7 @@ def data_identity(cfg, data: SequenceData) -> dict:
         "items": {"file": str(items), "sha256": file_sha256(items)},
         "item_ids": {"count": data.num_items, "sha256": names_sha256([row.name for row in data.items[1:]])},
     }
-    if cfg.item_tower == "vision":
+    if cfg.item_tower in ("vision", "text+vision"):
         from morec.data.images import ImageStore
         lmdb_path = folder / cfg.image_lmdb
         keys = ImageStore(lmdb_path).names()             # sorted (LMDB key order)

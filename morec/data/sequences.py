@@ -25,6 +25,7 @@ class SequenceData:
     user_names: list[str]
     full: np.ndarray                 # (U, L+3) int64, left-padded with 0
     max_seq_len: int
+    train_users: np.ndarray | None = None   # rows whose train part trains (None: all; train_user_fraction)
 
     @property
     def num_items(self) -> int:
@@ -36,7 +37,8 @@ class SequenceData:
 
     @property
     def train(self) -> np.ndarray:
-        return self.full[:, :-2]
+        """(U', L+1) train parts of the training users (every user unless `train_users` is set)."""
+        return self.full[:, :-2] if self.train_users is None else self.full[self.train_users, :-2]
 
     def split_input(self, split: str) -> np.ndarray:
         """(U, L) input window of 'valid' or 'test'."""
@@ -176,3 +178,20 @@ def load_sequence_data(data_dir: Path, behaviors: str, news: str, max_seq_len: i
     items = read_items(data_dir / news)
     users = read_users(users_path)
     return build_sequence_data(items, users, max_seq_len, min_seq_len, users_path, warm_min_count)
+
+
+SUBSET_SEED = 20230723                 # fixed: the same users at every run seed and every arm
+
+
+def with_train_users(data: SequenceData, fraction: float) -> SequenceData:
+    """The training-set-size setting (issue 16, transfer study): only ceil(fraction * U) users'
+    train parts train (and give the popularity of the in-batch correction and the cold-start
+    view); every user is still validated and tested, on the same targets, so the numbers of
+    different fractions compare. The users are the first ones of one fixed permutation, so the
+    subsets are nested (10% within 30% within 100%) and do not depend on the run's seed."""
+    if not 0 < fraction <= 1:
+        raise InputError(f"train_user_fraction must be in (0, 1], got {fraction}")
+    order = np.random.default_rng(SUBSET_SEED).permutation(data.num_users)
+    keep = np.sort(order[:int(np.ceil(fraction * data.num_users))])
+    return SequenceData(data.items, data.user_names, data.full, data.max_seq_len, train_users=keep)
+

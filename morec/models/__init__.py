@@ -11,7 +11,7 @@ from morec.models.recommender import (SEQUENCE_MODELS, DSSMRecommender, Recommen
                                       SequentialRecommender)
 from morec.models.towers import FeatureTower, FusionTower, IdTower, ItemTower
 
-ITEM_TOWERS = ("id", "text", "vision")
+ITEM_TOWERS = ("id", "text", "vision", "text+vision")
 MODELS = SEQUENCE_MODELS + ("dssm",)
 FUSIONS = ("none", "add", "cat")
 
@@ -27,14 +27,26 @@ def build_modality_tower(cfg: Config, item_inputs: dict) -> ItemTower:
     if cfg.two_stage:
         layers = cfg.mo_dnn_layers if cfg.fusion != "none" else cfg.dnn_layers
         return FeatureTower(item_inputs["features"], cfg.embedding_dim, layers, cfg.drop_rate)
-    tower = build_encoder_tower(cfg, item_inputs)
+    if cfg.item_tower == "text+vision":
+        tower = build_multimodal_tower(cfg, item_inputs)
+    else:
+        tower = build_encoder_tower(cfg, item_inputs)
     tower.deduplicate = cfg.dedup_items         # False: every slot of a batch encoded (own dropout mask)
     return tower
 
 
-def build_encoder_tower(cfg: Config, item_inputs: dict) -> ItemTower:
-    """The text or vision tower trained end to end (a pretrained encoder + projection)."""
-    if cfg.item_tower == "vision":
+def build_multimodal_tower(cfg: Config, item_inputs: dict) -> ItemTower:
+    """item_tower "text+vision": today's text and vision towers (each frozen by trainable_layers /
+    freeze_paras_before), fused by cfg.mm_fusion (morec.models.multimodal)."""
+    from morec.models.multimodal import MultiModalTower
+    return MultiModalTower(build_encoder_tower(cfg, item_inputs, "text"), build_encoder_tower(cfg, item_inputs, "vision"),
+                           cfg.mm_fusion, cfg.embedding_dim, cfg.drop_rate)
+
+
+def build_encoder_tower(cfg: Config, item_inputs: dict, modality: str = "") -> ItemTower:
+    """The text or vision tower (`modality`, default cfg.item_tower) trained end to end (a
+    pretrained encoder + projection)."""
+    if (modality or cfg.item_tower) == "vision":
         from morec.models.vision import VisionTower, check_image_size, load_vision_encoder
         encoder, kind = load_vision_encoder(cfg.cv_model_load, pretrained_path(cfg))
         check_image_size(encoder, kind, cfg.image_size)
@@ -57,7 +69,7 @@ def build_item_tower(cfg: Config, num_items: int, item_inputs: dict | None = Non
             raise InputError("two_stage and fusion need a modality item tower: set --item_tower text or vision")
         mlp_layers = cfg.dnn_layers if cfg.model == "dssm" else 0   # DSSM: the item tower's own MLP
         return IdTower(num_items, cfg.embedding_dim, mlp_layers, cfg.drop_rate)
-    if cfg.item_tower in ("text", "vision"):
+    if cfg.item_tower in ("text", "vision", "text+vision"):
         modality = build_modality_tower(cfg, item_inputs or {})
         if cfg.fusion == "none":
             return modality

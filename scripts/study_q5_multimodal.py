@@ -1,0 +1,47 @@
+"""Question 5 (beyond the paper, issue 16): does an item tower that reads text AND image beat
+either one, and the ID table? IDRec vs text MoRec vs image MoRec vs text+image MoRec with each
+fusion of the two vectors (--mm_fusion sum, concat, gate; morec/models/multimodal.py):
+
+    python scripts/study_q5_multimodal.py                          # ml-100k titles + generated posters
+    python scripts/study_q5_multimodal.py --fusions gate --seed 1,2,3 --out docs/studies/ml-100k-multimodal
+    python scripts/study_q5_multimodal.py --cv_model_load swin_tiny --image_size 224
+
+Defaults: scripts/study_common.py SMALL (all-MiniLM-L6-v2, top 2 blocks), the vision encoder
+--cv_model_load (default resnet50, top 2 stages: trainable_layers applies to both branches) on
+ml-100k's generated posters (posters.lmdb, dataset/ml-100k/README_posters.md: drawn from title,
+year and genres, NOT real posters: the image branch sees the genres, the text branch does not).
+--mo.cv_fine_tune_lr sets the vision encoder's own lr. Its IDRec and text runs are those of
+study_q1 when they share --runs_dir.
+"""
+import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # noqa: E401,E702
+
+from study_common import IDREC, MOREC_E2E, entry, parse_args, run_study
+from morec.errors import InputError
+
+IMAGES = dict(image_lmdb="posters.lmdb")
+
+
+def add_options(parser) -> None:
+    parser.add_argument("--fusions", default="sum,concat,gate", help="mm_fusion values of the text+image runs")
+    parser.add_argument("--arms", default="id,text,vision,text+vision", help="which item towers to run")
+
+
+def main(argv: list[str]):
+    args, overrides = parse_args(argv, __doc__.split("\n\n")[0], add_options)
+    if args.modality != "text":
+        raise InputError("--modality does not apply to this study: it runs text, vision and text+vision")
+    if any("mm_fusion" in o or "item_tower" in o for o in overrides.values()):
+        raise InputError("the study sets --mm_fusion and --item_tower per arm: use --fusions and --arms")
+    fusions = [f.strip() for f in args.fusions.split(",") if f.strip()]
+    known = {"id": IDREC, "text": {**MOREC_E2E, **IMAGES}, "vision": {**MOREC_E2E, "item_tower": "vision", **IMAGES},
+             "text+vision": {**MOREC_E2E, "item_tower": "text+vision", "mm_fusion": fusions, **IMAGES}}
+    chosen = [a.strip() for a in args.arms.split(",") if a.strip()]
+    if not chosen or any(a not in known for a in chosen) or not fusions:
+        raise InputError(f"--arms {args.arms!r} / --fusions {args.fusions!r}: choose arms from {', '.join(known)} "
+                         "and at least one fusion of sum, concat, gate")
+    return run_study("q5_multimodal", "Q5: ID vs text vs image vs text+image (each fusion)",
+                     [known[a] for a in chosen], args, overrides)
+
+
+if __name__ == "__main__":
+    entry(main)

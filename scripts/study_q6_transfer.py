@@ -1,0 +1,99 @@
+"""Question 6 (beyond the paper, issue 16): does a MoRec model pre-trained on one domain transfer
+to another, where item ids mean nothing? On ml-100k's target domain (scripts/make_domains.py:
+movies with an Action, Adventure, Sci-Fi or Fantasy genre; the source domain holds the others),
+at several sizes of the target's training set (--target_users, percent of the target's users
+whose train part trains; every user is validated and tested, so the sizes compare):
+
+    id           IDRec from scratch on the target
+    scratch      MoRec from scratch on the target
+    transfer     MoRec initialised from the source domain's MoRec run (--init_from), all fine-tuned
+    frozen_user  the same with the user encoder frozen (--freeze_user_encoder, linear-probe style)
+
+    python scripts/study_q6_transfer.py                                  # text MoRec, small CPU settings
+    python scripts/study_q6_transfer.py --target_users 10,30,100 --seed 1,2,3 --out docs/studies/ml-100k-transfer
+    python scripts/study_q6_transfer.py --modality vision --cv_model_load swin_tiny
+
+First the source MoRec run of each seed is trained on <domains>-source (the domains are made
+from dataset/ml-100k if missing), then the target runs; a transfer run starts from the source run
+of its own seed. Subsets are nested and the same for every seed and arm (morec/data/sequences.py
+`with_train_users`). Defaults: scripts/study_common.py SMALL.
+"""
+import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # noqa: E401,E702
+
+from pathlib import Path
+
+from study_common import IDREC, MOREC_E2E, SMALL, entry, execute, parse_args, run_study, study_runs, with_modality
+from morec.config import make_config
+from morec.errors import InputError
+
+ARMS = ("id", "scratch", "transfer", "frozen_user")
+
+
+def add_options(parser) -> None:
+    parser.add_argument("--target_users", default="10,30,100",
+                        help="percent of the target domain's users whose train part trains (default 10,30,100)")
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"which arms to run (default: {', '.join(ARMS)})")
+    parser.add_argument("--domains", default="ml-100k",
+                        help="data sets <domains>-source and <domains>-target under --root_data_dir "
+                             "(ml-100k: made by scripts/make_domains.py when missing)")
+
+
+def percents(text: str) -> list[float]:
+    try:
+        values = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        values = []
+    if not values or any(not 0 < v <= 100 for v in values):
+        raise InputError(f"--target_users {text!r}: give percents in (0, 100], e.g. 10,30,100")
+    return [v / 100 for v in values]
+
+
+def ensure_domains(overrides: dict, prefix: str) -> None:
+    """Make <prefix>-source / -target from <root>/ml-100k when they are missing (ml-100k only)."""
+    cfg = make_config({k: v for k, v in {**SMALL, **overrides["all"]}.items() if k in ("root_data_dir",)})
+    root = cfg.data_dir().parent
+    if all((root / f"{prefix}-{d}" / "users.tsv").is_file() for d in ("source", "target")):
+        return
+    if prefix != "ml-100k":
+        raise InputError(f"{root / (prefix + '-source')} or -target missing; make them first (scripts/make_domains.py)")
+    from morec.data.domains import make_domains
+    folders = make_domains(root / "ml-100k", root)
+    print(f"made the domains {folders['source']} and {folders['target']} (scripts/make_domains.py)", flush=True)
+
+
+def main(argv: list[str]):
+    args, overrides = parse_args(argv, __doc__.split("\n\n")[0], add_options)
+    for name in ("dataset", "init_from", "freeze_user_encoder", "train_user_fraction"):
+        if any(name in o for o in overrides.values()):
+            raise InputError(f"--{name} is set by the study (use --domains, --arms, --target_users)")
+    fractions = percents(args.target_users)
+    chosen = [a.strip() for a in args.arms.split(",") if a.strip()]
+    if not chosen or any(a not in ARMS for a in chosen):
+        raise InputError(f"--arms {args.arms!r}: choose from {', '.join(ARMS)}")
+    seeds = overrides["all"].pop("seed", SMALL["seed"])
+    seeds = seeds if isinstance(seeds, list) else [seeds]
+    ensure_domains(overrides, args.domains)
+    source, target = f"{args.domains}-source", f"{args.domains}-target"
+    out = Path(args.out or f"studies/{target}")
+    runs_dir = Path(overrides["all"].get("runs_dir", "") or out / "runs")
+    morec = with_modality([MOREC_E2E], args.modality)[0]
+    images = {"image_lmdb": "posters.lmdb"} if args.modality != "text" else {}
+    source_runs = study_runs([{**morec, **images, "dataset": source, "seed": s} for s in seeds], overrides, runs_dir)
+    print(f"q6_transfer: {len(source_runs)} source runs in {runs_dir}", flush=True)
+    if not args.table_only:
+        execute(source_runs)
+    on_target = {**morec, **images, "dataset": target, "train_user_fraction": fractions}
+    parts = []
+    for seed, (_, source_dir) in zip(seeds, source_runs):
+        arms = {"id": {**IDREC, "dataset": target, "train_user_fraction": fractions},
+                "scratch": on_target,
+                "transfer": {**on_target, "init_from": str(source_dir.resolve())},
+                "frozen_user": {**on_target, "init_from": str(source_dir.resolve()), "freeze_user_encoder": True}}
+        parts += [{**arms[a], "seed": seed} for a in chosen]
+    args.out = str(out)
+    return run_study("q6_transfer", f"Q6: transfer from {source} to {target} (MoRec {args.modality})",
+                     parts, args, overrides)
+
+
+if __name__ == "__main__":
+    entry(main)

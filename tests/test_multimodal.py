@@ -1,0 +1,297 @@
+"""Issue 16: the text+vision item tower, transfer with --init_from / --freeze_user_encoder, the
+training-set-size setting and the ml-100k domain split; every script of
+inbatch_sasrec_e2e_multimodal/ trains one epoch and tests (tiny encoders, 32 x 32 posters)."""
+from __future__ import annotations
+
+import functools
+import json
+import runpy
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+from morec.config import Config, make_config, run_label
+from morec.errors import InputError
+from test_text_scripts import train_then_test
+from text_helpers import TINY, ml100k, tiny_encoders
+from vision_helpers import IMAGE_SIZE, TINY_VISION, poster_root, tiny_vision_encoders
+
+FOLDER = REPO / "inbatch_sasrec_e2e_multimodal"
+SCRIPTS = ["id", "text", "vision", "text_vision"]
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_pretrained() -> Path:
+    """One pretrained_dir with the tiny text and the tiny vision encoders (links to both)."""
+    root = Path(tempfile.mkdtemp(prefix="morec-tiny-mm-"))
+    for encoder in TINY.values():
+        (root / encoder).symlink_to(tiny_encoders() / encoder)
+    for encoder in TINY_VISION.values():                  # built for IMAGE_SIZE-pixel images
+        (root / encoder).symlink_to(tiny_vision_encoders() / encoder)
+    return root
+
+
+def tiny_values(tmp_path: Path, **values) -> dict:
+    """A small text+vision run on ml-100k's 32 x 32 posters."""
+    return dict(dict(item_tower="text+vision", root_data_dir=str(poster_root()), image_lmdb="posters.lmdb",
+                     pretrained_dir=str(tiny_pretrained()), bert_model_load=TINY["bert"],
+                     cv_model_load=TINY_VISION["swin"], image_size=IMAGE_SIZE, max_seq_len=10,
+                     num_words_title=12, embedding_dim=32, batch_size=256, epoch=1, device="cpu",
+                     cache_dir=str(tmp_path / "cache"), progress=False), **values)
+
+
+def built(values: dict):
+    """(cfg, data, model) of a run's values, as train.py builds them."""
+    from morec.train import build_run_model, load_data
+    cfg = make_config(dict(values))
+    data = load_data(cfg)
+    return cfg, data, build_run_model(cfg, data, torch.device("cpu"))
+
+
+# ----------------------------------------------------------------------------- the fused tower
+
+@pytest.mark.parametrize("mode", ["sum", "concat", "gate"])
+def test_the_fused_tower_gives_both_encoders_gradients(mode, tmp_path):
+    _, _, model = built(tiny_values(tmp_path, mm_fusion=mode))
+    tower = model.item_tower.train()
+    ids = torch.tensor([[3, 1, 0], [7, 3, 2]])                                 # padding and a repeat
+    distinct = torch.tensor([1, 2, 3, 7])
+    pixels = torch.randn(4, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
+    vecs = tower.encode_items(ids, (distinct, pixels))                          # (2, 3, 32)
+    assert vecs.shape == (2, 3, 32) and bool((vecs[0, 2] == 0).all())
+    vecs.square().sum().backward()
+    for branch in (tower.text, tower.vision):
+        grads = [p.grad for p in branch.encoder_parameters() if p.requires_grad]
+        assert grads and sum(float(g.abs().sum()) for g in grads if g is not None) > 0, type(branch).__name__
+
+
+def test_gradient_caching_of_the_fused_tower_equals_the_plain_step(tmp_path):
+    """--inbatch_chunk goes through the same encode_chunk: loss and gradients of both encoders
+    agree with the plain step (dropout off, fp32)."""
+    from morec.data.images import BatchesWithImages
+    from morec.features import run_item_images
+    from morec.train import make_batches
+    from test_grad_cache import loss_and_grads, max_grad_difference
+    from test_text_tower import no_dropout
+    cfg, data, model = built(tiny_values(tmp_path, mm_fusion="gate", batch_size=6))
+    model = no_dropout(model).train()
+    batch = BatchesWithImages([next(iter(make_batches(cfg, data).epoch(cfg.seed)))], run_item_images(cfg, data))[0]
+    assert len(batch["image_ids"]) > 3 * 4                                     # several chunks of 4
+    plain_loss, plain = loss_and_grads(model, batch, 0)
+    cached_loss, cached = loss_and_grads(model, batch, 4)
+    assert cached_loss == pytest.approx(plain_loss, abs=1e-6)
+    assert max_grad_difference(plain, cached) <= 1e-5
+    assert any(n.startswith("item_tower.text.encoder.") for n in cached)
+    assert any(n.startswith("item_tower.vision.encoder.") for n in cached)
+
+
+def test_the_gate_mixes_the_two_vectors_per_dimension(tmp_path):
+    """e = g * e_text + (1 - g) * e_image with g = sigmoid(W [e_text; e_image] + b)."""
+    _, _, model = built(tiny_values(tmp_path, mm_fusion="gate"))
+    tower = model.item_tower.eval()
+    ids, pixels = torch.tensor([2, 5, 9]), torch.rand(3, 3, IMAGE_SIZE, IMAGE_SIZE)
+    with torch.no_grad():
+        e_text, e_image = tower.text.encode_chunk(ids), tower.vision.encode_chunk(ids, pixels)
+        tower.gate.weight.zero_()
+        tower.gate.bias.copy_(torch.linspace(-3, 3, 32))                   # g differs per dimension
+        g = torch.sigmoid(torch.linspace(-3, 3, 32))
+        torch.testing.assert_close(tower.encode_items(ids, (ids, pixels)), g * e_text + (1 - g) * e_image)
+        tower.gate.bias.zero_()                                             # g = 1/2: the mean
+        torch.testing.assert_close(tower.encode_chunk(ids, pixels), (e_text + e_image) / 2)
+
+
+def test_the_vision_encoder_trains_with_its_own_learning_rate(tmp_path):
+    from morec.train import build_optimizer
+    cfg, _, model = built(tiny_values(tmp_path, fine_tune_lr=1e-4, cv_fine_tune_lr=3e-3, trainable_layers=1,
+                                      fusion="cat"))                          # ID + (text + image)
+    groups = build_optimizer(model, cfg).param_groups
+    assert [g["lr"] for g in groups] == [cfg.lr, 1e-4, 3e-3]
+    ids = [{id(p) for p in g["params"]} for g in groups]
+    tower = model.item_tower.modality
+    assert ids[1] == {id(p) for p in tower.text.encoder_parameters() if p.requires_grad}
+    assert ids[2] == {id(p) for p in tower.vision.encoder_parameters() if p.requires_grad}
+    assert set.union(*ids) == {id(p) for p in model.parameters() if p.requires_grad}
+    cfg, _, model = built(tiny_values(tmp_path, cv_fine_tune_lr=-1.0))         # -1: fine_tune_lr
+    assert [g["lr"] for g in build_optimizer(model, cfg).param_groups] == [cfg.lr, cfg.fine_tune_lr, cfg.fine_tune_lr]
+
+
+def test_labels_of_text_vision_runs_read_both_encoders_and_other_labels_stay():
+    base = Config(item_tower="text+vision")
+    assert run_label(Config(item_tower="text+vision", bert_model_load="x")) != run_label(base)
+    assert run_label(Config(item_tower="text+vision", cv_model_load="x")) != run_label(base)
+    assert run_label(Config(item_tower="text+vision", mm_fusion="gate")) != run_label(base)
+    for tower in ("id", "text", "vision"):
+        assert run_label(Config(item_tower=tower, mm_fusion="gate", cv_fine_tune_lr=1.0)) == \
+            run_label(Config(item_tower=tower))
+    with pytest.raises(InputError, match="--two_stage is not available for --item_tower text\\+vision"):
+        make_config(dict(item_tower="text+vision", two_stage=True))
+    with pytest.raises(InputError, match="--cv_fine_tune_lr -2.0 must be -1"):
+        make_config(dict(cv_fine_tune_lr=-2.0))
+
+
+# ----------------------------------------------------------------------------- transfer
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory) -> Path:
+    """A text MoRec run (tiny BERT, 1 epoch) on ml-100k: the source of the transfer tests."""
+    from morec.train import train
+    tmp = tmp_path_factory.mktemp("source")
+    run = tmp / "runs" / "source"
+    train(make_config(text_values(tmp, seed=7)), run)
+    return run
+
+
+def text_values(tmp_path: Path, **values) -> dict:
+    return dict(dict(item_tower="text", pretrained_dir=str(tiny_encoders()), bert_model_load=TINY["bert"],
+                     max_seq_len=10, num_words_title=12, embedding_dim=32, batch_size=256, epoch=1,
+                     device="cpu", cache_dir=str(tmp_path / "cache"), progress=False), **values)
+
+
+def test_init_from_loads_every_tensor_but_the_id_table(source_run, tmp_path):
+    from morec.transfer import check_source, init_from_source
+    values = text_values(tmp_path, fusion="add", init_from=str(source_run))      # target: ID + text
+    cfg, _, model = built(values)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    result = init_from_source(model, cfg, check_source(cfg))
+    source = torch.load(source_run / "checkpoint_best.pt", weights_only=True)["model"]
+    now = model.state_dict()
+    assert result["fresh"] == ["item_tower.id_tower.embedding.weight"]
+    assert set(result["loaded"]) == set(now) - {"item_tower.id_tower.embedding.weight"}
+    for name in result["loaded"]:                         # the source's modality tower, under FusionTower
+        torch.testing.assert_close(now[name], source[name.replace("item_tower.modality.", "item_tower.")],
+                                   rtol=0, atol=0)
+    torch.testing.assert_close(now["item_tower.id_tower.embedding.weight"],
+                               fresh["item_tower.id_tower.embedding.weight"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"bert_model_load": TINY["roberta"]}, "bert_model_load 'random_tiny_bert' there, 'random_tiny_roberta' here"),
+    ({"embedding_dim": 16}, "embedding_dim 32 there, 16 here"),
+    ({"item_tower": "id"}, "item_tower 'text' there, 'id' here"),
+])
+def test_init_from_refuses_other_encoders_before_writing(source_run, tmp_path, change, message):
+    from morec.train import train
+    cfg = make_config(text_values(tmp_path, init_from=str(source_run), **change))
+    with pytest.raises(InputError, match=message):
+        train(cfg, tmp_path / "runs" / "target")
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(InputError, match="checkpoint_best.pt not found"):
+        train(make_config(text_values(tmp_path, init_from=str(tmp_path))), tmp_path / "runs" / "target")
+
+
+def test_transfer_run_records_its_source_freezes_the_user_encoder_and_resumes_its_own(source_run, tmp_path):
+    from morec.checkpoint import load_checkpoint
+    from morec.train import train
+    values = text_values(tmp_path, init_from=str(source_run), freeze_user_encoder=True)
+    run = tmp_path / "runs" / "target"
+    train(make_config(values), run)
+    saved = json.loads((run / "config.json").read_text())
+    source_config = json.loads((source_run / "config.json").read_text())
+    assert saved["init_source"]["label"] == "source"
+    assert saved["init_source"]["data_identity"] == source_config["data_identity"]
+    source = load_checkpoint(source_run / "checkpoint_best.pt")["model"]
+    after = load_checkpoint(run / "checkpoint_last.pt")["model"]
+    user = [k for k in after if k.startswith("encoder.")]
+    assert user and all(torch.equal(after[k], source[k]) for k in user)       # frozen: still the source's
+    assert not torch.equal(after["item_tower.fc.weight"], source["item_tower.fc.weight"])   # the tower trained
+    train(make_config({**values, "epoch": 2, "resume": True}), run)
+    log = (run / "train.log").read_text()
+    assert log.count("--init_from") == 1 and "resumed target after epoch 1" in log
+    assert all(torch.equal(load_checkpoint(run / "checkpoint_last.pt")["model"][k], source[k]) for k in user)
+    with pytest.raises(InputError, match="--freeze_user_encoder needs --model sasrec"):
+        make_config(dict(model="dssm", freeze_user_encoder=True))
+
+
+# ----------------------------------------------------------------------------- training-set size
+
+def test_train_user_fraction_keeps_nested_subsets_and_every_evaluated_user():
+    from morec.data.sequences import with_train_users
+    data = ml100k()
+    small, larger = with_train_users(data, 0.1), with_train_users(data, 0.3)
+    assert len(small.train) == int(np.ceil(0.1 * data.num_users)) and len(larger.train) == int(np.ceil(0.3 * data.num_users))
+    assert set(small.train_users) <= set(larger.train_users)
+    np.testing.assert_array_equal(small.train, data.full[small.train_users, :-2])
+    for split in ("valid", "test"):
+        np.testing.assert_array_equal(small.split_target(split), data.split_target(split))
+        np.testing.assert_array_equal(small.split_input(split), data.split_input(split))
+    counts = np.bincount(data.full[small.train_users, :-2].ravel(), minlength=data.num_items + 1)
+    np.testing.assert_array_equal(small.train_counts()[1:], counts[1:])        # popularity of the trained part
+
+
+# ----------------------------------------------------------------------------- domains
+
+def test_the_domain_split_has_no_shared_item_and_each_domain_loads(tmp_path):
+    from morec.data.domains import TARGET_GENRES, make_domains
+    from morec.data.files import read_items, read_users
+    from morec.data.images import ImageStore
+    from morec.data.sequences import load_sequence_data
+    folders = make_domains(REPO / "dataset" / "ml-100k", tmp_path, poster_size=16)
+    all_items = read_items(REPO / "dataset" / "ml-100k" / "items.tsv")
+    items = {d: read_items(f / "items.tsv") for d, f in folders.items()}
+    names = {d: {row.name for row in rows} for d, rows in items.items()}
+    assert not names["source"] & names["target"]
+    assert names["source"] | names["target"] == {row.name for row in all_items}
+    assert all(set(row.abstract.split()) & set(TARGET_GENRES) for row in items["target"])
+    assert not any(set(row.abstract.split()) & set(TARGET_GENRES) for row in items["source"])
+    full = {u.name: u.items for u in read_users(REPO / "dataset" / "ml-100k" / "users.tsv")}
+    for domain, folder in folders.items():
+        for user in read_users(folder / "users.tsv"):                        # the domain's items, in order
+            assert user.items == [i for i in full[user.name] if i in names[domain]]
+        data = load_sequence_data(folder, "users.tsv", "items.tsv", 10, 5)
+        assert data.num_users > 800 and (data.full[:, -3:] > 0).all()        # the SPEC split holds
+        assert set(ImageStore(folder / "posters.lmdb").names()) == names[domain]
+    assert (len(names["source"]), len(names["target"])) == (1321, 361)
+
+
+# ----------------------------------------------------------------------------- scripts
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_train_then_test_one_epoch(name, tmp_path):
+    params = runpy.run_path(str(FOLDER / f"train_{name}.py"), run_name="params_only")["params"]
+    assert params["max_seq_len"] == 10 and params["patience"] == 7
+    common = ["--runs_dir", str(tmp_path / "runs"), "--label", "smoke", "--device", "cpu",
+              "--root_data_dir", str(poster_root()), "--cache_dir", str(tmp_path / "cache"),
+              "--pretrained_dir", str(tiny_pretrained()), "--bert_model_load", TINY["bert"],
+              "--cv_model_load", TINY_VISION["swin"], "--image_size", str(IMAGE_SIZE)]
+    speed = ["--epoch", "1", "--embedding_dim", "32", "--batch_size", "256", "--num_words_title", "12"]
+    saved, log = train_then_test(FOLDER, name, common + speed, common, tmp_path / "runs" / "smoke")
+    assert saved["item_tower"] == params["item_tower"]
+    if params["item_tower"] == "text+vision":
+        assert "of these, the vision encoder's" in log
+
+
+def test_every_multimodal_script_is_covered():
+    assert {p.stem[len("train_"):] for p in FOLDER.glob("train_*.py")} == set(SCRIPTS)
+    assert all((FOLDER / f"test_{name}.py").is_file() for name in SCRIPTS)
+
+
+def test_recbole_genres_match_the_items_file_genres(tmp_path):
+    from morec.data.domains import items_file_genres, recbole_genres
+    from morec.data.files import read_items
+    (tmp_path / "ml-100k.item").write_text(
+        "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+        "1\tToy Story\t1995\tAnimation Children's Comedy\n2\tGoldenEye\t1995\tAction Adventure Thriller\n"
+        "267\tunkonwn\tunkonwn\tunknown\n", encoding="utf-8")
+    rows = [r for r in read_items(REPO / "dataset" / "ml-100k" / "items.tsv") if r.name in ("1", "2", "267")]
+    assert recbole_genres(tmp_path / "ml-100k.item") == items_file_genres(rows) == {
+        "1": ["Animation", "Children's", "Comedy"], "2": ["Action", "Adventure", "Thriller"], "267": ["unknown"]}
+    with pytest.raises(InputError, match="expected RecBole's ml-100k.item header"):
+        (tmp_path / "bad.item").write_text("id\tclass\n1\tAction\n")
+        recbole_genres(tmp_path / "bad.item")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--init_from", "x"], "--init_from is set by the study"),
+    (["--target_users", "0,50"], "give percents in \\(0, 100\\]"),
+    (["--arms", "id,pretrained"], "choose from id, scratch, transfer, frozen_user"),
+])
+def test_the_transfer_study_refuses_what_it_sets_itself(argv, message, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import study_q6_transfer
+    with pytest.raises(InputError, match=message):
+        study_q6_transfer.main(["--out", str(tmp_path), "--table_only"] + argv)
+    assert not any(tmp_path.iterdir())
