@@ -152,11 +152,19 @@ def load_text_encoder(folder: Path) -> nn.Module:
     transformers = _quiet_transformers()
     config = encoder_config(folder)
     try:
-        return transformers.AutoModel.from_pretrained(str(folder), config=config, dtype=torch.float32,
-                                                      local_files_only=True, trust_remote_code=False)
+        model, info = transformers.AutoModel.from_pretrained(
+            str(folder), config=config, dtype=torch.float32, local_files_only=True, trust_remote_code=False,
+            output_loading_info=True)
     except Exception as err:
         raise InputError(f"cannot load the encoder weights of {folder} ({type(err).__name__}: "
                          f"{err}); the folder must hold {EXPECTED}") from None
+    missing = [k for k in info["missing_keys"] if not k.startswith("pooler.")]       # the pooler is unused
+    absent = sorted(missing) + sorted(str(k) for k in info["mismatched_keys"])
+    if absent:           # transformers would initialise them at random and go on: never a silent result
+        raise InputError(f"the weights in {folder} do not fit its config.json (model_type "
+                         f"{config.model_type!r}): {len(absent)} tensors missing or of another shape, e.g. "
+                         f"{', '.join(absent[:3])}; put the model's own weights and config.json together")
+    return model
 
 
 def encoder_output_dim(config) -> int:
