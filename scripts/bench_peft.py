@@ -124,16 +124,18 @@ def table(results: dict[str, dict | None]) -> str:
     """Markdown table; ratios to full fine-tuning (when it was run)."""
     base = results.get("full") or {}
     lines = ["| configuration | trainable encoder params | s / step | vs full | peak RSS (MiB) | vs full "
-             "| training peak RSS (MiB) | vs full |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| RSS, model built (MiB) | training peak RSS (MiB) | vs full |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, row in results.items():
         label = CONFIGS[name][0]
         if row is None:
-            lines.append(f"| {label} | n/a | n/a | n/a | n/a | n/a | n/a | n/a |")
+            lines.append(f"| {label} | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |")
             continue
         lines.append(
             f"| {label} | {row['trainable_encoder']:,} of {row['encoder']:,} | {row['seconds_per_step']:.2f} | "
             f"{ratio(row['seconds_per_step'], base.get('seconds_per_step', 0))} | {row['peak_rss_mib']:.0f} | "
-            f"{ratio(row['peak_rss_mib'], base.get('peak_rss_mib', 0))} | {row['train_peak_rss_mib']:.0f} | "
+            f"{ratio(row['peak_rss_mib'], base.get('peak_rss_mib', 0))} | {row['ready_rss_mib']:.0f} | "
+            f"{row['train_peak_rss_mib']:.0f} | "
             f"{ratio(row['train_peak_rss_mib'], base.get('train_peak_rss_mib', 0))} |")
     return "\n".join(lines)
 
@@ -148,6 +150,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated, from " + ",".join(CONFIGS) +
                         " (default: " + ",".join(DEFAULT) + ")")
     parser.add_argument("--cache_dir", default="", help="token / feature cache (default: a temporary folder)")
+    parser.add_argument("--json", default="", help="also write the raw results to this file")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     from morec.errors import InputError
@@ -171,6 +174,8 @@ def main() -> None:
               f"{first['distinct_items']} distinct items in the first batch, {first['threads']} thread(s), "
               f"median of {args.steps} steps after 1 warm-up; one fresh process per configuration\n")
     print(table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     missing = [CONFIGS[n][0] for n, r in results.items() if r is None]
     if missing:
         print(f"\nn/a: {', '.join(missing)} (this tree's Config lacks the fields: issue 13.3)")

@@ -168,10 +168,3 @@ def reloaded_digest(model: nn.Module) -> str | None:
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
-
-def trainable_summary(model: nn.Module) -> str:
-    """'T of N encoder parameters train (p%)' for a tower's encoder_parameters()."""
-    params = model.item_tower.encoder_parameters()
-    total = sum(p.numel() for p in params)
-    trained = sum(p.numel() for p in params if p.requires_grad)
-    return f"{trained} of {total} encoder parameters train ({100 * trained / max(total, 1):.3g}%)"
