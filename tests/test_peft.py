@@ -303,3 +303,13 @@ def test_lora_run_resumed_after_one_epoch_equals_the_uninterrupted_run(tmp_path)
 def test_full_fine_tuning_checkpoints_are_unchanged(tmp_path):
     model = build(config(tmp_path, "bert"))
     assert reloaded_keys(model) == set() and trained_state(model).keys() == model.state_dict().keys()
+
+
+def test_lora_inside_a_fusion_tower_leaves_out_the_frozen_encoder(tmp_path):
+    model = build(config(tmp_path, peft="lora", fusion="add"))
+    skipped = reloaded_keys(model)
+    assert skipped and all(k.startswith("item_tower.modality.encoder.") for k in skipped)
+    kept = trained_state(model)
+    assert "item_tower.id_tower.embedding.weight" in kept
+    assert sorted(k for k in kept if ".encoder." in k) == sorted(
+        f"item_tower.modality.encoder.{n}" for n in trainable(model.item_tower.modality.encoder))
