@@ -313,3 +313,17 @@ def test_lora_inside_a_fusion_tower_leaves_out_the_frozen_encoder(tmp_path):
     assert "item_tower.id_tower.embedding.weight" in kept
     assert sorted(k for k in kept if ".encoder." in k) == sorted(
         f"item_tower.modality.encoder.{n}" for n in trainable(model.item_tower.modality.encoder))
+
+
+def test_the_pad_token_set_for_a_decoder_is_part_of_the_token_cache_key(tmp_path):
+    from morec.data.text import item_tokens
+    items, cache = ml100k().items, tmp_path / "cache"
+    tok = load_tokenizer(tiny_decoders() / ALL["llama"])                       # pad = </s> (set)
+    eos = item_tokens(items, tok, [("title", 12)], cache, "ml-100k")[0]
+    tok.pad_token = "<unk>"
+    unk = item_tokens(items, tok, [("title", 12)], cache, "ml-100k")[0]
+    assert len(list((cache / "tokens").iterdir())) == 2                     # another key, another file
+    padded = eos.attention_mask == 0
+    assert padded.any() and (eos.input_ids[padded] == tok.eos_token_id).all()
+    assert (unk.input_ids[padded] == tok.unk_token_id).all()
+    assert (eos.input_ids[~padded] == unk.input_ids[~padded]).all()
