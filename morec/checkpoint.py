@@ -113,14 +113,16 @@ def require_entries(checkpoint, path: Path, keys: tuple[str, ...]) -> None:
                      "checkpoint or retrain")
 
 
-def load_weights(module: torch.nn.Module, state, path: Path, shown: int = 3) -> None:
+def load_weights(module: torch.nn.Module, state, path: Path, shown: int = 3,
+                 reloaded: set[str] = frozenset()) -> None:
     """Load a checkpoint's weights into `module`, or say which tensors differ (another run's
-    checkpoint, another model size)."""
+    checkpoint, another model size). `reloaded`: names the checkpoint may leave out (frozen
+    pretrained weights under PEFT, already loaded from the encoder folder)."""
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(f"checkpoint {path}: its 'model' entry is not a set of weights; put back the "
                          "run's own checkpoint or retrain")
     own = module.state_dict()
-    missing, extra = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+    missing, extra = sorted(own.keys() - state.keys() - reloaded), sorted(state.keys() - own.keys())
     shapes = [f"{k} {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} here"
               for k in sorted(own.keys() & state.keys()) if state[k].shape != own[k].shape]
     problems = [f"{len(names)} {label}: {', '.join(names[:shown])}{' ...' if len(names) > shown else ''}"
@@ -129,4 +131,4 @@ def load_weights(module: torch.nn.Module, state, path: Path, shown: int = 3) -> 
     if problems:
         raise InputError(f"checkpoint {path} does not fit this run's model ({'; '.join(problems)}): "
                          "it belongs to another run or model; put back the run's own checkpoint or retrain")
-    module.load_state_dict(state)
+    module.load_state_dict(state, strict=not reloaded)

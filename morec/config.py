@@ -53,6 +53,12 @@ class Config:
     mo_dnn_layers: int = 0              # two-stage fusion: MLP depth of the modality branch (then dnn_layers)
     dedup_items: bool = True            # encode each distinct item of a training batch once (repeats share one
                                         # dropout mask; docs/text_results.md); false: every slot, as the original
+    pooling: str = "auto"               # text: auto (BERT/RoBERTa cls, OPT mean, other encoders cls, decoders last) | cls | mean | last
+    peft: str = "none"                  # none | lora | ia3 (through peft) | bitfit (biases) | ln (norm layers): what of the encoder trains
+    lora_r: int = 8                     # --peft lora: rank r
+    lora_alpha: int = 16                # --peft lora: scaling alpha (the update is alpha / r * B A x)
+    lora_dropout: float = 0.0           # --peft lora: dropout on the adapter's input (0.05 is common)
+    lora_targets: str = ""              # --peft lora / ia3: module names, comma-separated ("": peft's defaults per model_type)
 
     # --- item_tower "vision" (SPEC "Item towers"); also fusion / two_stage / freezing above ---
     cv_model_load: str = "resnet50"     # vision encoder folder under pretrained_dir (pretrained_models/README.md)
@@ -138,10 +144,11 @@ LABEL_PREFIX = [("model", ""), ("item_tower", ""), ("loss", ""), ("embedding_dim
 
 # Fields that only a modality item tower reads: an ID run's label ignores them all, a text run's
 # the vision ones and a vision run's the text ones (a study or grid may set them for every run).
-TEXT_FIELDS = {"bert_model_load", "news_attributes", "num_words_title", "num_words_abstract"}
+TEXT_FIELDS = {"bert_model_load", "news_attributes", "num_words_title", "num_words_abstract", "pooling"}
 VISION_FIELDS = {"cv_model_load", "image_lmdb", "image_size", "image_norm"}
 ENCODER_FIELDS = {"pretrained_dir", "dedup_items", "freeze_paras_before", "trainable_layers", "gradient_checkpointing",
-                  "two_stage", "fusion", "mo_dnn_layers", "fine_tune_lr", "fine_tune_l2_weight"}
+                  "two_stage", "fusion", "mo_dnn_layers", "fine_tune_lr", "fine_tune_l2_weight",
+                  "peft", "lora_r", "lora_alpha", "lora_dropout", "lora_targets"}
 MULTIMODAL_FIELDS = {"mm_fusion", "cv_fine_tune_lr"}      # only item_tower "text+vision" reads them
 UNUSED_BY_TOWER = {"id": TEXT_FIELDS | VISION_FIELDS | ENCODER_FIELDS | MULTIMODAL_FIELDS,
                    "text": VISION_FIELDS | MULTIMODAL_FIELDS, "vision": TEXT_FIELDS | MULTIMODAL_FIELDS,
@@ -323,6 +330,13 @@ def _fraction(value: float) -> str | None:
     return None if 0 < value <= 1 else "must be in (0, 1] (the fraction of users whose train part is used)"
 
 
+def _module_names(value: str) -> str | None:
+    parts = [part.strip() for part in value.split(",")]
+    if value and (not all(parts) or any(" " in part for part in parts)):
+        return "must be module names separated by commas, e.g. q_proj,v_proj (empty: peft's defaults)"
+    return None
+
+
 def _news_attributes(value: str) -> str | None:
     parts = [part.strip() for part in value.split(",")]
     if not all(parts) or len(set(parts)) != len(parts) or not set(parts) <= {"title", "abstract"}:
@@ -359,6 +373,8 @@ RULES = {
     "mm_fusion": _one_of("sum", "concat", "gate"), "cv_fine_tune_lr": _lr_or_unset,
     "init_from": _any, "freeze_user_encoder": _any, "train_user_fraction": _fraction,
     "ties": _one_of("expected", "optimistic", "pessimistic"), "eval_amp": _any, "dedup_items": _any,
+    "pooling": _one_of("auto", "cls", "mean", "last"), "peft": _one_of("none", "lora", "ia3", "bitfit", "ln"),
+    "lora_r": _at_least(1), "lora_alpha": _at_least(1), "lora_dropout": _drop_rate, "lora_targets": _module_names,
 }
 
 
@@ -386,10 +402,33 @@ def _combination_problems(cfg: Config) -> list[str]:
     if cfg.inbatch_chunk > 0 and cfg.nproc_per_node * cfg.nnodes > 1:
         problems.append("--inbatch_chunk (gradient caching) runs in one process: use it without "
                         "--nproc_per_node / --nnodes, or set --inbatch_chunk 0")
+    problems += _peft_problems(cfg)
     if cfg.resume and cfg.overwrite:
         problems.append("--resume and --overwrite contradict each other: pass one of them")
     if cfg.nnodes > 1 and not cfg.rdzv_endpoint:
         problems.append("--nnodes > 1 needs --rdzv_endpoint HOST:PORT (the same on every node)")
+    return problems
+
+
+def _peft_problems(cfg: Config) -> list[str]:
+    """--peft adapts the encoder of a text tower trained end to end, and sets alone what trains."""
+    problems = []
+    if cfg.peft != "none" and cfg.item_tower != "text":
+        problems.append(f"--peft {cfg.peft} adapts a text encoder, but --item_tower is {cfg.item_tower}: "
+                        "set --item_tower text, or --peft none")
+    elif cfg.peft != "none" and cfg.two_stage:
+        problems.append(f"--peft {cfg.peft} with --two_stage: the two-stage encoder is frozen and never "
+                        "runs in training; drop one of them")
+    if cfg.peft != "none" and (cfg.freeze_paras_before > 0 or cfg.trainable_layers >= 0):
+        problems.append(f"--peft {cfg.peft} decides which encoder parameters train: drop "
+                        "--freeze_paras_before / --trainable_layers (or use --peft none)")
+    defaults = Config()
+    lora_only = [f"--{name} {getattr(cfg, name)}" for name in ("lora_r", "lora_alpha", "lora_dropout")
+                 if getattr(cfg, name) != getattr(defaults, name)]
+    if lora_only and cfg.peft != "lora":
+        problems.append(f"{', '.join(lora_only)} only apply with --peft lora (it is {cfg.peft})")
+    if cfg.lora_targets and cfg.peft not in ("lora", "ia3"):
+        problems.append(f"--lora_targets {cfg.lora_targets} only applies with --peft lora or ia3 (it is {cfg.peft})")
     return problems
 
 

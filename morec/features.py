@@ -155,6 +155,7 @@ def text_feature_key(cfg: Config, data: SequenceData, folder: Path, tokenizer) -
                        for name, _ in text_attributes(cfg)},
         "num_items": data.num_items,
         "layer": "last",
+        **({"pooling": cfg.pooling} if cfg.pooling != "auto" else {}),    # auto: the keys of older caches
     }
 
 
@@ -295,7 +296,8 @@ def text_features(cfg: Config, data: SequenceData, device: torch.device,
     def extract() -> np.ndarray:
         tokens = text_tokens(cfg, data, tokenizer)
         encoder = load_text_encoder(folder)
-        return extract_text_features(encoder, pooling_of(encoder_config(folder)), tokens, device, batch_size)
+        return extract_text_features(encoder, pooling_of(encoder_config(folder), cfg.pooling), tokens, device,
+                                     batch_size)
     return cached_features(cfg, data, text_feature_key(cfg, data, folder, tokenizer), extract)
 
 

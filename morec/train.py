@@ -46,6 +46,7 @@ from morec.features import item_tower_inputs, run_item_images
 from morec.models import Recommender, build_model
 from morec.transfer import check_source, freeze_user_encoder, init_from_source, record_source
 from morec.data.sequences import with_train_users
+from morec.models.adapters import reloaded_digest, reloaded_keys, trained_state
 from morec.streams import DROPOUT, STREAMS, WORKERS, stream_generator, stream_seed
 
 log = logging.getLogger("morec")
@@ -580,10 +581,11 @@ def train_in_folder(cfg: Config, run_dir: Path) -> dict:
                                       and device.type == "cuda")
         run = Run(cfg, data, files, device, world, model, trainer, build_optimizer(model, cfg), scaler,
                   make_batches(cfg, data), stop, images)
+        log_checkpoint_contents(model)
         state = {"epoch": 0, "best": None, "bad_evals": 0, "history": [], "partial": None}
         if checkpoint is not None:
             require_entries(checkpoint, files.last, ("model", "optimizer", "epoch"))
-            load_weights(model, checkpoint["model"], files.last)
+            load_model_weights(model, checkpoint, files.last)
             run.optimizer.load_state_dict(checkpoint["optimizer"])
             if checkpoint.get("scaler"):
                 scaler.load_state_dict(checkpoint["scaler"])
@@ -608,8 +610,45 @@ def train_in_folder(cfg: Config, run_dir: Path) -> dict:
 
 def save_last(run: Run, state: dict) -> None:
     if run.world.is_main:
-        save_checkpoint(run.files.last, {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        save_checkpoint(run.files.last, {**model_entries(run.model), "optimizer": run.optimizer.state_dict(),
                                          "scaler": run.scaler.state_dict(), **state})
+        if state["epoch"] == 1 and not state["partial"]:
+            log.info("%s: %.2f MiB", run.files.last.name, run.files.last.stat().st_size / 2 ** 20)
+
+
+def model_entries(model: Recommender) -> dict:
+    """A checkpoint's weights: {"model": what trains + the recommender}, and under PEFT the sha1 of
+    the frozen pretrained tensors left out ("reloaded_sha1"; morec.models.adapters)."""
+    digest = getattr(model, "_reloaded_sha1", None)
+    if digest is None:                        # computed once: frozen tensors never change
+        digest = model._reloaded_sha1 = reloaded_digest(model) or ""
+    return {"model": trained_state(model), **({"reloaded_sha1": digest} if digest else {})}
+
+
+def load_model_weights(model: Recommender, checkpoint: dict, path: Path) -> None:
+    """Load a checkpoint's weights; the frozen pretrained tensors a PEFT checkpoint leaves out
+    must be those it was trained with (the encoder folder unchanged), else the run is refused."""
+    load_weights(model, checkpoint["model"], path, reloaded=reloaded_keys(model))
+    saved = checkpoint.get("reloaded_sha1")
+    if saved is not None and saved != model_entries(model).get("reloaded_sha1"):
+        raise InputError(f"checkpoint {path} was trained on other frozen encoder weights than those now "
+                         "in the encoder folder (they are reloaded from it, not saved): put back the "
+                         "encoder folder the run was trained with, or retrain")
+
+
+def log_checkpoint_contents(model: Recommender) -> None:
+    """Say what a checkpoint holds: all weights, or (PEFT) what trains plus the recommender."""
+    skipped = reloaded_keys(model)
+    state = model.state_dict()
+    kept = sum(t.numel() * t.element_size() for k, t in state.items() if k not in skipped)
+    left = sum(state[k].numel() * state[k].element_size() for k in skipped)
+    if skipped:
+        log.info("checkpoints hold %d tensors (%.2f MiB of weights, plus the optimizer state); the %d "
+                 "frozen pretrained encoder tensors (%.2f MiB) are not saved: they are reloaded from the "
+                 "encoder folder", len(state) - len(skipped), kept / 2 ** 20, len(skipped), left / 2 ** 20)
+    else:
+        log.info("checkpoints hold all %d model tensors (%.2f MiB of weights, plus the optimizer state)",
+                 len(state), kept / 2 ** 20)
 
 
 def epoch_start(run: Run, state: dict, epoch: int) -> EpochProgress:
@@ -659,7 +698,7 @@ def run_epoch(run: Run, state: dict) -> None:
     if best is None or selection_score(cfg, valid) > selection_score(cfg, best["valid"]):
         state["best"], state["bad_evals"] = {"epoch": epoch, "valid": valid}, 0
         if run.world.is_main:
-            save_checkpoint(files.best, {"model": run.model.state_dict(), "epoch": epoch, "valid": valid})
+            save_checkpoint(files.best, {**model_entries(run.model), "epoch": epoch, "valid": valid})
     else:
         state["bad_evals"] += 1
     state["epoch"] = epoch
@@ -733,7 +772,7 @@ def test_in_folder(cfg: Config, run_dir: Path) -> dict:
     require_entries(checkpoint, files.best, ("model", "epoch", "valid"))
     check_memory(cfg, data.num_items, data.num_users, training=False)
     model = build_run_model(cfg, data, device)
-    load_weights(model, checkpoint["model"], files.best)
+    load_model_weights(model, checkpoint, files.best)
     metrics, counts = evaluate(model, data, "test", cfg, device, images=run_item_images(cfg, data))
     result = {"label": files.dir.name, "best_epoch": checkpoint["epoch"], "valid": checkpoint["valid"],
               "test": metrics, "num_users": data.num_users, "num_items": data.num_items, "ties": cfg.ties,

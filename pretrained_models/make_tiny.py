@@ -2,9 +2,12 @@
 
 Each is a normal HuggingFace folder (config.json, model.safetensors, tokenizer.json,
 tokenizer_config.json) whose tokenizer is trained on the ml-100k titles with the `tokenizers`
-library: WordPiece for BERT, byte-level BPE for RoBERTa and OPT, with each family's special tokens
-and template ([CLS] x [SEP]; <s> x </s>; </s> x). The weights are random: these folders exercise
-the code paths of the real encoders (loading, CLS / mean pooling, freezing, caching), not quality.
+library: WordPiece for BERT, byte-level BPE for RoBERTa, OPT, Llama and Qwen2, with each family's
+special tokens and template ([CLS] x [SEP]; <s> x </s>; </s> x; Llama <s> x with no pad token, as
+the real Llama tokenizers; Qwen2 x alone, pad = <|endoftext|>). The weights are random: these
+folders exercise the code paths of the real encoders (loading, CLS / mean / last-token pooling,
+freezing, PEFT, caching), not quality. The decoders (random_tiny_llama, random_tiny_qwen2) are
+built only when asked for (`make_decoders`, or `--decoders` on the command line).
 
 Vision: random_tiny_resnet18 (a randomly initialised torchvision ResNet-18 state dict,
 resnet18.pth, + config.json {"arch": "resnet18"}: small enough as is, "tiny" by being untrained),
@@ -16,6 +19,7 @@ of one image, whose last stage is otherwise 1 x 1 for BatchNorm).
 
     python pretrained_models/make_tiny.py     # -> pretrained_models/random_tiny_{bert,roberta,opt}/
                                               #    and random_tiny_{resnet18,swin,vit_mae}/
+    python pretrained_models/make_tiny.py --decoders   # also random_tiny_{llama,qwen2}/
     python pretrained_models/make_tiny.py --out /tmp/enc --hidden 64 --layers 4 --image_size 32
 then e.g. ``python bce_text/main-end2end/train_bert_base.py --bert_model_load random_tiny_bert``.
 """
@@ -27,6 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 TITLES = HERE.parent / "dataset" / "ml-100k" / "items.tsv"
 FAMILIES = ("bert", "roberta", "opt")
+DECODERS = ("llama", "qwen2")
 VISION = ("resnet18", "swin", "vit_mae")
 
 
@@ -119,6 +124,41 @@ def make_tiny_opt(out: Path, texts: list[str] | None = None, hidden: int = 32, l
     return _save(Path(out), tok, specials, model)
 
 
+def make_tiny_llama(out: Path, texts: list[str] | None = None, hidden: int = 32, layers: int = 2,
+                    heads: int = 2, vocab_size: int = 1000, seed: int = 0) -> Path:
+    """A random LlamaModel (RMSNorm, rotary, SwiGLU, no biases); the tokenizer prepends <s> and,
+    like the real Llama tokenizers, has no pad token (the text tower sets it to </s>)."""
+    import torch
+    from tokenizers import processors
+    from transformers import LlamaConfig, LlamaModel
+    tok = _byte_bpe(texts or ml100k_titles(), vocab_size, ["<unk>", "<s>", "</s>"])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", 1)])
+    specials = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    torch.manual_seed(seed)
+    model = LlamaModel(LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=hidden, num_hidden_layers=layers,
+                                   num_attention_heads=heads, num_key_value_heads=heads,
+                                   intermediate_size=2 * hidden, max_position_embeddings=128,
+                                   bos_token_id=1, eos_token_id=2, pad_token_id=None))
+    return _save(Path(out), tok, specials, model)
+
+
+def make_tiny_qwen2(out: Path, texts: list[str] | None = None, hidden: int = 32, layers: int = 2,
+                    heads: int = 2, vocab_size: int = 1000, seed: int = 0) -> Path:
+    """A random Qwen2Model (RMSNorm, rotary, q/k/v biases); the tokenizer adds no special token
+    (an empty text has no token at all) and pads with <|endoftext|>, as the real Qwen2 ones."""
+    import torch
+    from transformers import Qwen2Config, Qwen2Model
+    tok = _byte_bpe(texts or ml100k_titles(), vocab_size, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    specials = dict(eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    torch.manual_seed(seed)
+    model = Qwen2Model(Qwen2Config(vocab_size=tok.get_vocab_size(), hidden_size=hidden, num_hidden_layers=layers,
+                                   num_attention_heads=heads, num_key_value_heads=heads,
+                                   intermediate_size=2 * hidden, max_position_embeddings=128,
+                                   bos_token_id=None, eos_token_id=0, pad_token_id=0))
+    return _save(Path(out), tok, specials, model)
+
+
 def make_tiny_resnet(out: Path, arch: str = "resnet18", seed: int = 0) -> Path:
     """`out`/config.json {"arch": arch} + `out`/<arch>.pth, a random torchvision state dict."""
     import json
@@ -161,7 +201,13 @@ def make_tiny_vit_mae(out: Path, image_size: int = 64, seed: int = 0) -> Path:
     return Path(out)
 
 
-MAKERS = {"bert": make_tiny_bert, "roberta": make_tiny_roberta, "opt": make_tiny_opt}
+MAKERS = {"bert": make_tiny_bert, "roberta": make_tiny_roberta, "opt": make_tiny_opt,
+          "llama": make_tiny_llama, "qwen2": make_tiny_qwen2}
+
+
+def make_decoders(out_root: Path, **kwargs) -> dict[str, Path]:
+    """random_tiny_{llama,qwen2} (built with `kwargs`) under `out_root`."""
+    return {family: MAKERS[family](Path(out_root) / f"random_tiny_{family}", **kwargs) for family in DECODERS}
 
 
 def make_all(out_root: Path, image_size: int = 64, **kwargs) -> dict[str, Path]:
@@ -185,10 +231,15 @@ def main() -> None:
     parser.add_argument("--image_size", type=int, default=64,
                         help="image size of the tiny Swin / ViT-MAE configs: ViT-MAE accepts only this "
                              "size, Swin is meant for it (pads others); ResNet accepts any size >= 32")
+    parser.add_argument("--decoders", action="store_true", help="also build random_tiny_{llama,qwen2}")
     args = parser.parse_args()
     for family, path in make_all(args.out, image_size=args.image_size, hidden=args.hidden,
                                  layers=args.layers, heads=args.heads, vocab_size=args.vocab_size).items():
         print(f"{family}: {path}")
+    if args.decoders:
+        for family, path in make_decoders(args.out, hidden=args.hidden, layers=args.layers, heads=args.heads,
+                                          vocab_size=args.vocab_size).items():
+            print(f"{family}: {path}")
 
 
 if __name__ == "__main__":

@@ -28,3 +28,15 @@ def tiny_encoders() -> Path:
 def ml100k():
     from morec.data import load_sequence_data
     return load_sequence_data(REPO / "dataset" / "ml-100k", "users.tsv", "items.tsv", 20, 5)
+
+
+TINY_DECODERS = {"llama": "random_tiny_llama", "qwen2": "random_tiny_qwen2"}
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_decoders() -> Path:
+    """tiny_encoders()'s folder, with random_tiny_{llama,qwen2} (2 blocks, hidden 32) added."""
+    root = tiny_encoders()                   # puts pretrained_models/ on sys.path
+    from make_tiny import make_decoders
+    make_decoders(root)
+    return root

@@ -77,12 +77,15 @@ class ItemTokens:
 
 
 def tokenize_texts(tokenizer, texts: list[str], width: int) -> tuple[np.ndarray, np.ndarray]:
-    """(len(texts), width) input ids and attention mask, padded on the right, truncated."""
+    """(len(texts), width) input ids and attention mask, padded on the right, truncated.
+    A text without any token (an empty text, with a tokenizer that adds no special token, e.g.
+    Qwen2 or GPT-2) is given one real token, the pad token, so that no row is fully masked."""
     tokenizer.padding_side = "right"         # TextTower trims trailing padding columns
     encoded = tokenizer(texts, max_length=width, padding="max_length", truncation=True,
                         return_attention_mask=True)
     ids = np.asarray(encoded["input_ids"], dtype=np.int64).reshape(len(texts), width)
     mask = np.asarray(encoded["attention_mask"], dtype=np.int64).reshape(len(texts), width)
+    mask[mask.sum(1) == 0, 0] = 1            # ids there are the pad token already
     return ids, mask
 
 

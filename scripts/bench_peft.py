@@ -1,0 +1,185 @@
+"""Benchmark parameter-efficient fine-tuning of the text item tower (issue 13): seconds per
+training step and peak memory (RSS) of in-batch SASRec on ml-100k with the real all-MiniLM-L6-v2,
+on CPU, for full fine-tuning, the top 2 blocks, LoRA r=8, BitFit and the layer-cached two-stage
+head (`--ts_layers all`, when this tree has it; "n/a" otherwise), as a markdown table with ratios
+to full fine-tuning; `--only full,lora,lora_ckpt` adds LoRA with gradient checkpointing.
+
+    python scripts/bench_peft.py [--encoder all_minilm_l6_v2] [--batch 64] [--seq_len 20]
+                                 [--steps 3] [--threads 1] [--only lora,full]
+
+Each configuration runs in a fresh subprocess (peak RSS is per process): build the model, then
+1 warm-up step and `--steps` timed steps (forward, backward, AdamW) on the same first batches of
+the epoch. Two peaks are reported: the process's (ru_maxrss: imports, loading, training) and the
+training's alone (VmHWM, reset through /proc/self/clear_refs once the model is built, Linux only).
+"""
+import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import fields
+from pathlib import Path
+
+CONFIGS = {                                # name -> (label, Config values)
+    "full": ("full fine-tuning", {}),
+    "top2": ("top-2 blocks", {"trainable_layers": 2}),
+    "lora": ("LoRA r=8", {"peft": "lora", "lora_r": 8}),
+    "bitfit": ("BitFit", {"peft": "bitfit"}),
+    "ts_all": ("two-stage, --ts_layers all", {"two_stage": True, "ts_layers": "all"}),
+    "lora_ckpt": ("LoRA r=8 + gradient checkpointing", {"peft": "lora", "lora_r": 8, "gradient_checkpointing": True}),
+}
+DEFAULT = ("full", "top2", "lora", "bitfit", "ts_all")      # --only lora_ckpt,... for the others
+
+
+def has_fields(values: dict) -> bool:
+    """Whether this tree's Config has every field of `values` (ts_layers comes with issue 13.3)."""
+    from morec.config import Config
+    return set(values) <= {f.name for f in fields(Config)}
+
+
+def rss_mib(key: str) -> float:
+    """VmRSS / VmHWM of this process from /proc/self/status, in MiB (NaN off Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def worker(args) -> dict:
+    """One configuration in this (fresh) process: seconds per step and the memory peaks."""
+    import torch
+    torch.set_num_threads(args.threads)
+    from morec.config import make_config
+    from morec.train import build_optimizer, build_run_model, load_data, make_batches
+    values = dict(item_tower="text", loss="inbatch", bert_model_load=args.encoder, batch_size=args.batch,
+                  max_seq_len=args.seq_len, embedding_dim=64, device="cpu", cache_dir=args.cache_dir,
+                  **CONFIGS[args.worker][1])
+    cfg = make_config(values)
+    data = load_data(cfg)
+    model = build_run_model(cfg, data, torch.device("cpu"))
+    optimizer = build_optimizer(model, cfg)
+    batches = []
+    for batch in make_batches(cfg, data).epoch(seed=cfg.seed):
+        batches.append(batch)
+        if len(batches) == args.steps + 1:
+            break
+    encoder = model.item_tower.encoder_parameters()
+    ready = rss_mib("VmRSS")
+    reset = reset_peak_rss()
+    model.train()
+    times = []
+    for batch in batches:
+        start = time.perf_counter()
+        loss = model.calculate_loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    seqs = batches[0]["seqs"]
+    return {"name": args.worker, "seconds_per_step": statistics.median(times[1:]),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "ready_rss_mib": ready, "train_peak_rss_mib": rss_mib("VmHWM") if reset else float("nan"),
+            "trainable_encoder": sum(p.numel() for p in encoder if p.requires_grad),
+            "encoder": sum(p.numel() for p in encoder),
+            "trainable_all": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "distinct_items": len(torch.unique(seqs[seqs != 0])), "batch_shape": list(seqs.shape),
+            "threads": torch.get_num_threads()}
+
+
+def run_worker(name: str, args) -> dict | None:
+    """`name` in a fresh interpreter; None when this tree lacks its fields."""
+    if not has_fields(CONFIGS[name][1]):
+        return None
+    command = [sys.executable, __file__, "--worker", name, "--encoder", args.encoder, "--batch", str(args.batch),
+               "--seq_len", str(args.seq_len), "--steps", str(args.steps), "--threads", str(args.threads),
+               "--cache_dir", args.cache_dir]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"error: configuration {name} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def ratio(value: float, base: float) -> str:
+    return f"{value / base:.2f}x" if base else "n/a"
+
+
+def table(results: dict[str, dict | None]) -> str:
+    """Markdown table; ratios to full fine-tuning (when it was run)."""
+    base = results.get("full") or {}
+    lines = ["| configuration | trainable encoder params | s / step | vs full | peak RSS (MiB) | vs full "
+             "| RSS, model built (MiB) | training peak RSS (MiB) | vs full |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, row in results.items():
+        label = CONFIGS[name][0]
+        if row is None:
+            lines.append(f"| {label} | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |")
+            continue
+        lines.append(
+            f"| {label} | {row['trainable_encoder']:,} of {row['encoder']:,} | {row['seconds_per_step']:.2f} | "
+            f"{ratio(row['seconds_per_step'], base.get('seconds_per_step', 0))} | {row['peak_rss_mib']:.0f} | "
+            f"{ratio(row['peak_rss_mib'], base.get('peak_rss_mib', 0))} | {row['ready_rss_mib']:.0f} | "
+            f"{row['train_peak_rss_mib']:.0f} | "
+            f"{ratio(row['train_peak_rss_mib'], base.get('train_peak_rss_mib', 0))} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--encoder", default="all_minilm_l6_v2")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--seq_len", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", default="", help="comma-separated, from " + ",".join(CONFIGS) +
+                        " (default: " + ",".join(DEFAULT) + ")")
+    parser.add_argument("--cache_dir", default="", help="token / feature cache (default: a temporary folder)")
+    parser.add_argument("--json", default="", help="also write the raw results to this file")
+    parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    from morec.errors import InputError
+    try:
+        if args.worker:
+            print(json.dumps(worker(args)))
+            return
+        names = [n for n in (args.only.split(",") if args.only else DEFAULT) if n]
+        unknown = [n for n in names if n not in CONFIGS]
+        if unknown:
+            raise InputError(f"--only {','.join(unknown)}: unknown; choose from {', '.join(CONFIGS)}")
+        with tempfile.TemporaryDirectory() as tmp:
+            args.cache_dir = args.cache_dir or tmp
+            results = {name: run_worker(name, args) for name in names}
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    first = next((r for r in results.values() if r), None)
+    if first:
+        print(f"encoder {args.encoder}, batch {tuple(first['batch_shape'])} (B, L+1), "
+              f"{first['distinct_items']} distinct items in the first batch, {first['threads']} thread(s), "
+              f"median of {args.steps} steps after 1 warm-up; one fresh process per configuration\n")
+    print(table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    missing = [CONFIGS[n][0] for n, r in results.items() if r is None]
+    if missing:
+        print(f"\nn/a: {', '.join(missing)} (this tree's Config lacks the fields: issue 13.3)")
+
+
+if __name__ == "__main__":
+    main()
