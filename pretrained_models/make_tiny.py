@@ -144,19 +144,33 @@ def make_tiny_llama(out: Path, texts: list[str] | None = None, hidden: int = 32,
 
 
 def make_tiny_qwen2(out: Path, texts: list[str] | None = None, hidden: int = 32, layers: int = 2,
-                    heads: int = 2, vocab_size: int = 1000, seed: int = 0) -> Path:
+                    heads: int = 2, vocab_size: int = 1000, seed: int = 0, kv_heads: int | None = None,
+                    intermediate: int | None = None, model_vocab_size: int | None = None,
+                    max_positions: int = 128) -> Path:
     """A random Qwen2Model (RMSNorm, rotary, q/k/v biases); the tokenizer adds no special token
-    (an empty text has no token at all) and pads with <|endoftext|>, as the real Qwen2 ones."""
+    (an empty text has no token at all) and pads with <|endoftext|>, as the real Qwen2 ones.
+    kv_heads / intermediate / model_vocab_size (embedding rows, >= the tokenizer's) default to
+    heads / 2 x hidden / the tokenizer's vocabulary (see make_qwen2_half_billion)."""
     import torch
     from transformers import Qwen2Config, Qwen2Model
     tok = _byte_bpe(texts or ml100k_titles(), vocab_size, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
     specials = dict(eos_token="<|endoftext|>", pad_token="<|endoftext|>")
     torch.manual_seed(seed)
-    model = Qwen2Model(Qwen2Config(vocab_size=tok.get_vocab_size(), hidden_size=hidden, num_hidden_layers=layers,
-                                   num_attention_heads=heads, num_key_value_heads=heads,
-                                   intermediate_size=2 * hidden, max_position_embeddings=128,
-                                   bos_token_id=None, eos_token_id=0, pad_token_id=0))
+    model = Qwen2Model(Qwen2Config(vocab_size=max(model_vocab_size or 0, tok.get_vocab_size()), hidden_size=hidden,
+                                   num_hidden_layers=layers, num_attention_heads=heads,
+                                   num_key_value_heads=kv_heads or heads, intermediate_size=intermediate or 2 * hidden,
+                                   max_position_embeddings=max_positions, bos_token_id=None, eos_token_id=0,
+                                   pad_token_id=0))
     return _save(Path(out), tok, specials, model)
+
+
+def make_qwen2_half_billion(out: Path, seed: int = 0) -> Path:
+    """A random decoder of Qwen2-0.5B's size (hidden 896, 24 layers, 14 heads / 2 key-value heads,
+    MLP 4864, 151,936 embedding rows: 494M parameters, 2 GB in fp32) with the small test
+    tokenizer: what one GPU step of an LLM item tower costs, without downloading one
+    (scripts/bench_gpu.py --towers llm_0.5b)."""
+    return make_tiny_qwen2(out, hidden=896, layers=24, heads=14, kv_heads=2, intermediate=4864,
+                           model_vocab_size=151936, max_positions=512, seed=seed)
 
 
 def make_tiny_resnet(out: Path, arch: str = "resnet18", seed: int = 0) -> Path:

@@ -1,6 +1,8 @@
 """GPU check and benchmark: training steps per second and peak GPU memory of text MoRec (tiny
-BERT) and vision MoRec (ResNet18), in fp32, bf16 and fp16 autocast, and with torch.compile,
-through the real training loop (morec.train.train) on ml-100k, in-batch SASRec.
+BERT), vision MoRec (ResNet18) and LLM item towers (`--towers llm_tiny,llm_0.5b`: a tiny random
+Llama, and a random decoder of Qwen2-0.5B's size, both with LoRA and gradient checkpointing), in
+fp32, bf16 and fp16 autocast, and with torch.compile, through the real training loop
+(morec.train.train) on ml-100k, in-batch SASRec. For the 0.5B decoder use `--variants bf16`.
 
     python scripts/bench_gpu.py [--device cuda] [--towers text,vision] [--image_size 224]
                                 [--batch_size 64] [--out DIR (default: a folder in the temp dir)]
@@ -31,6 +33,11 @@ VARIANTS = [("fp32", dict(amp=False), False), ("bf16", dict(amp=True, amp_dtype=
             ("fp16", dict(amp=True, amp_dtype="fp16"), False), ("bf16+compile", dict(amp=True, amp_dtype="bf16"), True)]
 TOWERS = {
     "text": dict(item_tower="text", bert_model_load="random_tiny_bert", max_seq_len=20),
+    # LLM item towers (issue 13): decoders with LoRA and gradient checkpointing, last-token pooling
+    "llm_tiny": dict(item_tower="text", bert_model_load="random_tiny_llama", max_seq_len=20, peft="lora",
+                     gradient_checkpointing=True),
+    "llm_0.5b": dict(item_tower="text", bert_model_load="random_qwen2_0.5b", max_seq_len=20, peft="lora",
+                     gradient_checkpointing=True),
     "vision": dict(item_tower="vision", cv_model_load="random_tiny_resnet18", max_seq_len=10,
                    image_lmdb="posters.lmdb", fine_tune_lr=1e-3),
 }
@@ -43,11 +50,17 @@ def load_module(name: str, path: Path):
     return module
 
 
-def prepare(out: Path, image_size: int) -> Path:
-    """Tiny encoders under out/encoders and the ml-100k posters (rendered if absent)."""
+def prepare(out: Path, image_size: int, towers: list[str]) -> Path:
+    """Tiny encoders under out/encoders (the decoders and the 0.5B one only when asked for) and the
+    ml-100k posters (rendered if absent)."""
     encoders = out / "encoders"
+    make_tiny = load_module("make_tiny", ROOT / "pretrained_models" / "make_tiny.py")
     if not (encoders / "random_tiny_resnet18").exists():
-        load_module("make_tiny", ROOT / "pretrained_models" / "make_tiny.py").make_all(encoders, image_size=image_size)
+        make_tiny.make_all(encoders, image_size=image_size)
+    if "llm_tiny" in towers and not (encoders / "random_tiny_llama").exists():
+        make_tiny.make_decoders(encoders)
+    if "llm_0.5b" in towers and not (encoders / "random_qwen2_0.5b").exists():
+        make_tiny.make_qwen2_half_billion(encoders / "random_qwen2_0.5b")
     ml100k_posters()
     return encoders
 
@@ -55,14 +68,14 @@ def prepare(out: Path, image_size: int) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--towers", default="text,vision")
+    parser.add_argument("--towers", default="text,vision", help=f"any of {','.join(TOWERS)}")
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--num_workers", type=int, default=4)
     parser.add_argument("--variants", default=",".join(name for name, _, _ in VARIANTS))
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "morec-bench-gpu")
     args = parser.parse_args()
-    encoders = prepare(args.out, args.image_size)
+    encoders = prepare(args.out, args.image_size, args.towers.split(","))
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device: {name}; torch {torch.__version__}; ml-100k, in-batch SASRec, batch_size {args.batch_size}")
