@@ -51,6 +51,7 @@ class Config:
     two_stage: bool = False             # TS: frozen encoder features cached on disk + GELU(Linear) + dnn_layers MLP
     fusion: str = "none"                # none | add | cat: ID embedding fused with the modality vector
     mo_dnn_layers: int = 0              # two-stage fusion: MLP depth of the modality branch (then dnn_layers)
+    ts_layers: str = "last"             # two-stage text features: last (the last layer) | all (every layer, scalar mix)
     dedup_items: bool = True            # encode each distinct item of a training batch once (repeats share one
                                         # dropout mask; docs/text_results.md); false: every slot, as the original
 
@@ -129,7 +130,7 @@ LABEL_PREFIX = [("model", ""), ("item_tower", ""), ("loss", ""), ("embedding_dim
 TEXT_FIELDS = {"bert_model_load", "news_attributes", "num_words_title", "num_words_abstract"}
 VISION_FIELDS = {"cv_model_load", "image_lmdb", "image_size", "image_norm"}
 ENCODER_FIELDS = {"pretrained_dir", "dedup_items", "freeze_paras_before", "trainable_layers", "gradient_checkpointing",
-                  "two_stage", "fusion", "mo_dnn_layers", "fine_tune_lr", "fine_tune_l2_weight"}
+                  "two_stage", "fusion", "mo_dnn_layers", "fine_tune_lr", "fine_tune_l2_weight", "ts_layers"}
 UNUSED_BY_TOWER = {"id": TEXT_FIELDS | VISION_FIELDS | ENCODER_FIELDS, "text": VISION_FIELDS,
                    "vision": TEXT_FIELDS}
 
@@ -314,7 +315,7 @@ RULES = {
     "bert_model_load": _folder_name, "pretrained_dir": _not_empty, "news_attributes": _news_attributes,
     "num_words_title": _at_least(1), "num_words_abstract": _at_least(1), "freeze_paras_before": _at_least(0),
     "trainable_layers": _at_least(-1), "gradient_checkpointing": _any, "two_stage": _any,
-    "fusion": _one_of("none", "add", "cat"), "mo_dnn_layers": _at_least(0),
+    "fusion": _one_of("none", "add", "cat"), "mo_dnn_layers": _at_least(0), "ts_layers": _one_of("last", "all"),
     "cv_model_load": _folder_name, "image_lmdb": _not_empty, "image_size": _at_least(1),
     "image_norm": _one_of("imagenet", "half"),
     "loss": _one_of("inbatch", "bce"), "neg_num": _at_least(1), "gather_negatives": _any,
@@ -340,6 +341,12 @@ def _combination_problems(cfg: Config) -> list[str]:
                         f"--num_attention_heads {cfg.num_attention_heads}")
     if cfg.item_tower == "id" and (cfg.two_stage or cfg.fusion != "none"):
         problems.append("--two_stage and --fusion need a modality item tower: set --item_tower text or vision")
+    if cfg.ts_layers == "all" and not cfg.two_stage:
+        problems.append("--ts_layers all caches every encoder layer for the two-stage head: add --two_stage true "
+                        "(end to end, the encoder runs in training and --ts_layers does not apply)")
+    elif cfg.ts_layers == "all" and cfg.item_tower == "vision":
+        problems.append("--ts_layers all is for text encoders (equal-width layers); a vision encoder's stages "
+                        "differ in width: use --ts_layers last with --item_tower vision")
     if cfg.resume and cfg.overwrite:
         problems.append("--resume and --overwrite contradict each other: pass one of them")
     if cfg.nnodes > 1 and not cfg.rdzv_endpoint:

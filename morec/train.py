@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from morec.checkpoint import (load_checkpoint, load_weights, require_entries, save_checkpoint,
                               write_bytes_atomic, write_json_atomic, write_text_atomic)
+from morec.cost import peak_memory_mb, reset_peak_memory, trainable_parameters
 from morec.config import RUN_CONTROL, UNUSED_BY_TOWER, Config, make_config, run_setting, validate
 from morec.data import PairBatches, SequenceBatches, SequenceData, load_sequence_data
 from morec.data.images import BatchesWithImages, ItemChunks, ItemImages, image_loader
@@ -283,6 +284,7 @@ class Run:
     batches: SequenceBatches | PairBatches
     stop: dict                         # {"signal": None or the signal number}
     images: ItemImages | None = None   # vision end to end: the items' pixels, read per batch
+    items_encoded: int = 0             # item vectors computed in this epoch's training steps (morec.cost)
 
 
 @dataclass
@@ -410,6 +412,7 @@ def train_steps(run: Run, epoch: int, done: EpochProgress) -> bool:
     for micro_batches in progress(optimizer_steps(run, epoch, done), cfg, total=steps_per_epoch(run),
                                   initial=done.step, desc=f"epoch {epoch}"):
         loss, grad_norm, taken = train_step(run, micro_batches)
+        run.items_encoded += sum(run.model.items_encoded(batch) for batch in micro_batches)
         if taken:
             done.loss_sum += loss.item()
             if torch.isfinite(grad_norm):
@@ -607,8 +610,8 @@ def run_epoch(run: Run, state: dict) -> None:
     cfg, files = run.cfg, run.files
     epoch = state["epoch"] + 1
     done = epoch_start(run, state, epoch)
-    if run.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(run.device)
+    memory_kind = reset_peak_memory(run.device)        # CUDA: reset_peak_memory_stats; CPU: peak RSS
+    run.items_encoded = 0
     start = time.perf_counter()
     if not train_steps(run, epoch, done):
         state["partial"] = {"progress": dataclasses.asdict(done), "rng": rng_states_of_all_ranks(run),
@@ -624,6 +627,7 @@ def run_epoch(run: Run, state: dict) -> None:
               "eval_seconds": round(time.perf_counter() - start, 3), "steps": done.step}
     if run.device.type == "cuda":                    # this rank's peak over the epoch's training and evaluation
         record["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(run.device) / 2 ** 20, 1)
+    record.update(cost_record(run, train_seconds, memory_kind))
     best = state["best"]
     if best is None or selection_score(cfg, valid) > selection_score(cfg, best["valid"]):
         state["best"], state["bad_evals"] = {"epoch": epoch, "valid": valid}, 0
@@ -639,6 +643,15 @@ def run_epoch(run: Run, state: dict) -> None:
     log.info("epoch %d loss %.4f grad norm %.3g valid %s (train %.1fs, eval %.1fs)%s", epoch,
              record["train_loss"], record["grad_norm_mean"], percent(valid), record["train_seconds"],
              record["eval_seconds"], " *" if state["bad_evals"] == 0 else "")
+
+
+def cost_record(run: Run, train_seconds: float, memory_kind: str) -> dict:
+    """The epoch's cost fields of metrics.jsonl (morec.cost): items encoded per second of training
+    (all ranks), trainable parameters, and this rank's peak memory over training and evaluation."""
+    items = all_reduce_sum(torch.tensor(float(run.items_encoded), device=run.device), run.world)
+    return {"items_encoded_per_second": round(float(items) / max(train_seconds, 1e-9), 1),
+            "trainable_parameters": trainable_parameters(run.model),
+            "peak_memory_mb": peak_memory_mb(run.device), "peak_memory_kind": memory_kind}
 
 
 # ----------------------------------------------------------------------------- test

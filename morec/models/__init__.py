@@ -8,7 +8,7 @@ import torch
 from morec.config import REPO_ROOT, Config
 from morec.errors import InputError
 from morec.models.recommender import DSSMRecommender, Recommender, SASRecRecommender
-from morec.models.towers import FeatureTower, FusionTower, IdTower, ItemTower
+from morec.models.towers import FeatureTower, FusionTower, IdTower, ItemTower, LayerMixFeatureTower
 
 ITEM_TOWERS = ("id", "text", "vision")
 MODELS = ("sasrec", "dssm")
@@ -25,7 +25,8 @@ def build_modality_tower(cfg: Config, item_inputs: dict) -> ItemTower:
     """The text or vision tower end to end, or the two-stage head over cached features."""
     if cfg.two_stage:
         layers = cfg.mo_dnn_layers if cfg.fusion != "none" else cfg.dnn_layers
-        return FeatureTower(item_inputs["features"], cfg.embedding_dim, layers, cfg.drop_rate)
+        head = LayerMixFeatureTower if cfg.ts_layers == "all" else FeatureTower
+        return head(item_inputs["features"], cfg.embedding_dim, layers, cfg.drop_rate)
     tower = build_encoder_tower(cfg, item_inputs)
     tower.deduplicate = cfg.dedup_items         # False: every slot of a batch encoded (own dropout mask)
     return tower
@@ -81,4 +82,5 @@ def build_model(cfg: Config, num_items: int, num_users: int, popularity: torch.T
 
 
 __all__ = ["build_model", "build_item_tower", "Recommender", "SASRecRecommender",
-           "DSSMRecommender", "IdTower", "ItemTower", "FeatureTower", "FusionTower", "pretrained_path"]
+           "DSSMRecommender", "IdTower", "ItemTower", "FeatureTower", "LayerMixFeatureTower", "FusionTower",
+           "pretrained_path"]

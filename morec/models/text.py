@@ -165,6 +165,30 @@ def encode_pooled(encoder: nn.Module, pooling: str, input_ids: torch.Tensor,
     return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1e-9)
 
 
+def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """hidden (..., W, H), mask broadcastable to (..., W) -> (..., H): the first (CLS) token or the
+    masked mean over the W tokens (the pooling of `encode_pooled`, for a stack of layers too)."""
+    if pooling == "cls":
+        return hidden[..., 0, :]
+    weights = mask.unsqueeze(-1).to(hidden.dtype)                           # (..., W, 1)
+    return (hidden * weights).sum(-2) / weights.sum(-2).clamp_min(1e-9)
+
+
+def encode_pooled_layers(encoder: nn.Module, pooling: str, input_ids: torch.Tensor,
+                         mask: torch.Tensor) -> torch.Tensor:
+    """(K, W) tokens -> (K, num_layers + 1, H): every layer's pooled vector, the embedding output
+    first and the last layer last (exactly what `encode_pooled` returns), for the layer-cached
+    two-stage head (--ts_layers all; ELMo's scalar mix, Peters et al. 2018, eq. 1)."""
+    out = encoder(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
+    layers = (*out.hidden_states[:-1], out.last_hidden_state)               # L+1 x (K, W, H)
+    widths = {h.shape[-1] for h in layers}
+    if len(widths) > 1:
+        raise InputError(f"--ts_layers all needs layers of one width; this {encoder.config.model_type} "
+                         f"encoder's layers have widths {sorted(widths)} (a projection after the last "
+                         "layer); use --ts_layers last")
+    return pool_hidden(torch.stack(layers, 1), mask.unsqueeze(1), pooling)   # (K, L+1, H)
+
+
 def pooling_of(config) -> str:
     return TEXT_ENCODERS[config.model_type][0]
 
