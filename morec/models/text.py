@@ -186,7 +186,7 @@ def encode_pooled_layers(encoder: nn.Module, pooling: str, input_ids: torch.Tens
         raise InputError(f"--ts_layers all needs layers of one width; this {encoder.config.model_type} "
                          f"encoder's layers have widths {sorted(widths)} (a projection after the last "
                          "layer); use --ts_layers last")
-    return pool_hidden(torch.stack(layers, 1), mask.unsqueeze(1), pooling)   # (K, L+1, H)
+    return torch.stack([pool_hidden(h, mask, pooling) for h in layers], 1)  # (K, L+1, H)
 
 
 def pooling_of(config) -> str:
