@@ -145,3 +145,19 @@ def test_extract_features_script_caches_every_layer(tmp_path, capsys):
     assert extract_features.main(bad) == 2
     assert capsys.readouterr().err.startswith("error: --ts_layers all is for text encoders")
     assert not (tmp_path / "vision").exists()
+
+
+@pytest.mark.parametrize("fusion", ["add", "cat"])
+def test_layer_mix_head_under_id_fusion_trains(fusion, tmp_path):
+    """ID + modality fusion over the layer-cached head: the mix's scalars get gradients, the
+    catalogue vectors equal the per-id forward pass."""
+    from morec.models.towers import FusionTower
+    model = build(config(tmp_path, two_stage=True, ts_layers="all", fusion=fusion, drop_rate=0.0))
+    tower = model.item_tower
+    assert isinstance(tower, FusionTower) and isinstance(tower.modality, LayerMixFeatureTower)
+    batch = next(make_batches(config(tmp_path), ml100k()).epoch(seed=4))
+    model.calculate_loss(batch).backward()
+    assert tower.modality.layer_scalars.grad.abs().sum() > 0 and tower.id_tower.embedding.weight.grad is not None
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.all_item_vectors()[:50], tower(torch.arange(50)))
