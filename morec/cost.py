@@ -5,11 +5,11 @@ second, trainable parameters and peak memory.
   steps (all ranks), per second of training. An item counts once per batch when the tower
   deduplicates (text / vision end to end, the default), once per slot otherwise (ID lookups, the
   two-stage head, `--dedup_items false`); padding slots never count. See
-  `morec.models.recommender.Recommender.encode`.
+  `morec.models.recommender.Recommender.items_encoded`.
 - ``trainable_parameters``: parameters with requires_grad (frozen encoder weights and cached
   two-stage features are not parameters that train).
 - ``peak_memory_mb`` (MiB, 2^20 bytes) over the epoch's training and evaluation, of this
-  process (rank 0 under DDP), and ``peak_memory_kind``: "max_allocated" on CUDA
+  process (under DDP rank 0, which writes metrics.jsonl), and ``peak_memory_kind``: "max_allocated" on CUDA
   (torch.cuda.max_memory_allocated: tensors only, not the allocator's cache), "max_rss" on CPU
   (resource.getrusage's maximum resident set size, reset at the epoch start through Linux's
   /proc/self/clear_refs; DataLoader worker processes are not included), or "max_rss_process"
