@@ -161,3 +161,28 @@ def test_layer_mix_head_under_id_fusion_trains(fusion, tmp_path):
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(model.all_item_vectors()[:50], tower(torch.arange(50)))
+
+
+def test_study_ts_layers_at_toy_size(tmp_path, capsys):
+    """scripts/study_ts_layers.py with a tiny random BERT, one epoch: one row per --ts_layers, a
+    cost column and the pareto figure; --ts_layers given to the study is refused."""
+    import csv
+    import sys
+    from conftest import REPO
+    from test_results_table import assert_png
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import study_ts_layers
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    argv = ["--out", str(tmp_path / "out"), "--dnn", "0", "--seed", "1", "--epoch", "1", "--max_seq_len", "3",
+            "--embedding_dim", "16", "--batch_size", "512", "--pretrained_dir", str(tiny_encoders()),
+            "--bert_model_load", TINY["bert"], "--cache_dir", str(tmp_path / "cache"), "--progress", "false"]
+    study_ts_layers.main(argv)
+    assert capsys.readouterr().out.count("\ntest HR@10 ") == 2
+    rows = list(csv.DictReader(open(tmp_path / "out" / "ts_layers.csv", newline="")))
+    assert [r["mode"] for r in rows] == ["TS dnn=0", "TS layers=all dnn=0"]
+    assert all(float(r["train_seconds_to_best"]) > 0 and float(r["peak_memory_mb"]) > 0 for r in rows)
+    assert_png(tmp_path / "out" / "ts_layers_pareto.png")
+    with pytest.raises(InputError, match="give the depths with --dnn"):
+        study_ts_layers.main(argv + ["--ts_layers", "all"])
