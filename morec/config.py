@@ -52,6 +52,7 @@ class Config:
     fusion: str = "none"                # none | add | cat: ID embedding fused with the modality vector
     mo_dnn_layers: int = 0              # two-stage fusion: MLP depth of the modality branch (then dnn_layers)
     ts_layers: str = "last"             # two-stage text features: last (the last layer) | all (every layer, scalar mix)
+    ts_mix_lr: float = 0.05             # ts_layers all: AdamW lr of the scalar mix (layer weights, gamma), no weight decay
     dedup_items: bool = True            # encode each distinct item of a training batch once (repeats share one
                                         # dropout mask; docs/text_results.md); false: every slot, as the original
 
@@ -130,7 +131,8 @@ LABEL_PREFIX = [("model", ""), ("item_tower", ""), ("loss", ""), ("embedding_dim
 TEXT_FIELDS = {"bert_model_load", "news_attributes", "num_words_title", "num_words_abstract"}
 VISION_FIELDS = {"cv_model_load", "image_lmdb", "image_size", "image_norm"}
 ENCODER_FIELDS = {"pretrained_dir", "dedup_items", "freeze_paras_before", "trainable_layers", "gradient_checkpointing",
-                  "two_stage", "fusion", "mo_dnn_layers", "fine_tune_lr", "fine_tune_l2_weight", "ts_layers"}
+                  "two_stage", "fusion", "mo_dnn_layers", "fine_tune_lr", "fine_tune_l2_weight", "ts_layers",
+                  "ts_mix_lr"}
 UNUSED_BY_TOWER = {"id": TEXT_FIELDS | VISION_FIELDS | ENCODER_FIELDS, "text": VISION_FIELDS,
                    "vision": TEXT_FIELDS}
 
@@ -316,6 +318,7 @@ RULES = {
     "num_words_title": _at_least(1), "num_words_abstract": _at_least(1), "freeze_paras_before": _at_least(0),
     "trainable_layers": _at_least(-1), "gradient_checkpointing": _any, "two_stage": _any,
     "fusion": _one_of("none", "add", "cat"), "mo_dnn_layers": _at_least(0), "ts_layers": _one_of("last", "all"),
+    "ts_mix_lr": _positive_finite,
     "cv_model_load": _folder_name, "image_lmdb": _not_empty, "image_size": _at_least(1),
     "image_norm": _one_of("imagenet", "half"),
     "loss": _one_of("inbatch", "bce"), "neg_num": _at_least(1), "gather_negatives": _any,

@@ -44,7 +44,7 @@ from morec.memory import check_memory
 from morec.runlock import run_lock
 from morec.evaluate import check_tie_rule, cold_start_view, metrics_from_counts, tie_counts
 from morec.features import item_tower_inputs, run_item_images
-from morec.models import Recommender, build_model
+from morec.models import LayerMixFeatureTower, Recommender, build_model
 from morec.streams import DROPOUT, STREAMS, WORKERS, stream_generator, stream_seed
 
 log = logging.getLogger("morec")
@@ -118,8 +118,9 @@ def build_run_model(cfg: Config, data: SequenceData, device: torch.device) -> Re
 def build_optimizer(model: Recommender, cfg: Config) -> torch.optim.Optimizer:
     """AdamW with two groups: the pretrained encoder (fine_tune_*) and everything else."""
     encoder = [p for p in model.item_tower.encoder_parameters() if p.requires_grad]
-    encoder_ids = {id(p) for p in encoder}
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_ids]
+    mix = [p for m in model.modules() if isinstance(m, LayerMixFeatureTower) for p in (m.layer_scalars, m.gamma)]
+    own_group = {id(p) for p in encoder + mix}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in own_group]
     groups = [{"params": rest, "lr": cfg.lr, "weight_decay": cfg.l2_weight}]
     encoder_all = model.item_tower.encoder_parameters()
     if encoder_all:
@@ -130,6 +131,10 @@ def build_optimizer(model: Recommender, cfg: Config) -> torch.optim.Optimizer:
              len(rest), sum(p.numel() for p in rest), cfg.lr, cfg.l2_weight)
     if encoder:
         groups.append({"params": encoder, "lr": cfg.fine_tune_lr, "weight_decay": cfg.fine_tune_l2_weight})
+    if mix:                                       # --ts_layers all: the scalar mix, its own lr (docs/parameters.md)
+        log.info("scalar mix of the layers: %d parameters, lr %g, no weight decay", sum(p.numel() for p in mix),
+                 cfg.ts_mix_lr)
+        groups.append({"params": mix, "lr": cfg.ts_mix_lr, "weight_decay": 0.0})
     return torch.optim.AdamW(groups)
 
 

@@ -186,3 +186,21 @@ def test_study_ts_layers_at_toy_size(tmp_path, capsys):
     assert_png(tmp_path / "out" / "ts_layers_pareto.png")
     with pytest.raises(InputError, match="give the depths with --dnn"):
         study_ts_layers.main(argv + ["--ts_layers", "all"])
+
+
+def test_the_scalar_mix_has_its_own_optimizer_group(tmp_path):
+    """--ts_mix_lr: s and gamma train in their own AdamW group (no weight decay); the head and
+    SASRec keep lr / l2_weight; a last-layer run has the one group it always had."""
+    from morec.train import build_optimizer
+    cfg = config(tmp_path, two_stage=True, ts_layers="all", ts_mix_lr=0.2)
+    model = build(cfg)
+    groups = build_optimizer(model, cfg).param_groups
+    assert len(groups) == 2
+    assert groups[1]["params"] == [model.item_tower.layer_scalars, model.item_tower.gamma]
+    assert groups[1]["lr"] == 0.2 and groups[1]["weight_decay"] == 0.0
+    assert groups[0]["lr"] == cfg.lr and groups[0]["weight_decay"] == cfg.l2_weight
+    assert len(groups[0]["params"]) + 2 == len(list(model.parameters()))
+    last = config(tmp_path, two_stage=True)
+    assert len(build_optimizer(build(last), last).param_groups) == 1
+    with pytest.raises(InputError, match="--ts_mix_lr 0.0 must be a finite number > 0"):
+        config(tmp_path, two_stage=True, ts_layers="all", ts_mix_lr=0.0)
