@@ -51,6 +51,8 @@ class Config:
     two_stage: bool = False             # TS: frozen encoder features cached on disk + GELU(Linear) + dnn_layers MLP
     fusion: str = "none"                # none | add | cat: ID embedding fused with the modality vector
     mo_dnn_layers: int = 0              # two-stage fusion: MLP depth of the modality branch (then dnn_layers)
+    ts_layers: str = "last"             # two-stage text features: last (the last layer) | all (every layer, scalar mix)
+    ts_mix_lr: float = 0.05             # ts_layers all: AdamW lr of the scalar mix (layer weights, gamma), no weight decay
     dedup_items: bool = True            # encode each distinct item of a training batch once (repeats share one
                                         # dropout mask; docs/text_results.md); false: every slot, as the original
     pooling: str = "auto"               # text: auto (BERT/RoBERTa cls, OPT mean, other encoders cls, decoders last) | cls | mean | last
@@ -148,7 +150,7 @@ TEXT_FIELDS = {"bert_model_load", "news_attributes", "num_words_title", "num_wor
 VISION_FIELDS = {"cv_model_load", "image_lmdb", "image_size", "image_norm"}
 ENCODER_FIELDS = {"pretrained_dir", "dedup_items", "freeze_paras_before", "trainable_layers", "gradient_checkpointing",
                   "two_stage", "fusion", "mo_dnn_layers", "fine_tune_lr", "fine_tune_l2_weight",
-                  "peft", "lora_r", "lora_alpha", "lora_dropout", "lora_targets"}
+                  "peft", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "ts_layers", "ts_mix_lr"}
 MULTIMODAL_FIELDS = {"mm_fusion", "cv_fine_tune_lr"}      # only item_tower "text+vision" reads them
 UNUSED_BY_TOWER = {"id": TEXT_FIELDS | VISION_FIELDS | ENCODER_FIELDS | MULTIMODAL_FIELDS,
                    "text": VISION_FIELDS | MULTIMODAL_FIELDS, "vision": TEXT_FIELDS | MULTIMODAL_FIELDS,
@@ -355,7 +357,8 @@ RULES = {
     "bert_model_load": _folder_name, "pretrained_dir": _not_empty, "news_attributes": _news_attributes,
     "num_words_title": _at_least(1), "num_words_abstract": _at_least(1), "freeze_paras_before": _at_least(0),
     "trainable_layers": _at_least(-1), "gradient_checkpointing": _any, "two_stage": _any,
-    "fusion": _one_of("none", "add", "cat"), "mo_dnn_layers": _at_least(0),
+    "fusion": _one_of("none", "add", "cat"), "mo_dnn_layers": _at_least(0), "ts_layers": _one_of("last", "all"),
+    "ts_mix_lr": _positive_finite,
     "cv_model_load": _folder_name, "image_lmdb": _not_empty, "image_size": _at_least(1),
     "image_norm": _one_of("imagenet", "half"),
     "loss": _one_of("inbatch", "bce"), "neg_num": _at_least(1), "gather_negatives": _any,
@@ -403,6 +406,12 @@ def _combination_problems(cfg: Config) -> list[str]:
         problems.append("--inbatch_chunk (gradient caching) runs in one process: use it without "
                         "--nproc_per_node / --nnodes, or set --inbatch_chunk 0")
     problems += _peft_problems(cfg)
+    if cfg.ts_layers == "all" and not cfg.two_stage:
+        problems.append("--ts_layers all caches every encoder layer for the two-stage head: add --two_stage true "
+                        "(end to end, the encoder runs in training and --ts_layers does not apply)")
+    elif cfg.ts_layers == "all" and cfg.item_tower == "vision":
+        problems.append("--ts_layers all is for text encoders (equal-width layers); a vision encoder's stages "
+                        "differ in width: use --ts_layers last with --item_tower vision")
     if cfg.resume and cfg.overwrite:
         problems.append("--resume and --overwrite contradict each other: pass one of them")
     if cfg.nnodes > 1 and not cfg.rdzv_endpoint:

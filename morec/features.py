@@ -8,7 +8,9 @@
   last-layer CLS, OPT: masked mean, several attributes averaged; ResNet: the pooled vector; Swin:
   the pooler output; ViT-MAE: the CLS), computed once and cached as
   ``<cache_dir>/features/<dataset>-<encoder>-<attributes or image size>-<items>.npy`` (loaded memory-mapped)
-  with a ``.json`` sidecar that records what it was built from. A cache built from another
+  with a ``.json`` sidecar that records what it was built from. With ``--ts_layers all`` (text)
+  the cache holds every layer's pooled vector, (N+1, num_layers + 1, H) with the embedding
+  output first, in a ``...-layers.npy`` file of its own. A cache built from another
   version of the encoder (its config.json or weights changed) or tokenizer is detected through
   the sidecar and rebuilt; an unreadable one is an error that names the file.
 
@@ -154,7 +156,7 @@ def text_feature_key(cfg: Config, data: SequenceData, folder: Path, tokenizer) -
         "items_sha1": {name: texts_digest(item_texts(data.items, name))
                        for name, _ in text_attributes(cfg)},
         "num_items": data.num_items,
-        "layer": "last",
+        "layer": cfg.ts_layers,                      # "last": (N+1, H); "all": (N+1, layers + 1, H)
         **({"pooling": cfg.pooling} if cfg.pooling != "auto" else {}),    # auto: the keys of older caches
     }
 
@@ -184,7 +186,8 @@ def features_file(cfg: Config, key: dict) -> Path:
     else:
         what = f"img{key['image_size']}{key['image_norm']}"
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{cfg.dataset}-{key['encoder']}")
-    return cache_path(cfg) / "features" / f"{safe}-{what}-{items}.npy"
+    layers = "-layers" if key.get("layer") == "all" else ""        # every layer: a file of its own
+    return cache_path(cfg) / "features" / f"{safe}-{what}-{items}{layers}.npy"
 
 
 def _load_features(path: Path, sidecar: Path, num_items: int) -> np.ndarray:
@@ -194,9 +197,10 @@ def _load_features(path: Path, sidecar: Path, num_items: int) -> np.ndarray:
     except Exception as err:
         raise InputError(f"feature cache {path} cannot be read ({type(err).__name__}: {err}); "
                          "delete it and its .json, it is rebuilt on the next run") from None
-    if features.ndim != 2 or features.shape[0] != num_items + 1 or list(features.shape) != meta.get("shape"):
+    expected = meta.get("shape") or ["?", "?"]
+    if features.shape[0] != num_items + 1 or list(features.shape) != expected:
         raise InputError(f"feature cache {path} has shape {features.shape}, expected "
-                         f"({num_items + 1}, {meta.get('shape', ['?', '?'])[1]}); delete it and its "
+                         f"({num_items + 1}, {', '.join(map(str, expected[1:]))}); delete it and its "
                          ".json, it is rebuilt on the next run")
     return features
 
@@ -218,10 +222,12 @@ def _write_features(path: Path, features: np.ndarray) -> None:
 
 @torch.no_grad()
 def extract_text_features(encoder, pooling: str, tokens: list[tuple[torch.Tensor, torch.Tensor]],
-                          device: torch.device, batch_size: int = 256) -> np.ndarray:
+                          device: torch.device, batch_size: int = 256, all_layers: bool = False) -> np.ndarray:
     """(N+1, H) float32 features of the frozen encoder, attributes averaged; row 0 zero.
+    all_layers: (N+1, num_layers + 1, H), every layer's pooled vector (embedding output first).
     Items are encoded in batches of similar length, each cut to its longest text."""
-    from morec.models.text import encode_pooled
+    from morec.models.text import encode_pooled, encode_pooled_layers
+    encode = encode_pooled_layers if all_layers else encode_pooled
     encoder.eval().to(device)
     num_rows = tokens[0][0].shape[0]
     out = None
@@ -230,10 +236,10 @@ def extract_text_features(encoder, pooling: str, tokens: list[tuple[torch.Tensor
         for chunk in order.split(batch_size):
             chunk_mask = mask[chunk]
             width = max(int(chunk_mask.sum(1).max()), 1)
-            pooled = encode_pooled(encoder, pooling, ids[chunk, :width].to(device),
-                                   chunk_mask[:, :width].to(device)).float().cpu()
+            pooled = encode(encoder, pooling, ids[chunk, :width].to(device),
+                            chunk_mask[:, :width].to(device)).float().cpu()      # (K, H) or (K, L+1, H)
             if out is None:
-                out = torch.zeros(num_rows, pooled.shape[1])
+                out = torch.zeros(num_rows, *pooled.shape[1:])
             out[chunk] += pooled / len(tokens)
     return out.numpy()
 
@@ -257,7 +263,7 @@ def extract_vision_features(encoder, kind: str, images: ItemImages, device: torc
 
 
 def cached_features(cfg: Config, data: SequenceData, key: dict, extract) -> tuple[np.ndarray, Path]:
-    """The features cached under `key` (memory-mapped, (N+1, F) float32) and their file;
+    """The features cached under `key` (memory-mapped, (N+1, F) or (N+1, L+1, F) float32) and their file;
     `extract()` builds them when the cache is missing or was built from something else."""
     path = features_file(cfg, key)
     sidecar = path.with_suffix(".json")
@@ -281,8 +287,9 @@ def cached_features(cfg: Config, data: SequenceData, key: dict, extract) -> tupl
     seconds = time.perf_counter() - start
     write_json_atomic(sidecar, {"key": key, "shape": list(features.shape), "dtype": "float32",
                                 "seconds": round(seconds, 2)})
-    log.info("extracted %s two-stage features of %d items with %s in %.1fs, cached at %s",
-             features.shape[1], data.num_items, key["encoder"], seconds, path)
+    log.info("extracted %s two-stage features of %d items with %s in %.1fs (%.1f MiB), cached at %s",
+             "x".join(map(str, features.shape[1:])), data.num_items, key["encoder"], seconds,
+             features.nbytes / 2 ** 20, path)
     return _load_features(path, sidecar, data.num_items), path
 
 
@@ -297,7 +304,7 @@ def text_features(cfg: Config, data: SequenceData, device: torch.device,
         tokens = text_tokens(cfg, data, tokenizer)
         encoder = load_text_encoder(folder)
         return extract_text_features(encoder, pooling_of(encoder_config(folder), cfg.pooling), tokens, device,
-                                     batch_size)
+                                     batch_size, all_layers=cfg.ts_layers == "all")
     return cached_features(cfg, data, text_feature_key(cfg, data, folder, tokenizer), extract)
 
 

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from morec.checkpoint import (load_checkpoint, load_weights, remove_stale_temp_files, require_entries,
                               save_checkpoint, write_bytes_atomic, write_json_atomic, write_text_atomic)
+from morec.cost import peak_memory_mb, reset_peak_memory, trainable_parameters
 from morec.config import RUN_CONTROL, UNUSED_BY_TOWER, Config, make_config, run_setting, validate
 from morec.data import PairBatches, SequenceBatches, SequenceData, load_sequence_data
 from morec.data.images import BatchesWithImages, ItemChunks, ItemImages, image_loader
@@ -43,7 +44,7 @@ from morec.memory import check_memory
 from morec.runlock import run_lock
 from morec.evaluate import check_tie_rule, cold_start_view, metrics_from_counts, tie_counts
 from morec.features import item_tower_inputs, run_item_images
-from morec.models import Recommender, build_model
+from morec.models import LayerMixFeatureTower, Recommender, build_model
 from morec.transfer import check_source, freeze_user_encoder, init_from_source, record_source
 from morec.data.sequences import with_train_users
 from morec.models.adapters import reloaded_digest, reloaded_keys, trained_state
@@ -123,8 +124,9 @@ def build_run_model(cfg: Config, data: SequenceData, device: torch.device) -> Re
 def build_optimizer(model: Recommender, cfg: Config) -> torch.optim.Optimizer:
     """AdamW with two groups: the pretrained encoder (fine_tune_*) and everything else."""
     encoder = [p for p in model.item_tower.encoder_parameters() if p.requires_grad]
-    encoder_ids = {id(p) for p in encoder}
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_ids]
+    mix = [p for m in model.modules() if isinstance(m, LayerMixFeatureTower) for p in (m.layer_scalars, m.gamma)]
+    own_group = {id(p) for p in encoder + mix}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in own_group]
     groups = [{"params": rest, "lr": cfg.lr, "weight_decay": cfg.l2_weight}]
     encoder_all = model.item_tower.encoder_parameters()
     if encoder_all:
@@ -139,6 +141,10 @@ def build_optimizer(model: Recommender, cfg: Config) -> torch.optim.Optimizer:
         groups.append({"params": encoder, "lr": cfg.fine_tune_lr, "weight_decay": cfg.fine_tune_l2_weight})
     if vision:
         groups.append(vision)
+    if mix:                                       # --ts_layers all: the scalar mix, its own lr (docs/parameters.md)
+        log.info("scalar mix of the layers: %d parameters, lr %g, no weight decay", sum(p.numel() for p in mix),
+                 cfg.ts_mix_lr)
+        groups.append({"params": mix, "lr": cfg.ts_mix_lr, "weight_decay": 0.0})
     return torch.optim.AdamW(groups)
 
 
@@ -307,6 +313,7 @@ class Run:
     batches: SequenceBatches | PairBatches
     stop: dict                         # {"signal": None or the signal number}
     images: ItemImages | None = None   # vision end to end: the items' pixels, read per batch
+    items_encoded: int = 0             # item vectors computed in this epoch's training steps (morec.cost)
 
 
 @dataclass
@@ -434,6 +441,7 @@ def train_steps(run: Run, epoch: int, done: EpochProgress) -> bool:
     for micro_batches in progress(optimizer_steps(run, epoch, done), cfg, total=steps_per_epoch(run),
                                   initial=done.step, desc=f"epoch {epoch}"):
         loss, grad_norm, taken = train_step(run, micro_batches)
+        run.items_encoded += sum(run.model.items_encoded(batch) for batch in micro_batches)
         if taken:
             done.loss_sum += loss.item()
             if torch.isfinite(grad_norm):
@@ -677,8 +685,8 @@ def run_epoch(run: Run, state: dict) -> None:
     cfg, files = run.cfg, run.files
     epoch = state["epoch"] + 1
     done = epoch_start(run, state, epoch)
-    if run.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(run.device)
+    memory_kind = reset_peak_memory(run.device)        # CUDA: reset_peak_memory_stats; CPU: peak RSS
+    run.items_encoded = 0
     start = time.perf_counter()
     if not train_steps(run, epoch, done):
         state["partial"] = {"progress": dataclasses.asdict(done), "rng": rng_states_of_all_ranks(run),
@@ -694,6 +702,7 @@ def run_epoch(run: Run, state: dict) -> None:
               "eval_seconds": round(time.perf_counter() - start, 3), "steps": done.step}
     if run.device.type == "cuda":                    # this rank's peak over the epoch's training and evaluation
         record["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(run.device) / 2 ** 20, 1)
+    record.update(cost_record(run, train_seconds, memory_kind))
     best = state["best"]
     if best is None or selection_score(cfg, valid) > selection_score(cfg, best["valid"]):
         state["best"], state["bad_evals"] = {"epoch": epoch, "valid": valid}, 0
@@ -709,6 +718,15 @@ def run_epoch(run: Run, state: dict) -> None:
     log.info("epoch %d loss %.4f grad norm %.3g valid %s (train %.1fs, eval %.1fs)%s", epoch,
              record["train_loss"], record["grad_norm_mean"], percent(valid), record["train_seconds"],
              record["eval_seconds"], " *" if state["bad_evals"] == 0 else "")
+
+
+def cost_record(run: Run, train_seconds: float, memory_kind: str) -> dict:
+    """The epoch's cost fields of metrics.jsonl (morec.cost): items encoded per second of training
+    (all ranks), trainable parameters, and this rank's peak memory over training and evaluation."""
+    items = all_reduce_sum(torch.tensor(float(run.items_encoded), device=run.device), run.world)
+    return {"items_encoded_per_second": round(float(items) / max(train_seconds, 1e-9), 1),
+            "trainable_parameters": trainable_parameters(run.model),
+            "peak_memory_mb": peak_memory_mb(run.device), "peak_memory_kind": memory_kind}
 
 
 # ----------------------------------------------------------------------------- test

@@ -4,8 +4,11 @@ Takes the same ``--key value`` parameters as the experiment scripts (data set, e
 attributes, cache_dir, device); writes ``<cache_dir>/features/<...>.npy`` (+ ``.json``), which
 every two-stage run with the same values then reads memory-mapped. Running it again is a no-op
 while the cache is fresh; a cache built from another version of the encoder is rebuilt.
+`--ts_layers all` caches every layer's pooled vector, (N+1, layers + 1, H) with the embedding
+output first (the layer-cached two-stage head of `--two_stage true --ts_layers all`).
 
     python scripts/extract_features.py --bert_model_load bert_base_uncased [--device cuda]
+    python scripts/extract_features.py --bert_model_load all_minilm_l6_v2 --ts_layers all
     python scripts/extract_features.py --dataset MIND --behaviors mind_60w_users.tsv \\
         --news mind_60w_items.tsv --bert_model_load bert_base_uncased --news_attributes title
 
@@ -40,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import numpy as np
     shape = np.load(path, mmap_mode="r").shape
-    print(f"{path} {shape[0]}x{shape[1]} ({time.perf_counter() - start:.1f}s)")
+    print(f"{path} {'x'.join(map(str, shape))} ({path.stat().st_size / 2 ** 20:.1f} MiB, "
+          f"{time.perf_counter() - start:.1f}s)")
     return 0
 
 

@@ -2,12 +2,18 @@
 
     python scripts/plot_runs.py curves RUN_OR_FOLDER... --out curves.png [--metric NDCG@10]
     python scripts/plot_runs.py bars FOLDER... --out bars.png
+    python scripts/plot_runs.py pareto FOLDER... --out pareto.png
 
 curves: valid metric (default NDCG@10, percent) and train loss per epoch of every run found under
 the folders (a run folder holds config.json and metrics.jsonl; untested runs count too). Runs that
 differ only in their seed share a colour; the legend names each group once.
 bars: the results table of `scripts/results_table.py` as a bar chart, HR@10 and NDCG@10 per row
 with the standard deviation over seeds as error bars.
+pareto: cost against quality (issue 13.6), one marker per table row (item tower / training mode):
+test NDCG@10 (mean over seeds, ± std) against the training seconds to the best epoch (the sum of
+metrics.jsonl's `train_seconds` over epochs 1 .. best epoch, evaluation excluded; mean over seeds;
+log scale when they span more than 10x), with the Pareto front (no other row is both faster and better) as a dashed line.
+Rows whose runs predate cost accounting are left out (listed on stderr).
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from morec.config import Config  # noqa: E402
 from morec.errors import InputError, run_cli  # noqa: E402
@@ -122,10 +128,70 @@ def plot_bars(rows: list[dict], out: Path, title: str = "") -> Path:
     return out
 
 
+MARKERS = "osD^vPX*<>hp"
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the (seconds, quality) points no other point dominates (at most as slow and at
+    least as good, and better in one), by increasing seconds."""
+    front = []
+    for i, (sec, value) in enumerate(points):
+        dominated = any(s2 <= sec and v2 >= value and (s2, v2) != (sec, value) for s2, v2 in points)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i])
+
+
+def pareto_rows(rows: list[dict]) -> list[dict]:
+    """The table rows that have a cost (train seconds to the best epoch); the others on stderr."""
+    kept = [r for r in rows if not math.isnan(r["train_seconds_to_best"])]
+    if len(kept) < len(rows):
+        print(f"pareto: left out {len(rows) - len(kept)} row(s) whose runs record no train_seconds "
+              "(runs from before cost accounting): " + ", ".join(f"{r['item_tower']} {r['mode']}" for r in rows
+                                                               if r not in kept), file=sys.stderr)
+    if not kept:
+        raise InputError("no table row has a training cost (metrics.jsonl train_seconds up to the best epoch); "
+                         "train the runs with this version")
+    return kept
+
+
+def plot_pareto(rows: list[dict], out: Path, title: str = "") -> Path:
+    """Test NDCG@10 (%) against training seconds to the best epoch, one marker per row."""
+    rows = pareto_rows(rows)
+    many_datasets = len({r["dataset"] for r in rows}) > 1
+    points = [(r["train_seconds_to_best"], r["ndcg10_mean"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for i, (r, (sec, value)) in enumerate(zip(rows, points)):
+        label = (f"{r['dataset']} " if many_datasets else "") + f"{r['item_tower']} {r['mode']} ({r['setting']})" \
+            + (f" {r['other']}" if r["other"] else "") + f", n={r['n']}"
+        std = 0.0 if math.isnan(r["ndcg10_std"]) else r["ndcg10_std"]
+        ax.errorbar([sec], [value], yerr=[std], fmt=MARKERS[i % len(MARKERS)], color=f"C{i % 10}", ms=8,
+                    capsize=3, label=label)
+    front = pareto_front(points)
+    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "k--", lw=0.8, alpha=0.6,
+            label="Pareto front")
+    seconds = [sec for sec, _ in points]
+    log_scale = max(seconds) > 10 * max(min(seconds), 1e-9)               # IDRec to E2E: decades apart
+    if log_scale:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set(xlabel="training seconds to the best epoch" + (" (log scale)" if log_scale else ""),
+           ylabel="test NDCG@10 (%)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="best")
+    subtitle = "test NDCG@10 vs training cost (mean ± std over seeds)"
+    ax.set_title(f"{title}\n{subtitle}" if title else subtitle, fontsize=10)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=["curves", "bars"])
+    parser.add_argument("kind", choices=["curves", "bars", "pareto"])
     parser.add_argument("folders", nargs="+", help="run folders or folders above them")
     parser.add_argument("--out", required=True, help="PNG file to write")
     parser.add_argument("--metric", default="NDCG@10", help="curves: the valid metric (HR@10, NDCG@10, ...)")
@@ -137,7 +203,8 @@ def main(argv: list[str]) -> None:
         runs = load_runs(args.folders)
         if not runs:
             raise InputError(f"no tested run under {', '.join(args.folders)}; run the test scripts first")
-        path = plot_bars(table_rows(runs), Path(args.out), args.title)
+        plot = plot_bars if args.kind == "bars" else plot_pareto
+        path = plot(table_rows(runs), Path(args.out), args.title)
     print(f"wrote {path}")
 
 

@@ -31,6 +31,11 @@ Columns: setting = regular or warm-K (`warm_min_count`); item tower = ID or the 
 mode = E2E (end to end), TS (two-stage, frozen features) with its DNN depth, +ID add/cat (fusion);
 cold-start = HR@10 on the test users whose target had < k train interactions (test_*.py's view);
 users / items = the data after filtering (warm settings keep fewer).
+Cost (shown when the runs' metrics.jsonl record it, issue 13.6; morec/cost.py): train seconds to the
+best epoch = the sum of `train_seconds` over epochs 1 .. best epoch (the training that produced the
+tested checkpoint; evaluation not included), and the run's peak memory = the largest
+`peak_memory_mb` of its epochs (MiB; "rss" = max RSS of the process on CPU, "alloc" = max
+allocated on CUDA); both the mean over the row's runs. Runs from before cost accounting get "-".
 """
 from __future__ import annotations
 
@@ -54,7 +59,7 @@ from morec.evaluate import per_user_metrics
 METRICS = ("HR@10", "NDCG@10")
 # Keys shown in their own columns (or meaningless across runs): not listed under "other".
 SHOWN = {"dataset", "warm_min_count", "model", "loss", "item_tower", "bert_model_load", "cv_model_load",
-         "two_stage", "fusion", "dnn_layers", "mo_dnn_layers", "seed"}
+         "two_stage", "fusion", "dnn_layers", "mo_dnn_layers", "seed", "ts_layers"}
 # Run-control values that still change what a run reports: kept in the grouping key.
 GROUPED_RUN_CONTROL = {"patience", "epoch"}
 DEFAULT_SETTING = {"world_size": 1, "precision": "fp32"}
@@ -183,6 +188,8 @@ def tower_name(config: dict) -> str:
 
 def mode_name(config: dict) -> str:
     mode = "TS" if config.get("two_stage") else "E2E"
+    if config.get("two_stage") and config.get("ts_layers", "last") == "all":
+        mode += " layers=all"                                       # the scalar mix of every layer
     if config.get("fusion", "none") not in ("none", ""):
         mode += f" +ID {config['fusion']}"
         if config.get("two_stage") and config.get("mo_dnn_layers"):
@@ -200,17 +207,48 @@ def setting_name(config: dict) -> str:
 def config_sort_key(c: dict):
     """Data set, setting, model, loss, IDRec first, tower, E2E before TS, DNN depth."""
     return (c.get("dataset", ""), c.get("warm_min_count", 0), c.get("model", ""), c.get("loss", ""),
-            not is_id(c), tower_name(c), bool(c.get("two_stage")), c.get("fusion", "none"),
+            not is_id(c), tower_name(c), bool(c.get("two_stage")), c.get("ts_layers", "last") == "all",
+            c.get("fusion", "none"),
             c.get("dnn_layers", 0), group_key(c))
 
 
+def read_history(run_dir: Path) -> list[dict]:
+    """The run's metrics.jsonl records, one per epoch ([] when there is no such file)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise InputError(f"{path}, line {number}: not JSON; the file is damaged") from None
+    return records
+
+
+def run_cost(run: Run) -> dict:
+    """{"train_seconds_to_best": sum of train_seconds over epochs 1 .. best epoch,
+    "peak_memory_mb": the largest epoch peak, "peak_memory_kind"}; NaN / "" where metrics.jsonl
+    lacks them (runs from before cost accounting, or a history that misses an epoch)."""
+    history = {r.get("epoch"): r for r in read_history(run.dir)}
+    best = run.test.get("best_epoch")
+    epochs = [history.get(e) for e in range(1, best + 1)] if isinstance(best, int) else [None]
+    seconds = (sum(r["train_seconds"] for r in epochs)
+               if all(r is not None and "train_seconds" in r for r in epochs) else math.nan)
+    peaks = [r for r in history.values() if "peak_memory_mb" in r]
+    return {"train_seconds_to_best": seconds,
+            "peak_memory_mb": max((r["peak_memory_mb"] for r in peaks), default=math.nan),
+            "peak_memory_kind": "/".join(sorted({r.get("peak_memory_kind", "?") for r in peaks}))}
+
+
 def runs_frame(runs: list[Run]) -> pd.DataFrame:
-    """One row per run: its group key, seed, label, test metrics and cold-start view (percent)."""
+    """One row per run: its group key, seed, label, test metrics, cold-start view (percent) and cost."""
     records = []
     for run in runs:
         cold = run.test.get("cold_start") or {}
         cold_metrics = cold.get("metrics") or {}
-        records.append({"key": group_key(run.config), "seed": run.config.get("seed"), "label": run.label,
+        records.append({"key": group_key(run.config), "seed": run.config.get("seed"), "label": run.label, **run_cost(run),
                         "run": run, "hr10": 100.0 * run.test["test"]["HR@10"],
                         "ndcg10": 100.0 * run.test["test"]["NDCG@10"],
                         "cold_hr10": 100.0 * cold_metrics["HR@10"] if "HR@10" in cold_metrics else math.nan,
@@ -358,6 +396,9 @@ def table_rows(runs: list[Run], resamples: int = RESAMPLES) -> list[dict]:
         row["best_epochs"] = " ".join(str(r.test.get("best_epoch", "")) for r in group["run"])
         row["runs"] = " ".join(group["label"])
         row.update(paired_columns(group, base, resamples))
+        row["train_seconds_to_best"] = group["train_seconds_to_best"].mean(skipna=False)   # NaN unless every run has it
+        row["peak_memory_mb"] = group["peak_memory_mb"].mean(skipna=False)
+        row["peak_memory_kind"] = "/".join(sorted({k for part in group["peak_memory_kind"] for k in part.split("/") if k}))
         rows.append(row)
     return rows
 
@@ -381,14 +422,28 @@ def paired_cell(r: dict, key: str) -> str:
             f"p={r[f'{key}_p']:.3g}" + (" *" if excludes_zero else ""))
 
 
+MEMORY_KINDS = {"max_rss": "rss", "max_rss_process": "rss since start", "max_allocated": "alloc"}
+
+
+def cost_cell(r: dict) -> str:
+    """'412 s, 1234 MiB rss': train seconds to the best epoch and peak memory (module docstring)."""
+    if math.isnan(r["train_seconds_to_best"]):
+        return "-"
+    memory = "" if math.isnan(r["peak_memory_mb"]) else \
+        f", {r['peak_memory_mb']:.0f} MiB " + "/".join(MEMORY_KINDS.get(k, k) for k in r["peak_memory_kind"].split("/"))
+    return f"{r['train_seconds_to_best']:.0f} s" + memory
+
+
 def markdown(rows: list[dict]) -> str:
     show_other = any(r["other"] for r in rows)
+    show_cost = any(not math.isnan(r.get("train_seconds_to_best", math.nan)) for r in rows)
     show_cold = any(r["cold_users"] != "" for r in rows)
     show_paired = any(r.get("pairs", "") != "" for r in rows)
     head = ["data set", "setting", "model", "loss", "item tower", "mode"] + (["other"] if show_other else []) \
         + ["seeds", "HR@10", "NDCG@10", "HR@10 vs IDRec", "NDCG@10 vs IDRec"] \
         + (["cold-start HR@10 (users)"] if show_cold else []) + ["users / items"] \
-        + (["paired users", "ΔHR@10 vs IDRec [95% CI], p", "ΔNDCG@10 vs IDRec [95% CI], p"] if show_paired else [])
+        + (["paired users", "ΔHR@10 vs IDRec [95% CI], p", "ΔNDCG@10 vs IDRec [95% CI], p"] if show_paired else []) \
+        + (["cost: train s to best, peak memory"] if show_cost else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["dataset"], r["setting"], r["model"], r["loss"], r["item_tower"], r["mode"]] \
@@ -401,6 +456,8 @@ def markdown(rows: list[dict]) -> str:
         cells.append(f"{r['users']} / {r['items']}" if r["users"] != "" else "-")
         if show_paired:
             cells += [r["pairs"] if r["pairs"] != "" else "-", paired_cell(r, "hr10"), paired_cell(r, "ndcg10")]
+        if show_cost:
+            cells.append(cost_cell(r))
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
     notes = ["", "HR@10 / NDCG@10 on the test split, in percent: mean ± sample standard deviation (n - 1) "
              "over the seeds (seeds = number of runs). vs IDRec: relative change of the mean against the "
@@ -413,6 +470,10 @@ def markdown(rows: list[dict]) -> str:
         notes.append("Paired: mean per-user difference against the IDRec row in percentage points, over the "
                      "users of the seeds both rows share (paired users = users x shared seeds); 95% paired "
                      "bootstrap interval; two-sided sign-flip p-value; * = the interval excludes 0.")
+    if show_cost:
+        notes.append("Cost: the training seconds summed over epochs 1 .. best epoch (evaluation excluded) and the "
+                     "run's peak memory in MiB (rss: max resident set of the process on CPU; alloc: max "
+                     "allocated on CUDA), means over the row's runs; '-': runs from before cost accounting.")
     return "\n".join(lines + notes) + "\n"
 
 
@@ -421,7 +482,8 @@ CSV_COLUMNS = ["dataset", "setting", "warm_min_count", "model", "loss", "item_to
                "ndcg10_std", "hr10_vs_id_pct", "ndcg10_vs_id_pct", "cold_below", "cold_users",
                "cold_hr10_mean", "cold_hr10_std", "cold_ndcg10_mean", "cold_ndcg10_std", "users", "items",
                "best_epochs", "runs", "pairs", "hr10_diff", "hr10_ci_low", "hr10_ci_high", "hr10_p",
-               "ndcg10_diff", "ndcg10_ci_low", "ndcg10_ci_high", "ndcg10_p"]
+               "ndcg10_diff", "ndcg10_ci_low", "ndcg10_ci_high", "ndcg10_p", "train_seconds_to_best",
+               "peak_memory_mb", "peak_memory_kind"]
 
 
 def to_csv(rows: list[dict]) -> str:

@@ -161,8 +161,10 @@ def execute(runs: list[tuple[Config, Path]]) -> None:
 
 
 def report(name: str, title: str, runs: list[tuple[Config, Path]], out: Path) -> Path:
-    """Table (md + csv) and figures (bars, curves) of the study's tested runs."""
-    from plot_runs import plot_bars, plot_curves
+    """Table (md + csv) and figures (bars, curves; pareto when the runs record their cost) of the
+    study's tested runs."""
+    import math
+    from plot_runs import plot_bars, plot_curves, plot_pareto
     from results_table import load_run, markdown, table_rows, write_table
     tested = [load_run(d) for _, d in runs if (d / "test_metrics.json").is_file()]
     if not tested:
@@ -172,9 +174,13 @@ def report(name: str, title: str, runs: list[tuple[Config, Path]], out: Path) ->
     plot_bars(rows, out / f"{name}_bars.png", title)
     plot_curves([d for _, d in runs if (d / "metrics.jsonl").is_file()], out / f"{name}_curves.png",
                 title=title)
+    pareto = any(not math.isnan(r["train_seconds_to_best"]) for r in rows)
+    if pareto:
+        plot_pareto(rows, out / f"{name}_pareto.png", title)
     missing = len(runs) - len(tested)
     print(markdown(rows), end="")
     print(f"wrote {md}, {md.with_suffix('.csv')}, {out / (name + '_bars.png')}, {out / (name + '_curves.png')}"
+          + (f", {out / (name + '_pareto.png')}" if pareto else "")
           + (f" ({missing} of {len(runs)} runs not tested yet)" if missing else ""))
     return md
 

@@ -9,7 +9,7 @@ from morec.config import REPO_ROOT, Config
 from morec.errors import InputError
 from morec.models.recommender import (SEQUENCE_MODELS, DSSMRecommender, Recommender, SASRecRecommender,
                                       SequentialRecommender)
-from morec.models.towers import FeatureTower, FusionTower, IdTower, ItemTower
+from morec.models.towers import FeatureTower, FusionTower, IdTower, ItemTower, LayerMixFeatureTower
 
 ITEM_TOWERS = ("id", "text", "vision", "text+vision")
 MODELS = SEQUENCE_MODELS + ("dssm",)
@@ -26,7 +26,8 @@ def build_modality_tower(cfg: Config, item_inputs: dict) -> ItemTower:
     """The text or vision tower end to end, or the two-stage head over cached features."""
     if cfg.two_stage:
         layers = cfg.mo_dnn_layers if cfg.fusion != "none" else cfg.dnn_layers
-        return FeatureTower(item_inputs["features"], cfg.embedding_dim, layers, cfg.drop_rate)
+        head = LayerMixFeatureTower if cfg.ts_layers == "all" else FeatureTower
+        return head(item_inputs["features"], cfg.embedding_dim, layers, cfg.drop_rate)
     if cfg.item_tower == "text+vision":
         tower = build_multimodal_tower(cfg, item_inputs)
     else:
@@ -99,4 +100,5 @@ def build_model(cfg: Config, num_items: int, num_users: int, popularity: torch.T
 
 
 __all__ = ["build_model", "build_item_tower", "Recommender", "SequentialRecommender", "SASRecRecommender",
-           "DSSMRecommender", "IdTower", "ItemTower", "FeatureTower", "FusionTower", "pretrained_path"]
+           "DSSMRecommender", "IdTower", "ItemTower", "FeatureTower", "LayerMixFeatureTower", "FusionTower",
+           "pretrained_path"]

@@ -85,6 +85,16 @@ class Recommender(nn.Module):
         mean is taken over (SPEC "Training", gradient accumulation)."""
         raise NotImplementedError
 
+    def items_encoded(self, batch: dict) -> int:
+        """Item vectors the item tower computes for `batch` in `calculate_loss` (cost accounting,
+        morec.cost): its ids are those of "seqs", "items", "negatives" and "extra_negatives", encoded
+        in one call; the distinct real ids when the tower deduplicates, else every real slot (padding
+        never). Gradient caching encodes them twice; this counts them once."""
+        ids = torch.cat([batch[key].reshape(-1) for key in ("seqs", "items", "negatives", "extra_negatives")
+                         if key in batch])
+        real = ids[ids != 0]
+        return int(torch.unique(real).numel()) if self.item_tower.deduplicate else int(real.numel())
+
     def all_item_vectors(self) -> torch.Tensor:
         """(N+1, d) item vectors for ranking; call under eval mode."""
         return self.item_tower.all_item_vectors(self.num_items)
@@ -149,6 +159,13 @@ class DSSMRecommender(Recommender):
     def prediction_rows(self, batch: dict) -> int:
         """Rows of the loss: the (user, item) pairs of the batch; item 0 is DDP padding."""
         return int((batch["items"] != 0).sum())
+
+    def items_encoded(self, batch: dict) -> int:
+        """As Recommender.items_encoded, over the real rows only (BCE skips DDP padding rows)."""
+        real = batch["items"] != 0
+        rows = {key: batch[key][real] for key in ("items", "negatives") if key in batch}
+        return super().items_encoded({**rows, **({"extra_negatives": batch["extra_negatives"]}
+                                                 if "extra_negatives" in batch else {})})
 
     def calculate_loss(self, batch: dict, total_rows: torch.Tensor | None = None) -> torch.Tensor:
         real = batch["items"] != 0                              # DDP pads batches with item 0

@@ -251,6 +251,21 @@ def pooling_of(config, requested: str = "auto") -> str:
                      "a causal language model); pass --pooling cls, mean or last")
 
 
+def encode_pooled_layers(encoder: nn.Module, pooling: str, input_ids: torch.Tensor,
+                         mask: torch.Tensor) -> torch.Tensor:
+    """(K, W) tokens -> (K, num_layers + 1, H): every layer's pooled vector, the embedding output
+    first and the last layer last (exactly what `encode_pooled` returns), for the layer-cached
+    two-stage head (--ts_layers all; ELMo's scalar mix, Peters et al. 2018, eq. 1)."""
+    out = encoder(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
+    layers = (*out.hidden_states[:-1], out.last_hidden_state)               # L+1 x (K, W, H)
+    widths = {h.shape[-1] for h in layers}
+    if len(widths) > 1:
+        raise InputError(f"--ts_layers all needs layers of one width; this {encoder.config.model_type} "
+                         f"encoder's layers have widths {sorted(widths)} (a projection after the last "
+                         "layer); use --ts_layers last")
+    return torch.stack([pool_hidden(h, mask, pooling) for h in layers], 1)  # (K, L+1, H)
+
+
 # ----------------------------------------------------------------------------- the tower
 
 class TextTower(ItemTower):

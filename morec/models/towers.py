@@ -230,12 +230,41 @@ class FeatureTower(ItemTower):
         super().__init__()
         self.dim = dim
         self.register_buffer("features", features, persistent=False)   # (N+1, F), row 0 padding
-        self.fc = nn.Linear(features.shape[1], dim)
+        self.fc = nn.Linear(features.shape[-1], dim)
         self.mlp = mlp(dim, dnn_layers, dropout)
         init_xavier(self)
 
+    def item_features(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (...) -> their cached features (..., F)."""
+        return self.features[ids].float()
+
     def encode_chunk(self, ids: torch.Tensor, pixels=None) -> torch.Tensor:
-        return self.mlp(F.gelu(self.fc(self.features[ids].float())))
+        return self.mlp(F.gelu(self.fc(self.item_features(ids))))
+
+
+class LayerMixFeatureTower(FeatureTower):
+    """Layer-cached two-stage (--ts_layers all): the cached pooled vector of every encoder layer,
+    (N+1, J, F) with J = num_layers + 1 (embedding output first), mixed by ELMo's scalar mix
+    (Peters et al. 2018, eq. 1): h = gamma * sum_j softmax(s)_j h_j, with s (J,) and gamma
+    learned (s = 0: every layer weighs 1/J; gamma = 1; their own learning rate, --ts_mix_lr, in
+    morec.train.build_optimizer); then FeatureTower's GELU(Linear) + MLP. The encoder never runs
+    in training: only s, gamma and the head train."""
+
+    def __init__(self, features: torch.Tensor, dim: int, dnn_layers: int = 0, dropout: float = 0.0):
+        if features.ndim != 3:
+            raise ValueError(f"LayerMixFeatureTower needs (N+1, layers, F) features, got shape {tuple(features.shape)}")
+        super().__init__(features, dim, dnn_layers, dropout)
+        self.layer_scalars = nn.Parameter(torch.zeros(features.shape[1]))     # s (J,)
+        self.gamma = nn.Parameter(torch.ones(()))
+
+    def layer_weights(self) -> torch.Tensor:
+        """softmax(s): (J,) weights of the layers, summing to 1."""
+        return torch.softmax(self.layer_scalars, 0)
+
+    def item_features(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (...) -> gamma * sum_j w_j h_j (..., F); the padding row (0) stays zero."""
+        layers = self.features[ids].float()                                   # (..., J, F)
+        return self.gamma * torch.einsum("...jf,j->...f", layers, self.layer_weights())
 
 
 class FusionTower(ItemTower):

@@ -1,0 +1,51 @@
+"""What a run costs, recorded per epoch in metrics.jsonl (issue 13.6): seconds, items encoded per
+second, trainable parameters and peak memory.
+
+- ``items_encoded_per_second``: item vectors the item tower computed in the epoch's training
+  steps (all ranks), per second of training. An item counts once per batch when the tower
+  deduplicates (text / vision end to end, the default), once per slot otherwise (ID lookups, the
+  two-stage head, `--dedup_items false`); padding slots never count. See
+  `morec.models.recommender.Recommender.items_encoded`.
+- ``trainable_parameters``: parameters with requires_grad (frozen encoder weights and cached
+  two-stage features are not parameters that train).
+- ``peak_memory_mb`` (MiB, 2^20 bytes) over the epoch's training and evaluation, of this
+  process (under DDP rank 0, which writes metrics.jsonl), and ``peak_memory_kind``: "max_allocated" on CUDA
+  (torch.cuda.max_memory_allocated: tensors only, not the allocator's cache), "max_rss" on CPU
+  (resource.getrusage's maximum resident set size, reset at the epoch start through Linux's
+  /proc/self/clear_refs; DataLoader worker processes are not included), or "max_rss_process"
+  where that reset is refused: then it is the peak since the process started, which may come
+  from earlier work of the same process (an earlier run of a study).
+"""
+from __future__ import annotations
+
+import resource
+import sys
+
+import torch
+
+MIB = 2 ** 20
+
+
+def trainable_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def reset_peak_memory(device: torch.device) -> str:
+    """Start a new peak-memory window; returns the kind of peak `peak_memory_mb` will report."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return "max_allocated"
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")                      # Linux >= 4.0: reset the peak RSS to the current RSS
+        return "max_rss"
+    except OSError:
+        return "max_rss_process"
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory since `reset_peak_memory` (or the process start), MiB."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / MIB, 1)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss                # KiB on Linux, bytes on macOS
+    return round(peak / (MIB if sys.platform == "darwin" else 1024), 1)

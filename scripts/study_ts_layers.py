@@ -1,0 +1,32 @@
+"""Layer-cached two-stage (issue 13.3): the last layer's features, or a learned scalar mix of every
+layer's (`--ts_layers all`, ELMo eq. 1), under the frozen text encoder?
+
+Trains and tests two-stage text MoRec with `--ts_layers last` and `all` at each DNN depth, with
+every seed; then writes the table (with the cost column) and the figures (bars, curves, pareto):
+
+    python scripts/study_ts_layers.py                                  # ml-100k, small CPU settings
+    python scripts/study_ts_layers.py --dnn 0,2 --seed 1,2,3 --out docs/studies/ml-100k-ts-layers
+
+Defaults: those of scripts/study_common.py SMALL (all-MiniLM-L6-v2, max_seq_len 10, in-batch
+SASRec), depths 0 and 2. The `last` runs are the two-stage runs of study_q3_ts_vs_e2e.py (same
+labels: they are shared when both studies use the same --runs_dir).
+"""
+import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # noqa: E401,E702
+
+from study_common import MOREC_TS, entry, int_list, parse_args, run_study
+from morec.errors import InputError
+
+
+def main(argv: list[str]):
+    args, overrides = parse_args(argv, __doc__.split("\n\n")[0], lambda parser: parser.add_argument(
+        "--dnn", default="0,2", help="dnn_layers of the runs (default 0,2)"))
+    if any(key in o for o in overrides.values() for key in ("dnn_layers", "ts_layers")):
+        raise InputError("give the depths with --dnn; the study runs both --ts_layers last and all")
+    if args.modality != "text":
+        raise InputError("--ts_layers all is for text encoders; this study has no --modality vision")
+    parts = [{**MOREC_TS, "ts_layers": layers, "dnn_layers": int_list(args.dnn)} for layers in ("last", "all")]
+    return run_study("ts_layers", "Two-stage: last layer vs a scalar mix of every layer", parts, args, overrides)
+
+
+if __name__ == "__main__":
+    entry(main)

@@ -1,0 +1,140 @@
+"""Cost accounting (issue 13.6): metrics.jsonl's per-epoch cost fields after a real run, the counts
+they come from, the results table's cost column and the pareto figure, on inputs whose answer is known."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+from morec.config import make_config
+from morec.cost import peak_memory_mb, reset_peak_memory, trainable_parameters
+from morec.models import build_model
+from morec.train import build_run_model, make_batches, train
+from text_helpers import ml100k
+
+sys.path.insert(0, str(REPO / "scripts"))
+import plot_runs  # noqa: E402
+import results_table  # noqa: E402
+from test_results_table import assert_png, fake_run  # noqa: E402
+
+CPU = torch.device("cpu")
+
+
+def test_one_epoch_id_run_records_its_cost(tmp_path):
+    """A 1-epoch IDRec run (BCE, so every position's negative is looked up too): items per second x
+    train seconds = the real slots of the epoch's batches (ID lookups, one per slot)."""
+    cfg = make_config(dict(loss="bce", batch_size=128, epoch=1, device="cpu", progress=False))
+    train(cfg, tmp_path / "run")
+    (record,) = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    data = ml100k()
+    slots = sum(int((batch[key] != 0).sum()) for batch in make_batches(cfg, data).epoch(cfg.seed, 0, 1, epoch=1)
+                for key in ("seqs", "negatives"))                        # the epoch's batches, as train() draws them
+    assert slots > 2 * len(data.train)
+    assert record["items_encoded_per_second"] * record["train_seconds"] == pytest.approx(slots, rel=2e-3)
+    model = build_run_model(cfg, data, CPU)
+    assert record["trainable_parameters"] == sum(p.numel() for p in model.parameters())
+    assert record["trainable_parameters"] == (data.num_items + 1) * 64 + 20 * 64 + 2 * (12 * 64 * 64 + 9 * 64) + 2 * 64
+    assert record["peak_memory_kind"] in ("max_rss", "max_rss_process") and record["peak_memory_mb"] > 50
+
+
+def test_items_encoded_counts_distinct_items_or_slots():
+    data = ml100k()
+    popularity = torch.ones(data.num_items + 1)
+    sasrec = build_model(make_config({}), data.num_items, data.num_users, popularity)
+    batch = {"seqs": torch.tensor([[0, 1, 2, 1], [0, 0, 2, 3]]), "negatives": torch.tensor([[0, 9, 1, 4], [0, 0, 5, 5]])}
+    assert sasrec.items_encoded(batch) == 10                             # ID lookups: every real slot
+    sasrec.item_tower.deduplicate = True
+    assert sasrec.items_encoded(batch) == 6                              # 1 2 3 4 5 9
+    dssm = build_model(make_config({"model": "dssm", "loss": "bce"}), data.num_items, data.num_users, popularity)
+    pairs = {"users": torch.tensor([0, 1, 0]), "items": torch.tensor([7, 8, 0]),   # the last: DDP padding
+             "negatives": torch.tensor([[3, 4], [3, 9], [5, 6]]), "user_items": torch.zeros(3, 2, dtype=torch.long)}
+    assert dssm.items_encoded(pairs) == 6
+    dssm.item_tower.deduplicate = True
+    assert dssm.items_encoded(pairs) == 5                                # 3 4 7 8 9
+
+
+def test_trainable_parameters_skip_frozen_ones():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    model[0].requires_grad_(False)
+    assert trainable_parameters(model) == 4 * 2 + 2
+
+
+def test_peak_rss_is_reset_per_window():
+    kind = reset_peak_memory(CPU)
+    before = peak_memory_mb(CPU)
+    block = np.ones(40 * 2 ** 20 // 8)                                   # 40 MiB, touched
+    during = peak_memory_mb(CPU)
+    assert during - before >= 35
+    del block
+    if kind == "max_rss":                                                # Linux: the window restarts
+        assert reset_peak_memory(CPU) == "max_rss" and peak_memory_mb(CPU) <= during - 30
+    else:
+        assert kind == "max_rss_process" and peak_memory_mb(CPU) >= during
+
+
+# ----------------------------------------------------------------------------- table and pareto figure
+
+def with_cost(run, seconds, peaks, best_epoch, kind="max_rss"):
+    """Rewrite a fake run's metrics.jsonl with per-epoch train_seconds and peak memory, and its
+    test_metrics.json's best epoch."""
+    history = [{"epoch": e, "train_loss": 1.0, "valid": {"HR@10": 0.1, "NDCG@10": 0.05}, "train_seconds": s,
+                "items_encoded_per_second": 10.0, "trainable_parameters": 5, "peak_memory_mb": m,
+                "peak_memory_kind": kind} for e, (s, m) in enumerate(zip(seconds, peaks), 1)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    result = json.loads((run / "test_metrics.json").read_text())
+    (run / "test_metrics.json").write_text(json.dumps({**result, "best_epoch": best_epoch}))
+    return run
+
+
+@pytest.fixture
+def cost_root(tmp_path):
+    root = tmp_path / "exp" / "runs"
+    text = {"item_tower": "text", "bert_model_load": "enc"}
+    with_cost(fake_run(root, "id-s1", {"item_tower": "id", "seed": 1}, 0.10, 0.06), [10, 20, 30, 40], [100, 300, 200, 150], 2)
+    with_cost(fake_run(root, "id-s2", {"item_tower": "id", "seed": 2}, 0.10, 0.06), [25, 25, 25], [200, 100, 100], 2)
+    with_cost(fake_run(root, "e2e-s1", {**text, "seed": 1}, 0.15, 0.08), [500, 500, 500], [2000, 2100, 2100], 2)
+    with_cost(fake_run(root, "ts-s1", {**text, "two_stage": True, "ts_layers": "all", "seed": 1}, 0.05, 0.03),
+              [40, 60, 80], [400, 400, 400], 3)
+    fake_run(root, "old-s1", {**text, "two_stage": True, "seed": 1}, 0.09, 0.04)       # before cost accounting
+    return tmp_path / "exp"
+
+
+def test_table_cost_column(cost_root):
+    rows = {(r["item_tower"], r["mode"]): r for r in results_table.table_rows(results_table.load_runs([cost_root]))}
+    assert list(rows) == [("ID", "E2E"), ("text: enc", "E2E"), ("text: enc", "TS dnn=0"),
+                          ("text: enc", "TS layers=all dnn=0")]
+    idrec = rows["ID", "E2E"]
+    assert idrec["train_seconds_to_best"] == pytest.approx((30 + 50) / 2)   # epochs 1..2 of each seed
+    assert idrec["peak_memory_mb"] == pytest.approx((300 + 200) / 2) and idrec["peak_memory_kind"] == "max_rss"
+    assert rows["text: enc", "TS layers=all dnn=0"]["train_seconds_to_best"] == pytest.approx(180)
+    assert math.isnan(rows["text: enc", "TS dnn=0"]["train_seconds_to_best"])
+    md = results_table.markdown(list(rows.values()))
+    assert md.splitlines()[0].endswith("| cost: train s to best, peak memory |")
+    assert "| 40 s, 250 MiB rss |" in md and "| 1000 s, 2100 MiB rss |" in md
+    assert md.splitlines()[4].endswith("| - |")                               # the old run
+    csv_text = results_table.to_csv(list(rows.values()))
+    assert csv_text.splitlines()[0].endswith(",train_seconds_to_best,peak_memory_mb,peak_memory_kind")
+    assert csv_text.splitlines()[1].endswith(",40.0,250.0,max_rss")
+
+
+def test_pareto_front_and_figure(cost_root, tmp_path, capsys):
+    assert plot_runs.pareto_front([(40, 6.0), (1000, 8.0), (180, 3.0), (40, 5.0), (2000, 8.0)]) == [0, 1]
+    rows = results_table.table_rows(results_table.load_runs([cost_root]))
+    kept = plot_runs.pareto_rows(rows)
+    assert [r["mode"] for r in kept] == ["E2E", "E2E", "TS layers=all dnn=0"]
+    assert "left out 1 row(s) whose runs record no train_seconds" in capsys.readouterr().err
+    points = [(r["train_seconds_to_best"], r["ndcg10_mean"]) for r in kept]
+    assert points == [(40, pytest.approx(6.0)), (1000, pytest.approx(8.0)), (180, pytest.approx(3.0))]
+    assert plot_runs.pareto_front(points) == [0, 1]                          # TS: slower and worse than ID
+    plot_runs.main(["pareto", str(cost_root), "--out", str(tmp_path / "fig" / "pareto.png")])
+    assert_png(tmp_path / "fig" / "pareto.png")
+    old = tmp_path / "old"
+    fake_run(old, "only-old", {"item_tower": "id", "seed": 1}, 0.1, 0.05)
+    with pytest.raises(results_table.InputError, match="no table row has a training cost"):
+        plot_runs.main(["pareto", str(old), "--out", str(tmp_path / "none.png")])
+    assert not (tmp_path / "none.png").exists()
