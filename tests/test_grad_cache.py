@@ -35,22 +35,23 @@ def loss_and_grads(model, batch: dict, chunk: int) -> tuple[float, dict[str, tor
 
 
 def max_grad_difference(a: dict, b: dict) -> float:
-    """The largest absolute difference over all gradients, each scaled down by its tensor's
-    largest entry when that is above 1 (float32 resolves 5.07 only to 4.8e-7: the tiny Llama's
-    embedding gradient differs by 1.2e-6, 2.5 units in the last place). Each gradient must also
-    agree to 1e-3 of its own largest entry (gradients can be far below the 1e-6 absolute bound)."""
+    """The largest absolute difference over all gradients; each gradient must also agree to 1e-3
+    of its own largest entry (gradients can be far below an absolute bound)."""
     assert a.keys() == b.keys() and a
     for name in a:
         assert float((a[name] - b[name]).abs().max()) <= 1e-3 * float(a[name].abs().max()) + 1e-9, name
-    return max(float((a[name] - b[name]).abs().max()) / max(1.0, float(a[name].abs().max())) for name in a)
+    return max(float((a[name] - b[name]).abs().max()) for name in a)
 
 
 @pytest.mark.parametrize("family,model_name,extra", [
     ("bert", "sasrec", {}), ("opt", "sasrec", {}), ("bert", "dssm", {}),
     ("llama", "sasrec", {}), ("llama", "sasrec", {"peft": "lora"})])
 def test_gradient_caching_equals_the_full_batch_step(family, model_name, extra, tmp_path):
-    """Loss and every gradient of a chunked gradient-caching step equal the plain step's
-    (dropout off, fp32): max abs difference <= 1e-6; a tiny BERT, OPT and Llama (+ LoRA)."""
+    """Loss and every gradient of a chunked gradient-caching step equal the plain step's (dropout
+    off), on a tiny BERT, OPT and Llama (+ LoRA): in float64 to 1e-10 (the same computation up to
+    the order of the sums), and in float32 to 1e-3 of each gradient's scale and 1e-5 absolute (the
+    reductions over every token, e.g. BERT's token-type embedding gradient, are summed in another
+    order: up to 1.3e-6 on these models, 2.7e-7 on MiniLM in scripts/bench_grad_cache.py)."""
     from text_helpers import TINY, TINY_DECODERS, tiny_decoders
     folders = {**TINY, **TINY_DECODERS}
     where = {"pretrained_dir": str(tiny_decoders())} if family in TINY_DECODERS else {}
@@ -62,8 +63,13 @@ def test_gradient_caching_equals_the_full_batch_step(family, model_name, extra, 
     plain_loss, plain = loss_and_grads(model, batch, 0)
     cached_loss, cached = loss_and_grads(model, batch, 2)
     assert cached_loss == pytest.approx(plain_loss, abs=1e-6)
-    assert max_grad_difference(plain, cached) <= 1e-6
+    assert max_grad_difference(plain, cached) <= 1e-5
     assert any(name.startswith("item_tower.encoder.") for name in cached)   # the encoder got gradients
+    model.double()
+    plain_loss, plain = loss_and_grads(model, batch, 0)
+    cached_loss, cached = loss_and_grads(model, batch, 2)
+    assert cached_loss == pytest.approx(plain_loss, abs=1e-12)
+    assert max(float((plain[k] - cached[k]).abs().max()) for k in plain) <= 1e-10
 
 
 def test_gradient_caching_replays_each_chunks_dropout(tmp_path):
