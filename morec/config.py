@@ -392,11 +392,12 @@ def _combination_problems(cfg: Config) -> list[str]:
     if cfg.item_tower == "text+vision" and cfg.two_stage:
         problems.append("--two_stage is not available for --item_tower text+vision (each branch would need its "
                         "own feature cache): train it end to end, or freeze the encoders with --trainable_layers 0")
-    if cfg.freeze_user_encoder and cfg.model != "sasrec":
-        problems.append("--freeze_user_encoder needs --model sasrec (DSSM's user tower is a user-ID table, "
-                        "which must train)")
-    if cfg.train_user_fraction < 1 and cfg.model != "sasrec":
-        problems.append("--train_user_fraction < 1 needs --model sasrec (DSSM's batches index users by row)")
+    if cfg.freeze_user_encoder and cfg.model == "dssm":
+        problems.append("--freeze_user_encoder needs a sequential model (sasrec, gru4rec, nextitnet): DSSM's user "
+                        "tower is a user-ID table, which must train")
+    if cfg.train_user_fraction < 1 and cfg.model == "dssm":
+        problems.append("--train_user_fraction < 1 needs a sequential model (sasrec, gru4rec, nextitnet): DSSM's "
+                        "batches index users by row")
     for name, on in (("inbatch_chunk", cfg.inbatch_chunk > 0), ("extra_negatives", cfg.extra_negatives > 0),
                      ("filter_false_negatives", cfg.filter_false_negatives)):
         if on and cfg.loss != "inbatch":

@@ -130,7 +130,7 @@ def values_digest(saved: dict) -> str:
 
 
 def user_encoder(model: torch.nn.Module) -> torch.nn.Module:
-    """The user encoder: SASRec's transformer (`encoder`) or DSSM's user tower."""
+    """The user encoder: the sequential model's (SASRec, GRU4Rec, NextItNet: `encoder`) or DSSM's user tower."""
     return model.encoder if hasattr(model, "encoder") else model.user_tower
 
 

@@ -202,8 +202,10 @@ def test_transfer_run_records_its_source_freezes_the_user_encoder_and_resumes_it
     log = (run / "train.log").read_text()
     assert log.count("--init_from") == 1 and "resumed target after epoch 1" in log
     assert all(torch.equal(load_checkpoint(run / "checkpoint_last.pt")["model"][k], source[k]) for k in user)
-    with pytest.raises(InputError, match="--freeze_user_encoder needs --model sasrec"):
+    with pytest.raises(InputError, match="--freeze_user_encoder needs a sequential model"):
         make_config(dict(model="dssm", freeze_user_encoder=True))
+    for model in ("gru4rec", "nextitnet"):                   # every next-item user encoder may be frozen
+        make_config(dict(model=model, freeze_user_encoder=True, train_user_fraction=0.5))
 
 
 # ----------------------------------------------------------------------------- training-set size
