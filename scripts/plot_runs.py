@@ -21,7 +21,6 @@ import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file_
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import argparse
-import json
 import math
 from dataclasses import fields
 from pathlib import Path
@@ -34,24 +33,12 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from morec.config import Config  # noqa: E402
 from morec.errors import InputError, run_cli  # noqa: E402
-from results_table import (config_sort_key, group_key, load_runs, mode_name, read_json, setting_name,
+from results_table import (config_sort_key, group_key, load_runs, mode_name, read_history, read_json, setting_name,
                            table_rows, tower_name)  # noqa: E402
 
 
 def run_label(config: dict) -> str:
     return f"{tower_name(config)} {mode_name(config)} ({setting_name(config)})"
-
-
-def read_history(run_dir: Path) -> list[dict]:
-    records = []
-    path = run_dir / "metrics.jsonl"
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise InputError(f"{path}, line {number}: not JSON; the file is damaged") from None
-    return records
 
 
 def curve_runs(folders: list[str | Path]) -> list[tuple[Path, dict, list[dict]]]:
@@ -119,13 +106,8 @@ def plot_bars(rows: list[dict], out: Path, title: str = "") -> Path:
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     seeds = sorted({r["n"] for r in rows})
-    subtitle = f"test HR@10 / NDCG@10 (%), mean ± sample std over {'/'.join(map(str, seeds))} seed(s)"
-    ax.set_title(f"{title}\n{subtitle}" if title else subtitle, fontsize=10)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, ax, title, f"test HR@10 / NDCG@10 (%), mean ± sample std over "
+                       f"{'/'.join(map(str, seeds))} seed(s)", out)
 
 
 MARKERS = "osD^vPX*<>hp"
@@ -179,7 +161,11 @@ def plot_pareto(rows: list[dict], out: Path, title: str = "") -> Path:
            ylabel="test NDCG@10 (%)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="best")
-    subtitle = "test NDCG@10 vs training cost (mean ± std over seeds)"
+    return save_figure(fig, ax, title, "test NDCG@10 vs training cost (mean ± std over seeds)", out)
+
+
+def save_figure(fig, ax, title: str, subtitle: str, out: Path) -> Path:
+    """Title (the caller's, then the subtitle), layout, PNG at `out`; the figure is closed."""
     ax.set_title(f"{title}\n{subtitle}" if title else subtitle, fontsize=10)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ from morec.models.text import (encode_pooled, freeze_encoder, load_text_encoder,
                                pool_hidden, transformer_blocks)
 from morec import train as training
 from morec.train import build_optimizer, build_run_model, evaluate, load_model_weights, make_batches, train
+from test_text_tower import build
 from text_helpers import TINY, TINY_DECODERS, ml100k, tiny_decoders
 
 CPU = torch.device("cpu")
@@ -36,13 +37,6 @@ def config(tmp_path: Path, family: str = "llama", **values):
                 cache_dir=str(tmp_path / "cache"), embedding_dim=16, num_words_title=12, device="cpu",
                 progress=False)
     return make_config({**base, **values})
-
-
-def build(cfg):
-    data = ml100k()
-    torch.manual_seed(0)
-    popularity = torch.from_numpy(data.popularity()).clamp_min(1e-30)
-    return build_model(cfg, data.num_items, data.num_users, popularity, item_tower_inputs(cfg, data, CPU))
 
 
 def trainable(module: nn.Module) -> list[str]:

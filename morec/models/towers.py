@@ -93,8 +93,9 @@ class ItemTower(nn.Module):
             vecs = encoded.new_zeros(len(items), self.dim).index_put((encoded_rows,), encoded)
         else:
             vecs = self.encode_distinct(items, None)
-        vecs = vecs * (items != 0).unsqueeze(-1).to(vecs.dtype)    # (K, d) padding rows zero
-        if inverse is not None:                                    # back to every slot; padding: zero
+        if inverse is None:                                        # every slot: padding rows zero
+            vecs = vecs * (items != 0).unsqueeze(-1).to(vecs.dtype)  # (K, d)
+        else:                                                      # back to every slot; padding: zero
             vecs = torch.cat([vecs.new_zeros(1, self.dim), vecs])[inverse + 1]
         return vecs.view(*ids.shape, self.dim)
 
