@@ -11,10 +11,12 @@ second, trainable parameters and peak memory.
 - ``peak_memory_mb`` (MiB, 2^20 bytes) over the epoch's training and evaluation, of this
   process (under DDP rank 0, which writes metrics.jsonl), and ``peak_memory_kind``: "max_allocated" on CUDA
   (torch.cuda.max_memory_allocated: tensors only, not the allocator's cache), "max_rss" on CPU
-  (resource.getrusage's maximum resident set size, reset at the epoch start through Linux's
-  /proc/self/clear_refs; DataLoader worker processes are not included), or "max_rss_process"
-  where that reset is refused: then it is the peak since the process started, which may come
-  from earlier work of the same process (an earlier run of a study).
+  (the resident set's high-water mark VmHWM of /proc/self/status, reset at the epoch start through
+  Linux's /proc/self/clear_refs; DataLoader worker processes are not included), or
+  "max_rss_process" where that reset is refused: then it is getrusage's peak since the process
+  started, which may come from earlier work of the same process (an earlier run of a study).
+  Not getrusage on Linux: its ru_maxrss also keeps the peak that any exited thread of the process
+  saw, which clear_refs does not reset.
 """
 from __future__ import annotations
 
@@ -43,9 +45,24 @@ def reset_peak_memory(device: torch.device) -> str:
         return "max_rss_process"
 
 
+def linux_rss_high_water_kib() -> int | None:
+    """VmHWM of /proc/self/status (KiB), the peak RSS that clear_refs resets; None off Linux."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])                         # "VmHWM:  123456 kB"
+    except OSError:
+        pass
+    return None
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak memory since `reset_peak_memory` (or the process start), MiB."""
     if device.type == "cuda":
         return round(torch.cuda.max_memory_allocated(device) / MIB, 1)
+    high_water_kib = linux_rss_high_water_kib()
+    if high_water_kib is not None:
+        return round(high_water_kib / 1024, 1)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss                # KiB on Linux, bytes on macOS
     return round(peak / (MIB if sys.platform == "darwin" else 1024), 1)
