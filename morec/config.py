@@ -389,9 +389,6 @@ def _combination_problems(cfg: Config) -> list[str]:
                         f"--num_attention_heads {cfg.num_attention_heads}")
     if cfg.item_tower == "id" and (cfg.two_stage or cfg.fusion != "none"):
         problems.append("--two_stage and --fusion need a modality item tower: set --item_tower text or vision")
-    if cfg.item_tower == "text+vision" and cfg.two_stage:
-        problems.append("--two_stage is not available for --item_tower text+vision (each branch would need its "
-                        "own feature cache): train it end to end, or freeze the encoders with --trainable_layers 0")
     if cfg.freeze_user_encoder and cfg.model == "dssm":
         problems.append("--freeze_user_encoder needs a sequential model (sasrec, gru4rec, nextitnet): DSSM's user "
                         "tower is a user-ID table, which must train")

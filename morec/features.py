@@ -122,13 +122,17 @@ def run_item_images(cfg: Config, data: SequenceData) -> ItemImages | None:
 
 def item_tower_inputs(cfg: Config, data: SequenceData, device: torch.device) -> dict:
     """{} for IDs and vision end to end (pixels come with each batch); {"tokens": [...]} for text
-    and text+vision end to end; {"features": (N+1, F)} for two-stage."""
+    and text+vision end to end; {"features": (N+1, F)} for two-stage, and for text+vision two-stage
+    the text branch's {"features": ...} and the vision branch's {"vision_features": (N+1, F')}."""
     check_modality_config(cfg)
     if not TOWER_MODALITIES.get(cfg.item_tower):
         return {}                                    # build_item_tower reports an unknown tower
     if "text" in TOWER_MODALITIES[cfg.item_tower]:   # a tower that would see no text is refused
         check_item_texts(data.items, parse_attributes(cfg.news_attributes), cfg.fusion != "none",
                          str(cfg.data_dir() / cfg.news))
+    if cfg.two_stage and cfg.item_tower == "text+vision":           # each branch its own cached features
+        return {"features": torch.from_numpy(text_features(cfg, data, device)[0]),
+                "vision_features": torch.from_numpy(vision_features(cfg, data, device)[0])}
     if cfg.two_stage:
         return {"features": torch.from_numpy(modality_features(cfg, data, device)[0])}
     if cfg.item_tower == "vision":

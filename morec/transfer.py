@@ -5,8 +5,11 @@ What is loaded: every tensor of the new model whose name and shape the source ch
 (the user encoder, the modality tower(s), fusion layers), except the ID tables: item ids (and
 DSSM's user ids) of another data set mean nothing here, so `IdTower` tables and DSSM's user table
 keep their fresh initialisation, as does any tensor the source lacks or holds in another shape.
-The log lists both sets. The source must have the same encoders (`SAME_ENCODERS` of its
-config.json): otherwise the refusal comes before anything is written.
+The log lists both sets. The source must have the same encoders and the same way of running them
+(`same_encoder_values`: model, item tower, two-stage or not, embedding size, encoder folders):
+otherwise the refusal comes before anything is written. Two-stage: what transfers is the user
+encoder and the head(s) over the frozen features; the features themselves are never in a
+checkpoint (a non-persistent buffer), so the target always reads its own items' features.
 `--freeze_user_encoder`: the user encoder's parameters do not train (linear-probe style).
 """
 from __future__ import annotations
@@ -34,7 +37,8 @@ def source_dir(cfg: Config) -> Path:
 
 def same_encoder_values(cfg: Config) -> list[str]:
     """The config values that must agree between source and target (the encoders' identity)."""
-    return ["model", "item_tower", "embedding_dim"] + [ENCODER_VALUES[m] for m in TOWER_MODALITIES[cfg.item_tower]]
+    return (["model", "item_tower", "two_stage", "embedding_dim"]
+            + [ENCODER_VALUES[m] for m in TOWER_MODALITIES[cfg.item_tower]])
 
 
 def check_source(cfg: Config) -> dict:

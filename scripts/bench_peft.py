@@ -2,7 +2,9 @@
 training step and peak memory (RSS) of in-batch SASRec on ml-100k with the real all-MiniLM-L6-v2,
 on CPU, for full fine-tuning, the top 2 blocks, LoRA r=8, BitFit and the layer-cached two-stage
 head (`--ts_layers all`, when this tree has it; "n/a" otherwise), as a markdown table with ratios
-to full fine-tuning; `--only full,lora,lora_ckpt` adds LoRA with gradient checkpointing.
+to full fine-tuning; `--only full,lora,lora_ckpt,lora_chunk,full_chunk` adds LoRA with gradient
+checkpointing, and LoRA and full fine-tuning with gradient caching (`--inbatch_chunk 64`: the
+same loss and gradients, activations of one chunk of 64 titles at a time).
 
     python scripts/bench_peft.py [--encoder all_minilm_l6_v2] [--batch 64] [--seq_len 20]
                                  [--steps 3] [--threads 1] [--only lora,full]
@@ -32,6 +34,8 @@ CONFIGS = {                                # name -> (label, Config values)
     "bitfit": ("BitFit", {"peft": "bitfit"}),
     "ts_all": ("two-stage, --ts_layers all", {"two_stage": True, "ts_layers": "all"}),
     "lora_ckpt": ("LoRA r=8 + gradient checkpointing", {"peft": "lora", "lora_r": 8, "gradient_checkpointing": True}),
+    "lora_chunk": ("LoRA r=8 + gradient caching, chunks of 64", {"peft": "lora", "lora_r": 8, "inbatch_chunk": 64}),
+    "full_chunk": ("full fine-tuning + gradient caching, chunks of 64", {"inbatch_chunk": 64}),
 }
 DEFAULT = ("full", "top2", "lora", "bitfit", "ts_all")      # --only lora_ckpt,... for the others
 

@@ -53,6 +53,20 @@ def with_modality(parts: list[dict], modality: str) -> list[dict]:
     return [{**part, "item_tower": modality} if part.get("item_tower") == "text" else part for part in parts]
 
 
+def add_morec_mode(parser) -> None:
+    """--morec e2e|ts and --ts_dnn, for studies whose MoRec arms can run either way (Q5, Q6)."""
+    parser.add_argument("--morec", choices=("e2e", "ts"), default="e2e",
+                        help="MoRec arms end to end (the encoders fine-tuned, default) or two-stage (frozen "
+                             "encoders run once, cached features, a head of --ts_dnn layers trains: CPU-sized)")
+    parser.add_argument("--ts_dnn", type=int, default=2,
+                        help="--morec ts: dnn_layers of the heads (default 2, the best TS depth of Q3 on ml-100k)")
+
+
+def morec_arm(args) -> dict:
+    """The MoRec values of a study with add_morec_mode's options."""
+    return MOREC_E2E if args.morec == "e2e" else {**MOREC_TS, "dnn_layers": args.ts_dnn}
+
+
 def int_list(text: str) -> list[int]:
     try:
         return [int(t) for t in text.split(",") if t.strip()]

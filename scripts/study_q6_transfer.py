@@ -12,6 +12,8 @@ whose train part trains; every user is validated and tested, so the sizes compar
     python scripts/study_q6_transfer.py                                  # text MoRec, small CPU settings
     python scripts/study_q6_transfer.py --target_users 10,30,100 --seed 1,2,3 --out docs/studies/ml-100k-transfer
     python scripts/study_q6_transfer.py --modality vision --cv_model_load swin_tiny
+    python scripts/study_q6_transfer.py --morec ts        # two-stage MoRec: what transfers is the user
+                                                          # encoder and the head over frozen features
 
 First the source MoRec run of each seed is trained on <domains>-source (the domains are made
 from dataset/ml-100k if missing), then the target runs; a transfer run starts from the source run
@@ -22,7 +24,8 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 
 from pathlib import Path
 
-from study_common import IDREC, MOREC_E2E, SMALL, entry, execute, parse_args, run_study, study_runs, with_modality
+from study_common import (IDREC, SMALL, add_morec_mode, entry, execute, morec_arm, parse_args, run_study,
+                          study_runs, with_modality)
 from morec.config import make_config
 from morec.errors import InputError
 
@@ -36,6 +39,7 @@ def add_options(parser) -> None:
     parser.add_argument("--domains", default="ml-100k",
                         help="data sets <domains>-source and <domains>-target under --root_data_dir "
                              "(ml-100k: made by scripts/make_domains.py when missing)")
+    add_morec_mode(parser)
 
 
 def percents(text: str) -> list[float]:
@@ -76,7 +80,7 @@ def main(argv: list[str]):
     source, target = f"{args.domains}-source", f"{args.domains}-target"
     out = Path(args.out or f"studies/{target}")
     runs_dir = Path(overrides["all"].get("runs_dir", "") or out / "runs")
-    morec = with_modality([MOREC_E2E], args.modality)[0]
+    morec = with_modality([morec_arm(args)], args.modality)[0]
     images = {"image_lmdb": "posters.lmdb"} if args.modality != "text" else {}
     source_runs = study_runs([{**morec, **images, "dataset": source, "seed": s} for s in seeds], overrides, runs_dir)
     print(f"q6_transfer: {len(source_runs)} source runs in {runs_dir}", flush=True)

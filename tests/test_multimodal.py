@@ -21,7 +21,7 @@ from text_helpers import TINY, ml100k, tiny_encoders
 from vision_helpers import IMAGE_SIZE, TINY_VISION, poster_root, tiny_vision_encoders
 
 FOLDER = REPO / "inbatch_sasrec_e2e_multimodal"
-SCRIPTS = ["id", "text", "vision", "text_vision"]
+SCRIPTS = ["id", "text", "vision", "text_vision", "text_vision_2stage"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -119,6 +119,36 @@ def test_the_vision_encoder_trains_with_its_own_learning_rate(tmp_path):
     assert [g["lr"] for g in build_optimizer(model, cfg).param_groups] == [cfg.lr, cfg.fine_tune_lr, cfg.fine_tune_lr]
 
 
+@pytest.mark.parametrize("mode", ["sum", "concat", "gate"])
+def test_two_stage_text_vision_fuses_a_head_over_each_branchs_cached_features(mode, tmp_path):
+    """--two_stage with text+vision: the text head reads the cached text features, the image head
+    the cached vision features; no encoder is in the model and no pixels are read in training."""
+    from morec.features import run_item_images, text_features, vision_features
+    from morec.models.towers import FeatureTower
+    from morec.train import make_batches
+    cfg, data, model = built(tiny_values(tmp_path, mm_fusion=mode, two_stage=True, dnn_layers=1))
+    tower = model.item_tower
+    cpu = torch.device("cpu")
+    assert isinstance(tower.text, FeatureTower) and isinstance(tower.vision, FeatureTower)
+    assert not tower.reads_pixels and run_item_images(cfg, data) is None and not tower.encoder_parameters()
+    text, image = (torch.from_numpy(f(cfg, data, cpu)[0]) for f in (text_features, vision_features))
+    assert text.shape == (data.num_items + 1, 32) and image.shape[0] == data.num_items + 1
+    torch.testing.assert_close(tower.text.features, text)
+    torch.testing.assert_close(tower.vision.features, image)
+    ids = torch.tensor([[3, 1, 0], [7, 3, 2]])
+    with torch.no_grad():
+        vecs = tower.eval().encode_items(ids)                                  # (2, 3, 32)
+        flat = ids.flatten()
+        expected = tower.fuse(tower.text.mlp(torch.nn.functional.gelu(tower.text.fc(text[flat]))),
+                              tower.vision.mlp(torch.nn.functional.gelu(tower.vision.fc(image[flat]))))
+        expected = expected.view(2, 3, -1) * (ids != 0).unsqueeze(-1)
+    torch.testing.assert_close(vecs, expected)
+    batch = next(iter(make_batches(cfg, data).epoch(cfg.seed)))
+    model.train().calculate_loss(batch).backward()
+    for head in (tower.text, tower.vision):
+        assert float(head.fc.weight.grad.abs().sum()) > 0
+
+
 def test_labels_of_text_vision_runs_read_both_encoders_and_other_labels_stay():
     base = Config(item_tower="text+vision")
     assert run_label(Config(item_tower="text+vision", bert_model_load="x")) != run_label(base)
@@ -127,8 +157,6 @@ def test_labels_of_text_vision_runs_read_both_encoders_and_other_labels_stay():
     for tower in ("id", "text", "vision"):
         assert run_label(Config(item_tower=tower, mm_fusion="gate", cv_fine_tune_lr=1.0)) == \
             run_label(Config(item_tower=tower))
-    with pytest.raises(InputError, match="--two_stage is not available for --item_tower text\\+vision"):
-        make_config(dict(item_tower="text+vision", two_stage=True))
     with pytest.raises(InputError, match="--cv_fine_tune_lr -2.0 must be -1"):
         make_config(dict(cv_fine_tune_lr=-2.0))
 
@@ -168,10 +196,33 @@ def test_init_from_loads_every_tensor_but_the_id_table(source_run, tmp_path):
                                fresh["item_tower.id_tower.embedding.weight"], rtol=0, atol=0)
 
 
+def test_two_stage_transfer_loads_the_head_and_user_encoder_not_the_features(tmp_path):
+    """A two-stage source: the target gets its user encoder and head; the cached features are the
+    target's own (they are not in a checkpoint), here those of other items (the target domain)."""
+    from morec.data.domains import make_domains
+    from morec.train import train
+    from morec.transfer import check_source, init_from_source
+    folders = make_domains(REPO / "dataset" / "ml-100k", tmp_path / "data")
+    values = text_values(tmp_path, two_stage=True, dnn_layers=1, root_data_dir=str(tmp_path / "data"))
+    source = tmp_path / "runs" / "source"
+    train(make_config({**values, "dataset": folders["source"].name}), source)
+    cfg, data, model = built({**values, "dataset": folders["target"].name, "init_from": str(source)})
+    own_features = model.item_tower.features.clone()
+    result = init_from_source(model, cfg, check_source(cfg))
+    saved = torch.load(source / "checkpoint_best.pt", weights_only=True)["model"]
+    assert result["fresh"] == [] and set(result["loaded"]) == set(model.state_dict()) == set(saved)
+    assert any(n.startswith("item_tower.fc.") for n in result["loaded"])
+    assert any(n.startswith("encoder.") for n in result["loaded"])
+    assert "item_tower.features" not in saved
+    torch.testing.assert_close(model.item_tower.features, own_features, rtol=0, atol=0)
+    assert own_features.shape[0] == data.num_items + 1
+
+
 @pytest.mark.parametrize("change, message", [
     ({"bert_model_load": TINY["roberta"]}, "bert_model_load 'random_tiny_bert' there, 'random_tiny_roberta' here"),
     ({"embedding_dim": 16}, "embedding_dim 32 there, 16 here"),
     ({"item_tower": "id"}, "item_tower 'text' there, 'id' here"),
+    ({"two_stage": True}, "two_stage False there, True here"),
 ])
 def test_init_from_refuses_other_encoders_before_writing(source_run, tmp_path, change, message):
     from morec.train import train
@@ -262,7 +313,7 @@ def test_train_then_test_one_epoch(name, tmp_path):
     speed = ["--epoch", "1", "--embedding_dim", "32", "--batch_size", "256", "--num_words_title", "12"]
     saved, log = train_then_test(FOLDER, name, common + speed, common, tmp_path / "runs" / "smoke")
     assert saved["item_tower"] == params["item_tower"]
-    if params["item_tower"] == "text+vision":
+    if params["item_tower"] == "text+vision" and not params.get("two_stage"):
         assert "of these, the vision encoder's" in log
 
 

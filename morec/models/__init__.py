@@ -23,11 +23,17 @@ def pretrained_path(cfg: Config) -> Path:
 
 
 def build_modality_tower(cfg: Config, item_inputs: dict) -> ItemTower:
-    """The text or vision tower end to end, or the two-stage head over cached features."""
+    """The text or vision tower end to end, or the two-stage head over cached features (text+vision
+    two-stage: a head over each branch's cached features, fused by cfg.mm_fusion)."""
     if cfg.two_stage:
         layers = cfg.mo_dnn_layers if cfg.fusion != "none" else cfg.dnn_layers
         head = LayerMixFeatureTower if cfg.ts_layers == "all" else FeatureTower
-        return head(item_inputs["features"], cfg.embedding_dim, layers, cfg.drop_rate)
+        tower = head(item_inputs["features"], cfg.embedding_dim, layers, cfg.drop_rate)
+        if cfg.item_tower != "text+vision":
+            return tower
+        from morec.models.multimodal import MultiModalTower     # each branch a head over its own features
+        image_head = FeatureTower(item_inputs["vision_features"], cfg.embedding_dim, layers, cfg.drop_rate)
+        return MultiModalTower(tower, image_head, cfg.mm_fusion, cfg.embedding_dim, cfg.drop_rate)
     if cfg.item_tower == "text+vision":
         tower = build_multimodal_tower(cfg, item_inputs)
     else:

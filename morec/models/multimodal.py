@@ -12,6 +12,8 @@ It is one more `ItemTower`: it defines `encode_chunk` (both branches on the same
 the pixels come with the batch) and takes the text branch's `chunk_order` (by text length), so
 deduplication, chunking, gradient caching and catalogue encoding stay the one path of towers.py.
 The ID vector can be added on top with `--fusion add|cat` (a FusionTower around this one).
+Two-stage (`--two_stage true`): each branch is a FeatureTower head over its own cached frozen
+features (text: `--ts_layers` last or all; vision: the last stage), and the same fusion.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ class MultiModalTower(ItemTower):
             raise ValueError(f"both branches must give {dim}-d vectors, got {text.dim} and {vision.dim}")
         self.text, self.vision, self.mode, self.dim = text, vision, mode, dim
         self.deduplicate, self.chunk_size = text.deduplicate, text.chunk_size
+        self.reads_pixels = vision.reads_pixels          # False for two-stage branches (cached features)
         if mode == "concat":
             self.concat = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * dim, dim), nn.GELU())
             init_xavier(self.concat)
