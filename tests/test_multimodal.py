@@ -348,3 +348,30 @@ def test_the_transfer_study_refuses_what_it_sets_itself(argv, message, tmp_path,
     with pytest.raises(InputError, match=message):
         study_q6_transfer.main(["--out", str(tmp_path), "--table_only"] + argv)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("morec, two_stage, dnn_layers", [([], False, 0), (["--morec", "ts", "--ts_dnn", "3"], True, 3)])
+def test_q5_and_q6_run_their_morec_arms_end_to_end_or_two_stage(morec, two_stage, dnn_layers, tmp_path, monkeypatch):
+    """--morec ts makes every MoRec arm two-stage (a head of --ts_dnn layers); the ID arm stays."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import study_q5_multimodal
+    import study_q6_transfer
+    from study_common import SMALL
+    seen = {}
+    monkeypatch.setattr(study_q5_multimodal, "run_study", lambda name, title, parts, *_: seen.setdefault("q5", parts))
+    monkeypatch.setattr(study_q6_transfer, "run_study", lambda name, title, parts, *_: seen.setdefault("q6", parts))
+    study_q5_multimodal.main(["--out", str(tmp_path), "--table_only"] + morec)
+    root = tmp_path / "data"
+    (root / "ml-100k").mkdir(parents=True)
+    for name in ("users.tsv", "items.tsv"):
+        (root / "ml-100k" / name).symlink_to(REPO / "dataset" / "ml-100k" / name)
+    study_q6_transfer.main(["--out", str(tmp_path), "--table_only", "--root_data_dir", str(root)] + morec)
+    for study in ("q5", "q6"):
+        towers = [part.get("item_tower", "id") for part in seen[study]]
+        assert "id" in towers and len(set(towers)) > 1, towers
+        for part in seen[study]:
+            if part.get("item_tower", "id") == "id":
+                assert not part.get("two_stage") and "dnn_layers" not in part
+            else:
+                assert part["two_stage"] is two_stage and part.get("dnn_layers", SMALL.get("dnn_layers", 0)) == dnn_layers
+    assert {p["item_tower"] for p in seen["q5"]} == {"id", "text", "vision", "text+vision"}
