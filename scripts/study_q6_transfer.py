@@ -95,8 +95,52 @@ def main(argv: list[str]):
                 "frozen_user": {**on_target, "init_from": str(source_dir.resolve()), "freeze_user_encoder": True}}
         parts += [{**arms[a], "seed": seed} for a in chosen]
     args.out = str(out)
-    return run_study("q6_transfer", f"Q6: transfer from {source} to {target} (MoRec {args.modality})",
-                     parts, args, overrides)
+    target_runs = study_runs(parts, overrides, runs_dir)
+    md = run_study("q6_transfer", f"Q6: transfer from {source} to {target} (MoRec {args.modality})",
+                   parts, args, overrides)
+    print(versus_scratch(target_runs, out / "q6_transfer_vs_scratch.md"), end="")
+    return md
+
+
+def arm_of(config: dict) -> str:
+    if config["item_tower"] == "id":
+        return "id"
+    if not config.get("init_from"):
+        return "scratch"
+    return "frozen_user" if config.get("freeze_user_encoder") else "transfer"
+
+
+def versus_scratch(runs: list, path: Path) -> str:
+    """The question of the study in one table: each transfer arm against MoRec from scratch at the
+    same target training-set size, paired by (seed, user) as results_table.py pairs against IDRec
+    (95% paired bootstrap interval, sign-flip p); written to `path` and returned."""
+    import pandas as pd
+    from results_table import METRICS, load_run, paired_pairs, paired_test
+    tested = [load_run(d) for _, d in runs if (d / "test_metrics.json").is_file()]
+    frame = pd.DataFrame([{"arm": arm_of(r.config), "size": r.config["train_user_fraction"],
+                           "seed": r.config["seed"], "run": r} for r in tested])
+    lines = ["# Q6: transfer against MoRec from scratch (same target users, paired by seed and user)", "",
+             "| target users | arm | seeds | " + " | ".join(f"{m} | Δ{m} vs scratch [95% CI], p" for m in METRICS) + " |",
+             "|---|---|---|" + "---|---|" * len(METRICS)]
+    for size in sorted(frame["size"].unique()) if len(frame) else []:
+        base = frame[(frame["size"] == size) & (frame["arm"] == "scratch")]
+        for arm in ("transfer", "frozen_user"):
+            rows = frame[(frame["size"] == size) & (frame["arm"] == arm)]
+            pairs = paired_pairs(rows, base) if len(rows) and len(base) else None
+            if pairs is None:
+                continue
+            cells = []
+            for metric in METRICS:
+                mine = [100 * r.test["test"][metric] for r in rows["run"]]
+                test = paired_test(pairs[metric].to_numpy(), pairs[f"base_{metric}"].to_numpy())
+                star = " *" if test["ci_low"] > 0 or test["ci_high"] < 0 else ""
+                cells += [f"{sum(mine) / len(mine):.2f}",
+                          f"{test['diff']:+.2f} [{test['ci_low']:+.2f}, {test['ci_high']:+.2f}] p={test['p']:.3g}{star}"]
+            lines.append(f"| {100 * size:g}% | {arm} | {len(rows)} | " + " | ".join(cells) + " |")
+    lines += ["", "Δ: mean per-user difference in percentage points over the (seed, user) pairs both arms "
+              "share; * = the interval excludes 0.", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

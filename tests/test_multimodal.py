@@ -375,3 +375,33 @@ def test_q5_and_q6_run_their_morec_arms_end_to_end_or_two_stage(morec, two_stage
             else:
                 assert part["two_stage"] is two_stage and part.get("dnn_layers", SMALL.get("dnn_layers", 0)) == dnn_layers
     assert {p["item_tower"] for p in seen["q5"]} == {"id", "text", "vision", "text+vision"}
+
+
+def test_q6_pairs_each_transfer_arm_with_morec_from_scratch_at_its_size(tmp_path, monkeypatch):
+    """Known per-user ranks: transfer hits every user where scratch misses all (+100 points, the
+    interval [100, 100]); frozen_user ranks like scratch (0, p = 1); each size is paired apart."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    from study_q6_transfer import versus_scratch
+    from test_results_table import fake_ranks, fake_run
+    arms = {"scratch": ({}, 20), "transfer": ({"init_from": "src"}, 0),
+            "frozen_user": ({"init_from": "src", "freeze_user_encoder": True}, 20), "id": ({}, 5)}
+    runs = []
+    for size in (0.1, 1.0):
+        for seed in (1, 2):
+            for arm, (values, rank) in arms.items():
+                tower = {"item_tower": "id"} if arm == "id" else {"item_tower": "text", "two_stage": True}
+                run = fake_run(tmp_path, f"{arm}-{size}-{seed}", {**tower, **values, "seed": seed,
+                                                                    "train_user_fraction": size}, 0.0, 0.0)
+                fake_ranks(run, h=[rank] * 8, t=[0] * 8)
+                runs.append((None, run))
+    text = versus_scratch(runs, tmp_path / "vs.md")
+    assert (tmp_path / "vs.md").read_text() == text
+    rows = [line for line in text.splitlines() if line.startswith("| 10%") or line.startswith("| 100%")]
+    assert len(rows) == 4
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[2] == "2"                                              # seeds
+        if cells[1] == "transfer":
+            assert cells[3] == "100.00" and cells[4].startswith("+100.00 [+100.00, +100.00]") and cells[4].endswith("*")
+        else:
+            assert cells[1] == "frozen_user" and cells[3] == "0.00" and cells[4] == "+0.00 [+0.00, +0.00] p=1"
