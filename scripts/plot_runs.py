@@ -22,6 +22,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import argparse
 import math
+import textwrap
 from dataclasses import fields
 from pathlib import Path
 
@@ -87,16 +88,20 @@ def plot_curves(folders: list[str | Path], out: Path, metric: str = "NDCG@10", t
     return out
 
 
+LABEL_WIDTH = 24                      # characters per line of a bar's label (the 'other' values wrap)
+
+
 def plot_bars(rows: list[dict], out: Path, title: str = "") -> Path:
     """Grouped bars of HR@10 and NDCG@10 (percent, ± std over seeds) for table rows."""
     if not rows:
         raise InputError("no table rows to plot")
     many_datasets = len({r["dataset"] for r in rows}) > 1
     labels = [(f"{r['dataset']}\n" if many_datasets else "") + f"{r['item_tower']}\n{r['mode']}\n{r['setting']}"
-              + (f"\n{r['other']}" if r["other"] else "") for r in rows]
+              + (f"\n{textwrap.fill(r['other'], LABEL_WIDTH, break_long_words=False)}" if r["other"] else "") for r in rows]
     x = range(len(rows))
     width = 0.38
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 4.6))
+    lines = max(label.count("\n") + 1 for label in labels)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.5 * len(rows) + 2), 4.6 + 0.12 * max(lines - 4, 0)))
     for offset, key, name in ((-width / 2, "hr10", "HR@10"), (width / 2, "ndcg10", "NDCG@10")):
         means = [r[f"{key}_mean"] for r in rows]
         stds = [0.0 if math.isnan(r[f"{key}_std"]) else r[f"{key}_std"] for r in rows]

@@ -99,7 +99,31 @@ def main(argv: list[str]):
     md = run_study("q6_transfer", f"Q6: transfer from {source} to {target} (MoRec {args.modality})",
                    parts, args, overrides)
     print(versus_scratch(target_runs, out / "q6_transfer_vs_scratch.md"), end="")
+    plot_by_size(target_runs, out / "q6_transfer_sizes.png", f"Q6: {source} -> {target}")
     return md
+
+
+def plot_by_size(runs: list, path: Path, title: str) -> Path | None:
+    """Test HR@10 and NDCG@10 (mean ± sample std over seeds) against the share of target users
+    that train, one line per arm."""
+    import pandas as pd
+    from plot_runs import plt, save_figure
+    from results_table import METRICS, load_run
+    tested = [load_run(d) for _, d in runs if (d / "test_metrics.json").is_file()]
+    if not tested:
+        return None
+    frame = pd.DataFrame([{"arm": arm_of(r.config), "size": 100 * r.config["train_user_fraction"],
+                           **{m: 100 * r.test["test"][m] for m in METRICS}} for r in tested])
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(10, 4))
+    for ax, metric in zip(axes, METRICS):
+        for arm, rows in frame.groupby("arm", sort=False):
+            stats = rows.groupby("size")[metric].agg(["mean", "std"]).fillna(0.0)
+            ax.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=arm)
+        ax.set_xlabel("target users whose train part trains (%)")
+        ax.set_ylabel(f"test {metric} (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    return save_figure(fig, axes[-1], title, "mean ± sample std over seeds", path)
 
 
 def arm_of(config: dict) -> str:
