@@ -199,6 +199,38 @@ def report(name: str, title: str, runs: list[tuple[Config, Path]], out: Path) ->
     return md
 
 
+def paired_table(title: str, keys: tuple[str, ...], base_name: str, entries: list, path: Path) -> str:
+    """A markdown table of arms paired against another arm than IDRec, by (seed, user) as
+    results_table.py pairs against IDRec (95% paired bootstrap interval, sign-flip p). `entries`:
+    (key values, the arm's runs, its base arm's runs) per row, runs as results_table.load_run
+    gives them; a row without shared seeds is left out. Written to `path` and returned."""
+    import pandas as pd
+    from results_table import METRICS, paired_pairs, paired_test
+
+    def frame(runs: list) -> pd.DataFrame:
+        return pd.DataFrame({"seed": [r.config["seed"] for r in runs], "run": runs})
+    lines = [f"# {title}", "", "| " + " | ".join(keys) + " | seeds | "
+             + " | ".join(f"{m} | Δ{m} vs {base_name} [95% CI], p" for m in METRICS) + " |",
+             "|" + "---|" * (len(keys) + 1 + 2 * len(METRICS))]
+    for key, runs, base in entries:
+        pairs = paired_pairs(frame(runs), frame(base)) if runs and base else None
+        if pairs is None:
+            continue
+        cells = []
+        for metric in METRICS:
+            test = paired_test(pairs[metric].to_numpy(), pairs[f"base_{metric}"].to_numpy())
+            star = " *" if test["ci_low"] > 0 or test["ci_high"] < 0 else ""
+            cells += [f"{sum(100 * r.test['test'][metric] for r in runs) / len(runs):.2f}",
+                      f"{test['diff']:+.2f} [{test['ci_low']:+.2f}, {test['ci_high']:+.2f}] p={test['p']:.3g}{star}"]
+        lines.append("| " + " | ".join(key) + f" | {len(runs)} | " + " | ".join(cells) + " |")
+    lines += ["", "Δ: mean per-user difference in percentage points over the (seed, user) pairs both arms "
+              "share; * = the interval excludes 0.", ""]
+    text = "\n".join(lines)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return text
+
+
 def check_one_patience(overrides: dict) -> None:
     """A study gives every run the same early stopping (SPEC "Training": a longer patience can
     only find a later, better valid epoch, so IDRec and MoRec runs must share it)."""

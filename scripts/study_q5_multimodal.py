@@ -18,7 +18,10 @@ study_q1 when they share --runs_dir.
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # noqa: E401,E702
 
-from study_common import IDREC, add_morec_mode, entry, morec_arm, parse_args, run_study
+from pathlib import Path
+
+from study_common import (IDREC, SMALL, add_morec_mode, entry, morec_arm, paired_table, parse_args, run_study,
+                          study_runs)
 from morec.errors import InputError
 
 IMAGES = dict(image_lmdb="posters.lmdb")
@@ -44,8 +47,27 @@ def main(argv: list[str]):
     if not chosen or any(a not in known for a in chosen) or not fusions:
         raise InputError(f"--arms {args.arms!r} / --fusions {args.fusions!r}: choose arms from {', '.join(known)} "
                          "and at least one fusion of sum, concat, gate")
-    return run_study("q5_multimodal", "Q5: ID vs text vs image vs text+image (each fusion)",
-                     [known[a] for a in chosen], args, overrides)
+    parts = [known[a] for a in chosen]
+    out = Path(args.out or f"studies/{overrides['all'].get('dataset', SMALL['dataset'])}")
+    runs = study_runs(parts, overrides, Path(overrides["all"].get("runs_dir", "") or out / "runs"))
+    md = run_study("q5_multimodal", "Q5: ID vs text vs image vs text+image (each fusion)", parts, args, overrides)
+    print(fused_versus_one_modality(runs, out / "q5_multimodal_vs_one_modality.md"), end="")
+    return md
+
+
+def fused_versus_one_modality(runs: list, path: Path) -> str:
+    """The question of the study in one table: each text+vision fusion against the text arm and
+    against the vision arm, paired by (seed, user) (study_common.paired_table)."""
+    from results_table import load_run
+    tested = [load_run(d) for _, d in runs if (d / "test_metrics.json").is_file()]
+
+    def of(tower: str, fusion: str | None = None) -> list:
+        return [r for r in tested if r.config["item_tower"] == tower and fusion in (None, r.config["mm_fusion"])]
+    fusions = sorted({r.config["mm_fusion"] for r in of("text+vision")})
+    entries = [((fusion, f"vs {one}"), of("text+vision", fusion), of(one)) for one in ("text", "vision")
+               for fusion in fusions]
+    return paired_table("Q5: text+image against text alone and image alone (paired by seed and user)",
+                        ("fusion", "against"), "that arm", entries, path)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 
 from pathlib import Path
 
-from study_common import (IDREC, SMALL, add_morec_mode, entry, execute, morec_arm, parse_args, run_study,
-                          study_runs, with_modality)
+from study_common import (IDREC, SMALL, add_morec_mode, entry, execute, morec_arm, paired_table, parse_args,
+                          run_study, study_runs, with_modality)
 from morec.config import make_config
 from morec.errors import InputError
 
@@ -136,35 +136,18 @@ def arm_of(config: dict) -> str:
 
 def versus_scratch(runs: list, path: Path) -> str:
     """The question of the study in one table: each transfer arm against MoRec from scratch at the
-    same target training-set size, paired by (seed, user) as results_table.py pairs against IDRec
-    (95% paired bootstrap interval, sign-flip p); written to `path` and returned."""
-    import pandas as pd
-    from results_table import METRICS, load_run, paired_pairs, paired_test
+    same target training-set size, paired by (seed, user) (study_common.paired_table); written to
+    `path` and returned."""
+    from results_table import load_run
     tested = [load_run(d) for _, d in runs if (d / "test_metrics.json").is_file()]
-    frame = pd.DataFrame([{"arm": arm_of(r.config), "size": r.config["train_user_fraction"],
-                           "seed": r.config["seed"], "run": r} for r in tested])
-    lines = ["# Q6: transfer against MoRec from scratch (same target users, paired by seed and user)", "",
-             "| target users | arm | seeds | " + " | ".join(f"{m} | Δ{m} vs scratch [95% CI], p" for m in METRICS) + " |",
-             "|---|---|---|" + "---|---|" * len(METRICS)]
-    for size in sorted(frame["size"].unique()) if len(frame) else []:
-        base = frame[(frame["size"] == size) & (frame["arm"] == "scratch")]
-        for arm in ("transfer", "frozen_user"):
-            rows = frame[(frame["size"] == size) & (frame["arm"] == arm)]
-            pairs = paired_pairs(rows, base) if len(rows) and len(base) else None
-            if pairs is None:
-                continue
-            cells = []
-            for metric in METRICS:
-                mine = [100 * r.test["test"][metric] for r in rows["run"]]
-                test = paired_test(pairs[metric].to_numpy(), pairs[f"base_{metric}"].to_numpy())
-                star = " *" if test["ci_low"] > 0 or test["ci_high"] < 0 else ""
-                cells += [f"{sum(mine) / len(mine):.2f}",
-                          f"{test['diff']:+.2f} [{test['ci_low']:+.2f}, {test['ci_high']:+.2f}] p={test['p']:.3g}{star}"]
-            lines.append(f"| {100 * size:g}% | {arm} | {len(rows)} | " + " | ".join(cells) + " |")
-    lines += ["", "Δ: mean per-user difference in percentage points over the (seed, user) pairs both arms "
-              "share; * = the interval excludes 0.", ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return "\n".join(lines)
+
+    def of(arm: str, size: float) -> list:
+        return [r for r in tested if arm_of(r.config) == arm and r.config["train_user_fraction"] == size]
+    sizes = sorted({r.config["train_user_fraction"] for r in tested})
+    entries = [((f"{100 * size:g}%", arm), of(arm, size), of("scratch", size))
+               for size in sizes for arm in ("transfer", "frozen_user")]
+    return paired_table("Q6: transfer against MoRec from scratch (same target users, paired by seed and user)",
+                        ("target users", "arm"), "scratch", entries, path)
 
 
 if __name__ == "__main__":

@@ -405,3 +405,22 @@ def test_q6_pairs_each_transfer_arm_with_morec_from_scratch_at_its_size(tmp_path
             assert cells[3] == "100.00" and cells[4].startswith("+100.00 [+100.00, +100.00]") and cells[4].endswith("*")
         else:
             assert cells[1] == "frozen_user" and cells[3] == "0.00" and cells[4] == "+0.00 [+0.00, +0.00] p=1"
+
+
+def test_q5_pairs_each_fusion_with_the_text_and_the_vision_arm(tmp_path, monkeypatch):
+    """Known ranks: the sum fusion hits every user, text misses all, vision hits half."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    from study_q5_multimodal import fused_versus_one_modality
+    from test_results_table import fake_ranks, fake_run
+    runs = []
+    for seed in (1, 2, 3):
+        for name, values, ranks in (("sum", {"item_tower": "text+vision", "mm_fusion": "sum"}, [0] * 8),
+                                    ("text", {"item_tower": "text"}, [20] * 8),
+                                    ("vision", {"item_tower": "vision"}, [0, 20] * 4)):
+            run = fake_run(tmp_path, f"{name}-{seed}", {**values, "seed": seed}, 0.0, 0.0)
+            fake_ranks(run, h=ranks, t=[0] * 8)
+            runs.append((None, run))
+    rows = [line for line in fused_versus_one_modality(runs, tmp_path / "q5.md").splitlines() if line.startswith("| sum")]
+    assert [r.split("|")[2].strip() for r in rows] == ["vs text", "vs vision"]
+    assert "| 3 | 100.00 | +100.00 [+100.00, +100.00]" in rows[0]
+    assert "| 3 | 100.00 | +50.00 [" in rows[1]
