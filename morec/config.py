@@ -71,6 +71,7 @@ class Config:
     # --- item_tower "text+vision" (issue 16): both towers above, their vectors fused ---
     mm_fusion: str = "sum"              # sum | concat | gate (morec/models/multimodal.py)
     cv_fine_tune_lr: float = -1.0       # lr of the vision encoder (-1: fine_tune_lr); the text encoder: fine_tune_lr
+    mm_cached_branch: str = "none"      # none | text | vision: that branch reads cached frozen features (two-stage head), the other trains end to end
 
     # --- transfer (issue 16) ---
     init_from: str = ""                 # a run folder: start from its checkpoint_best.pt (user encoder + modality tower)
@@ -151,7 +152,7 @@ VISION_FIELDS = {"cv_model_load", "image_lmdb", "image_size", "image_norm"}
 ENCODER_FIELDS = {"pretrained_dir", "dedup_items", "freeze_paras_before", "trainable_layers", "gradient_checkpointing",
                   "two_stage", "fusion", "mo_dnn_layers", "fine_tune_lr", "fine_tune_l2_weight",
                   "peft", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "ts_layers", "ts_mix_lr"}
-MULTIMODAL_FIELDS = {"mm_fusion", "cv_fine_tune_lr"}      # only item_tower "text+vision" reads them
+MULTIMODAL_FIELDS = {"mm_fusion", "cv_fine_tune_lr", "mm_cached_branch"}   # only item_tower "text+vision" reads them
 UNUSED_BY_TOWER = {"id": TEXT_FIELDS | VISION_FIELDS | ENCODER_FIELDS | MULTIMODAL_FIELDS,
                    "text": VISION_FIELDS | MULTIMODAL_FIELDS, "vision": TEXT_FIELDS | MULTIMODAL_FIELDS,
                    "text+vision": set()}
@@ -374,6 +375,7 @@ RULES = {
     "progress": _any, "log_every": _at_least(0), "cache_dir": _not_empty,
     # fields of the evaluation and data branches (checked when present)
     "mm_fusion": _one_of("sum", "concat", "gate"), "cv_fine_tune_lr": _lr_or_unset,
+    "mm_cached_branch": _one_of("none", "text", "vision"),
     "init_from": _any, "freeze_user_encoder": _any, "train_user_fraction": _fraction,
     "ties": _one_of("expected", "optimistic", "pessimistic"), "eval_amp": _any, "dedup_items": _any,
     "pooling": _one_of("auto", "cls", "mean", "last"), "peft": _one_of("none", "lora", "ia3", "bitfit", "ln"),
@@ -389,6 +391,10 @@ def _combination_problems(cfg: Config) -> list[str]:
                         f"--num_attention_heads {cfg.num_attention_heads}")
     if cfg.item_tower == "id" and (cfg.two_stage or cfg.fusion != "none"):
         problems.append("--two_stage and --fusion need a modality item tower: set --item_tower text or vision")
+    if cfg.mm_cached_branch != "none" and (cfg.item_tower != "text+vision" or cfg.two_stage):
+        problems.append(f"--mm_cached_branch {cfg.mm_cached_branch} makes one branch of --item_tower text+vision "
+                        "two-stage while the other trains end to end: it needs --item_tower text+vision and "
+                        "--two_stage false (--two_stage true caches both branches)")
     if cfg.freeze_user_encoder and cfg.model == "dssm":
         problems.append("--freeze_user_encoder needs a sequential model (sasrec, gru4rec, nextitnet): DSSM's user "
                         "tower is a user-ID table, which must train")

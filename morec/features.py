@@ -117,13 +117,15 @@ def run_item_images(cfg: Config, data: SequenceData) -> ItemImages | None:
     """What the training loop feeds a vision tower end to end (None for other towers)."""
     check_modality_config(cfg)
     reads_pixels = "vision" in TOWER_MODALITIES.get(cfg.item_tower, ())      # vision, text+vision
-    return item_images(cfg, data) if reads_pixels and not cfg.two_stage else None
+    end_to_end = not cfg.two_stage and cfg.mm_cached_branch != "vision"
+    return item_images(cfg, data) if reads_pixels and end_to_end else None
 
 
 def item_tower_inputs(cfg: Config, data: SequenceData, device: torch.device) -> dict:
     """{} for IDs and vision end to end (pixels come with each batch); {"tokens": [...]} for text
     and text+vision end to end; {"features": (N+1, F)} for two-stage, and for text+vision two-stage
-    the text branch's {"features": ...} and the vision branch's {"vision_features": (N+1, F')}."""
+    the text branch's {"features": ...} and the vision branch's {"vision_features": (N+1, F')}
+    (with --mm_cached_branch, only that branch's entry and the other branch's end-to-end input)."""
     check_modality_config(cfg)
     if not TOWER_MODALITIES.get(cfg.item_tower):
         return {}                                    # build_item_tower reports an unknown tower
@@ -137,6 +139,11 @@ def item_tower_inputs(cfg: Config, data: SequenceData, device: torch.device) -> 
         return {"features": torch.from_numpy(modality_features(cfg, data, device)[0])}
     if cfg.item_tower == "vision":
         return {}
+    if cfg.mm_cached_branch == "text":                              # text+vision: text cached, vision end to end
+        return {"features": torch.from_numpy(text_features(cfg, data, device)[0])}
+    if cfg.mm_cached_branch == "vision":                            # text+vision: vision cached, text end to end
+        return {"tokens": text_tokens(cfg, data),
+                "vision_features": torch.from_numpy(vision_features(cfg, data, device)[0])}
     return {"tokens": text_tokens(cfg, data)}
 
 

@@ -53,11 +53,14 @@ def with_modality(parts: list[dict], modality: str) -> list[dict]:
     return [{**part, "item_tower": modality} if part.get("item_tower") == "text" else part for part in parts]
 
 
-def add_morec_mode(parser) -> None:
-    """--morec e2e|ts and --ts_dnn, for studies whose MoRec arms can run either way (Q5, Q6)."""
-    parser.add_argument("--morec", choices=("e2e", "ts"), default="e2e",
+def add_morec_mode(parser, more: dict[str, str] | None = None) -> None:
+    """--morec e2e|ts (and the study's `more` modes: name -> help) and --ts_dnn, for studies whose
+    MoRec arms can run either way (Q5, Q6)."""
+    more = more or {}
+    parser.add_argument("--morec", choices=("e2e", "ts", *more), default="e2e",
                         help="MoRec arms end to end (the encoders fine-tuned, default) or two-stage (frozen "
-                             "encoders run once, cached features, a head of --ts_dnn layers trains: CPU-sized)")
+                             "encoders run once, cached features, a head of --ts_dnn layers trains: CPU-sized)"
+                             + "".join(f"; {name}: {text}" for name, text in more.items()))
     parser.add_argument("--ts_dnn", type=int, default=2,
                         help="--morec ts: dnn_layers of the heads (default 2, the best TS depth of Q3 on ml-100k)")
 

@@ -6,6 +6,8 @@ fusion of the two vectors (--mm_fusion sum, concat, gate; morec/models/multimoda
     python scripts/study_q5_multimodal.py --fusions gate --seed 1,2,3 --out docs/studies/ml-100k-multimodal
     python scripts/study_q5_multimodal.py --cv_model_load swin_tiny --image_size 224
     python scripts/study_q5_multimodal.py --morec ts               # frozen encoders, cached features (CPU)
+    python scripts/study_q5_multimodal.py --morec ts_text --cv_model_load random_tiny_resnet18 --image_size 32 \
+        --mo.fine_tune_lr 1e-3 --mo.trainable_layers -1          # cached title features, images trained from scratch
 
 Defaults: scripts/study_common.py SMALL (all-MiniLM-L6-v2, top 2 blocks), the vision encoder
 --cv_model_load (default resnet50, top 2 stages: trainable_layers applies to both branches) on
@@ -13,14 +15,16 @@ ml-100k's generated posters (posters.lmdb, dataset/ml-100k/README_posters.md: dr
 year and genres, NOT real posters: the image branch sees the genres, the text branch does not).
 --mo.cv_fine_tune_lr sets the vision encoder's own lr. With --morec ts every MoRec arm is
 two-stage: the encoders run once, a head of --ts_dnn layers over each branch's cached features
-trains (text+vision: one head per branch, then the fusion). Its IDRec and text runs are those of
+trains (text+vision: one head per branch, then the fusion); with --morec ts_text the text arm
+is two-stage and the vision arm end to end, and text+vision caches the title features only
+(--mm_cached_branch text) while its image encoder trains. Its IDRec and text runs are those of
 study_q1 when they share --runs_dir.
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # noqa: E401,E702
 
 from pathlib import Path
 
-from study_common import (IDREC, SMALL, add_morec_mode, entry, morec_arm, paired_table, parse_args, run_study,
+from study_common import (IDREC, MOREC_E2E, MOREC_TS, SMALL, add_morec_mode, entry, morec_arm, paired_table, parse_args, run_study,
                           study_runs)
 from morec.errors import InputError
 
@@ -30,7 +34,21 @@ IMAGES = dict(image_lmdb="posters.lmdb")
 def add_options(parser) -> None:
     parser.add_argument("--fusions", default="sum,concat,gate", help="mm_fusion values of the text+image runs")
     parser.add_argument("--arms", default="id,text,vision,text+vision", help="which item towers to run")
-    add_morec_mode(parser)
+    add_morec_mode(parser, {"ts_text": "the text arm two-stage, the vision arm end to end, text+vision with "
+                                       "--mm_cached_branch text (cached title features, the image encoder trains)"})
+
+
+def arms(args, fusions: list[str]) -> dict[str, dict]:
+    """The study's arms under --morec: every MoRec arm e2e or ts, or (ts_text) text two-stage and
+    vision end to end, in the text+vision arms too."""
+    if args.morec != "ts_text":
+        morec = {**morec_arm(args), **IMAGES}
+        return {"id": IDREC, "text": morec, "vision": {**morec, "item_tower": "vision"},
+                "text+vision": {**morec, "item_tower": "text+vision", "mm_fusion": fusions}}
+    head = {"dnn_layers": args.ts_dnn}
+    return {"id": IDREC, "text": {**MOREC_TS, **head, **IMAGES}, "vision": {**MOREC_E2E, "item_tower": "vision", **IMAGES},
+            "text+vision": {**MOREC_E2E, **head, **IMAGES, "item_tower": "text+vision", "mm_fusion": fusions,
+                            "mm_cached_branch": "text"}}
 
 
 def main(argv: list[str]):
@@ -40,9 +58,7 @@ def main(argv: list[str]):
     if any("mm_fusion" in o or "item_tower" in o for o in overrides.values()):
         raise InputError("the study sets --mm_fusion and --item_tower per arm: use --fusions and --arms")
     fusions = [f.strip() for f in args.fusions.split(",") if f.strip()]
-    morec = {**morec_arm(args), **IMAGES}
-    known = {"id": IDREC, "text": morec, "vision": {**morec, "item_tower": "vision"},
-             "text+vision": {**morec, "item_tower": "text+vision", "mm_fusion": fusions}}
+    known = arms(args, fusions)
     chosen = [a.strip() for a in args.arms.split(",") if a.strip()]
     if not chosen or any(a not in known for a in chosen) or not fusions:
         raise InputError(f"--arms {args.arms!r} / --fusions {args.fusions!r}: choose arms from {', '.join(known)} "

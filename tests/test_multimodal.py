@@ -149,6 +149,45 @@ def test_two_stage_text_vision_fuses_a_head_over_each_branchs_cached_features(mo
         assert float(head.fc.weight.grad.abs().sum()) > 0
 
 
+@pytest.mark.parametrize("cached", ["text", "vision"])
+def test_one_cached_branch_reads_features_while_the_other_trains_end_to_end(cached, tmp_path):
+    """--mm_cached_branch: that branch is a head over its cached features (equal to the
+    two-stage features), the other branch's encoder trains; pixels are read only for a vision
+    encoder; one epoch trains and tests."""
+    from morec.features import run_item_images, text_features, vision_features
+    from morec.models.towers import FeatureTower
+    from morec.train import make_batches, test, train
+    values = tiny_values(tmp_path, mm_fusion="gate", mm_cached_branch=cached, dnn_layers=1)
+    cfg, data, model = built(values)
+    tower, cpu = model.item_tower, torch.device("cpu")
+    head, encoded = (tower.text, tower.vision) if cached == "text" else (tower.vision, tower.text)
+    features = (text_features if cached == "text" else vision_features)(cfg, data, cpu)[0]
+    assert isinstance(head, FeatureTower) and not isinstance(encoded, FeatureTower)
+    torch.testing.assert_close(head.features, torch.from_numpy(features))
+    assert tower.deduplicate and tower.encoder_parameters() == encoded.encoder_parameters()
+    assert tower.reads_pixels == (cached == "text") == (run_item_images(cfg, data) is not None)
+    ids = torch.tensor([[3, 1, 0], [7, 3, 2]])
+    distinct = torch.tensor([1, 2, 3, 7])
+    pixels = torch.randn(4, 3, IMAGE_SIZE, IMAGE_SIZE) if tower.reads_pixels else None
+    tower.train().encode_items(ids, (distinct, pixels) if pixels is not None else None).square().sum().backward()
+    assert float(head.fc.weight.grad.abs().sum()) > 0
+    assert sum(float(p.grad.abs().sum()) for p in encoded.encoder_parameters() if p.grad is not None) > 0
+    run = tmp_path / "runs" / "one"
+    train(make_config(values), run)
+    test(make_config(values), run)
+    assert json.loads((run / "test_metrics.json").read_text())["best_epoch"] == 1
+    assert "of these, the vision encoder's" in (run / "train.log").read_text() if cached == "text" else True
+
+
+def test_mm_cached_branch_needs_text_vision_end_to_end():
+    for values in (dict(item_tower="text", mm_cached_branch="text"),
+                   dict(item_tower="text+vision", two_stage=True, mm_cached_branch="vision")):
+        with pytest.raises(InputError, match="--mm_cached_branch .* needs --item_tower text\\+vision and --two_stage false"):
+            make_config(values)
+    assert run_label(Config(item_tower="text+vision", mm_cached_branch="text")) != run_label(Config(item_tower="text+vision"))
+    assert run_label(Config(item_tower="text+vision")) == run_label(Config(item_tower="text+vision", mm_cached_branch="none"))
+
+
 def test_labels_of_text_vision_runs_read_both_encoders_and_other_labels_stay():
     base = Config(item_tower="text+vision")
     assert run_label(Config(item_tower="text+vision", bert_model_load="x")) != run_label(base)
@@ -424,3 +463,17 @@ def test_q5_pairs_each_fusion_with_the_text_and_the_vision_arm(tmp_path, monkeyp
     assert [r.split("|")[2].strip() for r in rows] == ["vs text", "vs vision"]
     assert "| 3 | 100.00 | +100.00 [+100.00, +100.00]" in rows[0]
     assert "| 3 | 100.00 | +50.00 [" in rows[1]
+
+
+def test_q5_ts_text_caches_the_titles_and_trains_the_images(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import study_q5_multimodal
+    seen = {}
+    monkeypatch.setattr(study_q5_multimodal, "run_study", lambda name, title, parts, *_: seen.setdefault("parts", parts))
+    study_q5_multimodal.main(["--out", str(tmp_path), "--table_only", "--morec", "ts_text"])
+    arms = {part.get("item_tower", "id"): part for part in seen["parts"]}
+    assert arms["text"]["two_stage"] and arms["text"]["dnn_layers"] == 2
+    assert not arms["vision"]["two_stage"] and "mm_cached_branch" not in arms["vision"]
+    fused = arms["text+vision"]
+    assert not fused["two_stage"] and fused["mm_cached_branch"] == "text" and fused["dnn_layers"] == 2
+    make_config({k: v for k, v in fused.items() if k != "mm_fusion"})                # a valid run

@@ -23,31 +23,38 @@ def pretrained_path(cfg: Config) -> Path:
 
 
 def build_modality_tower(cfg: Config, item_inputs: dict) -> ItemTower:
-    """The text or vision tower end to end, or the two-stage head over cached features (text+vision
-    two-stage: a head over each branch's cached features, fused by cfg.mm_fusion)."""
-    if cfg.two_stage:
-        layers = cfg.mo_dnn_layers if cfg.fusion != "none" else cfg.dnn_layers
-        head = LayerMixFeatureTower if cfg.ts_layers == "all" else FeatureTower
-        tower = head(item_inputs["features"], cfg.embedding_dim, layers, cfg.drop_rate)
-        if cfg.item_tower != "text+vision":
-            return tower
-        from morec.models.multimodal import MultiModalTower     # each branch a head over its own features
-        image_head = FeatureTower(item_inputs["vision_features"], cfg.embedding_dim, layers, cfg.drop_rate)
-        return MultiModalTower(tower, image_head, cfg.mm_fusion, cfg.embedding_dim, cfg.drop_rate)
+    """The text, vision or text+vision tower end to end, or the two-stage head over cached features."""
     if cfg.item_tower == "text+vision":
-        tower = build_multimodal_tower(cfg, item_inputs)
-    else:
-        tower = build_encoder_tower(cfg, item_inputs)
+        return build_multimodal_tower(cfg, item_inputs)
+    if cfg.two_stage:
+        return feature_head(cfg, item_inputs["features"], cfg.ts_layers)
+    tower = build_encoder_tower(cfg, item_inputs)
     tower.deduplicate = cfg.dedup_items         # False: every slot of a batch encoded (own dropout mask)
     return tower
 
 
+def feature_head(cfg: Config, features, ts_layers: str = "last") -> FeatureTower:
+    """The two-stage head over cached features (N+1, F), or (N+1, J, F) mixed when ts_layers is all."""
+    layers = cfg.mo_dnn_layers if cfg.fusion != "none" else cfg.dnn_layers
+    head = LayerMixFeatureTower if ts_layers == "all" else FeatureTower
+    return head(features, cfg.embedding_dim, layers, cfg.drop_rate)
+
+
 def build_multimodal_tower(cfg: Config, item_inputs: dict) -> ItemTower:
-    """item_tower "text+vision": today's text and vision towers (each frozen by trainable_layers /
-    freeze_paras_before), fused by cfg.mm_fusion (morec.models.multimodal)."""
+    """item_tower "text+vision": a text and a vision branch fused by cfg.mm_fusion
+    (morec.models.multimodal). A branch is today's tower end to end (frozen by trainable_layers /
+    freeze_paras_before), or the two-stage head over its cached features: both with --two_stage,
+    one with --mm_cached_branch text|vision."""
     from morec.models.multimodal import MultiModalTower
-    return MultiModalTower(build_encoder_tower(cfg, item_inputs, "text"), build_encoder_tower(cfg, item_inputs, "vision"),
-                           cfg.mm_fusion, cfg.embedding_dim, cfg.drop_rate)
+    cached = {"text", "vision"} if cfg.two_stage else {cfg.mm_cached_branch} - {"none"}
+    branches = {}
+    for modality, features in (("text", "features"), ("vision", "vision_features")):
+        if modality in cached:
+            branches[modality] = feature_head(cfg, item_inputs[features], cfg.ts_layers if modality == "text" else "last")
+        else:
+            branches[modality] = build_encoder_tower(cfg, item_inputs, modality)
+            branches[modality].deduplicate = cfg.dedup_items
+    return MultiModalTower(branches["text"], branches["vision"], cfg.mm_fusion, cfg.embedding_dim, cfg.drop_rate)
 
 
 def build_encoder_tower(cfg: Config, item_inputs: dict, modality: str = "") -> ItemTower:

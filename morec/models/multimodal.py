@@ -14,6 +14,8 @@ deduplication, chunking, gradient caching and catalogue encoding stay the one pa
 The ID vector can be added on top with `--fusion add|cat` (a FusionTower around this one).
 Two-stage (`--two_stage true`): each branch is a FeatureTower head over its own cached frozen
 features (text: `--ts_layers` last or all; vision: the last stage), and the same fusion.
+`--mm_cached_branch text|vision`: only that branch is such a head, the other trains end to end
+(e.g. frozen pretrained title features with an image encoder trained from scratch).
 """
 from __future__ import annotations
 
@@ -38,7 +40,9 @@ class MultiModalTower(ItemTower):
         if text.dim != dim or vision.dim != dim:
             raise ValueError(f"both branches must give {dim}-d vectors, got {text.dim} and {vision.dim}")
         self.text, self.vision, self.mode, self.dim = text, vision, mode, dim
-        self.deduplicate, self.chunk_size = text.deduplicate, text.chunk_size
+        end_to_end = text if text.encoder_parameters() or not vision.encoder_parameters() else vision
+        self.deduplicate, self.chunk_size = end_to_end.deduplicate, end_to_end.chunk_size
+        self.order_by = end_to_end                       # chunks follow the branch whose encoder runs
         self.reads_pixels = vision.reads_pixels          # False for two-stage branches (cached features)
         if mode == "concat":
             self.concat = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * dim, dim), nn.GELU())
@@ -63,7 +67,7 @@ class MultiModalTower(ItemTower):
         return self.fuse(self.text.encode_chunk(ids), self.vision.encode_chunk(ids, pixels))
 
     def chunk_order(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.text.chunk_order(ids)
+        return self.order_by.chunk_order(ids)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Both pretrained encoders; `vision_encoder_parameters` tells the vision ones apart
