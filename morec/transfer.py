@@ -6,7 +6,8 @@ What is loaded: every tensor of the new model whose name and shape the source ch
 DSSM's user ids) of another data set mean nothing here, so `IdTower` tables and DSSM's user table
 keep their fresh initialisation, as does any tensor the source lacks or holds in another shape.
 The log lists both sets. The source must have the same encoders and the same way of running them
-(`same_encoder_values`: model, item tower, two-stage or not, embedding size, encoder folders):
+(`same_encoder_values`: model, item tower, two-stage or not (per branch for text+vision),
+embedding size, encoder folders):
 otherwise the refusal comes before anything is written. Two-stage: what transfers is the user
 encoder and the head(s) over the frozen features; the features themselves are never in a
 checkpoint (a non-persistent buffer), so the target always reads its own items' features.
@@ -38,6 +39,7 @@ def source_dir(cfg: Config) -> Path:
 def same_encoder_values(cfg: Config) -> list[str]:
     """The config values that must agree between source and target (the encoders' identity)."""
     return (["model", "item_tower", "two_stage", "embedding_dim"]
+            + (["mm_cached_branch"] if cfg.item_tower == "text+vision" else [])
             + [ENCODER_VALUES[m] for m in TOWER_MODALITIES[cfg.item_tower]])
 
 
@@ -54,8 +56,9 @@ def check_source(cfg: Config) -> dict:
     except (OSError, ValueError) as err:
         raise InputError(f"--init_from {cfg.init_from}: {config_file} cannot be read ({err}); "
                          "give a run folder of this code") from None
-    differ = [f"{name} {saved.get(name)!r} there, {getattr(cfg, name)!r} here"
-              for name in same_encoder_values(cfg) if saved.get(name) != getattr(cfg, name)]
+    defaults = Config().to_dict()                       # a field newer than the source run: its default
+    differ = [f"{name} {saved.get(name, defaults[name])!r} there, {getattr(cfg, name)!r} here"
+              for name in same_encoder_values(cfg) if saved.get(name, defaults[name]) != getattr(cfg, name)]
     if differ:
         raise InputError(f"--init_from {cfg.init_from}: the source run's encoders differ ({'; '.join(differ)}); "
                          "start from a run with the same model, item tower, encoder(s) and embedding_dim")
