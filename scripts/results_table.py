@@ -188,6 +188,10 @@ def tower_name(config: dict) -> str:
 
 def mode_name(config: dict) -> str:
     mode = "TS" if config.get("two_stage") else "E2E"
+    cached = config.get("mm_cached_branch") or "none"
+    if config.get("item_tower") == "text+vision" and cached != "none" and not config.get("two_stage"):
+        other = "vision" if cached == "text" else "text"            # one branch cached, the other end to end
+        return f"{other} E2E, {cached} TS dnn={config.get('dnn_layers', 0)}"
     if config.get("two_stage") and config.get("ts_layers", "last") == "all":
         mode += " layers=all"                                       # the scalar mix of every layer
     if config.get("fusion", "none") not in ("none", ""):

@@ -477,3 +477,13 @@ def test_q5_ts_text_caches_the_titles_and_trains_the_images(tmp_path, monkeypatc
     fused = arms["text+vision"]
     assert not fused["two_stage"] and fused["mm_cached_branch"] == "text" and fused["dnn_layers"] == 2
     make_config({k: v for k, v in fused.items() if k != "mm_fusion"})                # a valid run
+
+
+def test_results_table_names_the_mode_of_each_branch(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    from results_table import mode_name
+    fused = {"item_tower": "text+vision", "dnn_layers": 2}
+    assert mode_name({**fused, "mm_cached_branch": "text"}) == "vision E2E, text TS dnn=2"
+    assert mode_name({**fused, "mm_cached_branch": "vision"}) == "text E2E, vision TS dnn=2"
+    assert mode_name({**fused, "mm_cached_branch": "none"}) == mode_name(fused) == "E2E"
+    assert mode_name({**fused, "two_stage": True}) == "TS dnn=2"
