@@ -88,7 +88,7 @@ def plot_curves(folders: list[str | Path], out: Path, metric: str = "NDCG@10", t
     return out
 
 
-LABEL_WIDTH = 24                      # characters per line of a bar's label (the 'other' values wrap)
+LABEL_WIDTH = 24                      # characters per line of a bar's label (tower names and 'other' values wrap)
 
 
 def plot_bars(rows: list[dict], out: Path, title: str = "") -> Path:
@@ -96,7 +96,7 @@ def plot_bars(rows: list[dict], out: Path, title: str = "") -> Path:
     if not rows:
         raise InputError("no table rows to plot")
     many_datasets = len({r["dataset"] for r in rows}) > 1
-    labels = [(f"{r['dataset']}\n" if many_datasets else "") + f"{r['item_tower']}\n{r['mode']}\n{r['setting']}"
+    labels = [(f"{r['dataset']}\n" if many_datasets else "") + f"{textwrap.fill(r['item_tower'], LABEL_WIDTH)}\n{r['mode']}\n{r['setting']}"
               + (f"\n{textwrap.fill(r['other'], LABEL_WIDTH, break_long_words=False)}" if r["other"] else "") for r in rows]
     x = range(len(rows))
     width = 0.38
