@@ -410,9 +410,11 @@ def _combination_problems(cfg: Config) -> list[str]:
         problems.append("--inbatch_chunk (gradient caching) runs in one process: use it without "
                         "--nproc_per_node / --nnodes, or set --inbatch_chunk 0")
     problems += _peft_problems(cfg)
-    if cfg.ts_layers == "all" and not cfg.two_stage:
-        problems.append("--ts_layers all caches every encoder layer for the two-stage head: add --two_stage true "
-                        "(end to end, the encoder runs in training and --ts_layers does not apply)")
+    text_cached = cfg.two_stage or (cfg.item_tower == "text+vision" and cfg.mm_cached_branch == "text")
+    if cfg.ts_layers == "all" and not text_cached:
+        problems.append("--ts_layers all caches every text encoder layer for the two-stage head: add --two_stage "
+                        "true, or --mm_cached_branch text with --item_tower text+vision (end to end, the encoder "
+                        "runs in training and --ts_layers does not apply)")
     elif cfg.ts_layers == "all" and cfg.item_tower == "vision":
         problems.append("--ts_layers all is for text encoders (equal-width layers); a vision encoder's stages "
                         "differ in width: use --ts_layers last with --item_tower vision")

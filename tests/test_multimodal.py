@@ -487,3 +487,19 @@ def test_results_table_names_the_mode_of_each_branch(monkeypatch):
     assert mode_name({**fused, "mm_cached_branch": "vision"}) == "text E2E, vision TS dnn=2"
     assert mode_name({**fused, "mm_cached_branch": "none"}) == mode_name(fused) == "E2E"
     assert mode_name({**fused, "two_stage": True}) == "TS dnn=2"
+
+
+def test_a_cached_text_branch_can_mix_every_layer(tmp_path):
+    """--mm_cached_branch text with --ts_layers all: the text head is the scalar mix over every
+    cached layer (LayerMixFeatureTower, its own lr group); the vision encoder still trains."""
+    from morec.features import text_features
+    from morec.models.towers import LayerMixFeatureTower
+    from morec.train import build_optimizer
+    cfg, data, model = built(tiny_values(tmp_path, mm_cached_branch="text", ts_layers="all"))
+    head = model.item_tower.text
+    assert isinstance(head, LayerMixFeatureTower) and head.features.ndim == 3
+    torch.testing.assert_close(head.features, torch.from_numpy(text_features(cfg, data, torch.device("cpu"))[0]))
+    lrs = [g["lr"] for g in build_optimizer(model, cfg).param_groups]
+    assert lrs == [cfg.lr, cfg.fine_tune_lr, cfg.ts_mix_lr]                  # recommender, vision encoder, mix
+    with pytest.raises(InputError, match="--ts_layers all .* or --mm_cached_branch text"):
+        make_config(tiny_values(tmp_path, mm_cached_branch="vision", ts_layers="all"))
