@@ -158,6 +158,14 @@ UNUSED_BY_TOWER = {"id": TEXT_FIELDS | VISION_FIELDS | ENCODER_FIELDS | MULTIMOD
                    "text+vision": set()}
 # The modalities each item tower reads (text: tokens; vision: the image LMDB's pixels).
 TOWER_MODALITIES = {"id": (), "text": ("text",), "vision": ("vision",), "text+vision": ("text", "vision")}
+
+
+def cached_modalities(cfg: "Config") -> set[str]:
+    """The modalities of cfg's item tower read from cached frozen features by a two-stage head:
+    all of them with two_stage, else the text+vision branch named by mm_cached_branch (if any)."""
+    modalities = set(TOWER_MODALITIES.get(cfg.item_tower, ()))
+    return modalities if cfg.two_stage else modalities & {cfg.mm_cached_branch}
+
 # Fields a user encoder does not read (GRU4Rec: one GRU layer; NextItNet: no attention), left out
 # of its runs' labels likewise.
 UNUSED_BY_MODEL = {"gru4rec": {"transformer_block", "num_attention_heads"}, "nextitnet": {"num_attention_heads"}}
@@ -410,8 +418,7 @@ def _combination_problems(cfg: Config) -> list[str]:
         problems.append("--inbatch_chunk (gradient caching) runs in one process: use it without "
                         "--nproc_per_node / --nnodes, or set --inbatch_chunk 0")
     problems += _peft_problems(cfg)
-    text_cached = cfg.two_stage or (cfg.item_tower == "text+vision" and cfg.mm_cached_branch == "text")
-    if cfg.ts_layers == "all" and not text_cached:
+    if cfg.ts_layers == "all" and not (cfg.two_stage or "text" in cached_modalities(cfg)):
         problems.append("--ts_layers all caches every text encoder layer for the two-stage head: add --two_stage "
                         "true, or --mm_cached_branch text with --item_tower text+vision (end to end, the encoder "
                         "runs in training and --ts_layers does not apply)")

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from morec.checkpoint import write_json_atomic
-from morec.config import REPO_ROOT, TOWER_MODALITIES, Config
+from morec.config import REPO_ROOT, TOWER_MODALITIES, Config, cached_modalities
 from morec.data import SequenceData
 from morec.data.text import item_texts, item_tokens, parse_attributes, texts_digest, tokenizer_fingerprint
 from morec.data.images import ImageStore, ItemImages
@@ -116,35 +116,31 @@ def item_images(cfg: Config, data: SequenceData) -> ItemImages:
 def run_item_images(cfg: Config, data: SequenceData) -> ItemImages | None:
     """What the training loop feeds a vision tower end to end (None for other towers)."""
     check_modality_config(cfg)
-    reads_pixels = "vision" in TOWER_MODALITIES.get(cfg.item_tower, ())      # vision, text+vision
-    end_to_end = not cfg.two_stage and cfg.mm_cached_branch != "vision"
-    return item_images(cfg, data) if reads_pixels and end_to_end else None
+    encoded = set(TOWER_MODALITIES.get(cfg.item_tower, ())) - cached_modalities(cfg)
+    return item_images(cfg, data) if "vision" in encoded else None
 
 
 def item_tower_inputs(cfg: Config, data: SequenceData, device: torch.device) -> dict:
-    """{} for IDs and vision end to end (pixels come with each batch); {"tokens": [...]} for text
-    and text+vision end to end; {"features": (N+1, F)} for two-stage, and for text+vision two-stage
-    the text branch's {"features": ...} and the vision branch's {"vision_features": (N+1, F')}
-    (with --mm_cached_branch, only that branch's entry and the other branch's end-to-end input)."""
+    """What each branch of the item tower reads besides the batch: {} for IDs and vision end to
+    end (pixels come with each batch); "tokens" [...] for text end to end; "features" (N+1, F) for
+    a two-stage head (text, or vision alone); "vision_features" (N+1, F') for the cached vision
+    branch of text+vision (morec.config.cached_modalities says which branches are cached)."""
     check_modality_config(cfg)
-    if not TOWER_MODALITIES.get(cfg.item_tower):
+    modalities = TOWER_MODALITIES.get(cfg.item_tower)
+    if not modalities:
         return {}                                    # build_item_tower reports an unknown tower
-    if "text" in TOWER_MODALITIES[cfg.item_tower]:   # a tower that would see no text is refused
+    if "text" in modalities:                         # a tower that would see no text is refused
         check_item_texts(data.items, parse_attributes(cfg.news_attributes), cfg.fusion != "none",
                          str(cfg.data_dir() / cfg.news))
-    if cfg.two_stage and cfg.item_tower == "text+vision":           # each branch its own cached features
-        return {"features": torch.from_numpy(text_features(cfg, data, device)[0]),
-                "vision_features": torch.from_numpy(vision_features(cfg, data, device)[0])}
-    if cfg.two_stage:
-        return {"features": torch.from_numpy(modality_features(cfg, data, device)[0])}
-    if cfg.item_tower == "vision":
-        return {}
-    if cfg.mm_cached_branch == "text":                              # text+vision: text cached, vision end to end
-        return {"features": torch.from_numpy(text_features(cfg, data, device)[0])}
-    if cfg.mm_cached_branch == "vision":                            # text+vision: vision cached, text end to end
-        return {"tokens": text_tokens(cfg, data),
-                "vision_features": torch.from_numpy(vision_features(cfg, data, device)[0])}
-    return {"tokens": text_tokens(cfg, data)}
+    cached, inputs = cached_modalities(cfg), {}
+    if "text" in cached:
+        inputs["features"] = torch.from_numpy(text_features(cfg, data, device)[0])
+    elif "text" in modalities:
+        inputs["tokens"] = text_tokens(cfg, data)
+    if "vision" in cached:
+        key = "vision_features" if "text" in modalities else "features"
+        inputs[key] = torch.from_numpy(vision_features(cfg, data, device)[0])
+    return inputs
 
 
 # ----------------------------------------------------------------------------- two-stage features

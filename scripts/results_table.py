@@ -187,18 +187,20 @@ def tower_name(config: dict) -> str:
 
 
 def mode_name(config: dict) -> str:
-    mode = "TS" if config.get("two_stage") else "E2E"
     cached = config.get("mm_cached_branch") or "none"
-    if config.get("item_tower") == "text+vision" and cached != "none" and not config.get("two_stage"):
-        other = "vision" if cached == "text" else "text"            # one branch cached, the other end to end
-        return f"{other} E2E, {cached} TS dnn={config.get('dnn_layers', 0)}"
-    if config.get("two_stage") and config.get("ts_layers", "last") == "all":
+    one_cached = config.get("item_tower") == "text+vision" and cached != "none" and not config.get("two_stage")
+    if one_cached:                                                  # one branch cached, the other end to end
+        mode = f"{'vision' if cached == 'text' else 'text'} E2E, {cached} TS"
+    else:
+        mode = "TS" if config.get("two_stage") else "E2E"
+    mixes_text = config.get("two_stage") or (one_cached and cached == "text")
+    if mixes_text and config.get("ts_layers", "last") == "all":
         mode += " layers=all"                                       # the scalar mix of every layer
     if config.get("fusion", "none") not in ("none", ""):
         mode += f" +ID {config['fusion']}"
         if config.get("two_stage") and config.get("mo_dnn_layers"):
             mode += f" mo_dnn={config['mo_dnn_layers']}"
-    if config.get("two_stage") or config.get("model") == "dssm":
+    if config.get("two_stage") or one_cached or config.get("model") == "dssm":
         mode += f" dnn={config.get('dnn_layers', 0)}"
     return mode
 

@@ -177,9 +177,9 @@ def execute(runs: list[tuple[Config, Path]]) -> None:
         print(f"[{number}/{len(runs)}] {run_dir.name}: {time.perf_counter() - start:.0f}s", flush=True)
 
 
-def report(name: str, title: str, runs: list[tuple[Config, Path]], out: Path) -> Path:
+def report(name: str, title: str, runs: list[tuple[Config, Path]], out: Path, then=None) -> Path:
     """Table (md + csv) and figures (bars, curves; pareto when the runs record their cost) of the
-    study's tested runs."""
+    study's tested runs; then `then(tested runs, out)` when given."""
     import math
     from plot_runs import plot_bars, plot_curves, plot_pareto
     from results_table import load_run, markdown, table_rows, write_table
@@ -199,6 +199,8 @@ def report(name: str, title: str, runs: list[tuple[Config, Path]], out: Path) ->
     print(f"wrote {md}, {md.with_suffix('.csv')}, {out / (name + '_bars.png')}, {out / (name + '_curves.png')}"
           + (f", {out / (name + '_pareto.png')}" if pareto else "")
           + (f" ({missing} of {len(runs)} runs not tested yet)" if missing else ""))
+    if then:
+        then(tested, out)
     return md
 
 
@@ -206,7 +208,7 @@ def paired_table(title: str, keys: tuple[str, ...], base_name: str, entries: lis
     """A markdown table of arms paired against another arm than IDRec, by (seed, user) as
     results_table.py pairs against IDRec (95% paired bootstrap interval, sign-flip p). `entries`:
     (key values, the arm's runs, its base arm's runs) per row, runs as results_table.load_run
-    gives them; a row without shared seeds is left out. Written to `path` and returned."""
+    gives them; a row without shared seeds is left out. Written to `path`, printed and returned."""
     import pandas as pd
     from results_table import METRICS, paired_pairs, paired_test
 
@@ -231,6 +233,7 @@ def paired_table(title: str, keys: tuple[str, ...], base_name: str, entries: lis
     text = "\n".join(lines)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
+    print(text, end="")
     return text
 
 
@@ -246,7 +249,10 @@ def check_one_patience(overrides: dict) -> None:
                          f"got {overrides['all']['patience']}")
 
 
-def run_study(name: str, title: str, parts: list[dict], args: argparse.Namespace, overrides: dict) -> Path:
+def run_study(name: str, title: str, parts: list[dict], args: argparse.Namespace, overrides: dict,
+              then=None) -> Path:
+    """Train and test the study's runs (unless --table_only), then report them; `then(tested, out)`,
+    if given, adds the study's own tables from the tested runs (results_table.Run)."""
     everywhere = overrides["all"]
     dataset = everywhere.get("dataset", SMALL["dataset"])
     if isinstance(dataset, list) or any("dataset" in overrides[t] for t in ("id", "mo")):
@@ -262,7 +268,7 @@ def run_study(name: str, title: str, parts: list[dict], args: argparse.Namespace
     print(f"{name}: {len(runs)} runs in {runs_dir}", flush=True)
     if not args.table_only:
         execute(runs)
-    return report(name, title, runs, out)
+    return report(name, title, runs, out, then)
 
 
 def entry(main) -> None:

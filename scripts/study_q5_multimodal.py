@@ -24,8 +24,8 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 
 from pathlib import Path
 
-from study_common import (IDREC, MOREC_E2E, MOREC_TS, SMALL, add_morec_mode, entry, morec_arm, paired_table, parse_args, run_study,
-                          study_runs)
+from study_common import (IDREC, MOREC_E2E, MOREC_TS, add_morec_mode, entry, morec_arm, paired_table, parse_args,
+                          run_study)
 from morec.errors import InputError
 
 IMAGES = dict(image_lmdb="posters.lmdb")
@@ -63,20 +63,15 @@ def main(argv: list[str]):
     if not chosen or any(a not in known for a in chosen) or not fusions:
         raise InputError(f"--arms {args.arms!r} / --fusions {args.fusions!r}: choose arms from {', '.join(known)} "
                          "and at least one fusion of sum, concat, gate")
-    parts = [known[a] for a in chosen]
-    out = Path(args.out or f"studies/{overrides['all'].get('dataset', SMALL['dataset'])}")
-    runs = study_runs(parts, overrides, Path(overrides["all"].get("runs_dir", "") or out / "runs"))
-    md = run_study("q5_multimodal", "Q5: ID vs text vs image vs text+image (each fusion)", parts, args, overrides)
-    print(fused_versus_one_modality(runs, out / "q5_multimodal_vs_one_modality.md"), end="")
-    return md
+    return run_study("q5_multimodal", "Q5: ID vs text vs image vs text+image (each fusion)",
+                     [known[a] for a in chosen], args, overrides,
+                     lambda tested, out: fused_versus_one_modality(tested, out / "q5_multimodal_vs_one_modality.md"))
 
 
-def fused_versus_one_modality(runs: list, path: Path) -> str:
+def fused_versus_one_modality(tested: list, path: Path) -> str:
     """The question of the study in one table: each text+vision fusion against the text arm and
-    against the vision arm, paired by (seed, user) (study_common.paired_table)."""
-    from results_table import load_run
-    tested = [load_run(d) for _, d in runs if (d / "test_metrics.json").is_file()]
-
+    against the vision arm, paired by (seed, user) (study_common.paired_table); `tested`: the
+    study's tested runs (results_table.Run)."""
     def of(tower: str, fusion: str | None = None) -> list:
         return [r for r in tested if r.config["item_tower"] == tower and fusion in (None, r.config["mm_fusion"])]
     fusions = sorted({r.config["mm_fusion"] for r in of("text+vision")})

@@ -95,23 +95,20 @@ def main(argv: list[str]):
                 "frozen_user": {**on_target, "init_from": str(source_dir.resolve()), "freeze_user_encoder": True}}
         parts += [{**arms[a], "seed": seed} for a in chosen]
     args.out = str(out)
-    target_runs = study_runs(parts, overrides, runs_dir)
-    md = run_study("q6_transfer", f"Q6: transfer from {source} to {target} (MoRec {args.modality})",
-                   parts, args, overrides)
-    print(versus_scratch(target_runs, out / "q6_transfer_vs_scratch.md"), end="")
-    plot_by_size(target_runs, out / "q6_transfer_sizes.png", f"Q6: {source} -> {target}")
-    return md
+
+    def own_tables(tested: list, out: Path) -> None:
+        versus_scratch(tested, out / "q6_transfer_vs_scratch.md")
+        plot_by_size(tested, out / "q6_transfer_sizes.png", f"Q6: {source} -> {target}")
+    return run_study("q6_transfer", f"Q6: transfer from {source} to {target} (MoRec {args.modality})",
+                     parts, args, overrides, own_tables)
 
 
-def plot_by_size(runs: list, path: Path, title: str) -> Path | None:
+def plot_by_size(tested: list, path: Path, title: str) -> Path:
     """Test HR@10 and NDCG@10 (mean ± sample std over seeds) against the share of target users
-    that train, one line per arm."""
+    that train, one line per arm; `tested`: the study's tested runs (results_table.Run)."""
     import pandas as pd
     from plot_runs import plt, save_figure
-    from results_table import METRICS, load_run
-    tested = [load_run(d) for _, d in runs if (d / "test_metrics.json").is_file()]
-    if not tested:
-        return None
+    from results_table import METRICS
     frame = pd.DataFrame([{"arm": arm_of(r.config), "size": 100 * r.config["train_user_fraction"],
                            **{m: 100 * r.test["test"][m] for m in METRICS}} for r in tested])
     fig, axes = plt.subplots(1, len(METRICS), figsize=(10, 4))
@@ -134,13 +131,10 @@ def arm_of(config: dict) -> str:
     return "frozen_user" if config.get("freeze_user_encoder") else "transfer"
 
 
-def versus_scratch(runs: list, path: Path) -> str:
+def versus_scratch(tested: list, path: Path) -> str:
     """The question of the study in one table: each transfer arm against MoRec from scratch at the
-    same target training-set size, paired by (seed, user) (study_common.paired_table); written to
-    `path` and returned."""
-    from results_table import load_run
-    tested = [load_run(d) for _, d in runs if (d / "test_metrics.json").is_file()]
-
+    same target training-set size, paired by (seed, user) (study_common.paired_table); `tested`:
+    the study's tested runs (results_table.Run)."""
     def of(arm: str, size: float) -> list:
         return [r for r in tested if arm_of(r.config) == arm and r.config["train_user_fraction"] == size]
     sizes = sorted({r.config["train_user_fraction"] for r in tested})

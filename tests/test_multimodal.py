@@ -421,6 +421,7 @@ def test_q6_pairs_each_transfer_arm_with_morec_from_scratch_at_its_size(tmp_path
     interval [100, 100]); frozen_user ranks like scratch (0, p = 1); each size is paired apart."""
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
     from study_q6_transfer import versus_scratch
+    from results_table import load_run
     from test_results_table import fake_ranks, fake_run
     arms = {"scratch": ({}, 20), "transfer": ({"init_from": "src"}, 0),
             "frozen_user": ({"init_from": "src", "freeze_user_encoder": True}, 20), "id": ({}, 5)}
@@ -432,7 +433,7 @@ def test_q6_pairs_each_transfer_arm_with_morec_from_scratch_at_its_size(tmp_path
                 run = fake_run(tmp_path, f"{arm}-{size}-{seed}", {**tower, **values, "seed": seed,
                                                                     "train_user_fraction": size}, 0.0, 0.0)
                 fake_ranks(run, h=[rank] * 8, t=[0] * 8)
-                runs.append((None, run))
+                runs.append(load_run(run))
     text = versus_scratch(runs, tmp_path / "vs.md")
     assert (tmp_path / "vs.md").read_text() == text
     rows = [line for line in text.splitlines() if line.startswith("| 10%") or line.startswith("| 100%")]
@@ -450,6 +451,7 @@ def test_q5_pairs_each_fusion_with_the_text_and_the_vision_arm(tmp_path, monkeyp
     """Known ranks: the sum fusion hits every user, text misses all, vision hits half."""
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
     from study_q5_multimodal import fused_versus_one_modality
+    from results_table import load_run
     from test_results_table import fake_ranks, fake_run
     runs = []
     for seed in (1, 2, 3):
@@ -458,7 +460,7 @@ def test_q5_pairs_each_fusion_with_the_text_and_the_vision_arm(tmp_path, monkeyp
                                     ("vision", {"item_tower": "vision"}, [0, 20] * 4)):
             run = fake_run(tmp_path, f"{name}-{seed}", {**values, "seed": seed}, 0.0, 0.0)
             fake_ranks(run, h=ranks, t=[0] * 8)
-            runs.append((None, run))
+            runs.append(load_run(run))
     rows = [line for line in fused_versus_one_modality(runs, tmp_path / "q5.md").splitlines() if line.startswith("| sum")]
     assert [r.split("|")[2].strip() for r in rows] == ["vs text", "vs vision"]
     assert "| 3 | 100.00 | +100.00 [+100.00, +100.00]" in rows[0]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from morec.config import REPO_ROOT, Config
+from morec.config import REPO_ROOT, Config, cached_modalities
 from morec.errors import InputError
 from morec.models.recommender import (SEQUENCE_MODELS, DSSMRecommender, Recommender, SASRecRecommender,
                                       SequentialRecommender)
@@ -46,7 +46,7 @@ def build_multimodal_tower(cfg: Config, item_inputs: dict) -> ItemTower:
     freeze_paras_before), or the two-stage head over its cached features: both with --two_stage,
     one with --mm_cached_branch text|vision."""
     from morec.models.multimodal import MultiModalTower
-    cached = {"text", "vision"} if cfg.two_stage else {cfg.mm_cached_branch} - {"none"}
+    cached = cached_modalities(cfg)
     branches = {}
     for modality, features in (("text", "features"), ("vision", "vision_features")):
         if modality in cached:
