@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from morec.baselines import popularity_metrics
-from morec.checkpoint import write_text_atomic
+from morec.atomic_io import write_text_atomic
 from morec.data import build_sequence_data, read_items, read_users
 from morec.data.images import ImageStore
 from morec.errors import InputError

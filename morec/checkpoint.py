@@ -1,4 +1,4 @@
-"""Files a run writes, never half-written: write to a temp file in the same folder, fsync, rename.
+"""Checkpoints: save (atomically, through morec.atomic_io), load, and check that they fit a model.
 
 Checkpoints hold only tensors and plain Python values, so they load with
 ``torch.load(weights_only=True)``; a file that fails to load is reported, never silently skipped.
@@ -6,61 +6,13 @@ Checkpoints hold only tensors and plain Python values, so they load with
 from __future__ import annotations
 
 import io
-import json
-import os
 import re
 from pathlib import Path
 
 import torch
 
+from morec.atomic_io import write_bytes_atomic
 from morec.errors import InputError
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` by `data` so that a reader sees the old file or the new one, nothing between."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-TEMP_NAME = re.compile(r"^\..+\.tmp(\d+)$")
-
-
-def remove_stale_temp_files(folder: Path) -> list[str]:
-    """Delete the temp files (`.NAME.tmpPID`) that a killed writer left in `folder`: those whose
-    process no longer runs on this machine. Call while holding the folder's run lock. Returns the
-    names removed."""
-    removed = []
-    for path in folder.glob(".*.tmp*") if folder.is_dir() else []:
-        match = TEMP_NAME.match(path.name)
-        if match and not process_alive(int(match.group(1))):
-            path.unlink(missing_ok=True)
-            removed.append(path.name)
-    return removed
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:                  # alive, another user's
-        return True
-    return True
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from morec.checkpoint import write_json_atomic
+from morec.atomic_io import write_json_atomic
 from morec.config import REPO_ROOT, TOWER_MODALITIES, Config, cached_modalities
 from morec.data import SequenceData
 from morec.data.text import item_texts, item_tokens, parse_attributes, texts_digest, tokenizer_fingerprint

@@ -31,8 +31,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from morec.checkpoint import (load_checkpoint, load_weights, remove_stale_temp_files, require_entries,
-                              save_checkpoint, write_bytes_atomic, write_json_atomic, write_text_atomic)
+from morec.atomic_io import remove_stale_temp_files, write_bytes_atomic, write_json_atomic, write_text_atomic
+from morec.checkpoint import load_checkpoint, load_weights, require_entries, save_checkpoint
 from morec.cost import peak_memory_mb, reset_peak_memory, trainable_parameters
 from morec.config import RUN_CONTROL, UNUSED_BY_TOWER, Config, make_config, run_setting, validate
 from morec.data import PairBatches, SequenceBatches, SequenceData, load_sequence_data

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from morec.checkpoint import load_checkpoint, require_entries, write_json_atomic
+from morec.atomic_io import write_json_atomic
+from morec.checkpoint import load_checkpoint, require_entries
 from morec.config import TOWER_MODALITIES, Config
 from morec.errors import InputError
 

@@ -245,7 +245,7 @@ def corrupt_checkpoint(root: Path) -> Outcome:
 
 def failed_checkpoint_write(root: Path) -> Outcome:
     """Disk full while writing the epoch-2 checkpoint: clear error, epoch-1 checkpoint intact."""
-    import morec.checkpoint as checkpoint
+    import morec.atomic_io as atomic_io
     real_replace, calls = os.replace, []
 
     def failing_replace(src, dst):
@@ -254,11 +254,11 @@ def failed_checkpoint_write(root: Path) -> Outcome:
             raise OSError(28, "No space left on device")
         return real_replace(src, dst)
 
-    checkpoint.os.replace = failing_replace
+    atomic_io.os.replace = failing_replace
     try:
         code, err = run_in_process([*RUN_ARGS, "--runs_dir", str(root / "runs"), "--label", "full_disk"])
     finally:
-        checkpoint.os.replace = real_replace
+        atomic_io.os.replace = real_replace
     kept = load_checkpoint(root / "runs" / "full_disk" / "checkpoint_last.pt")
     return Outcome(f"exit {code}: {error_line(err)}; kept checkpoint of epoch {kept['epoch']}",
                    code == 2 and "previous checkpoint is intact" in err and kept["epoch"] == 1)
@@ -477,7 +477,7 @@ def broken_run_config(root: Path) -> Outcome:
 def first_checkpoint_disk_full(root: Path) -> Outcome:
     """Disk full at the very first checkpoint: the message does not promise a previous
     checkpoint, and the failed new run leaves no folder behind."""
-    import morec.checkpoint as checkpoint
+    import morec.atomic_io as atomic_io
     real_replace = os.replace
 
     def failing_replace(src, dst):
@@ -485,11 +485,11 @@ def first_checkpoint_disk_full(root: Path) -> Outcome:
             raise OSError(28, "No space left on device")
         return real_replace(src, dst)
 
-    checkpoint.os.replace = failing_replace
+    atomic_io.os.replace = failing_replace
     try:
         code, err, _ = run_mode("train", ["--epoch", "1", "--runs_dir", str(root / "runs"), "--label", "full"])
     finally:
-        checkpoint.os.replace = real_replace
+        atomic_io.os.replace = real_replace
     return Outcome(f"exit {code}: {error_line(err)[:120]}; run folder left: {(root / 'runs').exists()}",
                    refused(code, err, "no earlier checkpoint exists") and "intact" not in err
                    and not (root / "runs").exists())

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from morec.checkpoint import write_text_atomic
+from morec.atomic_io import write_text_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 PRESETS = {

@@ -88,7 +88,7 @@ import numpy as np
 import pandas as pd
 
 from morec.card import write_card
-from morec.checkpoint import write_text_atomic
+from morec.atomic_io import write_text_atomic
 from morec.data.images import build_lmdb, find_image_files
 from morec.errors import InputError
 

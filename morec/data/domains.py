@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from morec.checkpoint import write_text_atomic
+from morec.atomic_io import write_text_atomic
 from morec.data.files import ItemRow, UserRow, read_items, read_users
 from morec.errors import InputError
 

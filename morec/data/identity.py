@@ -20,7 +20,7 @@ import json
 import logging
 from pathlib import Path
 
-from morec.checkpoint import write_json_atomic
+from morec.atomic_io import write_json_atomic
 from morec.data.sequences import SequenceData
 from morec.errors import InputError
 

@@ -39,7 +39,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from morec.checkpoint import write_text_atomic
+from morec.atomic_io import write_text_atomic
 from morec.data.files import read_items
 from morec.errors import InputError
 

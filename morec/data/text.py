@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from morec.checkpoint import write_bytes_atomic
+from morec.atomic_io import write_bytes_atomic
 from morec.data.files import ItemRow
 from morec.errors import InputError
 

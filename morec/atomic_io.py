@@ -1,0 +1,59 @@
+"""Files written whole or not at all: write to a temp file in the same folder, fsync, rename.
+
+A reader sees the old file or the new one, never a half-written one. A writer killed midway
+leaves a temp file named ``.NAME.tmpPID``; `remove_stale_temp_files` clears those of dead
+processes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+TEMP_NAME = re.compile(r"^\..+\.tmp(\d+)$")
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` by `data` so that a reader sees the old file or the new one, nothing between."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def remove_stale_temp_files(folder: Path) -> list[str]:
+    """Delete the temp files (`.NAME.tmpPID`) that a killed writer left in `folder`: those whose
+    process no longer runs on this machine. Call while holding the folder's run lock. Returns the
+    names removed."""
+    removed = []
+    for path in folder.glob(".*.tmp*") if folder.is_dir() else []:
+        match = TEMP_NAME.match(path.name)
+        if match and not process_alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (another user's counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:                  # alive, another user's
+        return True
+    return True
