@@ -35,7 +35,6 @@ from morec.data import SequenceData
 from morec.data.text import item_texts, item_tokens, parse_attributes, texts_digest, tokenizer_fingerprint
 from morec.data.images import ImageStore, ItemImages
 from morec.data.empty_text import check_item_texts
-from morec.data.posters import render_posters
 from morec.errors import InputError
 
 log = logging.getLogger("morec")
@@ -99,6 +98,7 @@ def item_images(cfg: Config, data: SequenceData) -> ItemImages:
     path = cfg.data_dir() / cfg.image_lmdb
     items_file = cfg.data_dir() / cfg.news
     if not path.exists() and cfg.dataset == "ml-100k" and cfg.image_lmdb == "posters.lmdb" and items_file.is_file():
+        from morec.tools.posters import render_posters
         log.info("drawing the generated ml-100k posters into %s (once; dataset/ml-100k/README_posters.md)", path)
         render_posters(items_file, path)
     if not path.exists():

@@ -1,6 +1,6 @@
 """Benchmark: chunked full ranking (morec.evaluate.tie_counts + metrics_from_counts, the tie rule of
 SPEC "Evaluation") against the per-user argsort loop of the paper's code
-(morec.reference.ranks_per_user), on CPU. Ranks compared: 1 + h (items strictly above the target).
+(morec.tools.reference.ranks_per_user), on CPU. Ranks compared: 1 + h (items strictly above the target).
 
     python scripts/bench_eval.py [--quick] [--threads 2]
     python scripts/bench_eval.py --scaling [--scaling_users 10000,100000,630000] [--scaling_items 80000] [--threads 1]
@@ -35,7 +35,7 @@ import torch
 
 from morec.config import Config
 from morec.evaluate import metrics_from_counts, metrics_from_ranks, tie_counts
-from morec.reference import ranks_per_user
+from morec.tools.reference import ranks_per_user
 from morec.train import load_data
 
 CHUNK_ELEMS = Config().eval_chunk_elems

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from morec.config import make_config
-from morec.data.posters import ml100k_posters
+from morec.tools.posters import ml100k_posters
 from morec.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,8 +20,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from morec.data.images import ImageDataset, ImageStore, build_lmdb, decode_image, image_to_tensor
-from morec.data.posters import render_posters
+from morec.data.image_format import decode_image
+from morec.data.images import ImageDataset, ImageStore, image_to_tensor
+from morec.tools.lmdb_builder import build_lmdb
+from morec.tools.posters import render_posters
 
 ROOT = Path(__file__).resolve().parents[1]
 POSTERS = ROOT / "dataset" / "ml-100k" / "posters.lmdb"

@@ -1,5 +1,5 @@
 """Benchmark: vectorised in-batch debiased loss (morec.losses.sasrec_inbatch_loss) against the
-per-row SPEC definition (morec.reference.inbatch_loss_per_row), forward + backward, on CPU.
+per-row SPEC definition (morec.tools.reference.inbatch_loss_per_row), forward + backward, on CPU.
 
     python scripts/bench_loss.py [--batch 128] [--seq_len 20] [--dim 64] [--items 1400] [--threads 2]
 
@@ -15,7 +15,7 @@ import time
 import torch
 
 from morec.losses import sasrec_inbatch_loss
-from morec.reference import inbatch_loss_per_row
+from morec.tools.reference import inbatch_loss_per_row
 
 
 def make_batch(batch: int, seq_len: int, dim: int, num_items: int, seed: int = 0):

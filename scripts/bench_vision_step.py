@@ -21,7 +21,7 @@ import torchvision
 
 from morec.config import make_config
 from morec.data.images import BatchesWithImages, ImageStore, ItemImages
-from morec.data.posters import ml100k_posters
+from morec.tools.posters import ml100k_posters
 from morec.models import SASRecRecommender
 from morec.models.vision import VisionTower
 from morec.train import load_data, make_batches

@@ -11,7 +11,7 @@ import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file_
 import argparse
 import logging
 
-from morec.data.images import build_lmdb
+from morec.tools.lmdb_builder import build_lmdb
 from morec.errors import InputError
 
 

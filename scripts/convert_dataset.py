@@ -1,5 +1,5 @@
 """Convert a public data set into this project's users.tsv / items.tsv (and images.lmdb), then
-write its CARD.md (morec/data/convert.py lists each format's layout and where it was read).
+write its CARD.md (morec/tools/convert.py lists each format's layout and where it was read).
 
     python scripts/convert_dataset.py --from FORMAT SRC DST
         [--inter FILE] [--items FILE] [--images DIR] [--no_images] [--allow_missing_images]
@@ -11,7 +11,7 @@ import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file_
 import argparse
 import logging
 
-from morec.data.convert import READERS, convert
+from morec.tools.convert import READERS, convert
 from morec.errors import run_cli
 
 

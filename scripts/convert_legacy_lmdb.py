@@ -12,7 +12,7 @@ import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file_
 import argparse
 import logging
 
-from morec.data.images import convert_legacy_lmdb
+from morec.tools.legacy_lmdb import convert_legacy_lmdb
 from morec.errors import InputError
 
 

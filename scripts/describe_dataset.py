@@ -1,4 +1,4 @@
-"""Print a data set's card and write it as DIR/CARD.md (morec/card.py: counts, sequence lengths
+"""Print a data set's card and write it as DIR/CARD.md (morec/tools/card.py: counts, sequence lengths
 before / after the L+3 cut, item popularity, content, most-popular baseline).
 
     python scripts/describe_dataset.py DIR [--max_seq_len 20] [--min_seq_len 5]
@@ -7,7 +7,7 @@ before / after the L+3 cut, item popularity, content, most-popular baseline).
 import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
 import argparse
 
-from morec.card import write_card
+from morec.tools.card import write_card
 from morec.errors import InputError, run_cli
 
 

@@ -622,7 +622,9 @@ def image_store_case(fault: str) -> Callable[[Path], Outcome]:
         import lmdb
         from PIL import Image
 
-        from morec.data.images import ImageStore, build_lmdb, item_key
+        from morec.data.image_format import item_key
+        from morec.data.images import ImageStore
+        from morec.tools.lmdb_builder import build_lmdb
         from morec.errors import InputError
         images = root / "images"
         images.mkdir(parents=True, exist_ok=True)
@@ -647,7 +649,7 @@ def legacy_pickle_refused(root: Path) -> Outcome:
     """A legacy LMDB record whose pickle would run code is refused before anything runs."""
     import pickle
 
-    from morec.data.images import restricted_loads
+    from morec.tools.legacy_lmdb import restricted_loads
     marker = root / "pwned"
 
     class Evil:
@@ -670,7 +672,7 @@ def vision_run(root: Path, label: str, posters_limit: int | None = None, *extra:
     sys.path.insert(0, str(REPO / "pretrained_models"))
     from make_tiny import make_tiny_swin, make_tiny_vit_mae
 
-    from morec.data.posters import render_posters
+    from morec.tools.posters import render_posters
     data = root / "data" / "ml-100k"
     if not data.exists():
         data.mkdir(parents=True)
@@ -779,7 +781,7 @@ def broken_lmdb_case(fault: str) -> Callable[[Path], Outcome]:
     def run(root: Path) -> Outcome:
         import lmdb
 
-        from morec.data.images import item_key
+        from morec.data.image_format import item_key
         vision_run(root, "setup", None, "--epoch", "0")          # data, posters and encoders only
         posters = root / "data" / "ml-100k" / "posters.lmdb"
         if fault == "truncated":

@@ -5,7 +5,7 @@ items.tsv and posters.lmdb, so the study runs offline:
     python scripts/make_domains.py                   # dataset/ml-100k -> dataset/ml-100k-source, -target
     python scripts/make_domains.py --genres_file /path/to/ml-100k.item --target_genres Horror,Sci-Fi
 
-Rule (morec/data/domains.py): an item goes to the target domain if it has one of the target
+Rule (morec/tools/domains.py): an item goes to the target domain if it has one of the target
 genres (default Action, Adventure, Sci-Fi, Fantasy), else to the source; no item is in both;
 users keep only their items of each domain, and the loader's filters then apply. Prints the sizes.
 """
@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from morec.config import REPO_ROOT
-from morec.data.domains import TARGET_GENRES, make_domains
+from morec.tools.domains import TARGET_GENRES, make_domains
 from morec.data.sequences import load_sequence_data
 from morec.errors import InputError
 

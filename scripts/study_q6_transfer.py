@@ -60,7 +60,7 @@ def ensure_domains(overrides: dict, prefix: str) -> None:
         return
     if prefix != "ml-100k":
         raise InputError(f"{root / (prefix + '-source')} or -target missing; make them first (scripts/make_domains.py)")
-    from morec.data.domains import make_domains
+    from morec.tools.domains import make_domains
     folders = make_domains(root / "ml-100k", root)
     print(f"made the domains {folders['source']} and {folders['target']} (scripts/make_domains.py)", flush=True)
 

@@ -1,4 +1,4 @@
-"""Data converters (morec/data/convert.py) and dataset cards (morec/card.py).
+"""Data converters (morec/tools/convert.py) and dataset cards (morec/tools/card.py).
 
 Every format gets a tiny hand-made copy of its documented layout, holding the same 16
 interactions in the same file order; the converted sequences are worked out by hand below.
@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, run_in_process
-from morec.card import describe, gini, top_share, write_card
-from morec.data.convert import READERS, convert
+from morec.tools.card import describe, gini, top_share, write_card
+from morec.tools.convert import READERS, convert
 from morec.data.images import ImageStore
 from morec.errors import InputError
 

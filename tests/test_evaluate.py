@@ -1,4 +1,4 @@
-"""Full-ranking evaluation (morec.evaluate) against the per-user SPEC definition (morec.reference),
+"""Full-ranking evaluation (morec.evaluate) against the per-user SPEC definition (morec.tools.reference),
 the tie rule on cases with known answers, and the test run's per-user file."""
 import json
 import math
@@ -13,7 +13,7 @@ from morec.config import Config
 from morec.distributed import World
 from morec.evaluate import (cold_start_view, metrics_from_counts, metrics_from_ranks, per_user_metrics,
                             target_ranks, tie_counts)
-from morec.reference import expected_hit_ndcg, ranks_per_user, tie_counts_per_user
+from morec.tools.reference import expected_hit_ndcg, ranks_per_user, tie_counts_per_user
 from morec.train import build_run_model, catalogue_vectors, evaluate
 from morec.models.towers import ItemTower
 from text_helpers import ml100k
@@ -98,7 +98,7 @@ def test_tie_counts_match_per_user_reference(seed, chunk_rows):
 
 
 def test_per_user_metrics_are_the_mean_over_the_tied_ranks():
-    """The vectorised formula against enumerating the ranks h+1 .. h+t+1 (morec.reference)."""
+    """The vectorised formula against enumerating the ranks h+1 .. h+t+1 (morec.tools.reference)."""
     cases = [(h, t) for h in (0, 1, 3, 9, 10, 12, 49, 60) for t in (0, 1, 2, 5, 17, 100)]
     per_user = per_user_metrics(torch.tensor(cases))
     for k in (5, 10, 20, 50):

@@ -104,7 +104,7 @@ def test_image_lmdb_key_set_is_part_of_a_vision_runs_identity(tmp_path):
     from morec.config import Config
     from morec.data import load_sequence_data
     from morec.data.identity import data_identity, identity_changes
-    from morec.data.images import build_lmdb
+    from morec.tools.lmdb_builder import build_lmdb
     folder = write_dataset(tmp_path / "d", ["a", "b", "c"], ["u\ta b c a b", "v\tc b a c b"])
     images = tmp_path / "images"
     images.mkdir()

@@ -14,8 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from morec.data.images import (NORMS, ImageDataset, ImageStore, LmdbWriter, RefusedPickleError,
-                               build_lmdb, convert_legacy_lmdb, restricted_loads)
+from morec.data.images import NORMS, ImageDataset, ImageStore
+from morec.tools.legacy_lmdb import RefusedPickleError, convert_legacy_lmdb, restricted_loads
+from morec.tools.lmdb_builder import LmdbWriter, build_lmdb
 from morec.errors import InputError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -240,7 +241,7 @@ def test_restricted_unpickler_numpy_only_plain_arrays():
 # ----------------------------------------------------------------------------- posters
 
 def test_render_posters_deterministic_and_complete(tmp_path):
-    from morec.data import posters
+    from morec.tools import posters
     items = ROOT / "dataset" / "ml-100k" / "items.tsv"
     first, second = tmp_path / "p1.lmdb", tmp_path / "p2.lmdb"
     posters.render_posters(items, first, size=64, limit=25)

@@ -1,11 +1,11 @@
-"""The vectorised losses of morec.losses against the per-row SPEC definition (morec.reference)."""
+"""The vectorised losses of morec.losses against the per-row SPEC definition (morec.tools.reference)."""
 import math
 
 import pytest
 import torch
 
 from morec.losses import bce_loss, inbatch_debiased_loss, sasrec_bce_loss, sasrec_inbatch_loss
-from morec.reference import inbatch_loss_per_row, inbatch_loss_rows
+from morec.tools.reference import inbatch_loss_per_row, inbatch_loss_rows
 
 
 def random_batch(seed: int, batch: int = 7, width: int = 8, num_items: int = 9, dim: int = 5,

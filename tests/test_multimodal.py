@@ -238,7 +238,7 @@ def test_init_from_loads_every_tensor_but_the_id_table(source_run, tmp_path):
 def test_two_stage_transfer_loads_the_head_and_user_encoder_not_the_features(tmp_path):
     """A two-stage source: the target gets its user encoder and head; the cached features are the
     target's own (they are not in a checkpoint), here those of other items (the target domain)."""
-    from morec.data.domains import make_domains
+    from morec.tools.domains import make_domains
     from morec.train import train
     from morec.transfer import check_source, init_from_source
     folders = make_domains(REPO / "dataset" / "ml-100k", tmp_path / "data")
@@ -317,7 +317,7 @@ def test_train_user_fraction_keeps_nested_subsets_and_every_evaluated_user():
 # ----------------------------------------------------------------------------- domains
 
 def test_the_domain_split_has_no_shared_item_and_each_domain_loads(tmp_path):
-    from morec.data.domains import TARGET_GENRES, make_domains
+    from morec.tools.domains import TARGET_GENRES, make_domains
     from morec.data.files import read_items, read_users
     from morec.data.images import ImageStore
     from morec.data.sequences import load_sequence_data
@@ -362,7 +362,7 @@ def test_every_multimodal_script_is_covered():
 
 
 def test_recbole_genres_match_the_items_file_genres(tmp_path):
-    from morec.data.domains import items_file_genres, recbole_genres
+    from morec.tools.domains import items_file_genres, recbole_genres
     from morec.data.files import read_items
     (tmp_path / "ml-100k.item").write_text(
         "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"

@@ -23,9 +23,9 @@ def test_torch_load_always_weights_only():
 
 
 def test_no_plain_unpickling():
-    # the one unpickler is the restricted legacy-LMDB reader in morec/data/images.py
+    # the one unpickler is the restricted legacy-LMDB reader in morec/tools/legacy_lmdb.py
     offenders = [line for line in lines_matching(r"pickle\.(loads?|Unpickler)\b")
-                 if "Restricted" not in line and "morec/data/images.py" not in line]
+                 if "Restricted" not in line and "morec/tools/legacy_lmdb.py" not in line]
     assert offenders == []
 
 

@@ -118,7 +118,8 @@ def test_catalogue_vectors_read_every_item_in_chunks():
 
 
 def test_missing_images_stop_the_run_with_the_count_and_the_list(tmp_path):
-    from morec.data.images import LmdbWriter, missing_report_path
+    from morec.data.image_format import missing_report_path
+    from morec.tools.lmdb_builder import LmdbWriter
     store = ImageStore(poster_root() / "ml-100k" / "posters.lmdb", IMAGE_SIZE)
     path = tmp_path / "partial.lmdb"
     with LmdbWriter(path) as writer:

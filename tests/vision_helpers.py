@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from conftest import REPO
-from morec.data.posters import render_posters
+from morec.tools.posters import render_posters
 
 IMAGE_SIZE = 32
 TINY_VISION = {"resnet": "random_tiny_resnet18", "swin": "random_tiny_swin", "mae": "random_tiny_vit_mae"}

@@ -1,6 +1,6 @@
 """Convert RecBole's MovieLens-100k atomic files into this folder's users.tsv / items.tsv / CARD.md.
 
-A call of the shared converter (morec/data/convert.py, format ``recbole``):
+A call of the shared converter (morec/tools/convert.py, format ``recbole``):
 users.tsv: ``user_id \\t item_id item_id ...`` -- every rating is an interaction, sorted by
 timestamp; ties keep the order of ml-100k.inter (a stable sort); users in ml-100k.user's order.
 items.tsv: ``item_id \\t title \\t year genres`` in the order of ml-100k.item.
@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from morec.data.convert import convert
+from morec.tools.convert import convert
 from morec.errors import InputError, run_cli
 
 HERE = Path(__file__).resolve().parent

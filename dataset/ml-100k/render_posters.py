@@ -1,7 +1,7 @@
 """Draw a small synthetic "poster" for every MovieLens-100k movie into an image LMDB.
 
 They are NOT real posters: genre stripes, decade squares and the title, drawn from items.tsv
-(the layout and the signals: morec/data/posters.py, README_posters.md). Deterministic bytes.
+(the layout and the signals: morec/tools/posters.py, README_posters.md). Deterministic bytes.
 
     python dataset/ml-100k/render_posters.py [--items dataset/ml-100k/items.tsv]
         [--out dataset/ml-100k/posters.lmdb] [--size 96] [--limit N]
@@ -10,7 +10,7 @@ import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file_
 import argparse
 from pathlib import Path
 
-from morec.data.posters import render_posters
+from morec.tools.posters import render_posters
 from morec.errors import InputError
 
 HERE = Path(__file__).resolve().parent

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from morec.baselines import popularity_metrics
 from morec.atomic_io import write_text_atomic
+from morec.baselines import popularity_metrics
 from morec.data import build_sequence_data, read_items, read_users
 from morec.data.images import ImageStore
 from morec.errors import InputError
@@ -156,7 +156,7 @@ def card_markdown(card: Card) -> str:
              else _share(card.with_image, card.raw.items) + f" (in {card.image_lmdb})")
     lines = [f"# Dataset card: {card.name}", "",
              f"Written by `python scripts/describe_dataset.py DIR --max_seq_len {L} --min_seq_len "
-             f"{card.min_seq_len}` (morec/card.py)" + (f"; {card.source}" if card.source else "") + ".",
+             f"{card.min_seq_len}` (morec/tools/card.py)" + (f"; {card.source}" if card.source else "") + ".",
              "Kept = what training and evaluation see (SPEC \"Data\").", "",
              f"| | as converted | {kept_label} |", "|---|---:|---:|", *_part_rows(card), "",
              "## Items per user", "",

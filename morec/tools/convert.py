@@ -1,4 +1,4 @@
-"""Convert public sequential-recommendation data sets into this project's files (issue 14).
+"""Convert public sequential-recommendation data sets into this project's files.
 
 One short reader per format turns its files into a `Source`: the interactions (user, item, time,
 source line) in file order, the item table (name, title, abstract) and the cover folder, if any.
@@ -8,8 +8,8 @@ renames it to DST at the end (nothing half-written; an error leaves no DST):
     users.tsv    user \\t item item ...     each user's items sorted by time; equal times keep
                                            file order (a stable sort)
     items.tsv    item \\t title \\t abstract  (see morec/data/files.py)
-    images.lmdb  the covers, through morec.data.images.build_lmdb (formats with images)
-    CARD.md      the dataset card of morec.card
+    images.lmdb  the covers, through morec.tools.lmdb_builder.build_lmdb (formats with images)
+    CARD.md      the dataset card of morec.tools.card
 
 Order: items follow the item file (first seen there); without an item file, first seen in the
 interactions. Users are first seen in the interactions, except with RecBole's optional ``.user``
@@ -87,9 +87,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from morec.card import write_card
+from morec.tools.card import write_card
 from morec.atomic_io import write_text_atomic
-from morec.data.images import build_lmdb, find_image_files
+from morec.tools.lmdb_builder import build_lmdb, find_image_files
 from morec.errors import InputError
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))      # long descriptions are one field

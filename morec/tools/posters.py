@@ -26,7 +26,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from morec.config import REPO_ROOT
 from morec.data.files import ItemRow, read_items
-from morec.data.images import LmdbWriter, encode_image, progress_bar
+from morec.data.image_format import progress_bar
+from morec.tools.lmdb_builder import LmdbWriter, encode_image
 from morec.errors import InputError
 
 ML100K = REPO_ROOT / "dataset" / "ml-100k"

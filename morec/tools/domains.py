@@ -1,4 +1,4 @@
-"""A transfer setting on the shipped data (issue 16): MovieLens-100k split into two domains by
+"""A transfer setting on the shipped data: MovieLens-100k split into two domains by
 item genre, each written as a normal data set folder (users.tsv, items.tsv, posters.lmdb).
 
 The rule (`split_by_genre`): an item goes to the TARGET domain if it has at least one of the
@@ -51,7 +51,7 @@ def recbole_genres(path: Path) -> dict[str, list[str]]:
 def items_file_genres(items: list[ItemRow]) -> dict[str, list[str]]:
     """{item name: genres} from an items.tsv whose abstract is 'year genre genre ...': its words
     that are MovieLens genres (the year may be missing or misspelled, e.g. item 267's 'unkonwn')."""
-    from morec.data.posters import GENRE_COLOURS          # the 19 MovieLens genres, "unknown" included
+    from morec.tools.posters import GENRE_COLOURS          # the 19 MovieLens genres, "unknown" included
     return {row.name: [w for w in row.abstract.split() if w in GENRE_COLOURS] for row in items}
 
 
@@ -76,8 +76,8 @@ def split_by_genre(items: list[ItemRow], users: list[UserRow], genres: dict[str,
 
 
 def write_domain(domain: Domain, folder: Path, poster_size: int = 96) -> None:
-    """users.tsv, items.tsv and posters.lmdb (morec.data.posters, drawn from the items) in `folder`."""
-    from morec.data.posters import render_posters
+    """users.tsv, items.tsv and posters.lmdb (morec.tools.posters, drawn from the items) in `folder`."""
+    from morec.tools.posters import render_posters
     folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(folder / "items.tsv", "".join(f"{r.name}\t{r.title}\t{r.abstract}".rstrip("\t") + "\n"
                                                     for r in domain.items))
