@@ -31,6 +31,8 @@ NORMS = {  # name -> (mean, std) per RGB channel, applied after scaling pixels t
 }
 
 
+# ----------------------------------------------------------------------------- pixels
+
 def image_to_tensor(img: Image.Image, image_size: int = 224, norm: str = "imagenet") -> torch.Tensor:
     """RGB PIL image -> (3, image_size, image_size) float tensor: bilinear resize, /255, normalise.
 
@@ -313,6 +315,8 @@ class ItemChunks(torch.utils.data.Dataset):
         pixels[ids != 0] = self.images.pixels(real)          # padding (id 0): a blank image
         return ids, pixels
 
+
+# ----------------------------------------------------------------------------- DataLoader workers
 
 def image_loader(dataset: torch.utils.data.Dataset, num_workers: int, pin_memory: bool,
                  generator: torch.Generator | None = None):
