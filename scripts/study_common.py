@@ -29,8 +29,8 @@ from morec.errors import InputError, Preempted
 from morec.launch import expand_grid
 from study_page import write_page
 
-# Small settings that make every study finish on a laptop CPU on ml-100k (see README
-# "Reproducing the paper" for the paper's settings on MIND / HM / Bili).
+# Small settings that make every study finish on a laptop CPU on ml-100k (see docs/paper.md
+# for the paper's settings on MIND / HM / Bili).
 SMALL = dict(
     dataset="ml-100k", behaviors="users.tsv", news="items.tsv",
     model="sasrec", loss="inbatch",
