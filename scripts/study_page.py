@@ -43,10 +43,16 @@ def question(module) -> str:
     return " ".join(first.split()).rstrip(":")
 
 
-def command(name: str, argv: list[str]) -> str:
-    """The study's command line as typed, less --table_only / --page_only."""
-    shown = [a for a in argv if a not in NOT_SHOWN]
-    return " ".join(["python", f"scripts/study_{name}.py", *map(shlex.quote, shown)])
+def command(name: str, argv: list[str], width: int = 100) -> str:
+    """The study's command line as typed, less --table_only / --page_only, as an indented block
+    wrapped before an option where a line would pass `width` characters."""
+    words = ["python", f"scripts/study_{name}.py", *map(shlex.quote, (a for a in argv if a not in NOT_SHOWN))]
+    lines = [[]]
+    for word in words:
+        if word.startswith("--") and lines[-1] and len(" ".join(lines[-1] + [word])) > width - 10:
+            lines.append([])
+        lines[-1].append(word)
+    return " \\\n        ".join(" ".join(line) for line in lines)
 
 
 def show(value) -> str:

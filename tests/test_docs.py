@@ -107,7 +107,7 @@ def test_study_page_writes_command_settings_tables_figures_and_reading(tmp_path)
     fake_outputs(out, "q3_ts_vs_e2e", "TS dnn=2 | 10.48")
     page = write_page("q3_ts_vs_e2e", "Q3 toy", ["--dnn", "2", "--out", str(out), "--table_only"], configs, out)
     assert page == out / "README.md"
-    text = page.read_text(encoding="utf-8")
+    text = page.read_text(encoding="utf-8").replace(" \\\n        ", " ")      # the command, unwrapped
     assert "## Q3 toy" in text and "Paper question 3: two-stage" in text                       # title, question
     assert f"    python scripts/study_q3_ts_vs_e2e.py --dnn 2 --out {out}\n" in text           # no --table_only
     assert "`max_seq_len` 10" in text and "`item_tower` id, text; `seed` 1, 2" in text        # settings
@@ -152,6 +152,6 @@ def test_a_study_rewrites_its_page_with_page_only(tmp_path, capsys):
     out = tmp_path / "out"
     fake_outputs(out, "q3_ts_vs_e2e", "E2E | 9.99")
     study_q3_ts_vs_e2e.main(["--out", str(out), "--dnn", "0", "--seed", "1", "--page_only"])
-    text = (out / "README.md").read_text(encoding="utf-8")
+    text = (out / "README.md").read_text(encoding="utf-8").replace(" \\\n        ", " ")
     assert "| E2E | 9.99 |" in text and f"python scripts/study_q3_ts_vs_e2e.py --out {out} --dnn 0 --seed 1\n" in text
     assert "(3 runs;" in text and not (out / "runs").exists()
