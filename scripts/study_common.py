@@ -10,7 +10,8 @@ mean ± std over them), `--max_seq_len 20`, `--dataset MIND --behaviors ... --ne
 Runs go to `<runs_dir>/<label>/` (default `<out>/runs`); the label is derived from the values, so
 a study run again skips finished runs (trained to early stop or --epoch, and tested), resumes
 unfinished ones, and studies that share a run (the same values) share its folder: point them
-at the same --runs_dir. Tables and figures go to `<out>/<study>.md|.csv|_bars.png|_curves.png`.
+at the same --runs_dir. Tables and figures go to `<out>/<study>.md|.csv|_bars.png|_curves.png`,
+the study page (scripts/study_page.py) to `<out>/README.md` or `--page PATH`.
 """
 from __future__ import annotations
 
@@ -26,9 +27,10 @@ from pathlib import Path
 from morec.config import Config, make_config, parse_overrides, run_label
 from morec.errors import InputError, Preempted
 from morec.launch import expand_grid
+from study_page import write_page
 
-# Small settings that make every study finish on a laptop CPU on ml-100k (see README
-# "Reproducing the paper" for the paper's settings on MIND / HM / Bili).
+# Small settings that make every study finish on a laptop CPU on ml-100k (see docs/paper.md
+# for the paper's settings on MIND / HM / Bili).
 SMALL = dict(
     dataset="ml-100k", behaviors="users.tsv", news="items.tsv",
     model="sasrec", loss="inbatch",
@@ -104,12 +106,17 @@ def parse_args(argv: list[str], description: str, extra) -> tuple[argparse.Names
                "--mo.key value sets it for the IDRec or the MoRec runs only (the paper tuned them apart).")
     parser.add_argument("--out", help="folder for the tables and figures (default studies/<dataset>)")
     parser.add_argument("--table_only", action="store_true", help="do not train: tabulate the runs there are")
+    parser.add_argument("--page_only", action="store_true",
+                        help="do not train or tabulate: rewrite the study page from the tables already in --out")
+    parser.add_argument("--page", help="the study page to write (default <out>/README.md; scripts/study_page.py)")
     parser.add_argument("--modality", choices=MODALITIES, default="text",
                         help="the MoRec runs' item tower: text (--bert_model_load) or vision (--cv_model_load, "
                              "--image_lmdb; HM / Bili, or ml-100k's generated posters)")
     extra(parser)
     rest, per_tower = split_tower_args(argv)
     args, rest = parser.parse_known_args(rest)
+    args.argv = list(argv)                            # the command, for the study page
+    args.table_only = args.table_only or args.page_only
     return args, {"all": parse_overrides(rest), **{k: parse_overrides(v) for k, v in per_tower.items()}}
 
 
@@ -268,7 +275,9 @@ def run_study(name: str, title: str, parts: list[dict], args: argparse.Namespace
     print(f"{name}: {len(runs)} runs in {runs_dir}", flush=True)
     if not args.table_only:
         execute(runs)
-    return report(name, title, runs, out, then)
+    md = out / f"{name}.md" if args.page_only else report(name, title, runs, out, then)
+    write_page(name, title, args.argv, [cfg for cfg, _ in runs], out, args.page, args.modality)
+    return md
 
 
 def entry(main) -> None:

@@ -17,6 +17,28 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 from study_common import IDREC, MOREC_E2E, MOREC_TS, entry, parse_args, run_study
 from morec.errors import InputError
 
+# The study page's reading (scripts/study_page.py writes it under the tables). It refers to the
+# table rather than quoting it, so that a re-run does not make it wrong.
+READING = """\
+The arms: all-MiniLM-L6-v2 over the movie titles, fine-tuned in full, in its top 2 blocks, with
+LoRA (r 8, alpha 16, every module peft targets by default) or BitFit (biases only), or frozen in a
+two-stage head over the last layer or over a learned scalar mix of all 7 hidden states
+(`--ts_layers all`, `--ts_mix_lr`), both with `--ts_dnn` DNN layers. Every encoder arm shares the
+study's encoder learning rate (`fine_tune_lr`).
+
+- Adapting the whole encoder or its top 2 blocks beats IDRec significantly on both metrics (`*`
+  in the paired columns); the two are level with each other.
+- The frozen two-stage heads are ahead of IDRec in NDCG@10 only; mixing every layer instead of the
+  last one changes little at 2 DNN layers (see the ts_layers study).
+- LoRA and BitFit are level with IDRec (their intervals include 0) and behind the full and top-2
+  arms. The shared encoder learning rate is low for them: they train slowly (see the curves), and
+  a tuned learning rate (LoRA is usually run at 1e-4 to 1e-3 and above) may change this; not
+  measured.
+- Cost: the cost column orders two-stage (seconds) far below end to end (tens of minutes) and, as
+  measured while several runs shared a small CPU, says nothing finer. Peak memory shows only where
+  every run of a row recorded it. Per-step costs measured alone are in docs/benchmarks.md
+  (`scripts/bench_peft.py`)."""
+
 
 def arms(ts_dnn: int) -> dict[str, dict]:
     return {

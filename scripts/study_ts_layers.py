@@ -1,4 +1,4 @@
-"""Layer-cached two-stage (issue 13.3): the last layer's features, or a learned scalar mix of every
+"""Layer-cached two-stage: the last layer's features, or a learned scalar mix of every
 layer's (`--ts_layers all`, ELMo eq. 1), under the frozen text encoder?
 
 Trains and tests two-stage text MoRec with `--ts_layers last` and `all` at each DNN depth, with
@@ -15,6 +15,25 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 
 from study_common import MOREC_TS, entry, int_list, parse_args, run_study
 from morec.errors import InputError
+
+# The study page's reading (scripts/study_page.py writes it under the tables). It refers to the
+# table rather than quoting it, so that a re-run does not make it wrong.
+READING = """\
+Two-stage text MoRec (frozen all-MiniLM-L6-v2, cached features, a trainable head) with the last
+layer's CLS (`--ts_layers last`, the paper's two-stage) or with the CLS of all 7 hidden states
+(embedding output + 6 blocks) mixed by a learned ELMo scalar mix (`--ts_layers all`, its own
+learning rate `--ts_mix_lr`). The `last` rows are the two-stage runs of the Q3 study.
+
+- The mix helps the shallow head (no DNN layers) a little in the mean and makes no difference at
+  depth 2 (compare the rows; with no IDRec row the table has no paired columns:
+  `scripts/results_table.py` over the two rows' run folders pairs them).
+- The learned mix ends almost entirely on the last layer: on this data set the lower layers add
+  little beyond a rescaling. Trained at the recommender's learning rate and weight decay, the mix
+  weights barely left their uniform start and the all-layer runs were worse than the last layer:
+  hence the mix's own learning rate.
+- Cost (the cost column): the all-layer head gathers a (B, L+1, 7, 384) block per step, so it
+  trains somewhat slower per epoch and peaks a little higher; its feature cache is 7x larger
+  (one pass of the encoder either way)."""
 
 
 def main(argv: list[str]):
