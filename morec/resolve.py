@@ -12,7 +12,7 @@ from pathlib import Path
 
 from morec.config import REPO_ROOT, TOWER_MODALITIES, Config, cached_modalities
 from morec.errors import InputError
-from morec.specs import (Adaptation, DataSpec, EncoderSpec, ItemInputSpec, LossSpec, MemorySpec, ModelSpec,
+from morec.specs import (Adaptation, DataSpec, EncoderSpec, ImageSpec, ItemInputSpec, LossSpec, MemorySpec, ModelSpec,
                          TowerSpec, TransferSpec)
 
 ENCODER_VALUES = {"text": "bert_model_load", "vision": "cv_model_load"}   # the encoder folder of a modality
@@ -77,7 +77,12 @@ def item_input_spec(cfg: Config) -> ItemInputSpec:
                          cache_dir=from_repo_root(cfg.cache_dir), text=encoder_spec(cfg, "text"),
                          vision=encoder_spec(cfg, "vision"),
                          attributes=text_attributes(cfg) if "text" in modalities else (),
-                         ts_layers=cfg.ts_layers, image_norm=cfg.image_norm, num_workers=cfg.num_workers)
+                         ts_layers=cfg.ts_layers, images=image_spec(cfg), num_workers=cfg.num_workers)
+
+
+def image_spec(cfg: Config) -> ImageSpec:
+    """The item images of cfg's dataset (morec.features.item_images)."""
+    return ImageSpec(data=data_spec(cfg), size=cfg.image_size, norm=cfg.image_norm)
 
 
 def text_attributes(cfg: Config) -> tuple[tuple[str, int], ...]:

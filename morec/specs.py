@@ -2,7 +2,7 @@
 
 `morec.resolve` builds them from a Config, once, at the top (the training loop, the scripts,
 the tests); the parts below take them: the model factory (`morec.models.build`: ModelSpec,
-TowerSpec, EncoderSpec, LossSpec), the item inputs (`morec.features`: ItemInputSpec), the data
+TowerSpec, EncoderSpec, LossSpec), the item inputs (`morec.features`: ItemInputSpec, ImageSpec), the data
 identity (`morec.data.identity`: DataSpec), the memory check (`morec.memory`: MemorySpec) and
 the transfer of weights (`morec.transfer`: TransferSpec).
 
@@ -118,6 +118,14 @@ class MemorySpec:
 
 
 @dataclass(frozen=True)
+class ImageSpec:
+    """The item images: the dataset's LMDB (`data.lmdb_file`) and how its pixels are prepared."""
+    data: DataSpec
+    size: int                  # images are resized to size x size
+    norm: str                  # imagenet | half
+
+
+@dataclass(frozen=True)
 class ItemInputSpec:
     """What the item tower reads besides the batches (tokens, cached features, images) and where
     it is cached."""
@@ -131,7 +139,7 @@ class ItemInputSpec:
     vision: EncoderSpec
     attributes: tuple                          # text: ((attribute, tokens), ...)
     ts_layers: str                             # last | all: the cached text features' layers
-    image_norm: str                            # imagenet | half
+    images: ImageSpec
     num_workers: int                           # DataLoader workers of a feature extraction
 
 
