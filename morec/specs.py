@@ -1,10 +1,12 @@
 """The typed values each part of a run reads, instead of the whole Config.
 
-`morec.resolve` builds them from a Config, once, at the top (the training loop, the scripts,
-the tests); the parts below take them: the model factory (`morec.models.build`: ModelSpec,
-TowerSpec, EncoderSpec, LossSpec), the item inputs (`morec.features`: ItemInputSpec, ImageSpec), the data
-identity (`morec.data.identity`: DataSpec), the memory check (`morec.memory`: MemorySpec) and
-the transfer of weights (`morec.transfer`: TransferSpec).
+`morec.resolve` builds them from a Config at the top (the training loop, the scripts, the
+tests); the parts below take them:
+    morec.models.build    ModelSpec (TowerSpec, EncoderSpec, Adaptation, LossSpec): the factory
+    morec.features        ItemInputSpec, ImageSpec: tokens, cached features, item images
+    morec.data.identity   DataSpec: the files that identify a run's data
+    morec.memory          MemorySpec: the memory estimate
+    morec.transfer        TransferSpec: --init_from
 
 This module imports nothing from morec, so `morec.models` and `morec.data` can use these types
 without importing the Config.
@@ -77,7 +79,7 @@ class TowerSpec:
     mo_dnn_layers: int         # two-stage head MLP depth when fused with IDs
     fusion: str                # none | add | cat: ID embedding fused with the modality vector
     two_stage: bool            # frozen encoder features cached on disk + head
-    cached: frozenset          # modalities read from cached features (two-stage heads)
+    cached: frozenset[str]     # modalities read from cached features (two-stage heads)
     ts_layers: str             # last | all: the cached text features' layers
     dedup_items: bool          # encode each distinct item of a batch once
     mm_fusion: str             # text+vision: sum | concat | gate
@@ -130,14 +132,14 @@ class ItemInputSpec:
     """What the item tower reads besides the batches (tokens, cached features, images) and where
     it is cached."""
     tower: str                                 # item_tower
-    modalities: tuple                          # the modalities the tower reads ("text", "vision")
-    cached: frozenset                          # of them, those read from cached features
+    modalities: tuple[str, ...]                # the modalities the tower reads ("text", "vision")
+    cached: frozenset[str]                     # of them, those read from cached features
     fused_with_ids: bool                       # fusion != none: an item without text is allowed
     data: DataSpec
     cache_dir: Path                            # token and feature caches (resolved)
     text: EncoderSpec
     vision: EncoderSpec
-    attributes: tuple                          # text: ((attribute, tokens), ...)
+    attributes: tuple[tuple[str, int], ...]    # text: ((attribute, tokens), ...)
     ts_layers: str                             # last | all: the cached text features' layers
     images: ImageSpec
     num_workers: int                           # DataLoader workers of a feature extraction
@@ -149,4 +151,5 @@ class TransferSpec:
     given: str                 # init_from as given (for messages)
     run_dir: Path              # the source run folder (resolved)
     fusion: str                # this run's fusion (tensor names differ with an ID fusion)
-    must_agree: tuple          # ((Config field, value here, its default), ...): the encoders' identity
+    must_agree: tuple[tuple[str, object, object], ...]   # (Config field, value here, its default): the
+                                                          # encoders' identity, compared with the source's config.json
