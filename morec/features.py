@@ -14,8 +14,11 @@
   version of the encoder (its config.json or weights changed) or tokenizer is detected through
   the sidecar and rebuilt; an unreadable one is an error that names the file.
 
-This module wires morec.data and morec.models (as train.py does); `scripts/extract_features.py`
-runs the extraction on its own, e.g. on a GPU node before the training runs.
+This is the "prepare item inputs" step: from typed values (morec.specs.ItemInputSpec, built by
+morec.resolve.item_input_spec) it returns the data a tower needs (tokens, cached features, the
+image store); it wires morec.data and morec.models and never reads the Config.
+`scripts/extract_features.py` runs the extraction on its own, e.g. on a GPU node before the
+training runs.
 """
 from __future__ import annotations
 
@@ -30,12 +33,12 @@ import numpy as np
 import torch
 
 from morec.atomic_io import write_json_atomic
-from morec.config import REPO_ROOT, TOWER_MODALITIES, Config, cached_modalities
 from morec.data import SequenceData
-from morec.data.text import item_texts, item_tokens, parse_attributes, texts_digest, tokenizer_fingerprint
+from morec.data.text import item_texts, item_tokens, texts_digest, tokenizer_fingerprint
 from morec.data.images import ImageStore, ItemImages
 from morec.data.empty_text import check_item_texts
 from morec.errors import InputError
+from morec.specs import EncoderSpec, ImageSpec, ItemInputSpec
 
 log = logging.getLogger("morec")
 
@@ -43,103 +46,65 @@ FEATURE_FORMAT = 1
 MODALITY_TOWERS = ("text", "vision")
 
 
-def cache_path(cfg: Config) -> Path:
-    root = Path(cfg.cache_dir)
-    return root if root.is_absolute() else REPO_ROOT / root
-
-
-def check_modality_config(cfg: Config) -> None:
-    """The values of the modality fields, checked before anything is loaded."""
-    from morec.models import FUSIONS
-    if cfg.fusion not in FUSIONS:
-        raise InputError(f"fusion {cfg.fusion!r} is not available; choose one of {FUSIONS}")
-    if cfg.item_tower == "id" and (cfg.two_stage or cfg.fusion != "none"):
-        raise InputError("two_stage and fusion need a modality item tower: set --item_tower text or vision")
-    for name in ("freeze_paras_before", "dnn_layers", "mo_dnn_layers"):
-        if getattr(cfg, name) < 0:
-            raise InputError(f"{name} must be >= 0, got {getattr(cfg, name)}")
-    if cfg.trainable_layers < -1:
-        raise InputError(f"trainable_layers must be -1 (off) or >= 0, got {cfg.trainable_layers}")
-    if "text" in TOWER_MODALITIES.get(cfg.item_tower, ()):
-        parse_attributes(cfg.news_attributes)
-        for name in ("num_words_title", "num_words_abstract"):
-            if getattr(cfg, name) < 2:
-                raise InputError(f"{name} must be at least 2 (the special tokens), got {getattr(cfg, name)}")
-    if "vision" in TOWER_MODALITIES.get(cfg.item_tower, ()):
-        from morec.data.images import NORMS
-        if cfg.image_norm not in NORMS:
-            raise InputError(f"image_norm {cfg.image_norm!r} is not available; choose one of {sorted(NORMS)}")
-        if cfg.image_size < 16:
-            raise InputError(f"image_size must be at least 16, got {cfg.image_size}")
-
-
-def text_attributes(cfg: Config) -> list[tuple[str, int]]:
-    widths = {"title": cfg.num_words_title, "abstract": cfg.num_words_abstract}
-    return [(name, widths[name]) for name in parse_attributes(cfg.news_attributes)]
-
-
-def encoder_folder(cfg: Config) -> Path:
-    from morec.models import pretrained_path
+def encoder_folder(text: EncoderSpec) -> Path:
+    """The folder of the text encoder `text` (checked to hold an encoder)."""
     from morec.models.text import resolve_encoder_dir
-    return resolve_encoder_dir(cfg.bert_model_load, pretrained_path(cfg))
+    return resolve_encoder_dir(text.name, text.root)
 
 
-def text_tokens(cfg: Config, data: SequenceData, tokenizer=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def text_tokens(spec: ItemInputSpec, data: SequenceData, tokenizer=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(input_ids, attention_mask) tensors, (N+1, W) each, for every attribute; cached on disk."""
     if tokenizer is None:
         from morec.models.text import load_tokenizer
-        tokenizer = load_tokenizer(encoder_folder(cfg))
-    tokens = item_tokens(data.items, tokenizer, text_attributes(cfg), cache_path(cfg), cfg.dataset)
+        tokenizer = load_tokenizer(encoder_folder(spec.text))
+    tokens = item_tokens(data.items, tokenizer, list(spec.attributes), spec.cache_dir, spec.data.dataset)
     return [(torch.from_numpy(t.input_ids), torch.from_numpy(t.attention_mask)) for t in tokens]
 
 
-def item_images(cfg: Config, data: SequenceData) -> ItemImages:
+def item_images(spec: ImageSpec, data: SequenceData) -> ItemImages:
     """The dataset's image LMDB as pixels by item id; every item must have an image."""
-    path = cfg.data_dir() / cfg.image_lmdb
-    items_file = cfg.data_dir() / cfg.news
-    if not path.exists() and cfg.dataset == "ml-100k" and cfg.image_lmdb == "posters.lmdb" and items_file.is_file():
+    files = spec.data
+    path, items_file = files.lmdb_file, files.items_file
+    if not path.exists() and files.dataset == "ml-100k" and files.image_lmdb == "posters.lmdb" and items_file.is_file():
         from morec.tools.posters import render_posters
         log.info("drawing the generated ml-100k posters into %s (once; dataset/ml-100k/README_posters.md)", path)
         render_posters(items_file, path)
     if not path.exists():
-        how = ("render it with `python dataset/ml-100k/render_posters.py`" if cfg.dataset == "ml-100k"
+        how = ("render it with `python dataset/ml-100k/render_posters.py`" if files.dataset == "ml-100k"
                else "build it from a folder of <item>.jpg files with `python scripts/build_lmdb.py`, or "
                     "convert the original release's LMDB with `python scripts/convert_legacy_lmdb.py`")
-        raise InputError(f"image LMDB {path} not found (--image_lmdb {cfg.image_lmdb}); {how}")
-    images = ItemImages(ImageStore(path, cfg.image_size, cfg.image_norm),
-                        [""] + [row.name for row in data.items[1:]])
+        raise InputError(f"image LMDB {path} not found (--image_lmdb {files.image_lmdb}); {how}")
+    images = ItemImages(ImageStore(path, spec.size, spec.norm), [""] + [row.name for row in data.items[1:]])
     images.check_complete()
     images.check_decodes()               # a damaged image fails here, not mid-epoch
     return images
 
 
-def run_item_images(cfg: Config, data: SequenceData) -> ItemImages | None:
+def run_item_images(spec: ItemInputSpec, data: SequenceData) -> ItemImages | None:
     """What the training loop feeds a vision tower end to end (None for other towers)."""
-    check_modality_config(cfg)
-    encoded = set(TOWER_MODALITIES.get(cfg.item_tower, ())) - cached_modalities(cfg)
-    return item_images(cfg, data) if "vision" in encoded else None
+    encoded = set(spec.modalities) - spec.cached
+    return item_images(spec.images, data) if "vision" in encoded else None
 
 
-def item_tower_inputs(cfg: Config, data: SequenceData, device: torch.device) -> dict:
+def item_tower_inputs(spec: ItemInputSpec, data: SequenceData, device: torch.device) -> dict:
     """What each branch of the item tower reads besides the batch: {} for IDs and vision end to
     end (pixels come with each batch); "tokens" [...] for text end to end; "features" (N+1, F) for
     a two-stage head (text, or vision alone); "vision_features" (N+1, F') for the cached vision
-    branch of text+vision (morec.config.cached_modalities says which branches are cached)."""
-    check_modality_config(cfg)
-    modalities = TOWER_MODALITIES.get(cfg.item_tower)
+    branch of text+vision (spec.cached says which branches are cached)."""
+    modalities = spec.modalities
     if not modalities:
         return {}                                    # build_item_tower reports an unknown tower
     if "text" in modalities:                         # a tower that would see no text is refused
-        check_item_texts(data.items, parse_attributes(cfg.news_attributes), cfg.fusion != "none",
-                         str(cfg.data_dir() / cfg.news))
-    cached, inputs = cached_modalities(cfg), {}
-    if "text" in cached:
-        inputs["features"] = torch.from_numpy(text_features(cfg, data, device)[0])
+        check_item_texts(data.items, [name for name, _ in spec.attributes], spec.fused_with_ids,
+                         str(spec.data.items_file))
+    inputs = {}
+    if "text" in spec.cached:
+        inputs["features"] = torch.from_numpy(text_features(spec, data, device)[0])
     elif "text" in modalities:
-        inputs["tokens"] = text_tokens(cfg, data)
-    if "vision" in cached:
+        inputs["tokens"] = text_tokens(spec, data)
+    if "vision" in spec.cached:
         key = "vision_features" if "text" in modalities else "features"
-        inputs[key] = torch.from_numpy(vision_features(cfg, data, device)[0])
+        inputs[key] = torch.from_numpy(vision_features(spec, data, device)[0])
     return inputs
 
 
@@ -149,52 +114,52 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
-def text_feature_key(cfg: Config, data: SequenceData, folder: Path, tokenizer) -> dict:
+def text_feature_key(spec: ItemInputSpec, data: SequenceData, folder: Path, tokenizer) -> dict:
     """Everything the features depend on; stored in the sidecar and compared on load."""
     weights = sorted(p for p in folder.iterdir() if p.name.startswith(("model", "pytorch_model")))
     return {
         "format": FEATURE_FORMAT,
-        "dataset": cfg.dataset,
-        "encoder": cfg.bert_model_load,
+        "dataset": spec.data.dataset,
+        "encoder": spec.text.name,
         "encoder_config_sha1": _file_digest(folder / "config.json"),
         "encoder_weights": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in weights],
         "tokenizer": tokenizer_fingerprint(tokenizer),
-        "attributes": [[name, width] for name, width in text_attributes(cfg)],
+        "attributes": [[name, width] for name, width in spec.attributes],
         "items_sha1": {name: texts_digest(item_texts(data.items, name))
-                       for name, _ in text_attributes(cfg)},
+                       for name, _ in spec.attributes},
         "num_items": data.num_items,
-        "layer": cfg.ts_layers,                      # "last": (N+1, H); "all": (N+1, layers + 1, H)
-        **({"pooling": cfg.pooling} if cfg.pooling != "auto" else {}),    # auto: the keys of older caches
+        "layer": spec.ts_layers,                      # "last": (N+1, H); "all": (N+1, layers + 1, H)
+        **({"pooling": spec.text.pooling} if spec.text.pooling != "auto" else {}),    # auto: the keys of older caches
     }
 
 
-def vision_feature_key(cfg: Config, data: SequenceData, folder: Path, images: ItemImages) -> dict:
+def vision_feature_key(spec: ItemInputSpec, data: SequenceData, folder: Path, images: ItemImages) -> dict:
     """Everything the vision features depend on: encoder files, the LMDB file, size and norm."""
     def stamp(path: Path) -> list:
         return [path.name, path.stat().st_size, path.stat().st_mtime_ns]
     return {
         "format": FEATURE_FORMAT,
-        "dataset": cfg.dataset,
-        "encoder": cfg.cv_model_load,
+        "dataset": spec.data.dataset,
+        "encoder": spec.vision.name,
         "encoder_files": [stamp(p) for p in sorted(folder.iterdir()) if p.is_file()],
         "images": stamp(images.store.path),
-        "image_size": cfg.image_size,
-        "image_norm": cfg.image_norm,
+        "image_size": spec.images.size,
+        "image_norm": spec.images.norm,
         "items_sha1": {"names": texts_digest(images.names[1:])},
         "num_items": data.num_items,
         "layer": "pooled",
     }
 
 
-def features_file(cfg: Config, key: dict) -> Path:
+def features_file(spec: ItemInputSpec, key: dict) -> Path:
     items = hashlib.sha1(json.dumps(key["items_sha1"], sort_keys=True).encode()).hexdigest()[:10]
     if "attributes" in key:
         what = "+".join(f"{name}{width}" for name, width in key["attributes"])
     else:
         what = f"img{key['image_size']}{key['image_norm']}"
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{cfg.dataset}-{key['encoder']}")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{spec.data.dataset}-{key['encoder']}")
     layers = "-layers" if key.get("layer") == "all" else ""        # every layer: a file of its own
-    return cache_path(cfg) / "features" / f"{safe}-{what}-{items}{layers}.npy"
+    return spec.cache_dir / "features" / f"{safe}-{what}-{items}{layers}.npy"
 
 
 def _load_features(path: Path, sidecar: Path, num_items: int) -> np.ndarray:
@@ -269,10 +234,10 @@ def extract_vision_features(encoder, kind: str, images: ItemImages, device: torc
     return out.numpy()
 
 
-def cached_features(cfg: Config, data: SequenceData, key: dict, extract) -> tuple[np.ndarray, Path]:
+def cached_features(spec: ItemInputSpec, data: SequenceData, key: dict, extract) -> tuple[np.ndarray, Path]:
     """The features cached under `key` (memory-mapped, (N+1, F) or (N+1, L+1, F) float32) and their file;
     `extract()` builds them when the cache is missing or was built from something else."""
-    path = features_file(cfg, key)
+    path = features_file(spec, key)
     sidecar = path.with_suffix(".json")
     if path.exists() and sidecar.exists():
         try:
@@ -300,47 +265,46 @@ def cached_features(cfg: Config, data: SequenceData, key: dict, extract) -> tupl
     return _load_features(path, sidecar, data.num_items), path
 
 
-def text_features(cfg: Config, data: SequenceData, device: torch.device,
+def text_features(spec: ItemInputSpec, data: SequenceData, device: torch.device,
                   batch_size: int = 256) -> tuple[np.ndarray, Path]:
     """The cached two-stage text features of every item and their file."""
     from morec.models.text import encoder_config, load_text_encoder, load_tokenizer, pooling_of
-    folder = encoder_folder(cfg)
+    folder = encoder_folder(spec.text)
     tokenizer = load_tokenizer(folder)
 
     def extract() -> np.ndarray:
-        tokens = text_tokens(cfg, data, tokenizer)
+        tokens = text_tokens(spec, data, tokenizer)
         encoder = load_text_encoder(folder)
-        return extract_text_features(encoder, pooling_of(encoder_config(folder), cfg.pooling), tokens, device,
-                                     batch_size, all_layers=cfg.ts_layers == "all")
-    return cached_features(cfg, data, text_feature_key(cfg, data, folder, tokenizer), extract)
+        return extract_text_features(encoder, pooling_of(encoder_config(folder), spec.text.pooling), tokens, device,
+                                     batch_size, all_layers=spec.ts_layers == "all")
+    return cached_features(spec, data, text_feature_key(spec, data, folder, tokenizer), extract)
 
 
-def vision_features(cfg: Config, data: SequenceData, device: torch.device,
+def vision_features(spec: ItemInputSpec, data: SequenceData, device: torch.device,
                     batch_size: int = 256) -> tuple[np.ndarray, Path]:
     """The cached two-stage vision features of every item and their file."""
-    from morec.models import pretrained_path
     from morec.models.vision import load_vision_encoder, resolve_vision_encoder
-    _, folder = resolve_vision_encoder(cfg.cv_model_load, pretrained_path(cfg))
-    images = item_images(cfg, data)
+    vision = spec.vision
+    _, folder = resolve_vision_encoder(vision.name, vision.root)
+    images = item_images(spec.images, data)
 
     def extract() -> np.ndarray:
-        encoder, kind = load_vision_encoder(cfg.cv_model_load, pretrained_path(cfg))
-        return extract_vision_features(encoder, kind, images, device, batch_size, cfg.num_workers)
-    return cached_features(cfg, data, vision_feature_key(cfg, data, folder, images), extract)
+        encoder, kind = load_vision_encoder(vision.name, vision.root)
+        return extract_vision_features(encoder, kind, images, device, batch_size, spec.num_workers)
+    return cached_features(spec, data, vision_feature_key(spec, data, folder, images), extract)
 
 
-def modality_features(cfg: Config, data: SequenceData, device: torch.device,
+def modality_features(spec: ItemInputSpec, data: SequenceData, device: torch.device,
                       batch_size: int = 256) -> tuple[np.ndarray, Path]:
-    """Two-stage features of cfg's modality encoder (text or vision), cached on disk."""
-    if cfg.item_tower == "vision":
-        return vision_features(cfg, data, device, batch_size)
-    return text_features(cfg, data, device, batch_size)
+    """Two-stage features of the tower's modality encoder (text or vision), cached on disk."""
+    if spec.tower == "vision":
+        return vision_features(spec, data, device, batch_size)
+    return text_features(spec, data, device, batch_size)
 
 
-def ensure_features(cfg: Config, data: SequenceData, device: torch.device, batch_size: int = 256) -> Path:
-    """Extract (or find) the two-stage features of cfg's modality encoder; returns the cache file."""
-    check_modality_config(cfg)
-    if cfg.item_tower in MODALITY_TOWERS:
-        return modality_features(cfg, data, device, batch_size)[1]
-    raise InputError(f"feature extraction for item_tower {cfg.item_tower!r} is not available; "
+def ensure_features(spec: ItemInputSpec, data: SequenceData, device: torch.device, batch_size: int = 256) -> Path:
+    """Extract (or find) the two-stage features of the tower's modality encoder; returns the cache file."""
+    if spec.tower in MODALITY_TOWERS:
+        return modality_features(spec, data, device, batch_size)[1]
+    raise InputError(f"feature extraction for item_tower {spec.tower!r} is not available; "
                      f"choose one of {MODALITY_TOWERS}")

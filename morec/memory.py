@@ -1,4 +1,4 @@
-"""Will a run fit in memory? An estimate made before anything is allocated (issue 12).
+"""Will a run fit in memory? An estimate made before anything is allocated.
 
 `--embedding_dim 1000000` or `--max_seq_len 100000` used to end in an allocator traceback or a
 silent OOM kill. The estimate counts what the values alone decide, in float32 bytes:
@@ -21,57 +21,59 @@ from pathlib import Path
 
 import torch
 
-from morec.config import Config
 from morec.errors import InputError
+from morec.specs import MemorySpec, ModelSpec
 
 FLOAT = 4          # bytes of a float32
 GIB = 2 ** 30
 
 
-def parameter_count(cfg: Config, num_items: int, num_users: int) -> int:
+def parameter_count(model: ModelSpec, num_items: int, num_users: int) -> int:
     """Trainable recommender parameters the values decide (pretrained encoders excluded)."""
-    d = cfg.embedding_dim
-    count = (num_items + 1) * d if cfg.item_tower == "id" or cfg.fusion != "none" else 0
-    if cfg.model == "sasrec":
-        count += (cfg.max_seq_len + 2) * d + cfg.transformer_block * (12 * d * d + 9 * d)   # positions, LNs, blocks
-    elif cfg.model == "gru4rec":
+    d, tower = model.tower.dim, model.tower
+    count = (num_items + 1) * d if tower.kind == "id" or tower.fusion != "none" else 0
+    if model.user_encoder == "sasrec":
+        count += (model.max_seq_len + 2) * d + model.blocks * (12 * d * d + 9 * d)       # positions, LNs, blocks
+    elif model.user_encoder == "gru4rec":
         count += 6 * d * d + 6 * d                                                         # 3 gates x (W_ih, W_hh)
-    elif cfg.model == "nextitnet":
-        count += cfg.transformer_block * 4 * (3 * d * d + 3 * d)                            # convolutions, LNs
+    elif model.user_encoder == "nextitnet":
+        count += model.blocks * 4 * (3 * d * d + 3 * d)                                    # convolutions, LNs
     else:
-        count += num_users * d + 2 * cfg.dnn_layers * (d * d + d)
+        count += num_users * d + 2 * model.dnn_layers * (d * d + d)
     return count
 
 
-def training_activation_bytes(cfg: Config) -> int:
+def training_activation_bytes(spec: MemorySpec) -> int:
     """Activations of one training batch kept for backward."""
-    b, length, d, heads = cfg.batch_size, cfg.max_seq_len, cfg.embedding_dim, cfg.num_attention_heads
-    if cfg.model == "dssm":
-        logits = b * b * 3 if cfg.loss == "inbatch" else b * (1 + cfg.neg_num) * 3
-        return FLOAT * (b * d * (4 + 2 * cfg.dnn_layers) * 3 + logits)
-    attention = b * heads * length * length * 3 if cfg.model == "sasrec" else 0   # (B, heads, L, L) x 3
+    model, loss = spec.model, spec.model.loss
+    b, length, d, heads = spec.batch_size, model.max_seq_len, model.tower.dim, model.heads
+    if model.user_encoder == "dssm":
+        logits = b * b * 3 if loss.kind == "inbatch" else b * (1 + loss.neg_num) * 3
+        return FLOAT * (b * d * (4 + 2 * model.dnn_layers) * 3 + logits)
+    attention = b * heads * length * length * 3 if model.user_encoder == "sasrec" else 0   # (B, heads, L, L) x 3
     hidden = b * length * d * 20                                       # (B, L, d) x 20
-    layers = 1 if cfg.model == "gru4rec" else cfg.transformer_block
-    logits = (b * length) * (b * (length + 1)) * 3 if cfg.loss == "inbatch" else b * length * 6
+    layers = 1 if model.user_encoder == "gru4rec" else model.blocks
+    logits = (b * length) * (b * (length + 1)) * 3 if loss.kind == "inbatch" else b * length * 6
     return FLOAT * (layers * (attention + hidden) + logits)
 
 
-def evaluation_bytes(cfg: Config, num_items: int) -> int:
+def evaluation_bytes(spec: MemorySpec, num_items: int) -> int:
     """Catalogue vectors, one user batch through the user encoder (no gradient) and two score blocks."""
-    u, length, d, heads = cfg.eval_batch_size, cfg.max_seq_len, cfg.embedding_dim, cfg.num_attention_heads
-    attention = 2 * u * heads * length * length if cfg.model == "sasrec" else 0
-    encoder = attention + 8 * u * length * d if cfg.model != "dssm" else 4 * u * d
-    return FLOAT * ((num_items + 1) * d + encoder + 2 * cfg.eval_chunk_elems)
+    model = spec.model
+    u, length, d, heads = spec.eval_batch_size, model.max_seq_len, model.tower.dim, model.heads
+    attention = 2 * u * heads * length * length if model.user_encoder == "sasrec" else 0
+    encoder = attention + 8 * u * length * d if model.user_encoder != "dssm" else 4 * u * d
+    return FLOAT * ((num_items + 1) * d + encoder + 2 * spec.eval_chunk_elems)
 
 
-def estimate(cfg: Config, num_items: int = 0, num_users: int = 0, training: bool = True) -> dict[str, int]:
+def estimate(spec: MemorySpec, num_items: int = 0, num_users: int = 0, training: bool = True) -> dict[str, int]:
     """Bytes by part; with num_items = num_users = 0 a bound from the values alone (before the
     data is loaded)."""
-    params = parameter_count(cfg, num_items, num_users) * FLOAT * (4 if training else 1)
+    params = parameter_count(spec.model, num_items, num_users) * FLOAT * (4 if training else 1)
     parts = {"parameters" + (", gradients and AdamW state" if training else ""): params,
-             "evaluation": evaluation_bytes(cfg, num_items)}
+             "evaluation": evaluation_bytes(spec, num_items)}
     if training:
-        parts["activations of a training batch"] = training_activation_bytes(cfg)
+        parts["activations of a training batch"] = training_activation_bytes(spec)
     return parts
 
 
@@ -108,23 +110,24 @@ def available_bytes(device: torch.device) -> int:
     return min(c for c in candidates if c is not None)
 
 
-def memory_device(cfg: Config) -> torch.device:
-    """The device the run will use (this process's GPU under torchrun), without starting it."""
-    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
+def memory_device(name: str) -> torch.device:
+    """The device the run will use (`name`: auto | cpu | cuda | cuda:N; this process's GPU under
+    torchrun), without starting it."""
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         return torch.device("cpu")                 # resolve_device reports the missing GPU
-    if cfg.device.startswith("cuda:"):
-        index = int(cfg.device.partition(":")[2])
-        return torch.device(cfg.device) if index < torch.cuda.device_count() else torch.device("cpu")
+    if name.startswith("cuda:"):
+        index = int(name.partition(":")[2])
+        return torch.device(name) if index < torch.cuda.device_count() else torch.device("cpu")
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def check_memory(cfg: Config, num_items: int = 0, num_users: int = 0, training: bool = True,
+def check_memory(spec: MemorySpec, num_items: int = 0, num_users: int = 0, training: bool = True,
                  available: int | None = None) -> None:
     """Refuse a run whose estimate exceeds the free memory (`available`, default: measured)."""
-    device = memory_device(cfg)
-    parts = estimate(cfg, num_items, num_users, training)
+    device = memory_device(spec.device)
+    parts = estimate(spec, num_items, num_users, training)
     need = sum(parts.values())
     free = available_bytes(device) if available is None else available
     if need > free:

@@ -44,7 +44,9 @@ from morec.memory import check_memory
 from morec.runlock import run_lock
 from morec.evaluate import check_tie_rule, cold_start_view, metrics_from_counts, tie_counts
 from morec.features import item_tower_inputs, run_item_images
-from morec.models import LayerMixFeatureTower, Recommender, build_model
+from morec.models import LayerMixFeatureTower, Recommender
+from morec.models.build import build_model
+from morec.resolve import data_spec, item_input_spec, memory_spec, model_spec, transfer_spec
 from morec.transfer import check_source, freeze_user_encoder, init_from_source, record_source
 from morec.data.sequences import with_train_users
 from morec.models.adapters import reloaded_digest, reloaded_keys, trained_state
@@ -108,10 +110,10 @@ def load_data(cfg: Config) -> SequenceData:
 
 
 def build_run_model(cfg: Config, data: SequenceData, device: torch.device) -> Recommender:
-    item_inputs = item_tower_inputs(cfg, data, device)   # modality towers: item tokens / cached features
+    item_inputs = item_tower_inputs(item_input_spec(cfg), data, device)   # modality towers: tokens / cached features
     torch.manual_seed(cfg.seed)
     popularity = torch.from_numpy(data.popularity()).clamp_min(1e-30)   # (N+1,), > 0 so log is finite
-    model = build_model(cfg, data.num_items, data.num_users, popularity, item_inputs).to(device)
+    model = build_model(model_spec(cfg), data.num_items, data.num_users, popularity, item_inputs).to(device)
     if cfg.freeze_user_encoder:                               # issue 16: linear-probe-style transfer
         log.info("--freeze_user_encoder: %d user-encoder parameters do not train", freeze_user_encoder(model))
     if device.type == "cuda":
@@ -550,7 +552,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
     """Train one run to early stop, holding the run folder's lock (rank 0; morec.runlock);
     returns the best valid record. A new run that fails before its first checkpoint leaves no
     folder behind."""
-    check_memory(cfg)                         # what the values alone need, before loading data
+    check_memory(memory_spec(cfg))            # what the values alone need, before loading data
     files = RunFiles(run_dir)
     main_rank = int(os.environ.get("RANK", "0")) == 0
     with run_lock(files.dir, take=main_rank):
@@ -564,21 +566,21 @@ def train(cfg: Config, run_dir: Path) -> dict:
 def train_in_folder(cfg: Config, run_dir: Path) -> dict:
     """Train one run to early stop; returns the best valid record."""
     data = load_data(cfg)                     # bad data fails here, before anything is written
-    check_memory(cfg, data.num_items, data.num_users)
+    check_memory(memory_spec(cfg), data.num_items, data.num_users)
     device, world = start_devices(cfg)
     files = RunFiles(run_dir)
     resuming = cfg.resume and files.last.exists()
-    source = check_source(cfg) if cfg.init_from and not resuming else None   # transfer: before writing
+    source = check_source(transfer_spec(cfg)) if cfg.init_from and not resuming else None  # transfer: before writing
     checkpoint = prepare_run(cfg, files, world)
     with run_logging(files.log if world.is_main else None), stop_signals() as stop:
         # a failure here leaves no folder behind: train() wraps this in removed_if_setup_fails
         model = build_run_model(cfg, data, device)            # loads encoders: bad weights fail here
-        images = run_item_images(cfg, data)                   # vision: the LMDB must hold every item
-        bind_run_to_data(files.config, cfg, data, resumed=checkpoint is not None, record=world.is_main)
+        images = run_item_images(item_input_spec(cfg), data)  # vision: the LMDB must hold every item
+        bind_run_to_data(files.config, data_spec(cfg), data, resumed=checkpoint is not None, record=world.is_main)
         if source is not None and checkpoint is None:      # a resumed run continues from its own checkpoint
-            init_from_source(model, cfg, source)
+            init_from_source(model, transfer_spec(cfg), source)
             if world.is_main:
-                record_source(files.config, cfg, source)
+                record_source(files.config, transfer_spec(cfg), source)
         model.distribute(world, cfg.gather_negatives)
         trainer = model
         if world.distributed:
@@ -784,14 +786,15 @@ def test_in_folder(cfg: Config, run_dir: Path) -> dict:
     files = RunFiles(run_dir)
     cfg = saved_config(files, cfg)
     data = load_data(cfg)
-    check_data_identity(files.config, data_identity(cfg, data), "test")
+    check_data_identity(files.config, data_identity(data_spec(cfg), data), "test")
     device = resolve_device(cfg.device)
     checkpoint = load_checkpoint(files.best, map_location=device)
     require_entries(checkpoint, files.best, ("model", "epoch", "valid"))
-    check_memory(cfg, data.num_items, data.num_users, training=False)
+    check_memory(memory_spec(cfg), data.num_items, data.num_users, training=False)
     model = build_run_model(cfg, data, device)
     load_model_weights(model, checkpoint, files.best)
-    metrics, counts = evaluate(model, data, "test", cfg, device, images=run_item_images(cfg, data))
+    metrics, counts = evaluate(model, data, "test", cfg, device,
+                               images=run_item_images(item_input_spec(cfg), data))
     result = {"label": files.dir.name, "best_epoch": checkpoint["epoch"], "valid": checkpoint["valid"],
               "test": metrics, "num_users": data.num_users, "num_items": data.num_items, "ties": cfg.ties,
               "users_with_ties": int((counts[:, 1] > 0).sum()), "per_user": files.test_ranks.name}

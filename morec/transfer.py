@@ -1,4 +1,4 @@
-"""Transfer across domains (issue 16; PMMRec / NineRec's pre-train -> fine-tune): a run starts
+"""Transfer across domains (PMMRec / NineRec's pre-train -> fine-tune): a run starts
 from another run's best checkpoint (`--init_from RUN_DIR`).
 
 What is loaded: every tensor of the new model whose name and shape the source checkpoint holds
@@ -6,8 +6,8 @@ What is loaded: every tensor of the new model whose name and shape the source ch
 DSSM's user ids) of another data set mean nothing here, so `IdTower` tables and DSSM's user table
 keep their fresh initialisation, as does any tensor the source lacks or holds in another shape.
 The log lists both sets. The source must have the same encoders and the same way of running them
-(`same_encoder_values`: model, item tower, two-stage or not (per branch for text+vision),
-embedding size, encoder folders):
+(`TransferSpec.must_agree`, from morec.resolve.same_encoder_values: model, item tower, two-stage
+or not (per branch for text+vision), embedding size, encoder folders):
 otherwise the refusal comes before anything is written. Two-stage: what transfers is the user
 encoder and the head(s) over the frozen features; the features themselves are never in a
 checkpoint (a non-persistent buffer), so the target always reads its own items' features.
@@ -24,44 +24,33 @@ import torch
 
 from morec.atomic_io import write_json_atomic
 from morec.checkpoint import load_checkpoint, require_entries
-from morec.config import TOWER_MODALITIES, Config
 from morec.errors import InputError
+from morec.specs import TransferSpec
 
 log = logging.getLogger("morec")
 
 KEY = "init_source"           # config.json: the source run's label, folder and data identity
-ENCODER_VALUES = {"text": "bert_model_load", "vision": "cv_model_load"}
 
 
-def source_dir(cfg: Config) -> Path:
-    return Path(cfg.init_from).expanduser().resolve()
-
-
-def same_encoder_values(cfg: Config) -> list[str]:
-    """The config values that must agree between source and target (the encoders' identity)."""
-    return (["model", "item_tower", "two_stage", "embedding_dim"]
-            + (["mm_cached_branch"] if cfg.item_tower == "text+vision" else [])
-            + [ENCODER_VALUES[m] for m in TOWER_MODALITIES[cfg.item_tower]])
-
-
-def check_source(cfg: Config) -> dict:
+def check_source(spec: TransferSpec) -> dict:
     """The source run's config.json, after checking that it has a best checkpoint and the same
-    encoders as `cfg`; one InputError otherwise (raised before the new run writes anything)."""
-    folder = source_dir(cfg)
+    encoders as this run (`spec.must_agree`); one InputError otherwise (raised before the new
+    run writes anything)."""
+    folder = spec.run_dir
     config_file, best = folder / "config.json", folder / "checkpoint_best.pt"
     if not best.is_file():
-        raise InputError(f"--init_from {cfg.init_from}: {best} not found; give a run folder whose training "
+        raise InputError(f"--init_from {spec.given}: {best} not found; give a run folder whose training "
                          "finished at least one epoch")
     try:
         saved = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise InputError(f"--init_from {cfg.init_from}: {config_file} cannot be read ({err}); "
+        raise InputError(f"--init_from {spec.given}: {config_file} cannot be read ({err}); "
                          "give a run folder of this code") from None
-    defaults = Config().to_dict()                       # a field newer than the source run: its default
-    differ = [f"{name} {saved.get(name, defaults[name])!r} there, {getattr(cfg, name)!r} here"
-              for name in same_encoder_values(cfg) if saved.get(name, defaults[name]) != getattr(cfg, name)]
+    # a field newer than the source run counts as its default there
+    differ = [f"{name} {saved.get(name, default)!r} there, {here!r} here"
+              for name, here, default in spec.must_agree if saved.get(name, default) != here]
     if differ:
-        raise InputError(f"--init_from {cfg.init_from}: the source run's encoders differ ({'; '.join(differ)}); "
+        raise InputError(f"--init_from {spec.given}: the source run's encoders differ ({'; '.join(differ)}); "
                          "start from a run with the same model, item tower, encoder(s) and embedding_dim")
     return saved
 
@@ -90,13 +79,13 @@ def in_target_layout(source: dict, source_fusion: str, fusion: str) -> dict:
             if k.startswith(fused) or not k.startswith(alone)}   # the ID table and fusion layers dropped
 
 
-def init_from_source(model: torch.nn.Module, cfg: Config, saved: dict) -> dict[str, list[str]]:
+def init_from_source(model: torch.nn.Module, spec: TransferSpec, saved: dict) -> dict[str, list[str]]:
     """Copy the source run's best weights into `model` (see the module doc); `saved` is the
     source's config.json. Returns {"loaded": names, "fresh": names} and logs them."""
-    best = source_dir(cfg) / "checkpoint_best.pt"
+    best = spec.run_dir / "checkpoint_best.pt"
     checkpoint = load_checkpoint(best)
     require_entries(checkpoint, best, ("model", "epoch", "valid"))
-    source = in_target_layout(checkpoint["model"], saved.get("fusion", "none"), cfg.fusion)
+    source = in_target_layout(checkpoint["model"], saved.get("fusion", "none"), spec.fusion)
     own = model.state_dict()
     ids = id_table_names(model)
     loaded = sorted(name for name, value in own.items()
@@ -120,10 +109,10 @@ def compact(names: list[str]) -> list[str]:
     return [f"{head}.* ({n})" if n > 1 else head for head, n in groups.items()]
 
 
-def record_source(config_path: Path, cfg: Config, saved: dict) -> None:
+def record_source(config_path: Path, spec: TransferSpec, saved: dict) -> None:
     """Add the source run's folder, label and data identity to the new run's config.json."""
     values = json.loads(config_path.read_text(encoding="utf-8"))
-    folder = source_dir(cfg)
+    folder = spec.run_dir
     values[KEY] = {"run_dir": str(folder), "label": folder.name, "dataset": saved.get("dataset"),
                    "data_identity": saved.get("data_identity"), "values_sha1": values_digest(saved)}
     write_json_atomic(config_path, values)

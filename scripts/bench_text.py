@@ -27,6 +27,7 @@ from morec.config import make_config
 from morec.data.text import item_tokens
 from morec.features import encoder_folder
 from morec.models.text import load_tokenizer
+from morec.resolve import encoder_spec
 from morec.train import build_optimizer, build_run_model, load_data, make_batches
 
 
@@ -93,7 +94,7 @@ def bench_cache(args) -> None:
         base = items[1:]
         items = [None] + [replace(base[i % len(base)], name=f"s{i}", title=f"{base[i % len(base)].title} {i}")
                           for i in range(args.synthetic_items)]
-    tokenizer = load_tokenizer(encoder_folder(cfg))
+    tokenizer = load_tokenizer(encoder_folder(encoder_spec(cfg, "text")))
     with tempfile.TemporaryDirectory() as cache:
         times = []
         for _ in range(2):

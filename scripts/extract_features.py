@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     from morec.config import make_config, parse_overrides
     from morec.errors import InputError
     from morec.features import ensure_features
+    from morec.resolve import item_input_spec
     from morec.train import load_data, resolve_device
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = make_config(values)
         start = time.perf_counter()
         data = load_data(cfg)
-        path = ensure_features(cfg, data, resolve_device(cfg.device), BATCH_SIZE)
+        path = ensure_features(item_input_spec(cfg), data, resolve_device(cfg.device), BATCH_SIZE)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -13,7 +13,8 @@ import torch
 from conftest import REPO
 from morec.config import make_config
 from morec.cost import peak_memory_mb, reset_peak_memory, trainable_parameters
-from morec.models import build_model
+from morec.models.build import build_model
+from morec.resolve import model_spec
 from morec.train import build_run_model, make_batches, train
 from text_helpers import ml100k
 
@@ -45,12 +46,13 @@ def test_one_epoch_id_run_records_its_cost(tmp_path):
 def test_items_encoded_counts_distinct_items_or_slots():
     data = ml100k()
     popularity = torch.ones(data.num_items + 1)
-    sasrec = build_model(make_config({}), data.num_items, data.num_users, popularity)
+    sasrec = build_model(model_spec(make_config({})), data.num_items, data.num_users, popularity)
     batch = {"seqs": torch.tensor([[0, 1, 2, 1], [0, 0, 2, 3]]), "negatives": torch.tensor([[0, 9, 1, 4], [0, 0, 5, 5]])}
     assert sasrec.items_encoded(batch) == 10                             # ID lookups: every real slot
     sasrec.item_tower.deduplicate = True
     assert sasrec.items_encoded(batch) == 6                              # 1 2 3 4 5 9
-    dssm = build_model(make_config({"model": "dssm", "loss": "bce"}), data.num_items, data.num_users, popularity)
+    dssm = build_model(model_spec(make_config({"model": "dssm", "loss": "bce"})), data.num_items, data.num_users,
+                       popularity)
     pairs = {"users": torch.tensor([0, 1, 0]), "items": torch.tensor([7, 8, 0]),   # the last: DDP padding
              "negatives": torch.tensor([[3, 4], [3, 9], [5, 6]]), "user_items": torch.zeros(3, 2, dtype=torch.long)}
     assert dssm.items_encoded(pairs) == 6

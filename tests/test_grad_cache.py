@@ -15,6 +15,7 @@ from morec.data.batches import PairBatches, SequenceBatches
 from morec.errors import InputError
 from morec.losses import candidate_log_q, inbatch_debiased_loss, ExtraNegatives
 from morec.models.towers import IdTower
+from morec.resolve import model_spec
 from morec.train import make_batches
 from test_text_tower import build, config, no_dropout
 from text_helpers import ml100k
@@ -198,8 +199,8 @@ def test_extra_negatives_train_on_ml100k(model_name, tmp_path):
                            cache_dir=str(tmp_path)))
     data = ml100k()
     torch.manual_seed(0)
-    from morec.models import build_model
-    model = no_dropout(build_model(cfg, data.num_items, data.num_users,
+    from morec.models.build import build_model
+    model = no_dropout(build_model(model_spec(cfg), data.num_items, data.num_users,
                                    torch.from_numpy(data.popularity()).clamp_min(1e-30)))
     batch = first_batch(cfg, 16)
     with_extra = model(batch)

@@ -104,6 +104,7 @@ def test_image_lmdb_key_set_is_part_of_a_vision_runs_identity(tmp_path):
     from morec.config import Config
     from morec.data import load_sequence_data
     from morec.data.identity import data_identity, identity_changes
+    from morec.resolve import data_spec
     from morec.tools.lmdb_builder import build_lmdb
     folder = write_dataset(tmp_path / "d", ["a", "b", "c"], ["u\ta b c a b", "v\tc b a c b"])
     images = tmp_path / "images"
@@ -113,8 +114,8 @@ def test_image_lmdb_key_set_is_part_of_a_vision_runs_identity(tmp_path):
     build_lmdb(images, folder / "images.lmdb", ["a", "b", "c"])
     cfg = Config(root_data_dir=str(tmp_path), dataset="d", item_tower="vision", max_seq_len=2)
     data = load_sequence_data(folder, "users.tsv", "items.tsv", 2, 5)
-    before = data_identity(cfg, data)
+    before = data_identity(data_spec(cfg), data)
     assert before["image_keys"]["count"] == 3
     build_lmdb(images, folder / "images.lmdb", ["a", "b", "c", "d"])              # rebuilt with one more image
-    assert identity_changes(before, data_identity(cfg, data)) == [
+    assert identity_changes(before, data_identity(data_spec(cfg), data)) == [
         f"the image LMDB {folder / 'images.lmdb'} holds another set of items (4 keys now, 3 at training)"]

@@ -295,6 +295,7 @@ def test_damaged_image_found_before_training(image_dir, tmp_path):
     from morec.config import Config
     from morec.data import load_sequence_data
     from morec.features import item_images
+    from morec.resolve import image_spec
     folder = write_dataset(tmp_path / "d", ["a", "b", "c"], ["u\ta b c a b", "v\tc b a c b"])
     build_lmdb(image_dir, folder / "images.lmdb", ["a", "b", "c"])
     env = lmdb.open(str(folder / "images.lmdb"), subdir=False, lock=False)
@@ -304,7 +305,7 @@ def test_damaged_image_found_before_training(image_dir, tmp_path):
     cfg = Config(root_data_dir=str(tmp_path), dataset="d", item_tower="vision", image_size=8, max_seq_len=2)
     data = load_sequence_data(folder, "users.tsv", "items.tsv", 2, 5)
     with pytest.raises(InputError, match=r"1 of 3 images in .*images.lmdb do not decode \(items 'b'\)"):
-        item_images(cfg, data)
+        item_images(image_spec(cfg), data)
 
 
 class _FailingDataset(torch.utils.data.Dataset):

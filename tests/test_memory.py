@@ -5,6 +5,7 @@ import torch
 from morec.config import Config
 from morec.errors import InputError
 from morec.memory import available_bytes, check_memory, estimate, parameter_count
+from morec.resolve import memory_spec, model_spec
 from morec.train import build_run_model, load_data
 
 
@@ -20,22 +21,22 @@ def test_parameter_count_is_the_models(values):
     data = load_data(cfg)
     model = build_run_model(cfg, data, torch.device("cpu"))
     real = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert parameter_count(cfg, data.num_items, data.num_users) == real
+    assert parameter_count(model_spec(cfg), data.num_items, data.num_users) == real
 
 
 def test_a_run_that_does_not_fit_is_refused_before_allocating():
     cfg = Config(embedding_dim=64)
-    need = sum(estimate(cfg, 1682, 943).values())
-    check_memory(cfg, 1682, 943, available=need)                    # exactly fits
+    need = sum(estimate(memory_spec(cfg), 1682, 943).values())
+    check_memory(memory_spec(cfg), 1682, 943, available=need)       # exactly fits
     with pytest.raises(InputError, match="this run needs at least .* GiB .*lower --embedding_dim"):
-        check_memory(cfg, 1682, 943, available=need - 1)
+        check_memory(memory_spec(cfg), 1682, 943, available=need - 1)
 
 
 def test_huge_values_are_refused_on_this_machine():
     for cfg in (Config(embedding_dim=1_000_000), Config(max_seq_len=100_000)):
         with pytest.raises(InputError, match="this run needs at least"):
-            check_memory(cfg)
-    check_memory(Config())                                          # the default ml-100k run fits
+            check_memory(memory_spec(cfg))
+    check_memory(memory_spec(Config()))                             # the default ml-100k run fits
 
 
 def test_available_memory_is_measured():

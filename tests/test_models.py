@@ -2,8 +2,9 @@
 import torch
 
 from morec.config import Config
-from morec.models import build_model
+from morec.models.build import build_model
 from morec.models.sasrec import SASRec
+from morec.resolve import model_spec
 
 
 def sasrec(dropout=0.0):
@@ -55,7 +56,7 @@ def test_recommenders_score_with_dot_products():
     popularity = torch.full((11,), 0.1)
     for model_name in ("sasrec", "dssm"):
         cfg = Config(model=model_name, embedding_dim=8, max_seq_len=4, dnn_layers=1, drop_rate=0.0)
-        model = build_model(cfg, num_items=10, num_users=3, popularity=popularity).eval()
+        model = build_model(model_spec(cfg), num_items=10, num_users=3, popularity=popularity).eval()
         items = model.all_item_vectors()
         assert items.shape == (11, 8)
         inputs = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]]) if model_name == "sasrec" else torch.tensor([0, 2])

@@ -16,6 +16,7 @@ import torch
 from conftest import REPO
 from morec.config import Config, make_config, run_label
 from morec.errors import InputError
+from morec.resolve import item_input_spec, transfer_spec
 from test_text_scripts import train_then_test
 from text_helpers import TINY, ml100k, tiny_encoders
 from vision_helpers import IMAGE_SIZE, TINY_VISION, poster_root, tiny_vision_encoders
@@ -79,7 +80,8 @@ def test_gradient_caching_of_the_fused_tower_equals_the_plain_step(tmp_path):
     from test_text_tower import no_dropout
     cfg, data, model = built(tiny_values(tmp_path, mm_fusion="gate", batch_size=6))
     model = no_dropout(model).train()
-    batch = BatchesWithImages([next(iter(make_batches(cfg, data).epoch(cfg.seed)))], run_item_images(cfg, data))[0]
+    batch = BatchesWithImages([next(iter(make_batches(cfg, data).epoch(cfg.seed)))],
+                              run_item_images(item_input_spec(cfg), data))[0]
     assert len(batch["image_ids"]) > 3 * 4                                     # several chunks of 4
     plain_loss, plain = loss_and_grads(model, batch, 0)
     cached_loss, cached = loss_and_grads(model, batch, 4)
@@ -130,8 +132,9 @@ def test_two_stage_text_vision_fuses_a_head_over_each_branchs_cached_features(mo
     tower = model.item_tower
     cpu = torch.device("cpu")
     assert isinstance(tower.text, FeatureTower) and isinstance(tower.vision, FeatureTower)
-    assert not tower.reads_pixels and run_item_images(cfg, data) is None and not tower.encoder_parameters()
-    text, image = (torch.from_numpy(f(cfg, data, cpu)[0]) for f in (text_features, vision_features))
+    assert (not tower.reads_pixels and run_item_images(item_input_spec(cfg), data) is None
+            and not tower.encoder_parameters())
+    text, image = (torch.from_numpy(f(item_input_spec(cfg), data, cpu)[0]) for f in (text_features, vision_features))
     assert text.shape == (data.num_items + 1, 32) and image.shape[0] == data.num_items + 1
     torch.testing.assert_close(tower.text.features, text)
     torch.testing.assert_close(tower.vision.features, image)
@@ -161,11 +164,11 @@ def test_one_cached_branch_reads_features_while_the_other_trains_end_to_end(cach
     cfg, data, model = built(values)
     tower, cpu = model.item_tower, torch.device("cpu")
     head, encoded = (tower.text, tower.vision) if cached == "text" else (tower.vision, tower.text)
-    features = (text_features if cached == "text" else vision_features)(cfg, data, cpu)[0]
+    features = (text_features if cached == "text" else vision_features)(item_input_spec(cfg), data, cpu)[0]
     assert isinstance(head, FeatureTower) and not isinstance(encoded, FeatureTower)
     torch.testing.assert_close(head.features, torch.from_numpy(features))
     assert tower.deduplicate and tower.encoder_parameters() == encoded.encoder_parameters()
-    assert tower.reads_pixels == (cached == "text") == (run_item_images(cfg, data) is not None)
+    assert tower.reads_pixels == (cached == "text") == (run_item_images(item_input_spec(cfg), data) is not None)
     ids = torch.tensor([[3, 1, 0], [7, 3, 2]])
     distinct = torch.tensor([1, 2, 3, 7])
     pixels = torch.randn(4, 3, IMAGE_SIZE, IMAGE_SIZE) if tower.reads_pixels else None
@@ -223,7 +226,7 @@ def test_init_from_loads_every_tensor_but_the_id_table(source_run, tmp_path):
     values = text_values(tmp_path, fusion="add", init_from=str(source_run))      # target: ID + text
     cfg, _, model = built(values)
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
-    result = init_from_source(model, cfg, check_source(cfg))
+    result = init_from_source(model, transfer_spec(cfg), check_source(transfer_spec(cfg)))
     source = torch.load(source_run / "checkpoint_best.pt", weights_only=True)["model"]
     now = model.state_dict()
     assert result["fresh"] == ["item_tower.id_tower.embedding.weight"]
@@ -247,7 +250,7 @@ def test_two_stage_transfer_loads_the_head_and_user_encoder_not_the_features(tmp
     train(make_config({**values, "dataset": folders["source"].name}), source)
     cfg, data, model = built({**values, "dataset": folders["target"].name, "init_from": str(source)})
     own_features = model.item_tower.features.clone()
-    result = init_from_source(model, cfg, check_source(cfg))
+    result = init_from_source(model, transfer_spec(cfg), check_source(transfer_spec(cfg)))
     saved = torch.load(source / "checkpoint_best.pt", weights_only=True)["model"]
     assert result["fresh"] == [] and set(result["loaded"]) == set(model.state_dict()) == set(saved)
     assert any(n.startswith("item_tower.fc.") for n in result["loaded"])
@@ -500,7 +503,8 @@ def test_a_cached_text_branch_can_mix_every_layer(tmp_path):
     cfg, data, model = built(tiny_values(tmp_path, mm_cached_branch="text", ts_layers="all"))
     head = model.item_tower.text
     assert isinstance(head, LayerMixFeatureTower) and head.features.ndim == 3
-    torch.testing.assert_close(head.features, torch.from_numpy(text_features(cfg, data, torch.device("cpu"))[0]))
+    torch.testing.assert_close(head.features,
+                               torch.from_numpy(text_features(item_input_spec(cfg), data, torch.device("cpu"))[0]))
     lrs = [g["lr"] for g in build_optimizer(model, cfg).param_groups]
     assert lrs == [cfg.lr, cfg.fine_tune_lr, cfg.ts_mix_lr]                  # recommender, vision encoder, mix
     with pytest.raises(InputError, match="--ts_layers all .* or --mm_cached_branch text"):

@@ -9,9 +9,10 @@ from conftest import REPO, run_in_process
 from test_text_scripts import train_then_test
 from text_helpers import TINY, tiny_encoders
 from morec.config import Config, run_label
-from morec.models import build_model
+from morec.models.build import build_model
 from morec.models.gru4rec import GRU4Rec
 from morec.models.nextitnet import NextItNet
+from morec.resolve import model_spec
 
 DIM, LENGTH = 8, 7
 
@@ -81,7 +82,7 @@ def test_dropout_only_in_training(name):
 @pytest.mark.parametrize("name", ["gru4rec", "nextitnet"])
 def test_the_recommender_uses_the_chosen_encoder(name):
     cfg = Config(model=name, embedding_dim=DIM, max_seq_len=4, drop_rate=0.0)
-    model = build_model(cfg, num_items=10, num_users=3, popularity=torch.full((11,), 0.1)).eval()
+    model = build_model(model_spec(cfg), num_items=10, num_users=3, popularity=torch.full((11,), 0.1)).eval()
     assert type(model.encoder) is (GRU4Rec if name == "gru4rec" else NextItNet)
     # the user vector is the encoder's last state over the item tower's vectors
     inputs = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]])

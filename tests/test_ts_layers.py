@@ -15,6 +15,7 @@ from morec.errors import InputError
 from morec.features import ensure_features, text_features
 from morec.models.text import TextTower
 from morec.models.towers import FeatureTower, LayerMixFeatureTower
+from morec.resolve import item_input_spec
 from morec.train import make_batches
 from test_text_tower import CPU, build, config
 from text_helpers import TINY, ml100k, tiny_encoders
@@ -23,8 +24,8 @@ from text_helpers import TINY, ml100k, tiny_encoders
 def test_all_layer_features_hold_every_layer_and_the_last_equals_the_last_layer_cache(tmp_path):
     data = ml100k()
     cfg = config(tmp_path, two_stage=True, ts_layers="all")
-    layers, path = text_features(cfg, data, CPU)
-    last, last_path = text_features(make_config({**cfg.to_dict(), "ts_layers": "last"}), data, CPU)
+    layers, path = text_features(item_input_spec(cfg), data, CPU)
+    last, last_path = text_features(item_input_spec(make_config({**cfg.to_dict(), "ts_layers": "last"})), data, CPU)
     assert isinstance(layers, np.memmap) and layers.shape == (data.num_items + 1, 3, 32)    # embeddings + 2 blocks
     assert path != last_path and path.name.endswith("-layers.npy")
     np.testing.assert_allclose(layers[:, -1], last, atol=1e-5)
@@ -85,20 +86,20 @@ def test_layer_cache_is_reused_and_rebuilt_when_the_encoder_changes(tmp_path, mo
     shutil.copytree(tiny_encoders() / TINY["bert"], enc_root / "tiny")
     cfg = config(tmp_path, bert_model_load="tiny", pretrained_dir=str(enc_root), two_stage=True, ts_layers="all")
     data = ml100k()
-    features, path = text_features(cfg, data, CPU)
+    features, path = text_features(item_input_spec(cfg), data, CPU)
     import morec.features
 
     def no_extraction(*args, **kwargs):
         raise AssertionError("extracted again")
     monkeypatch.setattr(morec.features, "extract_text_features", no_extraction)
-    assert ensure_features(cfg, data, CPU) == path                             # fresh: read, not rebuilt
+    assert ensure_features(item_input_spec(cfg), data, CPU) == path              # fresh: read, not rebuilt
     model = build(cfg)
     assert model.item_tower.features.shape == features.shape
     monkeypatch.undo()
     weights = enc_root / "tiny" / "model.safetensors"                      # a new version of the encoder
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10 ** 9))
     with caplog.at_level(logging.WARNING, logger="morec"):
-        again, again_path = text_features(cfg, data, CPU)
+        again, again_path = text_features(item_input_spec(cfg), data, CPU)
     assert again_path == path and "built from another encoder" in caplog.text
     np.testing.assert_array_equal(again, features)                         # same weights: same numbers
 
@@ -137,8 +138,10 @@ def test_extract_features_script_caches_every_layer(tmp_path, capsys):
     line = capsys.readouterr().out.strip()
     assert re.match(rf"^.*/features/ml-100k-{TINY['opt']}-title30-\w+-layers\.npy 1410x3x32 \(0\.5 MiB, ", line), line
     layers = np.load(line.split()[0], mmap_mode="r")
-    last, _ = text_features(make_config({"item_tower": "text", "two_stage": True, "bert_model_load": TINY["opt"],
-                                         "pretrained_dir": str(tiny_encoders()), "cache_dir": str(tmp_path / "cache")}),
+    last, _ = text_features(item_input_spec(make_config({"item_tower": "text", "two_stage": True,
+                                                         "bert_model_load": TINY["opt"],
+                                                         "pretrained_dir": str(tiny_encoders()),
+                                                         "cache_dir": str(tmp_path / "cache")})),
                             ml100k(), CPU)
     np.testing.assert_allclose(layers[:, -1], last, atol=1e-5)
     bad = ["--item_tower", "vision", "--ts_layers", "all", "--cache_dir", str(tmp_path / "vision")]

@@ -13,6 +13,7 @@ from morec.distributed import World
 from morec.errors import InputError
 from morec.features import item_images
 from morec.models.towers import PixelTower
+from morec.resolve import image_spec, item_input_spec, tower_spec
 from morec.train import catalogue_vectors, make_batches
 from text_helpers import ml100k
 from vision_helpers import IMAGE_SIZE, poster_root
@@ -134,7 +135,7 @@ def test_missing_images_stop_the_run_with_the_count_and_the_list(tmp_path):
 def test_a_missing_lmdb_names_the_file_and_how_to_make_it(tmp_path):
     cfg = Config(item_tower="vision", root_data_dir=str(tmp_path), image_lmdb="posters.lmdb")
     with pytest.raises(InputError, match=r"posters\.lmdb not found .*render_posters\.py"):
-        item_images(cfg, ml100k())
+        item_images(image_spec(cfg), ml100k())
 
 
 def test_two_stage_vision_features_are_cached_and_rebuilt_when_the_encoder_changes(tmp_path, monkeypatch):
@@ -147,7 +148,7 @@ def test_two_stage_vision_features_are_cached_and_rebuilt_when_the_encoder_chang
                  image_size=IMAGE_SIZE, root_data_dir=str(poster_root()), pretrained_dir=str(tiny_vision_encoders()),
                  cache_dir=str(tmp_path))
     data = ml100k()
-    features, path = vision_features(cfg, data, CPU)
+    features, path = vision_features(item_input_spec(cfg), data, CPU)
     assert features.shape == (data.num_items + 1, 32) and not features[0].any()
     encoder, kind = load_vision_encoder(cfg.cv_model_load, tiny_vision_encoders())
     some = torch.tensor([1, 500, data.num_items])
@@ -158,13 +159,13 @@ def test_two_stage_vision_features_are_cached_and_rebuilt_when_the_encoder_chang
     def no_extraction(*args, **kwargs):
         raise AssertionError("the cache should have been read")
     monkeypatch.setattr(morec.features, "extract_vision_features", no_extraction)
-    assert ensure_features(cfg, data, CPU) == path                               # fresh: read, not rebuilt
+    assert ensure_features(item_input_spec(cfg), data, CPU) == path              # fresh: read, not rebuilt
     weights = tiny_vision_encoders() / TINY_VISION["swin"] / "model.safetensors"
     stat = weights.stat()
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))           # "another version"
     try:
         with pytest.raises(AssertionError, match="should have been read"):
-            vision_features(cfg, data, CPU)
+            vision_features(item_input_spec(cfg), data, CPU)
     finally:
         os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
@@ -207,11 +208,11 @@ def test_extract_features_script_with_a_vision_encoder(tmp_path, capsys):
 def test_dedup_items_switch_reaches_the_vision_tower(dedup):
     """--dedup_items false: the vision tower encodes every slot of a batch, as the original."""
     from morec.config import make_config
-    from morec.models import build_item_tower
+    from morec.models.build import build_item_tower
     from vision_helpers import TINY_VISION, tiny_vision_encoders
     cfg = make_config(dict(item_tower="vision", cv_model_load=TINY_VISION["resnet"], image_size=IMAGE_SIZE,
                            pretrained_dir=str(tiny_vision_encoders()), embedding_dim=8, dedup_items=dedup))
-    tower = build_item_tower(cfg, ml100k().num_items).eval()
+    tower = build_item_tower(tower_spec(cfg), ml100k().num_items).eval()
     images, encode_pixels = [], tower.encode_pixels
     tower.encode_pixels = lambda pixels: images.append(len(pixels)) or encode_pixels(pixels)   # count images
     ids = torch.tensor([[0, 3, 5, 3], [5, 3, 7, 7]])                             # 7 real slots, 3 items

@@ -1,4 +1,4 @@
-"""What ties a run to its data (issue 12.2): digests recorded in the run's config.json.
+"""What ties a run to its data: digests recorded in the run's config.json.
 
 A run's weights mean something only for the data it was trained on: item id i is row i of the ID
 table, and ids follow the items file's order (SPEC "Data"). Reordering the items file after
@@ -23,6 +23,7 @@ from pathlib import Path
 from morec.atomic_io import write_json_atomic
 from morec.data.sequences import SequenceData
 from morec.errors import InputError
+from morec.specs import DataSpec
 
 log = logging.getLogger("morec")
 
@@ -40,18 +41,17 @@ def names_sha256(names: list[str]) -> str:
     return hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()
 
 
-def data_identity(cfg, data: SequenceData) -> dict:
-    """The record of the data a run with config `cfg` reads (see the module doc)."""
-    folder = cfg.data_dir()
-    users, items = folder / cfg.behaviors, folder / cfg.news
+def data_identity(spec: DataSpec, data: SequenceData) -> dict:
+    """The record of the data a run reads (`spec`: its files; see the module doc)."""
+    users, items = spec.users_file, spec.items_file
     identity = {
         "users": {"file": str(users), "sha256": file_sha256(users)},
         "items": {"file": str(items), "sha256": file_sha256(items)},
         "item_ids": {"count": data.num_items, "sha256": names_sha256([row.name for row in data.items[1:]])},
     }
-    if cfg.item_tower in ("vision", "text+vision"):
+    if spec.reads_images:
         from morec.data.images import ImageStore
-        lmdb_path = folder / cfg.image_lmdb
+        lmdb_path = spec.lmdb_file
         keys = ImageStore(lmdb_path).names()             # sorted (LMDB key order)
         identity["image_keys"] = {"file": str(lmdb_path), "count": len(keys), "sha256": names_sha256(keys)}
     return identity
@@ -98,10 +98,10 @@ def record_data_identity(config_path: Path, current: dict) -> None:
     write_json_atomic(config_path, values)
 
 
-def bind_run_to_data(config_path: Path, cfg, data: SequenceData, resumed: bool, record: bool) -> None:
-    """A resumed run checks its data against config.json; a new one records it there (`record`:
-    this process writes the run folder, rank 0 under DDP)."""
-    current = data_identity(cfg, data)
+def bind_run_to_data(config_path: Path, spec: DataSpec, data: SequenceData, resumed: bool, record: bool) -> None:
+    """A resumed run checks its data (`spec`) against config.json; a new one records it there
+    (`record`: this process writes the run folder, rank 0 under DDP)."""
+    current = data_identity(spec, data)
     if resumed:
         check_data_identity(config_path, current, "resume")
     elif record:

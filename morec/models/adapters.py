@@ -1,4 +1,4 @@
-"""Parameter-efficient fine-tuning of a pretrained item encoder (issue 13, `--peft`).
+"""Parameter-efficient fine-tuning of a pretrained item encoder (`--peft`).
 
     none    every encoder parameter that freezing leaves trainable trains (full fine-tuning)
     lora    LoRA (Hu et al., ICLR 2022): W x + (alpha / r) B A x on the target linear layers, A and
@@ -22,32 +22,14 @@ checkpoint makes resume and test refuse an encoder folder whose weights have cha
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from morec.errors import InputError
+from morec.specs import Adaptation     # how the encoder is fine-tuned (a typed value of the run)
 
 PEFT_MODES = ("none", "lora", "ia3", "bitfit", "ln")
-
-
-@dataclass(frozen=True)
-class Adaptation:
-    """How the encoder is fine-tuned (Config fields peft, lora_r, lora_alpha, lora_dropout, lora_targets)."""
-    mode: str = "none"
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    targets: str = ""
-
-    @classmethod
-    def of(cls, cfg) -> "Adaptation":
-        return cls(cfg.peft, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
-
-    def target_list(self) -> list[str] | None:
-        names = [name.strip() for name in self.targets.split(",") if name.strip()]
-        return names or None
 
 
 def adapt_encoder(encoder: nn.Module, adaptation: Adaptation) -> nn.Module:
