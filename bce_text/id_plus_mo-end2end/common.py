@@ -9,11 +9,10 @@ Paper settings on MIND (original release files mind_60w_users.tsv, mind_60w_item
 bert_base_uncased, news_attributes title, freeze_paras_before 0, embedding_dim 512, batch_size 32
 per GPU x 2, lr 1e-4, fine_tune_lr 5e-5, l2_weight 0.01, drop_rate 0.1, epoch 150. The paper finds
 that adding the ID embedding does not beat text alone. The values below are sized for ml-100k on a
-CPU; `--bert_model_load NAME` picks another encoder folder under pretrained_models/.
-
-Weight decay differs from the original release: its BCE code decayed the encoder with `l2_weight`
-(one value for both parameter groups); here the encoder group uses `fine_tune_l2_weight`. For the
-original's behaviour pass `--fine_tune_l2_weight` equal to `--l2_weight`.
+CPU; `--bert_model_load NAME` picks another encoder folder under pretrained_models/. Weight decay
+differs from the original release: its BCE code decayed the encoder with `l2_weight` (one value for
+both parameter groups); here the encoder group uses `fine_tune_l2_weight`. For the original's
+behaviour pass `--fine_tune_l2_weight` equal to `--l2_weight`.
 """
 common = dict(
     dataset="ml-100k", behaviors="users.tsv", news="items.tsv", max_seq_len=20, min_seq_len=5,

@@ -16,16 +16,15 @@ sized for ml-100k on a CPU.
 
 The encoders are read offline from pretrained_models/NAME/ (pretrained_models/README.md says where
 to get each); `--bert_model_load all_minilm_l6_v2` runs any text script with the MiniLM that pip
-installs.
-
-Weight decay differs from the original release: its BCE code decayed the encoder with `l2_weight`
-(one value for both parameter groups); here the encoder group uses `fine_tune_l2_weight`. For the
-original's behaviour pass `--fine_tune_l2_weight` equal to `--l2_weight`.
+installs. Weight decay differs from the original release: its BCE code decayed the encoder with
+`l2_weight` (one value for both parameter groups); here the encoder group uses
+`fine_tune_l2_weight`. For the original's behaviour pass `--fine_tune_l2_weight` equal to
+`--l2_weight`.
 """
 common = dict(
     dataset="ml-100k", behaviors="users.tsv", news="items.tsv", max_seq_len=20, min_seq_len=5,
+    news_attributes="title", num_words_title=30,     # text items (the ID tower reads none of these)
     model="sasrec", loss="bce", embedding_dim=64, transformer_block=2, num_attention_heads=2,
     drop_rate=0.1, batch_size=64, lr=1e-3, l2_weight=0.1, epoch=100, patience=7, seed=12345,
-    news_attributes="title", num_words_title=30,     # text items (the ID tower reads none of these)
     freeze_paras_before=0, trainable_layers=-1, fine_tune_lr=1e-4, fine_tune_l2_weight=0.01,
 )
