@@ -17,7 +17,7 @@ common = dict(
     loss="inbatch",                                 # the in-batch debiased softmax (morec/losses.py)
     dataset="ml-100k", behaviors="users.tsv", news="items.tsv", image_lmdb="posters.lmdb",
     bert_model_load="all_minilm_l6_v2", news_attributes="title", num_words_title=30,
-    cv_model_load="resnet50", image_size=224, image_norm="imagenet",   # the encoders of both modalities
+    cv_model_load="resnet50", image_size=224, image_norm="imagenet",   # both modalities (the ID tower reads none)
     model="sasrec", max_seq_len=10, min_seq_len=5, embedding_dim=64, transformer_block=2,
     num_attention_heads=2, drop_rate=0.1, batch_size=64, lr=1e-3, l2_weight=0.1, epoch=100, patience=7,
     freeze_paras_before=0, fine_tune_lr=1e-4, fine_tune_l2_weight=0.01, seed=12345,
