@@ -1,9 +1,9 @@
-"""In-batch debiased softmax, SASRec, and as item tower Swin-B (HF
+"""Vision MoRec, in-batch debiased softmax: SASRec with Swin-B as its item tower (HF
 microsoft/swin-base-patch4-window7-224, pretrained_models/swin_base/), every stage fine-tuned.
 
     python inbatch_sasrec_e2e_vision/train_swin_base.py --epoch 3 [--cv_model_load NAME] [--num_workers 4]
 
-The paper's best image encoder in this setting: HR@10 12.26 / NDCG@10 7.70 on HM.
+Paper, HM: HR@10 12.26 / NDCG@10 7.70, above IDRec (11.94) and ResNet50 (11.90).
 """
 import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
 from morec.launch import main, shared_block

@@ -3,7 +3,7 @@ as the item tower of SASRec, trained end to end with the in-batch debiased softm
 
     python inbatch_sasrec_e2e_vision/train_swin_tiny.py --epoch 3 [--cv_model_load NAME] [--num_workers 4]
 
-Swin-T: 28M parameters, a quarter of Swin-B's.
+Swin-T: 28M parameters, about a third of Swin-B's 88M.
 """
 import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
 from morec.launch import main, shared_block

@@ -1,5 +1,5 @@
-"""Two-stage BERT-base without DNN layers: each item is GELU(Linear(its cached CLS feature)), the
-paper's weakest TS variant (HR@10 13.93 on MIND).
+"""Two-stage BERT-base without DNN layers: each item is GELU(Linear(its cached CLS feature)); in the
+paper HR@10 13.93 on MIND.
 
     python bce_text/main-2stage/train_bert_base_dnn0.py --epoch 3
 """

@@ -1,5 +1,5 @@
 """Two-stage BERT-base with 8 DNN layers ([Dropout, Linear, GELU] each) over GELU(Linear(feature)): in
-the paper the depth that closes most of the gap to end-to-end training (16.66 vs 18.23 HR@10).
+the paper 8 layers lift TS BERT-base from 13.93 to 16.66 HR@10 (end to end: 18.23).
 
     python bce_text/main-2stage/train_bert_base_dnn8.py --dnn_layers 0,2,4,6,8,10,12
 """
