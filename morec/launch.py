@@ -1,16 +1,15 @@
 """From an experiment script to runs: merge the script's values with command-line overrides,
 expand lists into a grid (one run per combination), and train or test each run.
 
-    # common.py (the folder's shared block)       # train_id.py
-    common = dict(lr=[1e-3, 1e-4], ...)           params = dict(shared_block(__file__), item_tower="id")
-                                                  main(params, "train", __file__)
-    # test_id.py
-    from train_id import params
-    main(params, "test", __file__)
+    # common.py: the folder's shared block
+    common = dict(dataset="ml-100k", max_seq_len=20, lr=[1e-3, 1e-4], ...)
+    # train_id.py                                            # test_id.py
+    params = dict(shared_block(__file__), item_tower="id")   from train_id import params
+    main(params, "train", __file__)                          main(params, "test", __file__)
 
-Every script of an experiment folder starts from the folder's shared block (`shared_block`: data,
-L, sizes, learning rates, patience, epochs, seed) and adds only what it compares (item tower,
-encoder, fusion), so the two sides of a comparison cannot drift apart.
+Every train script of an experiment folder starts from the folder's shared block (data, L, sizes,
+learning rates, patience, epochs, seed) and adds only what it compares (item tower, encoder,
+fusion), so the two sides of a comparison run with the same values (tests/test_shared_blocks.py).
 
 Runs are written to ``<script folder>/runs/<label>/``. The label is derived from the values
 (`morec.config.run_label`) unless ``--label NAME`` is given, so train and test scripts given the
