@@ -1,24 +1,14 @@
-"""Text MoRec on the multi-modal folder's protocol: SASRec whose item tower is all-MiniLM-L6-v2
-over the ml-100k titles (top 2 blocks fine-tuned), in-batch debiased softmax loss. The text
-branch of train_text_vision.py, alone.
+"""Text MoRec on the multi-modal folder's protocol: SASRec whose item tower is all-MiniLM-L6-v2 over
+the ml-100k titles (top 2 blocks fine-tuned). The text branch of train_text_vision.py, alone.
 
-Edit the values below (a list is a grid) or override any of them:
     python inbatch_sasrec_e2e_multimodal/train_text.py --epoch 3 [--bert_model_load NAME]
 """
 import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
-from morec.launch import main
+from morec.launch import main, shared_block
 
 params = dict(
-    dataset="ml-100k", behaviors="users.tsv", news="items.tsv",
-    model="sasrec", item_tower="text", loss="inbatch",
-    bert_model_load="all_minilm_l6_v2", news_attributes="title", num_words_title=30,
-    freeze_paras_before=0, trainable_layers=2,
-    max_seq_len=10, min_seq_len=5,
-    embedding_dim=64, transformer_block=2, num_attention_heads=2, drop_rate=0.1,
-    batch_size=64, lr=1e-3, l2_weight=0.1,
-    fine_tune_lr=1e-4, fine_tune_l2_weight=0.01,
-    epoch=100, patience=7,
-    seed=12345,
+    shared_block(__file__),             # common.py: the values every script here shares
+    item_tower="text", trainable_layers=2,
 )
 
 if __name__ == "__main__":

@@ -1,9 +1,15 @@
 """From an experiment script to runs: merge the script's values with command-line overrides,
 expand lists into a grid (one run per combination), and train or test each run.
 
-    # train_id.py                                 # test_id.py
-    params = dict(lr=[1e-3, 1e-4], ...)           from train_id import params
-    main(params, "train", __file__)               main(params, "test", __file__)
+    # common.py: the folder's shared block
+    common = dict(dataset="ml-100k", max_seq_len=20, lr=[1e-3, 1e-4], ...)
+    # train_id.py                                            # test_id.py
+    params = dict(shared_block(__file__), item_tower="id")   from train_id import params
+    main(params, "train", __file__)                          main(params, "test", __file__)
+
+Every train script of an experiment folder starts from the folder's shared block (data, L, sizes,
+learning rates, patience, epochs, seed) and adds only what it compares (item tower, encoder,
+fusion), so the two sides of a comparison run with the same values (tests/test_shared_blocks.py).
 
 Runs are written to ``<script folder>/runs/<label>/``. The label is derived from the values
 (`morec.config.run_label`) unless ``--label NAME`` is given, so train and test scripts given the
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import runpy
 import sys
 from pathlib import Path
 
@@ -21,6 +28,23 @@ from morec.distributed import finish_world, leave_world
 from morec.config import make_config, parse_overrides, run_label
 from morec.errors import InputError, Preempted
 from morec.train import test, train
+
+
+def shared_block(script_file: str) -> dict:
+    """The values every script of an experiment folder shares: the `common` dict of the
+    common.py next to `script_file`, as a new dict.
+
+    The file is run by its path, not imported: tests and tools load the scripts of several folders
+    into one process, where an `import common` would be cached in sys.modules under one name and
+    hand the first folder's block to every other folder (and could pick up any other module named
+    common on sys.path)."""
+    path = Path(script_file).resolve().parent / "common.py"
+    if not path.is_file():
+        raise InputError(f"{path} not found: every experiment folder holds its shared values there")
+    block = runpy.run_path(str(path), run_name="common").get("common")
+    if not isinstance(block, dict):
+        raise InputError(f"{path} defines no `common = dict(...)` block")
+    return dict(block)
 
 
 def expand_grid(values: dict) -> list[dict]:

@@ -2,11 +2,11 @@
 
     python scripts/submit_grid.py SCRIPT [options] [--key value ...]
 
-SCRIPT comes first. Its `params` block is merged with the `--key value` overrides exactly as
-running the script would (a list, or commas on the command line, is a grid), and every grid point
-becomes one `sbatch` job whose arguments are that point's values plus `--label <its run label>`, so
-each job writes the run folder that `python SCRIPT` with the same values would (and that its
-test_*.py finds). Options:
+SCRIPT comes first. Its `params` (its folder's common.py plus the script's own values) are merged
+with the `--key value` overrides exactly as running the script would (a list, or commas on the
+command line, is a grid), and every grid point becomes one `sbatch` job whose arguments are that
+point's values plus `--label <its run label>`, so each job writes the run folder that `python
+SCRIPT` with the same values would (and that its test_*.py finds). Options:
 
     --template 1node|multinode  default: 1node for --nodes 1, else multinode
     --gpus N                    GPUs (= training processes) per node, default 1; batch_size is per GPU

@@ -62,7 +62,8 @@ def test_train_then_test_one_epoch_with_a_tiny_encoder(folder, name, tmp_path, s
     common = ["--runs_dir", str(tmp_path / "runs"), "--label", "smoke", "--device", "cpu",
               "--pretrained_dir", str(tiny_encoders()), "--bert_model_load", TINY[family(name)],
               "--cache_dir", str(shared_cache)]
-    if "dnn_layers=[" in (REPO / folder / f"train_{name}.py").read_text():
+    params = runpy.run_path(str(REPO / folder / f"train_{name}.py"), run_name="params_only")["params"]
+    if isinstance(params.get("dnn_layers"), list):                          # a grid (script or common.py)
         common += ["--dnn_layers", "2"]                                        # one grid point
     speed = ["--epoch", "1", "--num_words_title", "12", "--embedding_dim", "32",
              "--batch_size", "512" if "dssm" in folder else "128"]

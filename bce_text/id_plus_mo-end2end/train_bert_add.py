@@ -1,30 +1,15 @@
-"""ID + text fusion (ADD), end to end: each item is its ID embedding fused with the BERT-base text
-vector, e = e_id + e_text; SASRec with BCE and sampled negatives.
+"""ID + text fusion by addition (ADD), end to end.
 
-Edit the values below (a list is a grid: one run per combination) or override any of them:
     python bce_text/id_plus_mo-end2end/train_bert_add.py --epoch 3 [--bert_model_load NAME]
-Paper settings on MIND (original release files mind_60w_users.tsv, mind_60w_items.tsv):
-bert_base_uncased, news_attributes title, freeze_paras_before 0, embedding_dim 512, batch_size 32
-per GPU x 2, lr 1e-4, fine_tune_lr 5e-5, l2_weight 0.01, drop_rate 0.1, epoch 150. The paper finds
-that adding the ID embedding does not beat text alone. Defaults below are sized for ml-100k on a
-CPU.
-Weight decay differs from the original release: its BCE code decayed the encoder with `l2_weight`
-(one value for both parameter groups); here the encoder group uses `fine_tune_l2_weight`. For
-the original's behaviour pass `--fine_tune_l2_weight` equal to `--l2_weight`.
+
+Each item is e = e_id + e_text (FusionTower, morec/models/towers.py).
 """
 import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
-from morec.launch import main
+from morec.launch import main, shared_block
 
 params = dict(
-    dataset="ml-100k", behaviors="users.tsv", news="items.tsv",
-    model="sasrec", item_tower="text", fusion="add", loss="bce",
-    bert_model_load="bert_base_uncased", news_attributes="title", num_words_title=30,
-    freeze_paras_before=0, trainable_layers=-1,
-    max_seq_len=20, min_seq_len=5,
-    embedding_dim=64, transformer_block=2, num_attention_heads=2, drop_rate=0.1,
-    batch_size=64, lr=1e-3, l2_weight=0.1, fine_tune_lr=1e-4, fine_tune_l2_weight=0.01,
-    epoch=100, patience=7,
-    seed=12345,
+    shared_block(__file__),             # common.py: the values every script here shares
+    fusion="add",
 )
 
 if __name__ == "__main__":

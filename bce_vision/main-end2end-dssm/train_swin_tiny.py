@@ -1,32 +1,16 @@
-"""Vision MoRec DSSM: user-ID MLP tower against an item tower that is Swin-T (HF microsoft/swin-tiny-patch4-window7-224, pretrained_models/swin_tiny/),
-trained end to end with BCE and sampled negatives.
+"""Vision MoRec DSSM with Swin-T (HF microsoft/swin-tiny-patch4-window7-224,
+pretrained_models/swin_tiny/) as the item tower, against the user-ID MLP tower; end to end, BCE.
 
-Edit the values below (a list is a grid) or override any of them:
     python bce_vision/main-end2end-dssm/train_swin_tiny.py --epoch 3 [--cv_model_load NAME]
-On ml-100k the images are the generated posters of dataset/ml-100k/render_posters.py (run it
-once; they are not real posters: README_posters.md). Switch to HM with
-    --dataset HM --behaviors hm_50w_users.tsv --news hm_50w_items.tsv --image_lmdb hm_50w_images.lmdb
-(dataset/HM/README.md).
-Paper settings on HM (original release): images 224 x 224, embedding_dim 512, dnn_layers 0,
-batch_size 256 per GPU x 2, lr 1e-4, fine_tune_lr 1e-4, l2_weight 0.01, drop_rate 0.1, epoch 150,
-freeze_paras_before 0. The paper finds DSSM MoRec far behind SASRec MoRec. Defaults below: ml-100k.
-Weight decay differs from the original release: its BCE code decayed the encoder with `l2_weight`
-(one value for both parameter groups); here the encoder group uses `fine_tune_l2_weight`. For
-the original's behaviour pass `--fine_tune_l2_weight` equal to `--l2_weight`.
+
+Swin-T: a shifted-window vision transformer of 28M parameters (pooler output, 768-d).
 """
 import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
-from morec.launch import main
+from morec.launch import main, shared_block
 
 params = dict(
-    dataset="ml-100k", behaviors="users.tsv", news="items.tsv", image_lmdb="posters.lmdb",
-    model="dssm", item_tower="vision", loss="bce", neg_num=1,
-    cv_model_load="swin_tiny", image_size=224, image_norm="imagenet",
-    freeze_paras_before=0, trainable_layers=-1,
-    max_seq_len=10, min_seq_len=5,
-    embedding_dim=64, dnn_layers=2, drop_rate=0.1,
-    batch_size=256, lr=1e-3, l2_weight=0.1, fine_tune_lr=1e-4, fine_tune_l2_weight=0.01,
-    epoch=100, patience=6,
-    seed=12345,
+    shared_block(__file__),             # common.py: the values every script here shares
+    item_tower="vision", cv_model_load="swin_tiny",
 )
 
 if __name__ == "__main__":
