@@ -577,7 +577,7 @@ def compare(pair: Pairing, metric: str, users: np.ndarray | None = None, resampl
     """Seed-level difference (default test) and per-user cluster test of `metric` over `users`
     (all when None): {"diff", "ci_low", "ci_high", "p", "user_diff", "user_ci_low", "user_ci_high", "user_p"}."""
     nan = dict.fromkeys(("diff", "ci_low", "ci_high", "p", "user_diff", "user_ci_low", "user_ci_high", "user_p"), math.nan)
-    if pair.problem:
+    if pair.problem or pair.a is None:
         return nan
     a, b = pair.a.values[metric], pair.b.values[metric]
     users = np.arange(a.shape[1]) if users is None else np.asarray(users)
@@ -597,7 +597,7 @@ def paired_columns(rows: pd.DataFrame, base: pd.DataFrame | None, resamples: int
     diff / CI / p and the per-user cluster test's diff / CI / p."""
     pair = paired_pairs(rows, base) if base is not None else Pairing(None, None, problem=reason)
     out = {"test": pair.test_name if (base is not None or reason) else "",
-           "compared_seeds": "" if pair.problem else " ".join(map(str, pair.a.seeds)) + (
+           "compared_seeds": "" if pair.problem or pair.a is None else " ".join(map(str, pair.a.seeds)) + (
                "" if pair.paired else " vs " + " ".join(map(str, pair.b.seeds)))}
     for metric in METRICS:
         key = metric.split("@")[0].lower() + "10"
