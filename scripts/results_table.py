@@ -1,10 +1,12 @@
 """Results tables like the paper's: every finished run under the given folders, grouped by data set
 x setting x model x loss x item tower x training mode, HR@10 / NDCG@10 in percent as mean ± sample
-standard deviation over the seeds, the relative improvement over the matching IDRec row, and paired
-per-user statistics against that row.
+standard deviation over the seeds, the relative improvement over the matching IDRec row, and the
+difference to that row tested over the seeds (the run is the unit; per-user test apart).
 
     python scripts/results_table.py inbatch_sasrec_e2e_text bce_text [--out docs/results]
     python scripts/results_table.py runs/studies/ml-100k --out table      # table.md + table.csv
+    python scripts/results_table.py runs/studies/ml-100k --user_groups dataset/ml-100k/user_groups.tsv:gender
+    python scripts/results_table.py --aa_check RUNS_DIR                   # A/A check of one system's seeds
 
 A folder may be a run folder (it holds config.json), an experiment folder, or anything above them:
 every `config.json` below it whose folder also holds `test_metrics.json` (written by a test_*.py
@@ -17,16 +19,31 @@ the key, and so does the tie rule of its test metrics (a test_metrics.json witho
 SPEC's tie rule: "optimistic"). The row shows the mean over its runs and, with two or more seeds,
 the sample standard deviation (n - 1).
 Improvement over IDRec = (row mean - IDRec mean) / IDRec mean, in percent, against the ID-tower
-row of the same data set, setting, model, loss, sequence lengths, users file and tie rule; when
-several ID rows qualify, the one sharing the most other values is used (then the higher HR@10).
-Paired statistics (SPEC "Evaluation"; test_*.py saves each user's tie counts in test_ranks.npz):
-for the seeds both rows share, user u of seed s is paired with user u of the same seed; over all
-pairs, the mean difference of per-user NDCG@10 and HR@10 (percentage points), a 95% paired
-bootstrap confidence interval (scipy.stats.bootstrap, paired=True, percentile, 2000 resamples;
-users resampled) and a two-sided paired sign-flip p-value (scipy.stats.permutation_test,
-permutation_type="samples", 2000 resamples; its normal approximation for very large tables).
-A "*" marks a difference whose interval excludes 0. Runs tested before test_ranks.npz existed
-get "-" there.
+row that shares every value of the grouping key but the item tower (data set, setting, patience,
+epoch cap, tie rule, loss, sequence lengths, batch size, ...; the tower's own fields, its head
+depth, a transfer initialisation and the per-tower lr / l2_weight may differ: ITEM_TOWER_KEYS,
+TUNED_PER_TOWER). A MoRec row without such an ID row gets no Δ, and the note says which values
+differ from the nearest ID row. Among several, the one sharing the most other values (then the
+higher HR@10).
+Significance (docs/significance.md; issue 23). The run (seed) is the unit of the default test:
+the two rows are compared over their seeds, HR@10 / NDCG@10 per user from test_ranks.npz:
+- Δ = difference of the means over seeds (percentage points); 95% interval of a two-level
+  bootstrap (seeds resampled, then users within each resampled seed; Saravanan et al. 2020);
+  p of a paired t test over the per-seed means when the rows share >= 2 seeds
+  (scipy.stats.ttest_rel), else Welch's t test over the seed means (scipy.stats.ttest_ind,
+  equal_var=False); "*" = p < 0.05. The t test rather than an exact sign flip over seeds, which
+  cannot go below 2 / 2^S (0.25 with 3 seeds); see the significance section below for sources.
+- per-user (these trained models), a separate column, never starred: each user's difference
+  averaged over the shared seeds, users resampled as clusters (bootstrap; sign flip, one sign per
+  user across its seeds; --resamples, default 2000; shown as p < 1/(R+1) at its resolution). It
+  holds the runs fixed: "these models rank these users differently", not "A beats B".
+- a single-seed row, runs without test_ranks.npz, or rows that share no seeds get a message in
+  the "test" column (Welch is used for the latter), never a silent star.
+A/A check: --aa_check RUNS_DIR (the runs of one system, >= 6 seeds) tests every split of its seeds
+into two disjoint halves with the default test; the last line is the share with p < 0.05.
+User groups: --user_groups FILE:COLUMN (e.g. dataset/ml-100k/user_groups.tsv:gender) adds a table
+of HR@10 / NDCG@10 per group and the gap between groups, each with the seed-level interval, and
+Δ vs IDRec per group.
 Columns: setting = regular or warm-K (`warm_min_count`); item tower = ID or the encoder folder;
 mode = E2E (end to end), TS (two-stage, frozen features) with its DNN depth, +ID add/cat (fusion);
 cold-start = HR@10 on the test users whose target had < k train interactions (test_*.py's view);
@@ -799,7 +816,8 @@ def binomial_range(n: int, rate: float = ALPHA, level: float = 0.95) -> tuple[in
     return int(low), int(high)
 
 
-def aa_check(folders: list[str | Path], half: int | None = None, metric: str = "NDCG@10") -> list[str]:
+def aa_check(folders: list[str | Path], half: int | None = None, metric: str = "NDCG@10",
+             max_splits: int = 5000) -> list[str]:
     """A/A check on the runs of one system (issue 23.4): every split of its seeds into two
     disjoint halves tested as "A vs B" by the default test (the halves share no seed: Welch over
     the seed means, as the table would test two rows without shared seeds), next to the paired t
@@ -807,7 +825,8 @@ def aa_check(folders: list[str | Path], half: int | None = None, metric: str = "
     sign flips by their normal approximation here, whose error is far below the resampling noise
     at these sizes). Returns the report's lines; the last is 'A/A: x of N splits with p < 0.05 (y%)'
     for the default test on `metric`. Splits overlap (they reuse seeds), so their p-values are
-    dependent: the binomial range printed is a guide, not an exact interval."""
+    dependent: the binomial range printed is a guide, not an exact interval. More than `max_splits`
+    splits (20 seeds have 92,378 halvings): a uniform random sample of that many (seeded)."""
     runs = load_runs(folders, quiet=True)
     where = ", ".join(map(str, folders))
     if not runs:
@@ -839,6 +858,11 @@ def aa_check(folders: list[str | Path], half: int | None = None, metric: str = "
                      f"per-user noise alone would give {noise:.3f} (run-level sd "
                      f"{math.sqrt(max(means.var(ddof=1) - noise ** 2, 0.0)):.3f})")
     splits = list(aa_splits(n, half))
+    total = len(splits)
+    if total > max_splits:
+        chosen = np.random.default_rng(0).choice(total, max_splits, replace=False)
+        splits = [splits[i] for i in sorted(chosen)]
+        lines.append(f"{total} splits: a random sample of {max_splits} tested (--aa_max_splits)")
     tests = {
         "seed-level (default: Welch over seed means)": lambda a, b: seed_level([(a, all_users, 1.0)], [(b, all_users, 1.0)], interval=False)["p"],
         "paired t over seed means (halves paired in seed order)": lambda a, b: seed_level([(a - b, all_users, 1.0)], interval=False)["p"],
@@ -984,6 +1008,8 @@ def main(argv: list[str]) -> None:
                         help="A/A check instead of a table: the runs of ONE system (>= 6 seeds), every split of its "
                              "seeds into two disjoint halves tested as A vs B; last line: the share with p < 0.05")
     parser.add_argument("--aa_half", type=int, help="--aa_check: seeds per half (default: half of them)")
+    parser.add_argument("--aa_max_splits", type=int, default=5000,
+                        help="--aa_check: test a random sample of this many splits when there are more (default 5000)")
     parser.add_argument("--aa_metric", choices=METRICS, default="NDCG@10",
                         help="--aa_check: the metric of the last line (default NDCG@10; every line shows both)")
     args = parser.parse_args(argv)
@@ -992,7 +1018,7 @@ def main(argv: list[str]) -> None:
     if args.aa_check:
         if args.folders or args.out or args.user_groups:
             raise InputError("--aa_check takes its runs folder(s) only: no table folders, --out or --user_groups")
-        print("\n".join(aa_check(args.aa_check, args.aa_half, args.aa_metric)))
+        print("\n".join(aa_check(args.aa_check, args.aa_half, args.aa_metric, args.aa_max_splits)))
         return
     if not args.folders:
         raise InputError("give the folders of the runs to tabulate (or --aa_check RUNS_DIR)")
