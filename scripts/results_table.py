@@ -817,7 +817,7 @@ def binomial_range(n: int, rate: float = ALPHA, level: float = 0.95) -> tuple[in
 
 
 def aa_check(folders: list[str | Path], half: int | None = None, metric: str = "NDCG@10",
-             max_splits: int = 5000) -> list[str]:
+             max_splits: int = 5000, plant: list[float] | None = None) -> list[str]:
     """A/A check on the runs of one system (issue 23.4): every split of its seeds into two
     disjoint halves tested as "A vs B" by the default test (the halves share no seed: Welch over
     the seed means, as the table would test two rows without shared seeds), next to the paired t
@@ -826,7 +826,9 @@ def aa_check(folders: list[str | Path], half: int | None = None, metric: str = "
     at these sizes). Returns the report's lines; the last is 'A/A: x of N splits with p < 0.05 (y%)'
     for the default test on `metric`. Splits overlap (they reuse seeds), so their p-values are
     dependent: the binomial range printed is a guide, not an exact interval. More than `max_splits`
-    splits (20 seeds have 92,378 halvings): a uniform random sample of that many (seeded)."""
+    splits (20 seeds have 92,378 halvings): a uniform random sample of that many (seeded).
+    plant: gains (points of `metric`) added to half A in turn, the share of splits the default
+    and the paired test find (p < 0.05): their power against real seed variation."""
     runs = load_runs(folders, quiet=True)
     where = ", ".join(map(str, folders))
     if not runs:
@@ -880,6 +882,12 @@ def aa_check(folders: list[str | Path], half: int | None = None, metric: str = "
                          f"{int((p < 0.01).sum())} with p < 0.01 ({100 * np.mean(p < 0.01):.1f}%)")
             if name.startswith("seed-level"):
                 default[m] = p
+    for gain in plant or []:
+        x = arrays.values[metric]
+        for name in list(tests)[:2]:
+            p = np.array([tests[name](x[list(a)] + gain, x[list(b)]) for a, b in splits])
+            lines.append(f"power, {metric} + {gain:g} points planted in half A, {name}: {int((p < 0.05).sum())} of "
+                         f"{len(splits)} with p < 0.05 ({100 * np.mean(p < 0.05):.1f}%)")
     lines.append(f"(binomial 95% range of the count at 5% if the {len(splits)} splits were independent: {low} .. {high}; "
                  "they share seeds, so the true spread is wider)")
     p = default[metric]
@@ -926,7 +934,7 @@ def group_members(users: pd.Index, groups: pd.Series, path: Path) -> dict[str, n
 def interval_cell(result: dict, p: bool = True, star: bool = True) -> str:
     if math.isnan(result["diff"]):
         return "-"
-    text = f"{result['diff']:.2f} [{result['ci_low']:.2f}, {result['ci_high']:.2f}]" if not p else \
+    text = f"{result['diff']:+.2f} [{result['ci_low']:+.2f}, {result['ci_high']:+.2f}]" if not p else \
         f"{result['diff']:+.2f} [{result['ci_low']:+.2f}, {result['ci_high']:+.2f}] {fmt_p(result['p'])}"
     return text + (" *" if p and star and result["p"] < ALPHA else "")
 
@@ -940,8 +948,8 @@ def group_table(runs: list[Run], spec: str, resamples: int = RESAMPLES) -> str:
     configs = [g["run"].iloc[0].config for g in table]
     hr10 = [g["hr10"].mean() for g in table]
     head = ["data set", "setting", "item tower", "mode", "seeds", f"{column} (users)"] + \
-        [f"{m} [95% CI]" for m in METRICS] + [f"{m} gap vs other users [95% CI], p" for m in METRICS] + \
-        [f"Δ{m} vs IDRec [95% CI], p" for m in METRICS] + [f"Δ{m} gap vs other users [95% CI], p" for m in METRICS]
+        [f"{m} [95% CI]" for m in METRICS] + [f"{m} gap vs other users [95% CI]" for m in METRICS] + \
+        [f"Δ{m} vs IDRec [95% CI], p" for m in METRICS] + [f"Δ{m} gap vs other users [95% CI]" for m in METRICS]
     lines = [f"## Per user group: {path} column {column}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     problems = []
     for group, c in zip(table, configs):
@@ -966,10 +974,11 @@ def group_table(runs: list[Run], spec: str, resamples: int = RESAMPLES) -> str:
             rest = np.setdiff1d(np.arange(len(arrays.users)), users)
             cells = list(label) + [f"{name} ({len(users)})"]
             for m in METRICS:
-                cells.append(interval_cell(seed_level([(arrays.values[m], users, 1.0)], None, resamples), p=False))
+                value = seed_level([(arrays.values[m], users, 1.0)], None, resamples)
+                cells.append(f"{value['diff']:.2f} [{value['ci_low']:.2f}, {value['ci_high']:.2f}]")
             for m in METRICS:
                 x = arrays.values[m]
-                cells.append(interval_cell(seed_level([(x, users, 1.0), (x, rest, -1.0)], None, resamples), star=False))
+                cells.append(interval_cell(seed_level([(x, users, 1.0), (x, rest, -1.0)], None, resamples), p=False))
             for m in METRICS:
                 if pair is None or pair.problem:
                     cells.append("-")
@@ -982,13 +991,14 @@ def group_table(runs: list[Run], spec: str, resamples: int = RESAMPLES) -> str:
                 a, b = pair.a.values[m], pair.b.values[m]
                 result = seed_level([(a - b, users, 1.0), (a - b, rest, -1.0)], None, resamples) if pair.paired else \
                     seed_level([(a, users, 1.0), (a, rest, -1.0)], [(b, users, 1.0), (b, rest, -1.0)], resamples)
-                cells.append(interval_cell(result, star=False))
+                cells.append(interval_cell(result, p=False))
             lines.append("| " + " | ".join(str(v).replace("|", "/") for v in cells) + " |")
     lines += ["", f"Per group of {path} ({column}): the mean over seeds in percent with the 95% interval of the two-level "
               f"bootstrap (seeds, then the group's users within each seed; {resamples} resamples); gap = group minus "
-              "the other users of the same runs (p: one-sample t over the per-seed gaps); Δ vs IDRec within the group "
-              "(the table's default seed-level test, * = p < 0.05); Δ gap = the group's Δ minus the other users' Δ "
-              "(a gain not shared by all users shows here)."]
+              "the other users of the same runs; Δ vs IDRec within the group (the table's default seed-level test, "
+              "* = p < 0.05); Δ gap = the group's Δ minus the other users' Δ (a gain not shared by all users shows "
+              "here). The gaps get an interval only: which users form a group is a sample too, and only the "
+              "bootstrap's second level sees it (a t test over the seeds would not)."]
     lines += [f"Not shown: {p}." for p in problems]
     return "\n".join(lines) + "\n"
 
@@ -1010,6 +1020,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--aa_half", type=int, help="--aa_check: seeds per half (default: half of them)")
     parser.add_argument("--aa_max_splits", type=int, default=5000,
                         help="--aa_check: test a random sample of this many splits when there are more (default 5000)")
+    parser.add_argument("--aa_plant", type=float, nargs="*", metavar="POINTS",
+                        help="--aa_check: also add each of these gains (points of --aa_metric) to half A: the power "
+                             "of the test against these runs' seed variation")
     parser.add_argument("--aa_metric", choices=METRICS, default="NDCG@10",
                         help="--aa_check: the metric of the last line (default NDCG@10; every line shows both)")
     args = parser.parse_args(argv)
@@ -1018,7 +1031,7 @@ def main(argv: list[str]) -> None:
     if args.aa_check:
         if args.folders or args.out or args.user_groups:
             raise InputError("--aa_check takes its runs folder(s) only: no table folders, --out or --user_groups")
-        print("\n".join(aa_check(args.aa_check, args.aa_half, args.aa_metric, args.aa_max_splits)))
+        print("\n".join(aa_check(args.aa_check, args.aa_half, args.aa_metric, args.aa_max_splits, args.aa_plant)))
         return
     if not args.folders:
         raise InputError("give the folders of the runs to tabulate (or --aa_check RUNS_DIR)")

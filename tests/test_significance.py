@@ -259,5 +259,5 @@ def test_ml100k_ships_a_group_file_naming_every_user():
     _, _, age = results_table.load_user_groups(f"{path}:age_band")
     names = [line.split("\t", 1)[0] for line in (REPO / "dataset" / "ml-100k" / "users.tsv").read_text().splitlines()]
     assert list(gender.index) == names and set(gender) == {"F", "M"}
-    assert set(age) == {"under 25", "25-34", "35-44", "45 and over"}
-    assert (gender == "F").sum() == 273 and (age == "under 25").sum() == 234
+    assert set(age) == {"07-24", "25-34", "35-44", "45-73"}
+    assert (gender == "F").sum() == 273 and (age == "07-24").sum() == 234
