@@ -830,7 +830,7 @@ def aa_check(folders: list[str | Path], half: int | None = None, metric: str = "
     plant: gains (points of `metric`) added to half A in turn, the share of splits the default
     and the paired test find (p < 0.05): their power against real seed variation."""
     runs = load_runs(folders, quiet=True)
-    where = ", ".join(map(str, folders))
+    where = ", ".join(map(str, folders)) if len(folders) <= 3 else f"{len(folders)} folders ({folders[0]} ...)"
     if not runs:
         raise InputError(f"--aa_check: no tested run under {where}")
     groups = grouped(runs)
@@ -859,11 +859,16 @@ def aa_check(folders: list[str | Path], half: int | None = None, metric: str = "
         lines.append(f"{m}: run means {means.mean():.2f}, sd over seeds {means.std(ddof=1):.3f} points; "
                      f"per-user noise alone would give {noise:.3f} (run-level sd "
                      f"{math.sqrt(max(means.var(ddof=1) - noise ** 2, 0.0)):.3f})")
-    splits = list(aa_splits(n, half))
-    total = len(splits)
-    if total > max_splits:
-        chosen = np.random.default_rng(0).choice(total, max_splits, replace=False)
-        splits = [splits[i] for i in sorted(chosen)]
+    total = math.comb(n, half) * math.comb(n - half, half) // 2
+    if total <= max_splits:
+        splits = list(aa_splits(n, half))
+    else:                                             # distinct random splits, without listing them all
+        rng, chosen = np.random.default_rng(0), set()
+        while len(chosen) < max_splits:
+            order = rng.permutation(n)
+            a, b = tuple(sorted(order[:half].tolist())), tuple(sorted(order[half:2 * half].tolist()))
+            chosen.add((a, b) if a[0] < b[0] else (b, a))
+        splits = sorted(chosen)
         lines.append(f"{total} splits: a random sample of {max_splits} tested (--aa_max_splits)")
     tests = {
         "seed-level (default: Welch over seed means)": lambda a, b: seed_level([(a, all_users, 1.0)], [(b, all_users, 1.0)], interval=False)["p"],
