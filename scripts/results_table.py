@@ -566,7 +566,6 @@ def pairing(runs: list[Run], base: list[Run]) -> Pairing:
     """Pair the runs of a row with those of its base row (module docstring): the seeds both share
     (>= 2: paired t), else all seeds of each (each >= 2: Welch); a single-seed row or runs without
     per-user files get a problem message, never a silent result."""
-    where = f"{runs[0].dir.parent}" if runs else ""
     if len(runs) < 2 or len(base) < 2:
         one = runs if len(runs) < 2 else base
         return Pairing(None, None, problem=f"{len(one)} seed in {'this row' if one is runs else 'its base row'} "
@@ -870,21 +869,26 @@ def aa_check(folders: list[str | Path], half: int | None = None, metric: str = "
             chosen.add((a, b) if a[0] < b[0] else (b, a))
         splits = sorted(chosen)
         lines.append(f"{total} splits: a random sample of {max_splits} tested (--aa_max_splits)")
+    everyone = np.arange(len(arrays.users))
     tests = {
-        "seed-level (default: Welch over seed means)": lambda a, b: seed_level([(a, all_users, 1.0)], [(b, all_users, 1.0)], interval=False)["p"],
-        "paired t over seed means (halves paired in seed order)": lambda a, b: seed_level([(a - b, all_users, 1.0)], interval=False)["p"],
-        "per-user cluster sign flip (these models; not a test of A vs B)": lambda a, b: user_cluster_test(a, b, budget=0, interval=False)["p"],
-        "old pooled (seed, user) sign flip (before issue 23)": lambda a, b: sign_flip_p(a.ravel(), b.ravel(), budget=0),
+        "seed-level (default: Welch over seed means)":
+            lambda a, b: seed_level([(a, everyone, 1.0)], [(b, everyone, 1.0)], interval=False)["p"],
+        "paired t over seed means (halves paired in seed order)":
+            lambda a, b: seed_level([(a - b, everyone, 1.0)], interval=False)["p"],
+        "per-user cluster sign flip (these models; not a test of A vs B)":
+            lambda a, b: user_cluster_test(a, b, budget=0, interval=False)["p"],
+        "old pooled (seed, user) sign flip (before issue 23)":
+            lambda a, b: sign_flip_p(a.ravel(), b.ravel(), budget=0),
     }
-    all_users = np.arange(len(arrays.users))
     low, high = binomial_range(len(splits))
     default = {}
     for name, test in tests.items():
         for m in METRICS:
             x = arrays.values[m]
             p = np.array([test(x[list(a)], x[list(b)]) for a, b in splits])
-            lines.append(f"{name}, {m}: {int((p < 0.05).sum())} of {len(splits)} with p < 0.05 ({100 * np.mean(p < 0.05):.1f}%), "
-                         f"{int((p < 0.01).sum())} with p < 0.01 ({100 * np.mean(p < 0.01):.1f}%)")
+            lines.append(f"{name}, {m}: {int((p < 0.05).sum())} of {len(splits)} with p < 0.05 "
+                         f"({100 * np.mean(p < 0.05):.1f}%), {int((p < 0.01).sum())} with p < 0.01 "
+                         f"({100 * np.mean(p < 0.01):.1f}%)")
             if name.startswith("seed-level"):
                 default[m] = p
     for gain in plant or []:

@@ -6,7 +6,6 @@ NDCG@10 with sd 0.436 points where independent per-user noise alone gives 0.316:
 sqrt(0.436^2 - 0.316^2) = 0.30 points. docs/significance.md has the measurement."""
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import sys
