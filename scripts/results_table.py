@@ -1,10 +1,12 @@
 """Results tables like the paper's: every finished run under the given folders, grouped by data set
 x setting x model x loss x item tower x training mode, HR@10 / NDCG@10 in percent as mean ± sample
-standard deviation over the seeds, the relative improvement over the matching IDRec row, and paired
-per-user statistics against that row.
+standard deviation over the seeds, the relative improvement over the matching IDRec row, and the
+difference to that row tested over the seeds (the run is the unit; per-user test apart).
 
     python scripts/results_table.py inbatch_sasrec_e2e_text bce_text [--out docs/results]
     python scripts/results_table.py runs/studies/ml-100k --out table      # table.md + table.csv
+    python scripts/results_table.py runs/studies/ml-100k --user_groups dataset/ml-100k/user_groups.tsv:gender
+    python scripts/results_table.py --aa_check RUNS_DIR                   # A/A check of one system's seeds
 
 A folder may be a run folder (it holds config.json), an experiment folder, or anything above them:
 every `config.json` below it whose folder also holds `test_metrics.json` (written by a test_*.py
@@ -17,16 +19,31 @@ the key, and so does the tie rule of its test metrics (a test_metrics.json witho
 SPEC's tie rule: "optimistic"). The row shows the mean over its runs and, with two or more seeds,
 the sample standard deviation (n - 1).
 Improvement over IDRec = (row mean - IDRec mean) / IDRec mean, in percent, against the ID-tower
-row of the same data set, setting, model, loss, sequence lengths, users file and tie rule; when
-several ID rows qualify, the one sharing the most other values is used (then the higher HR@10).
-Paired statistics (SPEC "Evaluation"; test_*.py saves each user's tie counts in test_ranks.npz):
-for the seeds both rows share, user u of seed s is paired with user u of the same seed; over all
-pairs, the mean difference of per-user NDCG@10 and HR@10 (percentage points), a 95% paired
-bootstrap confidence interval (scipy.stats.bootstrap, paired=True, percentile, 2000 resamples;
-users resampled) and a two-sided paired sign-flip p-value (scipy.stats.permutation_test,
-permutation_type="samples", 2000 resamples; its normal approximation for very large tables).
-A "*" marks a difference whose interval excludes 0. Runs tested before test_ranks.npz existed
-get "-" there.
+row that shares every value of the grouping key but the item tower (data set, setting, patience,
+epoch cap, tie rule, loss, sequence lengths, batch size, ...; the tower's own fields, its head
+depth, a transfer initialisation and the per-tower lr / l2_weight may differ: ITEM_TOWER_KEYS,
+TUNED_PER_TOWER). A MoRec row without such an ID row gets no Δ, and the note says which values
+differ from the nearest ID row. Among several, the one sharing the most other values (then the
+higher HR@10).
+Significance (docs/significance.md; issue 23). The run (seed) is the unit of the default test:
+the two rows are compared over their seeds, HR@10 / NDCG@10 per user from test_ranks.npz:
+- Δ = difference of the means over seeds (percentage points); 95% interval of a two-level
+  bootstrap (seeds resampled, then users within each resampled seed; Saravanan et al. 2020);
+  p of a paired t test over the per-seed means when the rows share >= 2 seeds
+  (scipy.stats.ttest_rel), else Welch's t test over the seed means (scipy.stats.ttest_ind,
+  equal_var=False); "*" = p < 0.05. The t test rather than an exact sign flip over seeds, which
+  cannot go below 2 / 2^S (0.25 with 3 seeds); see the significance section below for sources.
+- per-user (these trained models), a separate column, never starred: each user's difference
+  averaged over the shared seeds, users resampled as clusters (bootstrap; sign flip, one sign per
+  user across its seeds; --resamples, default 2000; shown as p < 1/(R+1) at its resolution). It
+  holds the runs fixed: "these models rank these users differently", not "A beats B".
+- a single-seed row, runs without test_ranks.npz, or rows that share no seeds get a message in
+  the "test" column (Welch is used for the latter), never a silent star.
+A/A check: --aa_check RUNS_DIR (the runs of one system, >= 6 seeds) tests every split of its seeds
+into two disjoint halves with the default test; the last line is the share with p < 0.05.
+User groups: --user_groups FILE:COLUMN (e.g. dataset/ml-100k/user_groups.tsv:gender) adds a table
+of HR@10 / NDCG@10 per group and the gap between groups, each with the seed-level interval, and
+Δ vs IDRec per group.
 Columns: setting = regular or warm-K (`warm_min_count`); item tower = ID or the encoder folder;
 mode = E2E (end to end), TS (two-stage, frozen features) with its DNN depth, +ID add/cat (fusion);
 cold-start = HR@10 on the test users whose target had < k train interactions (test_*.py's view);
@@ -63,9 +80,6 @@ SHOWN = {"dataset", "warm_min_count", "model", "loss", "item_tower", "bert_model
 # Run-control values that still change what a run reports: kept in the grouping key.
 GROUPED_RUN_CONTROL = {"patience", "epoch"}
 DEFAULT_SETTING = {"world_size": 1, "precision": "fp32"}
-# An IDRec row is comparable when these agree.
-BASELINE_KEYS = ("dataset", "root_data_dir", "behaviors", "news", "warm_min_count", "model", "loss",
-                 "max_seq_len", "min_seq_len", "setting", "ties")
 # Item towers and the config key naming their encoder (vision keys are read when present).
 ENCODER_KEYS = {"text": "bert_model_load", "vision": "cv_model_load", "image": "cv_model_load"}
 CONFIDENCE = 0.95
@@ -276,12 +290,33 @@ def other_values(configs: list[dict]) -> list[str]:
             for c in configs]
 
 
+# Values that may differ between a MoRec row and its IDRec baseline: the item tower itself (the
+# fields only a modality tower reads, its head depth, the transfer initialisation it starts from)
+# and the optimiser values the paper tunes per tower (the studies' --id.lr / --mo.lr). Every other
+# value of the grouping key (data set, setting, patience, epoch cap, tie rule, loss, sequence
+# lengths, batch size, ...) must be equal, else the row gets no Δ (issue 23.6).
+ITEM_TOWER_KEYS = {"item_tower", "dnn_layers", "init_from", "freeze_user_encoder"} | UNUSED_BY_TOWER["id"]
+TUNED_PER_TOWER = {"lr", "l2_weight"}
+
+
+def baseline_keys(config: dict) -> list[str]:
+    """The keys an IDRec baseline of `config` must share (see ITEM_TOWER_KEYS)."""
+    key = json.loads(group_key(config))
+    return sorted(k for k in key if k not in ITEM_TOWER_KEYS | TUNED_PER_TOWER)
+
+
+def baseline_mismatch(config: dict, base: dict) -> list[str]:
+    """'key=value (IDRec: value)' for each baseline key on which the two configs differ."""
+    mine, theirs = json.loads(group_key(config)), json.loads(group_key(base))
+    return [f"{k}={mine.get(k)} (IDRec: {theirs.get(k)})" for k in baseline_keys(config) if mine.get(k) != theirs.get(k)]
+
+
 def baseline_index(config: dict, configs: list[dict], hr10: list[float]) -> int | None:
-    """Index of the IDRec row this row is compared with (None for ID rows or when none matches)."""
+    """Index of the IDRec row this row is compared with (None for ID rows or when none matches in
+    every baseline key); among several, the one sharing the most other values (then higher HR@10)."""
     if is_id(config):
         return None
-    candidates = [i for i, c in enumerate(configs)
-                  if is_id(c) and all(c.get(k) == config.get(k) for k in BASELINE_KEYS)]
+    candidates = [i for i, c in enumerate(configs) if is_id(c) and not baseline_mismatch(config, c)]
     if not candidates:
         return None
 
@@ -293,24 +328,152 @@ def baseline_index(config: dict, configs: list[dict], hr10: list[float]) -> int 
     return max(candidates, key=closeness)
 
 
-# ----------------------------------------------------------------------------- paired statistics
+def no_baseline_reason(config: dict, configs: list[dict]) -> str:
+    """Why a MoRec row has no IDRec row to compare with ('' for ID rows and rows that have one)."""
+    if is_id(config):
+        return ""
+    ids = [baseline_mismatch(config, c) for c in configs if is_id(c)]
+    if not ids:
+        return "no IDRec row among these runs"
+    if any(not m for m in ids):
+        return ""
+    nearest = min(ids, key=len)
+    return "no IDRec row with the same values but the item tower; nearest differs in " + ", ".join(nearest)
 
-def paired_pairs(rows: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame | None:
-    """Per-user metrics of the two rows, paired by (seed, user) over their shared seeds:
-    columns HR@10, NDCG@10, base_HR@10, base_NDCG@10 (percent). None without per-user files."""
-    parts = []
-    base_by_seed = dict(zip(base["seed"], base["run"]))
-    for seed, run in zip(rows["seed"], rows["run"]):
-        if seed not in base_by_seed:
-            continue
-        mine, theirs = per_user(run), per_user(base_by_seed[seed])
-        if mine is None or theirs is None:
-            continue
-        if not mine.index.equals(theirs.index):
-            raise InputError(f"{run.dir} and {base_by_seed[seed].dir} did not test the same users in the same "
-                             "order; they cannot be paired (same data set and filters?)")
-        parts.append(mine.join(theirs.add_prefix("base_")))
-    return pd.concat(parts) if parts else None
+
+# ----------------------------------------------------------------------------- significance
+#
+# Default ("seed-level") test: the trained run is the unit (issue 23). A table compares two
+# systems, each trained with several seeds; the question "does A beat B on this data set" is
+# answered against the run-to-run variation, which a test that pairs single users of fixed runs
+# never sees (its null holds the trained models fixed; measured on 10 ml-100k IDRec seeds it
+# starred 15% of A/A comparisons at alpha 0.05, docs/significance.md).
+# - p: a t test over the per-seed means, paired (scipy.stats.ttest_rel: the seed-wise differences
+#   of the run means) when both rows share >= 2 seeds, Welch (scipy.stats.ttest_ind,
+#   equal_var=False) over the two rows' seed means when they do not. Its null contains the seed
+#   variation; a run mean averages ~10^3 users, so the normal model of the t test is close. An
+#   exact sign flip over seeds would need no such model but cannot go below 2 / 2^S (0.25 with 3
+#   seeds, 0.0625 with 5): no power at the studies' seed counts. Dror et al. 2018, "The
+#   Hitchhiker's Guide to Testing Statistical Significance in NLP" (ACL), for the choice of a
+#   parametric test when its assumptions hold; Bouthillier et al. 2021, "Accounting for Variance
+#   in Machine Learning Benchmarks" (MLSys), for comparing over several seeds (the run as sample).
+# - interval: a 95% percentile interval of a two-level (hierarchical) bootstrap: resample the
+#   seeds with replacement, then the users within each resampled seed (Saravanan, Berman and
+#   Sober 2020, "Application of the hierarchical bootstrap to multi-level data in neuroscience",
+#   NBDC). With few seeds it is narrower than the t interval (the seeds drawn are treated as the
+#   population), so the star follows p, not the interval.
+# Per-user ("these trained models rank these users differently") test, a separate column, never
+# starred: each user's difference averaged over the seeds, users resampled as clusters (one sign
+# per user across all its seeds; bootstrap of users); its null holds the trained runs fixed.
+
+ALPHA = 0.05
+
+
+def fmt_p(p: float, resamples: int | None = None) -> str:
+    """'p=0.013'; a resampled p at or below 1/(R+1) (no resample as extreme) as 'p < 1/(R+1)'
+    (the test's resolution), an analytic one below 10^-4 as 'p < 0.0001'."""
+    if p is None or math.isnan(p):
+        return "p=-"
+    if resamples and p <= 1.0 / (resamples + 1) * (1 + 1e-9):
+        return f"p < {1.0 / (resamples + 1):.2g}"
+    if p < 1e-4:
+        return "p < 0.0001"
+    return f"p={p:.2g}"
+
+
+_PER_USER_CACHE: dict = {}
+
+
+def per_user_cached(run: Run) -> pd.DataFrame | None:
+    """per_user(run), read once per file version (the tables read each run for several tests)."""
+    name = run.test.get("per_user")
+    stamp = (run.dir / name).stat().st_mtime_ns if name and (run.dir / name).is_file() else None
+    key = (str(run.dir), stamp, run.config.get("ties"), json.dumps(run.test.get("test"), sort_keys=True))
+    if key not in _PER_USER_CACHE:
+        if len(_PER_USER_CACHE) > 256:
+            _PER_USER_CACHE.clear()
+        _PER_USER_CACHE[key] = per_user(run)
+    return _PER_USER_CACHE[key]
+
+
+@dataclass
+class SeedArrays:
+    """A row's per-user metrics: seeds (S,), users (U,), values {metric: (S, U) percent}."""
+    seeds: list
+    users: pd.Index
+    values: dict
+    runs: list
+
+
+def seed_arrays(runs: list[Run]) -> SeedArrays | None:
+    """The row's runs as (seed, user) arrays; None when a run has no per-user file. Refuses runs
+    that tested other users (another data set or filter) or repeat a seed."""
+    frames = [per_user_cached(r) for r in runs]
+    if not runs or any(f is None for f in frames):
+        return None
+    seeds = [r.config.get("seed") for r in runs]
+    if len(set(map(str, seeds))) < len(seeds):
+        raise InputError(f"two runs of one row share a seed ({', '.join(str(r.dir) for r in runs)}); "
+                         "a row holds one run per seed")
+    for run, frame in zip(runs[1:], frames[1:]):
+        if not frame.index.equals(frames[0].index):
+            raise InputError(f"{run.dir} and {runs[0].dir} did not test the same users in the same order; "
+                             "they cannot be one row (same data set and filters?)")
+    return SeedArrays(seeds, frames[0].index, {m: np.stack([f[m].to_numpy() for f in frames]) for m in METRICS}, runs)
+
+
+def seed_values(terms: list) -> np.ndarray:
+    """(S,): per seed, sum of weight x mean over `users` of x[seed]; terms [(x (S, U), users, weight)]."""
+    return sum(w * x[:, users].mean(axis=1) for x, users, w in terms)
+
+
+def hierarchical_resamples(terms: list, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(R,): the statistic of seed_values(terms).mean() under a two-level bootstrap: the S seeds
+    resampled with replacement, then, within each resampled seed, the users of each term (a group
+    stays a group: stratified) resampled with replacement."""
+    n_seeds = terms[0][0].shape[0]
+    out = np.empty(resamples)
+    users_max = max(len(users) for _, users, _ in terms)
+    batch = max(1, 2 ** 22 // max(n_seeds * users_max, 1))
+    for start in range(0, resamples, batch):
+        size = min(batch, resamples - start)
+        chosen = rng.integers(0, n_seeds, (size, n_seeds))                       # (B, S) resampled seeds
+        total = np.zeros((size, n_seeds))
+        for x, users, w in terms:
+            picks = users[rng.integers(0, len(users), (size, n_seeds, len(users)))]   # (B, S, U_term)
+            total += w * x[chosen[:, :, None], picks].mean(axis=2)
+        out[start:start + size] = total.mean(axis=1)
+    return out
+
+
+def t_p_value(va: np.ndarray, vb: np.ndarray | None) -> float:
+    """Two-sided p of the one-sample (paired differences) t test of va, or Welch's test of va vs
+    vb; a zero-variance input gives p = 1 when the means are equal and 0 when they are not."""
+    if vb is None:
+        if np.ptp(va) <= 1e-12 * max(1.0, abs(va).max()):
+            return 1.0 if abs(va.mean()) <= 1e-12 else 0.0
+        return float(stats.ttest_1samp(va, 0.0).pvalue)
+    if np.ptp(va) <= 1e-12 and np.ptp(vb) <= 1e-12:
+        return 1.0 if abs(va.mean() - vb.mean()) <= 1e-12 else 0.0
+    return float(stats.ttest_ind(va, vb, equal_var=False).pvalue)
+
+
+def seed_level(a_terms: list, b_terms: list | None = None, resamples: int = RESAMPLES, seed: int = 0,
+               interval: bool = True) -> dict:
+    """The default test of a contrast: {"diff", "ci_low", "ci_high", "p"}. Paired (b_terms None):
+    a_terms hold the seed-wise differences, p of the paired t test; unpaired: the contrast is
+    seed mean of a_terms - of b_terms, p of Welch's test. interval False: no bootstrap (NaN)."""
+    va = seed_values(a_terms)
+    vb = None if b_terms is None else seed_values(b_terms)
+    diff = float(va.mean() - (0.0 if vb is None else vb.mean()))
+    low = high = math.nan
+    if interval:
+        rng = np.random.default_rng(seed)
+        boot = hierarchical_resamples(a_terms, resamples, rng)
+        if b_terms is not None:
+            boot = boot - hierarchical_resamples(b_terms, resamples, rng)
+        low, high = (float(v) for v in np.quantile(boot, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2]))
+    return {"diff": diff, "ci_low": low, "ci_high": high, "p": t_p_value(va, vb)}
 
 
 def mean_difference(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -328,42 +491,133 @@ def bootstrap_interval(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES,
 
 
 def sign_flip_p(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, seed: int = 0,
-                budget: float = 2e7) -> float:
+                budget: float = 2e8) -> float:
     """Two-sided p-value of the paired sign-flip test of mean(a - b) = 0 (each pair's two values
-    swapped at random under the null). Identical pairs: p = 1.
+    swapped at random under the null), statistic |sum(d)|. Identical pairs: p = 1.
 
-    Pairs with equal values do not change the statistic under any flip, so only the others are
-    resampled: scipy.stats.permutation_test(permutation_type="samples") on the differences (a
-    one-sample sign flip; exact when 2^n <= resamples). Above `budget` differences x resamples
-    (scipy's resampling takes about a second per 10^7), the normal approximation of the same
-    test: sum(d) has mean 0 and variance sum(d^2) over the flips; with > 10^4 differences its
-    error is far below the resampling noise (tests/test_results_table.py compares the two)."""
+    Pairs with equal values do not change the statistic under any flip, so only the others count.
+    Exact (every sign vector) when 2^n <= resamples; else p = (1 + #{resamples as extreme}) /
+    (R + 1), which cannot go below 1/(R+1) (fmt_p prints that as 'p < 1/(R+1)'). Above `budget`
+    differences x resamples, the normal approximation of the same test: sum(d) has mean 0 and
+    variance sum(d^2) over the flips (tests/test_results_table.py compares it with scipy)."""
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     d = d[d != 0]
-    if len(d) == 0:
+    n = len(d)
+    if n == 0:
         return 1.0
-    if len(d) * resamples > budget:
-        return float(2 * stats.norm.sf(abs(float(np.sum(d))) / math.sqrt(float(np.sum(d * d)))))
-    return float(stats.permutation_test((d,), np.mean, permutation_type="samples", vectorized=True,
-                                        n_resamples=resamples, rng=np.random.default_rng(seed)).pvalue)
+    observed = abs(float(d.sum()))
+    tolerance = 1e-9 * max(observed, float(np.abs(d).sum()), 1e-300)
+    if n <= 20 and 2 ** n <= resamples:
+        signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)
+        return float(np.mean(np.abs(signs @ d) >= observed - tolerance))
+    if n * resamples > budget:
+        return float(2 * stats.norm.sf(observed / math.sqrt(float(np.sum(d * d)))))
+    rng = np.random.default_rng(seed)
+    extreme, batch = 0, max(1, 2 ** 22 // n)
+    for start in range(0, resamples, batch):
+        size = min(batch, resamples - start)
+        signs = rng.integers(0, 2, (size, n), dtype=np.int8) * 2 - 1
+        extreme += int(np.sum(np.abs(signs @ d) >= observed - tolerance))
+    return (1 + extreme) / (resamples + 1)
 
 
-def paired_test(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, seed: int = 0) -> dict:
-    """Mean of a - b over pairs, its 95% paired-bootstrap interval and the two-sided sign-flip
-    p-value. a, b (P,) paired values (percent)."""
+def pooled_test(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, seed: int = 0, budget: float = 2e8) -> dict:
+    """The table's test before issue 23, kept to show what it measures: (seed, user) pairs pooled,
+    pairs bootstrapped and sign-flipped one by one. Its null holds the trained runs fixed; it
+    FAILS an A/A check (tests/test_results_table.py, docs/significance.md): not a test of 'A beats B'."""
+    a, b = np.ravel(a), np.ravel(b)
     low, high = bootstrap_interval(a, b, resamples, seed)
-    return {"diff": float(np.mean(a - b)), "ci_low": low, "ci_high": high, "p": sign_flip_p(a, b, resamples, seed)}
+    return {"diff": float(np.mean(a - b)), "ci_low": low, "ci_high": high, "p": sign_flip_p(a, b, resamples, seed, budget)}
 
 
-def paired_columns(rows: pd.DataFrame, base: pd.DataFrame | None, resamples: int) -> dict:
-    """The row's paired columns against its IDRec rows: pairs, then per metric diff / CI / p."""
-    pairs = paired_pairs(rows, base) if base is not None else None
-    out = {"pairs": "" if pairs is None else len(pairs)}
+def user_cluster_test(a: np.ndarray, b: np.ndarray, users: np.ndarray | None = None, resamples: int = RESAMPLES,
+                      seed: int = 0, budget: float = 2e8, interval: bool = True) -> dict:
+    """'These trained models rank these users differently': a (S_a, U), b (S_b, U); each user's
+    mean over the seeds of a minus of b, users as clusters (one sign per user across all its seeds
+    in the sign flip; users resampled in the bootstrap). Not a test of 'A beats B' (the runs are held fixed)."""
+    users = np.arange(a.shape[1]) if users is None else users
+    d = a[:, users].mean(axis=0) - b[:, users].mean(axis=0)
+    zeros = np.zeros_like(d)
+    low, high = bootstrap_interval(d, zeros, resamples, seed) if interval and np.ptp(d) > 0 else \
+        (float(d.mean()), float(d.mean())) if interval else (math.nan, math.nan)
+    return {"diff": float(d.mean()), "ci_low": low, "ci_high": high, "p": sign_flip_p(d, zeros, resamples, seed, budget)}
+
+
+@dataclass
+class Pairing:
+    """How two rows are compared: paired on shared seeds, unpaired (Welch), or not at all (problem)."""
+    a: SeedArrays | None
+    b: SeedArrays | None
+    paired: bool = False
+    problem: str = ""
+    note: str = ""
+
+    @property
+    def test_name(self) -> str:
+        if self.problem:
+            return self.problem
+        if self.paired:
+            return f"paired t, {len(self.a.seeds)} seeds x {len(self.a.users)} users" + (f" ({self.note})" if self.note else "")
+        return (f"Welch, {len(self.a.seeds)} vs {len(self.b.seeds)} seeds x {len(self.a.users)} users "
+                f"(unpaired: {self.note})")
+
+
+def pairing(runs: list[Run], base: list[Run]) -> Pairing:
+    """Pair the runs of a row with those of its base row (module docstring): the seeds both share
+    (>= 2: paired t), else all seeds of each (each >= 2: Welch); a single-seed row or runs without
+    per-user files get a problem message, never a silent result."""
+    if len(runs) < 2 or len(base) < 2:
+        one = runs if len(runs) < 2 else base
+        return Pairing(None, None, problem=f"{len(one)} seed in {'this row' if one is runs else 'its base row'} "
+                                           f"({', '.join(r.dir.name for r in one)}): no seed-level test (needs >= 2 seeds each)")
+    a, b = seed_arrays(runs), seed_arrays(base)
+    if a is None or b is None:
+        return Pairing(None, None, problem="no per-user file (test_ranks.npz) in some runs: re-run their test script")
+    if not a.users.equals(b.users):
+        raise InputError(f"{runs[0].dir} and {base[0].dir} did not test the same users in the same order; "
+                         "they cannot be compared user by user (same data set and filters?)")
+    shared = [s for s in a.seeds if s in b.seeds]
+    if len(shared) >= 2:
+        left_out = sorted(set(map(str, a.seeds + b.seeds)) - set(map(str, shared)))
+        ia, ib = [a.seeds.index(s) for s in shared], [b.seeds.index(s) for s in shared]
+        pick = lambda x, idx: SeedArrays(shared, x.users, {m: v[idx] for m, v in x.values.items()},  # noqa: E731
+                                         [x.runs[i] for i in idx])
+        return Pairing(pick(a, ia), pick(b, ib), paired=True,
+                       note=f"seeds {' '.join(left_out)} of one row only left out" if left_out else "")
+    return Pairing(a, b, note=f"the rows share {len(shared)} seed{'s' if len(shared) != 1 else ''}; "
+                              f"{' '.join(map(str, a.seeds))} vs {' '.join(map(str, b.seeds))}")
+
+
+def compare(pair: Pairing, metric: str, users: np.ndarray | None = None, resamples: int = RESAMPLES,
+            seed: int = 0) -> dict:
+    """Seed-level difference (default test) and per-user cluster test of `metric` over `users`
+    (all when None): {"diff", "ci_low", "ci_high", "p", "user_diff", "user_ci_low", "user_ci_high", "user_p"}."""
+    nan = dict.fromkeys(("diff", "ci_low", "ci_high", "p", "user_diff", "user_ci_low", "user_ci_high", "user_p"), math.nan)
+    if pair.problem or pair.a is None:
+        return nan
+    a, b = pair.a.values[metric], pair.b.values[metric]
+    users = np.arange(a.shape[1]) if users is None else np.asarray(users)
+    result = seed_level([(a - b, users, 1.0)], None, resamples, seed) if pair.paired else \
+        seed_level([(a, users, 1.0)], [(b, users, 1.0)], resamples, seed)
+    user = user_cluster_test(a, b, users, resamples, seed)
+    return {**result, **{f"user_{k}": v for k, v in user.items()}}
+
+
+def paired_pairs(rows: pd.DataFrame, base: pd.DataFrame) -> Pairing:
+    """The Pairing of two table rows (frames of runs_frame with a 'run' column)."""
+    return pairing(list(rows["run"]), list(base["run"]))
+
+
+def paired_columns(rows: pd.DataFrame, base: pd.DataFrame | None, resamples: int, reason: str = "") -> dict:
+    """The row's columns against its IDRec row: the test used, then per metric the seed-level
+    diff / CI / p and the per-user cluster test's diff / CI / p."""
+    pair = paired_pairs(rows, base) if base is not None else Pairing(None, None, problem=reason)
+    out = {"test": pair.test_name if (base is not None or reason) else "",
+           "compared_seeds": "" if pair.problem or pair.a is None else " ".join(map(str, pair.a.seeds)) + (
+               "" if pair.paired else " vs " + " ".join(map(str, pair.b.seeds)))}
     for metric in METRICS:
         key = metric.split("@")[0].lower() + "10"
-        result = (paired_test(pairs[metric].to_numpy(), pairs[f"base_{metric}"].to_numpy(), resamples)
-                  if pairs is not None else dict.fromkeys(("diff", "ci_low", "ci_high", "p"), math.nan))
-        out.update({f"{key}_{name}": value for name, value in result.items()})
+        out.update({f"{key}_{name}": value for name, value in compare(pair, metric, resamples=resamples).items()})
     return out
 
 
@@ -401,7 +655,11 @@ def table_rows(runs: list[Run], resamples: int = RESAMPLES) -> list[dict]:
         row["users"], row["items"] = first.get("num_users", ""), first.get("num_items", "")
         row["best_epochs"] = " ".join(str(r.test.get("best_epoch", "")) for r in group["run"])
         row["runs"] = " ".join(group["label"])
-        row.update(paired_columns(group, base, resamples))
+        reason = no_baseline_reason(c, configs)
+        row["baseline_runs"] = " ".join(base["label"]) if base is not None else ""
+        row["no_baseline"] = reason
+        row["resamples"] = resamples
+        row.update(paired_columns(group, base, resamples, reason))
         row["train_seconds_to_best"] = group["train_seconds_to_best"].mean(skipna=False)   # NaN unless every run has it
         row["peak_memory_mb"] = group["peak_memory_mb"].mean(skipna=False)
         row["peak_memory_kind"] = "/".join(sorted({k for part in group["peak_memory_kind"] for k in part.split("/") if k}))
@@ -419,13 +677,33 @@ def signed(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:+.1f}%"
 
 
-def paired_cell(r: dict, key: str) -> str:
-    """'+1.23 [+0.40, +2.10] p=0.004 *' (percentage points; * : the interval excludes 0)."""
-    if math.isnan(r[f"{key}_diff"]):
+def paired_cell(r: dict, key: str, kind: str = "") -> str:
+    """'+1.23 [+0.40, +2.10] p=0.004 *' (percentage points). kind "": the seed-level test (* : p <
+    ALPHA); kind "user_": the per-user cluster test (never starred; its p has R resamples)."""
+    if math.isnan(r.get(f"{key}_{kind}diff", math.nan)):
         return "-"
-    excludes_zero = r[f"{key}_ci_low"] > 0 or r[f"{key}_ci_high"] < 0
-    return (f"{r[f'{key}_diff']:+.2f} [{r[f'{key}_ci_low']:+.2f}, {r[f'{key}_ci_high']:+.2f}] "
-            f"p={r[f'{key}_p']:.3g}" + (" *" if excludes_zero else ""))
+    p = r[f"{key}_{kind}p"]
+    star = " *" if not kind and p < ALPHA else ""
+    return (f"{r[f'{key}_{kind}diff']:+.2f} [{r[f'{key}_{kind}ci_low']:+.2f}, {r[f'{key}_{kind}ci_high']:+.2f}] "
+            f"{fmt_p(p, r.get('resamples') if kind else None)}{star}")
+
+
+def significance_note(rows: list[dict]) -> str:
+    """The table's note on its tests: seeds, resamples, the smallest p an exact seed test could give."""
+    tested = [r for r in rows if r.get("compared_seeds")]
+    seeds = sorted({len(r["compared_seeds"].split(" vs ")[0].split()) for r in tested})
+    resamples = sorted({r["resamples"] for r in tested}) or [RESAMPLES]
+    floor = ", ".join(f"{2 / 2 ** s:.3g} with {s} seeds" for s in seeds) if seeds else "0.25 with 3 seeds"
+    return (f"Δ vs IDRec (default test; the trained run is the unit): difference of the mean over seeds, in percentage "
+            f"points; 95% interval of a two-level bootstrap (seeds resampled, then users within each seed; "
+            f"{'/'.join(map(str, resamples))} resamples); p of a paired t test over the per-seed means when both rows share "
+            f">= 2 seeds, else Welch's t test over the seed means (the 'test' column says which and over how many seeds: "
+            f"{'/'.join(map(str, seeds)) if seeds else '-'} here); * = p < {ALPHA}. An exact sign flip over seeds could "
+            f"not go below p = {floor}. Per-user (these trained models): the same difference per user averaged over "
+            f"the seeds, users resampled as clusters (bootstrap interval, sign-flip p with {'/'.join(map(str, resamples))} "
+            f"resamples, shown as p < 1/(R+1) when no resample was as extreme); it holds the trained runs fixed, "
+            f"so it says whether these models rank these users differently, not whether the method is better "
+            f"(never starred). docs/significance.md.")
 
 
 MEMORY_KINDS = {"max_rss": "rss", "max_rss_process": "rss since start", "max_allocated": "alloc"}
@@ -444,11 +722,13 @@ def markdown(rows: list[dict]) -> str:
     show_other = any(r["other"] for r in rows)
     show_cost = any(not math.isnan(r.get("train_seconds_to_best", math.nan)) for r in rows)
     show_cold = any(r["cold_users"] != "" for r in rows)
-    show_paired = any(r.get("pairs", "") != "" for r in rows)
+    show_paired = any(r.get("test", "") != "" for r in rows)
     head = ["data set", "setting", "model", "loss", "item tower", "mode"] + (["other"] if show_other else []) \
         + ["seeds", "HR@10", "NDCG@10", "HR@10 vs IDRec", "NDCG@10 vs IDRec"] \
         + (["cold-start HR@10 (users)"] if show_cold else []) + ["users / items"] \
-        + (["paired users", "ΔHR@10 vs IDRec [95% CI], p", "ΔNDCG@10 vs IDRec [95% CI], p"] if show_paired else []) \
+        + (["test", "ΔHR@10 vs IDRec [95% CI], p", "ΔNDCG@10 vs IDRec [95% CI], p",
+            "per-user ΔHR@10 (these models) [95% CI], p", "per-user ΔNDCG@10 (these models) [95% CI], p"]
+           if show_paired else []) \
         + (["cost: train s to best, peak memory"] if show_cost else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -461,21 +741,23 @@ def markdown(rows: list[dict]) -> str:
             cells.append(cold)
         cells.append(f"{r['users']} / {r['items']}" if r["users"] != "" else "-")
         if show_paired:
-            cells += [r["pairs"] if r["pairs"] != "" else "-", paired_cell(r, "hr10"), paired_cell(r, "ndcg10")]
+            cells += [r["test"] or "-", paired_cell(r, "hr10"), paired_cell(r, "ndcg10"),
+                      paired_cell(r, "hr10", "user_"), paired_cell(r, "ndcg10", "user_")]
         if show_cost:
             cells.append(cost_cell(r))
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
     notes = ["", "HR@10 / NDCG@10 on the test split, in percent: mean ± sample standard deviation (n - 1) "
              "over the seeds (seeds = number of runs). vs IDRec: relative change of the mean against the "
-             "ID row of the same data set and setting."]
+             "ID row that shares every value but the item tower (and its per-tower lr / l2_weight)."]
+    unmatched = [r for r in rows if r.get("no_baseline")]
+    notes += [f"No Δ for {r['item_tower']} {r['mode']} ({r['setting']}, seeds {r['seeds']}): {r['no_baseline']}."
+              for r in unmatched]
     if show_cold:
         below = sorted({r["cold_below"] for r in rows if r["cold_below"] != ""})
         notes.append(f"Cold-start: test users whose target item had fewer than {'/'.join(map(str, below))} "
                      "train interactions (1 = never seen in training); their number in brackets.")
     if show_paired:
-        notes.append("Paired: mean per-user difference against the IDRec row in percentage points, over the "
-                     "users of the seeds both rows share (paired users = users x shared seeds); 95% paired "
-                     "bootstrap interval; two-sided sign-flip p-value; * = the interval excludes 0.")
+        notes.append(significance_note(rows))
     if show_cost:
         notes.append("Cost: the training seconds summed over epochs 1 .. best epoch (evaluation excluded) and the "
                      "run's peak memory in MiB (rss: max resident set of the process on CPU; alloc: max "
@@ -487,9 +769,12 @@ CSV_COLUMNS = ["dataset", "setting", "warm_min_count", "model", "loss", "item_to
                "fusion", "dnn_layers", "other", "n", "seeds", "hr10_mean", "hr10_std", "ndcg10_mean",
                "ndcg10_std", "hr10_vs_id_pct", "ndcg10_vs_id_pct", "cold_below", "cold_users",
                "cold_hr10_mean", "cold_hr10_std", "cold_ndcg10_mean", "cold_ndcg10_std", "users", "items",
-               "best_epochs", "runs", "pairs", "hr10_diff", "hr10_ci_low", "hr10_ci_high", "hr10_p",
-               "ndcg10_diff", "ndcg10_ci_low", "ndcg10_ci_high", "ndcg10_p", "train_seconds_to_best",
-               "peak_memory_mb", "peak_memory_kind"]
+               "best_epochs", "runs", "baseline_runs", "no_baseline", "test", "compared_seeds", "resamples",
+               "hr10_diff", "hr10_ci_low", "hr10_ci_high", "hr10_p",
+               "ndcg10_diff", "ndcg10_ci_low", "ndcg10_ci_high", "ndcg10_p",
+               "hr10_user_diff", "hr10_user_ci_low", "hr10_user_ci_high", "hr10_user_p",
+               "ndcg10_user_diff", "ndcg10_user_ci_low", "ndcg10_user_ci_high", "ndcg10_user_p",
+               "train_seconds_to_best", "peak_memory_mb", "peak_memory_kind"]
 
 
 def to_csv(rows: list[dict]) -> str:
@@ -508,27 +793,275 @@ def write_table(rows: list[dict], out: Path, title: str = "") -> tuple[Path, Pat
     return md, csv_path
 
 
+# ----------------------------------------------------------------------------- A/A check
+
+AA_MIN_SEEDS = 6
+
+
+def aa_splits(n_seeds: int, half: int):
+    """Every split of range(n_seeds) into two disjoint index tuples of `half` each (unordered:
+    the half holding the smallest index present is A)."""
+    from itertools import combinations
+    for a in combinations(range(n_seeds), half):
+        rest = [i for i in range(n_seeds) if i not in a]
+        for b in combinations(rest, half):
+            if a[0] < b[0]:
+                yield a, b
+
+
+def binomial_range(n: int, rate: float = ALPHA, level: float = 0.95) -> tuple[int, int]:
+    """The central `level` range of Binomial(n, rate) counts (stats.binom.interval)."""
+    low, high = stats.binom.interval(level, n, rate)
+    return int(low), int(high)
+
+
+def aa_check(folders: list[str | Path], half: int | None = None, metric: str = "NDCG@10",
+             max_splits: int = 5000, plant: list[float] | None = None) -> list[str]:
+    """A/A check on the runs of one system (issue 23.4): every split of its seeds into two
+    disjoint halves tested as "A vs B" by the default test (the halves share no seed: Welch over
+    the seed means, as the table would test two rows without shared seeds), next to the paired t
+    with the halves paired in seed order, the per-user cluster test and the old pooled test (both
+    sign flips by their normal approximation here, whose error is far below the resampling noise
+    at these sizes). Returns the report's lines; the last is 'A/A: x of N splits with p < 0.05 (y%)'
+    for the default test on `metric`. Splits overlap (they reuse seeds), so their p-values are
+    dependent: the binomial range printed is a guide, not an exact interval. More than `max_splits`
+    splits (20 seeds have 92,378 halvings): a uniform random sample of that many (seeded).
+    plant: gains (points of `metric`) added to half A in turn, the share of splits the default
+    and the paired test find (p < 0.05): their power against real seed variation."""
+    runs = load_runs(folders, quiet=True)
+    where = ", ".join(map(str, folders)) if len(folders) <= 3 else f"{len(folders)} folders ({folders[0]} ...)"
+    if not runs:
+        raise InputError(f"--aa_check: no tested run under {where}")
+    groups = grouped(runs)
+    if len(groups) != 1:
+        names = [f"{tower_name(g['run'].iloc[0].config)} {mode_name(g['run'].iloc[0].config)} "
+                 f"({len(g)} runs)" for g in groups]
+        raise InputError(f"--aa_check: {where} holds {len(groups)} systems (table rows: {'; '.join(names)}); "
+                         "give the runs of one system, differing only in their seed")
+    group = groups[0]
+    if len(group) < AA_MIN_SEEDS:
+        raise InputError(f"--aa_check: {where} holds {len(group)} seed(s) of one system ({' '.join(map(str, group['seed']))}); "
+                         f"an A/A check needs at least {AA_MIN_SEEDS} (two disjoint halves of >= 3)")
+    arrays = seed_arrays(list(group["run"]))
+    if arrays is None:
+        raise InputError(f"--aa_check: some runs under {where} lack test_ranks.npz; re-run their test script")
+    n = len(arrays.seeds)
+    half = half or n // 2
+    if not 2 <= half <= n // 2:
+        raise InputError(f"--aa_half {half}: choose 2 .. {n // 2} for {n} seeds")
+    lines = [f"A/A check: {n} seeds ({' '.join(map(str, arrays.seeds))}) x {len(arrays.users)} users of one system "
+             f"under {where}; every split into two disjoint halves of {half} seeds"]
+    for m in METRICS:
+        x = arrays.values[m]
+        means = x.mean(axis=1)
+        noise = math.sqrt(float(x.var(axis=0, ddof=1).mean()) / x.shape[1])
+        lines.append(f"{m}: run means {means.mean():.2f}, sd over seeds {means.std(ddof=1):.3f} points; "
+                     f"per-user noise alone would give {noise:.3f} (run-level sd "
+                     f"{math.sqrt(max(means.var(ddof=1) - noise ** 2, 0.0)):.3f})")
+    total = math.comb(n, half) * math.comb(n - half, half) // 2
+    if total <= max_splits:
+        splits = list(aa_splits(n, half))
+    else:                                             # distinct random splits, without listing them all
+        rng, chosen = np.random.default_rng(0), set()
+        while len(chosen) < max_splits:
+            order = rng.permutation(n)
+            a, b = tuple(sorted(order[:half].tolist())), tuple(sorted(order[half:2 * half].tolist()))
+            chosen.add((a, b) if a[0] < b[0] else (b, a))
+        splits = sorted(chosen)
+        lines.append(f"{total} splits: a random sample of {max_splits} tested (--aa_max_splits)")
+    everyone = np.arange(len(arrays.users))
+    tests = {
+        "seed-level (default: Welch over seed means)":
+            lambda a, b: seed_level([(a, everyone, 1.0)], [(b, everyone, 1.0)], interval=False)["p"],
+        "paired t over seed means (halves paired in seed order)":
+            lambda a, b: seed_level([(a - b, everyone, 1.0)], interval=False)["p"],
+        "per-user cluster sign flip (these models; not a test of A vs B)":
+            lambda a, b: user_cluster_test(a, b, budget=0, interval=False)["p"],
+        "old pooled (seed, user) sign flip (before issue 23)":
+            lambda a, b: sign_flip_p(a.ravel(), b.ravel(), budget=0),
+    }
+    low, high = binomial_range(len(splits))
+    default = {}
+    for name, test in tests.items():
+        for m in METRICS:
+            x = arrays.values[m]
+            p = np.array([test(x[list(a)], x[list(b)]) for a, b in splits])
+            lines.append(f"{name}, {m}: {int((p < 0.05).sum())} of {len(splits)} with p < 0.05 "
+                         f"({100 * np.mean(p < 0.05):.1f}%), {int((p < 0.01).sum())} with p < 0.01 "
+                         f"({100 * np.mean(p < 0.01):.1f}%)")
+            if name.startswith("seed-level"):
+                default[m] = p
+    for gain in plant or []:
+        x = arrays.values[metric]
+        for name in list(tests)[:2]:
+            p = np.array([tests[name](x[list(a)] + gain, x[list(b)]) for a, b in splits])
+            lines.append(f"power, {metric} + {gain:g} points planted in half A, {name}: {int((p < 0.05).sum())} of "
+                         f"{len(splits)} with p < 0.05 ({100 * np.mean(p < 0.05):.1f}%)")
+    lines.append(f"(binomial 95% range of the count at 5% if the {len(splits)} splits were independent: {low} .. {high}; "
+                 "they share seeds, so the true spread is wider)")
+    p = default[metric]
+    hits = int((p < ALPHA).sum())
+    lines.append(f"A/A: {hits} of {len(splits)} splits with p < {ALPHA:g} ({100 * hits / len(splits):.1f}%)")
+    return lines
+
+
+# ----------------------------------------------------------------------------- user groups
+
+def load_user_groups(spec: str) -> tuple[Path, str, pd.Series]:
+    """FILE:COLUMN -> (file, column, group of each user name). FILE: a tab-separated file with a
+    header, the user name (as in the data set's users file) in the first column."""
+    if ":" not in spec:
+        raise InputError(f"--user_groups {spec!r}: expected FILE:COLUMN, e.g. dataset/ml-100k/user_groups.tsv:gender")
+    name, column = spec.rsplit(":", 1)
+    path = Path(name)
+    if not path.is_file():
+        raise InputError(f"--user_groups: {path} is not a file")
+    try:
+        frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise InputError(f"--user_groups: {path} cannot be read as a tab-separated file ({err})") from None
+    if column not in frame.columns[1:]:
+        raise InputError(f"--user_groups: {path} has no column {column!r}; its columns: {', '.join(frame.columns[1:])}")
+    if frame.iloc[:, 0].duplicated().any():
+        raise InputError(f"--user_groups: {path} lists a user twice ({frame.iloc[:, 0][frame.iloc[:, 0].duplicated()].iloc[0]})")
+    groups = frame.set_index(frame.columns[0])[column]
+    if (groups == "").any():
+        raise InputError(f"--user_groups: {path}, column {column}: {int((groups == '').sum())} user(s) without a group")
+    return path, column, groups
+
+
+def group_members(users: pd.Index, groups: pd.Series, path: Path) -> dict[str, np.ndarray]:
+    """{group: indices into users}; refuses a file that misses some of the tested users."""
+    missing = users.difference(groups.index)
+    if len(missing):
+        raise InputError(f"--user_groups: {path} lacks {len(missing)} of the {len(users)} tested users "
+                         f"(e.g. {', '.join(map(str, missing[:3]))}); it must name every user of the data set")
+    labels = groups.reindex(users).to_numpy()
+    return {g: np.flatnonzero(labels == g) for g in sorted(set(labels))}
+
+
+def interval_cell(result: dict, p: bool = True, star: bool = True) -> str:
+    if math.isnan(result["diff"]):
+        return "-"
+    text = f"{result['diff']:+.2f} [{result['ci_low']:+.2f}, {result['ci_high']:+.2f}]" if not p else \
+        f"{result['diff']:+.2f} [{result['ci_low']:+.2f}, {result['ci_high']:+.2f}] {fmt_p(result['p'])}"
+    return text + (" *" if p and star and result["p"] < ALPHA else "")
+
+
+def group_table(runs: list[Run], spec: str, resamples: int = RESAMPLES) -> str:
+    """Markdown: per table row and user group, HR@10 / NDCG@10 with the seed-level interval, the
+    gap to the other users (group - rest, per seed, one-sample t over the seeds), and for MoRec rows
+    Δ vs the IDRec row within the group and the gap of that Δ (is the gain shared by all users?)."""
+    path, column, groups = load_user_groups(spec)
+    table = grouped(runs)
+    configs = [g["run"].iloc[0].config for g in table]
+    hr10 = [g["hr10"].mean() for g in table]
+    head = ["data set", "setting", "item tower", "mode", "seeds", f"{column} (users)"] + \
+        [f"{m} [95% CI]" for m in METRICS] + [f"{m} gap vs other users [95% CI]" for m in METRICS] + \
+        [f"Δ{m} vs IDRec [95% CI], p" for m in METRICS] + [f"Δ{m} gap vs other users [95% CI]" for m in METRICS]
+    lines = [f"## Per user group: {path} column {column}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    problems = []
+    for group, c in zip(table, configs):
+        row_runs = list(group["run"])
+        label = [c.get("dataset", ""), setting_name(c), tower_name(c), mode_name(c), " ".join(map(str, group["seed"]))]
+        if len(row_runs) < 2:
+            problems.append(f"{tower_name(c)} {mode_name(c)} (seeds {' '.join(map(str, group['seed']))}): 1 seed, "
+                            "no seed-level interval (needs >= 2 seeds)")
+            continue
+        arrays = seed_arrays(row_runs)
+        if arrays is None:
+            problems.append(f"{tower_name(c)} {mode_name(c)}: runs without test_ranks.npz; re-run their test script")
+            continue
+        members = group_members(arrays.users, groups, path)
+        index = baseline_index(c, configs, hr10)
+        pair = pairing(row_runs, list(table[index]["run"])) if index is not None else None
+        if pair is not None and pair.problem:
+            problems.append(f"{tower_name(c)} {mode_name(c)}: no Δ per group: {pair.problem}")
+        elif index is None and not is_id(c):
+            problems.append(f"{tower_name(c)} {mode_name(c)}: no Δ per group: {no_baseline_reason(c, configs)}")
+        for name, users in members.items():
+            rest = np.setdiff1d(np.arange(len(arrays.users)), users)
+            cells = list(label) + [f"{name} ({len(users)})"]
+            for m in METRICS:
+                value = seed_level([(arrays.values[m], users, 1.0)], None, resamples)
+                cells.append(f"{value['diff']:.2f} [{value['ci_low']:.2f}, {value['ci_high']:.2f}]")
+            for m in METRICS:
+                x = arrays.values[m]
+                cells.append(interval_cell(seed_level([(x, users, 1.0), (x, rest, -1.0)], None, resamples), p=False))
+            for m in METRICS:
+                if pair is None or pair.problem:
+                    cells.append("-")
+                    continue
+                cells.append(interval_cell(compare(pair, m, users, resamples)))
+            for m in METRICS:
+                if pair is None or pair.problem:
+                    cells.append("-")
+                    continue
+                a, b = pair.a.values[m], pair.b.values[m]
+                result = seed_level([(a - b, users, 1.0), (a - b, rest, -1.0)], None, resamples) if pair.paired else \
+                    seed_level([(a, users, 1.0), (a, rest, -1.0)], [(b, users, 1.0), (b, rest, -1.0)], resamples)
+                cells.append(interval_cell(result, p=False))
+            lines.append("| " + " | ".join(str(v).replace("|", "/") for v in cells) + " |")
+    lines += ["", f"Per group of {path} ({column}): the mean over seeds in percent with the 95% interval of the two-level "
+              f"bootstrap (seeds, then the group's users within each seed; {resamples} resamples); gap = group minus "
+              "the other users of the same runs; Δ vs IDRec within the group (the table's default seed-level test, "
+              "* = p < 0.05); Δ gap = the group's Δ minus the other users' Δ (a gain not shared by all users shows "
+              "here). The gaps get an interval only: which users form a group is a sample too, and only the "
+              "bootstrap's second level sees it (a t test over the seeds would not)."]
+    lines += [f"Not shown: {p}." for p in problems]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folders", nargs="+", help="experiment, runs or run folders")
+    parser.add_argument("folders", nargs="*", help="experiment, runs or run folders")
     parser.add_argument("--out", help="write OUT.md and OUT.csv (default: print the markdown only)")
     parser.add_argument("--title", default="", help="a heading for OUT.md")
     parser.add_argument("--resamples", type=int, default=RESAMPLES,
-                        help="bootstrap and sign-flip resamples per paired comparison")
+                        help="bootstrap and sign-flip resamples per comparison")
+    parser.add_argument("--user_groups", metavar="FILE:COLUMN",
+                        help="also a table per user group (e.g. dataset/ml-100k/user_groups.tsv:gender): each row's "
+                             "HR@10 / NDCG@10 per group, the gap between groups, Δ vs IDRec per group")
+    parser.add_argument("--aa_check", nargs="+", metavar="RUNS_DIR",
+                        help="A/A check instead of a table: the runs of ONE system (>= 6 seeds), every split of its "
+                             "seeds into two disjoint halves tested as A vs B; last line: the share with p < 0.05")
+    parser.add_argument("--aa_half", type=int, help="--aa_check: seeds per half (default: half of them)")
+    parser.add_argument("--aa_max_splits", type=int, default=5000,
+                        help="--aa_check: test a random sample of this many splits when there are more (default 5000)")
+    parser.add_argument("--aa_plant", type=float, nargs="*", metavar="POINTS",
+                        help="--aa_check: also add each of these gains (points of --aa_metric) to half A: the power "
+                             "of the test against these runs' seed variation")
+    parser.add_argument("--aa_metric", choices=METRICS, default="NDCG@10",
+                        help="--aa_check: the metric of the last line (default NDCG@10; every line shows both)")
     args = parser.parse_args(argv)
     if args.resamples < 99:
         raise InputError(f"--resamples {args.resamples} is too few for a 95% interval; use at least 99 (default {RESAMPLES})")
+    if args.aa_check:
+        if args.folders or args.out or args.user_groups:
+            raise InputError("--aa_check takes its runs folder(s) only: no table folders, --out or --user_groups")
+        print("\n".join(aa_check(args.aa_check, args.aa_half, args.aa_metric, args.aa_max_splits, args.aa_plant)))
+        return
+    if not args.folders:
+        raise InputError("give the folders of the runs to tabulate (or --aa_check RUNS_DIR)")
+    if args.user_groups:
+        load_user_groups(args.user_groups)                   # a bad FILE:COLUMN fails before the table's work
     runs = load_runs(args.folders)
     if not runs:
         raise InputError(f"no tested run under {', '.join(args.folders)}; train and test runs first "
                          "(a run counts once its folder holds test_metrics.json)")
     rows = table_rows(runs, args.resamples)
-    print(markdown(rows), end="")
+    text = markdown(rows)
+    if args.user_groups:
+        text += "\n" + group_table(runs, args.user_groups, args.resamples)
+    print(text, end="")
     if args.out:
         for path in write_table(rows, Path(args.out), args.title):
             print(f"wrote {path}", file=sys.stderr)
-
+        if args.user_groups:
+            groups_path = Path(args.out).with_name(Path(args.out).name + "_groups.md")
+            groups_path.write_text(group_table(runs, args.user_groups, args.resamples), encoding="utf-8")
+            print(f"wrote {groups_path}", file=sys.stderr)
 
 if __name__ == "__main__":
     run_cli(main)

@@ -21,6 +21,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import argparse
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 
@@ -212,31 +213,38 @@ def report(name: str, title: str, runs: list[tuple[Config, Path]], out: Path, th
 
 
 def paired_table(title: str, keys: tuple[str, ...], base_name: str, entries: list, path: Path) -> str:
-    """A markdown table of arms paired against another arm than IDRec, by (seed, user) as
-    results_table.py pairs against IDRec (95% paired bootstrap interval, sign-flip p). `entries`:
-    (key values, the arm's runs, its base arm's runs) per row, runs as results_table.load_run
-    gives them; a row without shared seeds is left out. Written to `path`, printed and returned."""
-    import pandas as pd
-    from results_table import METRICS, paired_pairs, paired_test
+    """A markdown table of arms compared with another arm than IDRec, with results_table.py's
+    tests (issue 23): the seed-level default (paired t over the per-seed means on the seeds both
+    arms share, Welch over seed means when they share < 2; two-level bootstrap interval; * = p <
+    0.05) and the per-user cluster test (these trained models; never starred). `entries`: (key
+    values, the arm's runs, its base arm's runs) per row, runs as results_table.load_run gives
+    them; an arm without runs is left out, one that cannot be tested (a single seed, no per-user
+    file) says why in its row. Written to `path`, printed and returned."""
+    from results_table import METRICS, RESAMPLES, compare, fmt_p, pairing, significance_note
 
-    def frame(runs: list) -> pd.DataFrame:
-        return pd.DataFrame({"seed": [r.config["seed"] for r in runs], "run": runs})
+    def cell(result: dict, kind: str = "") -> str:
+        if math.isnan(result[f"{kind}diff"]):
+            return "-"
+        p = result[f"{kind}p"]
+        return (f"{result[f'{kind}diff']:+.2f} [{result[f'{kind}ci_low']:+.2f}, {result[f'{kind}ci_high']:+.2f}] "
+                f"{fmt_p(p, RESAMPLES if kind else None)}" + (" *" if not kind and p < 0.05 else ""))
     lines = [f"# {title}", "", "| " + " | ".join(keys) + " | seeds | "
-             + " | ".join(f"{m} | Δ{m} vs {base_name} [95% CI], p" for m in METRICS) + " |",
-             "|" + "---|" * (len(keys) + 1 + 2 * len(METRICS))]
+             + " | ".join(f"{m} | Δ{m} vs {base_name} [95% CI], p | per-user Δ{m} (these models) [95% CI], p"
+                          for m in METRICS) + " | test |",
+             "|" + "---|" * (len(keys) + 2 + 3 * len(METRICS))]
+    seeds_seen = []
     for key, runs, base in entries:
-        pairs = paired_pairs(frame(runs), frame(base)) if runs and base else None
-        if pairs is None:
+        if not runs or not base:
             continue
+        pair = pairing(runs, base)
         cells = []
         for metric in METRICS:
-            test = paired_test(pairs[metric].to_numpy(), pairs[f"base_{metric}"].to_numpy())
-            star = " *" if test["ci_low"] > 0 or test["ci_high"] < 0 else ""
-            cells += [f"{sum(100 * r.test['test'][metric] for r in runs) / len(runs):.2f}",
-                      f"{test['diff']:+.2f} [{test['ci_low']:+.2f}, {test['ci_high']:+.2f}] p={test['p']:.3g}{star}"]
-        lines.append("| " + " | ".join(key) + f" | {len(runs)} | " + " | ".join(cells) + " |")
-    lines += ["", "Δ: mean per-user difference in percentage points over the (seed, user) pairs both arms "
-              "share; * = the interval excludes 0.", ""]
+            result = compare(pair, metric)
+            cells += [f"{sum(100 * r.test['test'][metric] for r in runs) / len(runs):.2f}", cell(result), cell(result, "user_")]
+        if not pair.problem:
+            seeds_seen.append({"compared_seeds": " ".join(map(str, pair.a.seeds)), "resamples": RESAMPLES})
+        lines.append("| " + " | ".join(key) + f" | {len(runs)} | " + " | ".join(cells) + f" | {pair.test_name} |")
+    lines += ["", significance_note(seeds_seen).replace("vs IDRec", f"vs {base_name}"), ""]
     text = "\n".join(lines)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")

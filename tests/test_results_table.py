@@ -210,9 +210,10 @@ def planted_shift(sigma, gain):
 
 
 def simulated_p_values(delta, users=6000, seeds=3, sigma=0.5, simulations=100, resamples=199, budget=0):
-    """p-values of 100 paired comparisons of synthetic runs (seeds pooled as the table pools them;
-    per-user NDCG of two runs correlates ~0.67 at sigma 0.5). budget 0: the sign-flip test's normal
-    approximation (scipy's resampling takes ~0.1 s per comparison of 6000 x 3 pairs)."""
+    """p-values of 100 paired per-user sign flips of synthetic runs (seeds pooled, as the per-user
+    test pools them; per-user NDCG of two runs correlates ~0.67 at sigma 0.5). budget 0: the sign-flip
+    test's normal approximation. These runs have NO run-level term: the per-user sign flip holds its
+    level only then; tests/test_significance.py shows it failing once runs vary as real seeds do."""
     import numpy as np
     rng = np.random.default_rng(20261130)
     p_values = []
@@ -223,13 +224,13 @@ def simulated_p_values(delta, users=6000, seeds=3, sigma=0.5, simulations=100, r
     return np.array(p_values)
 
 
-@pytest.mark.parametrize("users, budget", [(6000, 0), (943, 2e7)])   # normal approximation; scipy resampling
-def test_identical_runs_are_not_significant_in_93_of_100_splits(users, budget):
+@pytest.mark.parametrize("users, budget", [(6000, 0), (943, 2e7)])   # normal approximation; resampling
+def test_sign_flip_holds_its_level_on_fixed_runs_without_a_run_term(users, budget):
     p = simulated_p_values(delta=0.0, users=users, budget=budget)
     assert (p > 0.05).sum() >= 93
 
 
-def test_a_five_percent_gain_on_6000_users_is_found_in_80_of_100_simulations():
+def test_sign_flip_finds_a_five_percent_per_user_gain_on_6000_users():
     delta = planted_shift(sigma=0.5, gain=0.05)
     p = simulated_p_values(delta)
     assert (p < 0.05).sum() >= 80
@@ -283,13 +284,15 @@ def paired_root(tmp_path):
 def test_rows_get_paired_differences_against_idrec(paired_root):
     rows = results_table.table_rows(results_table.load_runs([paired_root]), resamples=499)
     idrec, text = rows
-    assert idrec["pairs"] == "" and math.isnan(idrec["hr10_diff"])
-    assert text["pairs"] == 800                                              # 400 users x 2 shared seeds
+    assert idrec["test"] == "" and math.isnan(idrec["hr10_diff"])
+    assert text["test"] == "paired t, 2 seeds x 400 users" and text["compared_seeds"] == "1 2"
     assert text["hr10_diff"] == pytest.approx(100 * 30 / 400)
     assert text["ndcg10_diff"] == pytest.approx(100 * 30 / 400)
-    assert 0 < text["hr10_ci_low"] < 7.5 < text["hr10_ci_high"] and text["hr10_p"] <= 2 / 500   # 60 pairs, all +: none of 499 flips as extreme
+    assert text["hr10_ci_low"] <= 7.5 <= text["hr10_ci_high"] and text["hr10_p"] == 0.0   # the same gain in both seeds
+    assert text["hr10_user_diff"] == pytest.approx(7.5) and text["hr10_user_p"] == pytest.approx(1 / 500)  # 30 users, all +
     md = results_table.markdown(rows)
-    assert "| 800 | +7.50 [+" in md and " *" in md.splitlines()[3]
+    assert "| paired t, 2 seeds x 400 users | +7.50 [+" in md and " *" in md.splitlines()[3]
+    assert "p < 0.002" in md.splitlines()[3]
 
 
 def test_stale_per_user_file_is_refused(paired_root):
