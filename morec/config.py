@@ -68,12 +68,12 @@ class Config:
     image_size: int = 224               # images are resized to image_size x image_size (SPEC: 224)
     image_norm: str = "imagenet"        # imagenet (mean/std) | half (0.5/0.5, the original code)
 
-    # --- item_tower "text+vision" (issue 16): both towers above, their vectors fused ---
+    # --- item_tower "text+vision": both towers above, their vectors fused ---
     mm_fusion: str = "sum"              # sum | concat | gate (morec/models/multimodal.py)
     cv_fine_tune_lr: float = -1.0       # lr of the vision encoder (-1: fine_tune_lr); the text encoder: fine_tune_lr
     mm_cached_branch: str = "none"      # none | text | vision: that branch reads cached frozen features (two-stage head), the other trains end to end
 
-    # --- transfer (issue 16) ---
+    # --- transfer (--init_from) ---
     init_from: str = ""                 # a run folder: start from its checkpoint_best.pt (user encoder + modality tower)
     freeze_user_encoder: bool = False   # the user encoder's parameters do not train (linear-probe style; SASRec)
     train_user_fraction: float = 1.0    # train on this fraction of the users (fixed nested subsets); all users are evaluated
@@ -455,7 +455,7 @@ def _peft_problems(cfg: Config) -> list[str]:
 
 
 def validate(cfg: Config) -> None:
-    """Refuse values that make no sense, before anything is written (issue 12.6): every problem
+    """Refuse values that make no sense, before anything is written: every problem
     of `cfg` in one InputError, each naming the parameter, its value and what it must be."""
     defaults = Config().to_dict()
     problems = []

@@ -1,4 +1,4 @@
-"""What a run costs, recorded per epoch in metrics.jsonl (issue 13.6): seconds, items encoded per
+"""What a run costs, recorded per epoch in metrics.jsonl: seconds, items encoded per
 second, trainable parameters and peak memory.
 
 - ``items_encoded_per_second``: item vectors the item tower computed in the epoch's training

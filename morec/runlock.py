@@ -1,4 +1,4 @@
-"""One process at a time in a run folder (issue 12.1): an exclusive, non-blocking ``fcntl.flock``
+"""One process at a time in a run folder: an exclusive, non-blocking ``fcntl.flock``
 on ``<run folder>/.lock``, held for the whole train, resume or test.
 
 Two runs with the same label would otherwise mix their files (one seed's config.json and

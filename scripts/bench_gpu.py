@@ -33,7 +33,7 @@ VARIANTS = [("fp32", dict(amp=False), False), ("bf16", dict(amp=True, amp_dtype=
             ("fp16", dict(amp=True, amp_dtype="fp16"), False), ("bf16+compile", dict(amp=True, amp_dtype="bf16"), True)]
 TOWERS = {
     "text": dict(item_tower="text", bert_model_load="random_tiny_bert", max_seq_len=20),
-    # LLM item towers (issue 13): decoders with LoRA and gradient checkpointing, last-token pooling
+    # LLM item towers: decoders with LoRA and gradient checkpointing, last-token pooling
     "llm_tiny": dict(item_tower="text", bert_model_load="random_tiny_llama", max_seq_len=20, peft="lora",
                      gradient_checkpointing=True),
     "llm_0.5b": dict(item_tower="text", bert_model_load="random_qwen2_0.5b", max_seq_len=20, peft="lora",

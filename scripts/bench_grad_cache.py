@@ -1,4 +1,4 @@
-"""Benchmark gradient caching (--inbatch_chunk, issue 13.4): peak memory and seconds of one
+"""Benchmark gradient caching (--inbatch_chunk): peak memory and seconds of one
 in-batch SASRec training step with a real pretrained text encoder on an ml-100k batch, the plain
 step (every distinct item of the batch encoded at once, activations kept) against the cached one
 (chunks of `--chunk` items, activations of one chunk at a time), and the largest difference

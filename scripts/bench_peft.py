@@ -1,4 +1,4 @@
-"""Benchmark parameter-efficient fine-tuning of the text item tower (issue 13): seconds per
+"""Benchmark parameter-efficient fine-tuning of the text item tower: seconds per
 training step and peak memory (RSS) of in-batch SASRec on ml-100k with the real all-MiniLM-L6-v2,
 on CPU, for full fine-tuning, the top 2 blocks, LoRA r=8, BitFit and the layer-cached two-stage
 head (`--ts_layers all`, when this tree has it; "n/a" otherwise), as a markdown table with ratios
@@ -41,7 +41,7 @@ DEFAULT = ("full", "top2", "lora", "bitfit", "ts_all")      # --only lora_ckpt,.
 
 
 def has_fields(values: dict) -> bool:
-    """Whether this tree's Config has every field of `values` (ts_layers comes with issue 13.3)."""
+    """Whether this tree's Config has every field of `values` (older trees lack ts_layers)."""
     from morec.config import Config
     return set(values) <= {f.name for f in fields(Config)}
 
@@ -182,7 +182,7 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     missing = [CONFIGS[n][0] for n, r in results.items() if r is None]
     if missing:
-        print(f"\nn/a: {', '.join(missing)} (this tree's Config lacks the fields: issue 13.3)")
+        print(f"\nn/a: {', '.join(missing)} (this tree's Config lacks the fields)")
 
 
 if __name__ == "__main__":

@@ -295,7 +295,7 @@ def nan_loss(skip: bool) -> Callable[[Path], Outcome]:
     return run
 
 
-# ----------------------------------------------------------------------------- run folders, values, checkpoints (issue 12)
+# ----------------------------------------------------------------------------- run folders, values, checkpoints
 
 TEST_SCRIPT = "inbatch_sasrec_e2e_text/test_id.py"
 
@@ -688,7 +688,7 @@ def vision_run(root: Path, label: str, posters_limit: int | None = None, *extra:
 
 def vision_sigterm_resumes(root: Path) -> Outcome:
     """SIGTERM in the second epoch of a vision run (DataLoader worker, tiny Swin): exit 143, then
-    --resume ends with the per-epoch metrics and final weights of an uninterrupted run (issue 12.5:
+    --resume ends with the per-epoch metrics and final weights of an uninterrupted run (
     building the worker iterator once drew from the restored dropout stream)."""
     common = ["--epoch", "2", "--batch_size", "32", "--num_workers", "1"]
     code, err = vision_run(root, "reference", None, *common)
@@ -892,7 +892,7 @@ CASES = [
 ]
 
 
-RUN_CASES = [  # issue 12: run folders, parameter values, checkpoints and messages
+RUN_CASES = [  # run folders, parameter values, checkpoints and messages
     Case("nonsense_values", "each refused before anything is written: one error line, exit 2", nonsense_values),
     Case("huge_values", "exit 2 from the memory estimate, before allocating", huge_values),
     Case("same_label_twice", "second run and a test refused: folder in use by process N", same_label_twice),

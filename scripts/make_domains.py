@@ -1,4 +1,4 @@
-"""Split MovieLens-100k into a source and a target domain by item genre (issue 16: the transfer
+"""Split MovieLens-100k into a source and a target domain by item genre (the transfer
 setting of scripts/study_q6_transfer.py), each a normal data set folder with users.tsv,
 items.tsv and posters.lmdb, so the study runs offline:
 

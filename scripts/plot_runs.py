@@ -9,7 +9,7 @@ the folders (a run folder holds config.json and metrics.jsonl; untested runs cou
 differ only in their seed share a colour; the legend names each group once.
 bars: the results table of `scripts/results_table.py` as a bar chart, HR@10 and NDCG@10 per row
 with the standard deviation over seeds as error bars.
-pareto: cost against quality (issue 13.6), one marker per table row (item tower / training mode):
+pareto: cost against quality, one marker per table row (item tower / training mode):
 test NDCG@10 (mean over seeds, ± std) against the training seconds to the best epoch (the sum of
 metrics.jsonl's `train_seconds` over epochs 1 .. best epoch, evaluation excluded; mean over seeds;
 log scale when they span more than 10x), with the Pareto front (no other row is both faster and better) as a dashed line.

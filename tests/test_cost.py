@@ -1,4 +1,4 @@
-"""Cost accounting (issue 13.6): metrics.jsonl's per-epoch cost fields after a real run, the counts
+"""Cost accounting: metrics.jsonl's per-epoch cost fields after a real run, the counts
 they come from, the results table's cost column and the pareto figure, on inputs whose answer is known."""
 from __future__ import annotations
 

@@ -116,7 +116,7 @@ def test_non_utf8_and_missing_files(tmp_path):
         load(tmp_path, name="nowhere")
 
 
-# ------------------------------------------------------------------------------ line ends and separators (issue 12.4, 17.2)
+# ------------------------------------------------------------------------------ line ends and separators
 
 USERS_3 = ["u1\ti1 i2 i3 i4 i5", "u2\ti5 i4 i3 i2 i1", "u3\ti2 i3 i4 i5 i1"]
 

@@ -1,4 +1,4 @@
-"""A text tower that would see no text is refused up front (issue 12.3): an items file without
+"""A text tower that would see no text is refused up front: an items file without
 titles, or --news_attributes abstract where there are none, made every item the same vector."""
 from __future__ import annotations
 

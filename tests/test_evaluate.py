@@ -211,7 +211,7 @@ def cpu_bf16_autocast(cfg, device):
 
 
 def test_catalogue_is_encoded_in_fp32_unless_eval_amp(monkeypatch):
-    """SPEC "Evaluation" / issue 11 item 7: fp32 for every tower, even inside an outer autocast;
+    """SPEC "Evaluation": fp32 for every tower, even inside an outer autocast;
     --eval_amp true encodes under the run's autocast."""
     import morec.train
     monkeypatch.setattr(morec.train, "autocast", cpu_bf16_autocast)

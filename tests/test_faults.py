@@ -1,4 +1,4 @@
-"""Issue 7's fault cases, each a test: the cases live once, in scripts/fault_drill.py, which also
+"""The fault cases, each a test: the cases live once, in scripts/fault_drill.py, which also
 prints them as a table. Kill/resume cases compare with an uninterrupted run, bit for bit."""
 import importlib.util
 import sys

@@ -1,4 +1,4 @@
-"""Issue 13.4-13.5: the one item-encoding path, gradient caching (--inbatch_chunk) and extra
+"""The one item-encoding path, gradient caching (--inbatch_chunk) and extra
 in-batch negatives (--extra_negatives, --filter_false_negatives), on tiny encoders and ml-100k
 batches or on inputs whose right answer is known."""
 from __future__ import annotations

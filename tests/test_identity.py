@@ -1,4 +1,4 @@
-"""A run is tied to its data (issue 12.2): config.json records digests of the users and items
+"""A run is tied to its data: config.json records digests of the users and items
 files, of the item-id mapping (and of the image LMDB's key set); test and --resume refuse data
 that changed since training, saying what changed. Real ml-100k runs, one epoch of a tiny model."""
 import contextlib

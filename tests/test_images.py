@@ -257,7 +257,7 @@ def test_render_posters_deterministic_and_complete(tmp_path):
     assert store1.get_bytes(names[0]) != store1.get_bytes(names[1])
 
 
-# ----------------------------------------------------------------------------- a broken store, checked before training (issue 12)
+# ----------------------------------------------------------------------------- a broken store, checked before training
 
 def test_truncated_lmdb_is_refused_before_any_read(image_dir, tmp_path):
     """An interrupted copy: reading past the file's end would kill the process with SIGBUS, so

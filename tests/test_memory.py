@@ -1,4 +1,4 @@
-"""The memory estimate made before a run allocates anything (issue 12)."""
+"""The memory estimate made before a run allocates anything."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""Issue 16: the text+vision item tower, transfer with --init_from / --freeze_user_encoder, the
+"""The text+vision item tower, transfer with --init_from / --freeze_user_encoder, the
 training-set-size setting and the ml-100k domain split; every script of
 inbatch_sasrec_e2e_multimodal/ trains one epoch and tests (tiny encoders, 32 x 32 posters)."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What a first-time user meets (issue 17): the README's vision smoke run works as printed from a
+"""What a first-time user meets: the README's vision smoke run works as printed from a
 fresh clone, `--resume` with nothing to resume says so, a test script names the values it ignores,
 and a run without a terminal logs its progress."""
 import json

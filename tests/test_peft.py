@@ -1,4 +1,4 @@
-"""Issue 13, parts 1-2: any HF encoder / decoder as text item tower (tiny Llama and Qwen2),
+"""Any HF encoder / decoder as text item tower (tiny Llama and Qwen2),
 last-token pooling, decoder freezing, and parameter-efficient fine-tuning (--peft) with its
 checkpoints -- on tiny random models and ml-100k, offline, on CPU."""
 from __future__ import annotations

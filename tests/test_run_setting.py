@@ -1,5 +1,5 @@
 """Runs that compute differently (world size, precision) get different labels, record their
-setting in config.json, and cannot be resumed under another setting (issue 11.5)."""
+setting in config.json, and cannot be resumed under another setting."""
 import json
 
 import pytest

@@ -1,4 +1,4 @@
-"""The run-folder lock (issue 12.1): one process at a time in a run folder."""
+"""The run-folder lock: one process at a time in a run folder."""
 import os
 import signal
 import subprocess

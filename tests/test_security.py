@@ -1,4 +1,4 @@
-"""Issue 7, security: no data file is unpickled, every torch.load is weights_only, no remote code,
+"""Security: no data file is unpickled, every torch.load is weights_only, no remote code,
 nothing is downloaded. Checked over the whole source tree, so a new file cannot slip past."""
 import re
 

@@ -1,4 +1,4 @@
-"""GRU4Rec and NextItNet user encoders (issue 14 part 3): exact under left padding, causal, and
+"""GRU4Rec and NextItNet user encoders: exact under left padding, causal, and
 trained end to end through the unchanged recommender, losses and evaluation."""
 import json
 

@@ -178,7 +178,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tmp_path):
 @pytest.mark.parametrize("dedup", [True, False])
 def test_dedup_items_switch_encodes_each_slot_and_keeps_the_loss(dedup, tmp_path):
     """--dedup_items false encodes every slot (each with its own dropout mask, as the original);
-    with dropout off both give the same loss (issue 11.8)."""
+    with dropout off both give the same loss."""
     cfg = config(tmp_path, loss="bce", drop_rate=0.0, dedup_items=dedup)
     model = no_dropout(build(cfg))
     assert model.item_tower.deduplicate is dedup
@@ -202,7 +202,7 @@ def test_dedup_items_reaches_a_fused_text_tower_and_the_label(tmp_path):
 
 
 def test_titles_keep_their_leading_space_and_only_the_line_end_is_cut(tmp_path):
-    """RoBERTa / OPT byte-level BPE reads " toy" and "toy" as different tokens (issue 11.8)."""
+    """RoBERTa / OPT byte-level BPE reads " toy" and "toy" as different tokens."""
     from morec.data.files import read_items
     from morec.data.text import item_texts
     path = tmp_path / "items.tsv"

@@ -1,4 +1,4 @@
-"""Layer-cached two-stage (--ts_layers all, issue 13.3): every layer's pooled vector cached once,
+"""Layer-cached two-stage (--ts_layers all): every layer's pooled vector cached once,
 a learned scalar mix (ELMo eq. 1) + today's head; on a tiny random BERT and ml-100k, CPU, fp32."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Refuse a text item tower that would see no text (issue 12.3).
+"""Refuse a text item tower that would see no text.
 
 An item whose chosen attributes are all empty is encoded from the tokenizer's special tokens
 alone, so every such item gets the same vector. On an items file without titles (or with

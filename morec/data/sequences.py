@@ -184,7 +184,7 @@ SUBSET_SEED = 20230723                 # fixed: the same users at every run seed
 
 
 def with_train_users(data: SequenceData, fraction: float) -> SequenceData:
-    """The training-set-size setting (issue 16, transfer study): only ceil(fraction * U) users'
+    """The training-set-size setting (the transfer study): only ceil(fraction * U) users'
     train parts train (and give the popularity of the in-batch correction and the cold-start
     view); every user is still validated and tested, on the same targets, so the numbers of
     different fractions compare. The users are the first ones of one fixed permutation, so the

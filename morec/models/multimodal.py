@@ -1,4 +1,4 @@
-"""The multi-modal item tower (issue 16): each item encoded by a text tower AND a vision tower,
+"""The multi-modal item tower: each item encoded by a text tower AND a vision tower,
 the two vectors fused into one (MMSR / IISAN-style text + image item representation).
 
     e_text  = TextTower(title tokens)            (K, d)

@@ -1,4 +1,4 @@
-"""Text MoRec: a HuggingFace encoder or decoder as the item tower (SPEC "Item towers", issue 13).
+"""Text MoRec: a HuggingFace encoder or decoder as the item tower (SPEC "Item towers").
 
     item id -> its tokens (one row per attribute) -> encoder -> pooled h -> GELU(Linear(h))
     Any folder that transformers' AutoModel loads offline serves (BERT, RoBERTa, OPT, GPT-2, Llama,
@@ -290,7 +290,7 @@ class TextTower(ItemTower):
         self.adaptation = adaptation or Adaptation()
         self.encoder = encoder
         # PyTorch's default Linear init, as the original (SPEC "Item towers"; xavier-normal, about 2x
-        # larger for 384 -> 64, slowed the first epochs: issue 11.9); the vision projections use xavier
+        # larger for 384 -> 64, slowed the first epochs); the vision projections use xavier
         self.fc = nn.Linear(encoder_output_dim(encoder.config), dim)
         self.num_attributes = len(tokens)
         for a, (ids, mask) in enumerate(tokens):          # (N+1, W_a) each, row 0 = padding
