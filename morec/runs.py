@@ -65,7 +65,7 @@ class RunFiles:
     def test_ranks(self) -> Path: return self.dir / "test_ranks.npz"
 
 
-# ----------------------------------------------------------------------------- the folder
+# ----------------------------------------------------------------------------- the folder and its log
 
 @contextlib.contextmanager
 def training_folder(cfg: Config, files: RunFiles) -> Iterator[None]:
@@ -118,6 +118,7 @@ def run_logging(path: Path | None):
             handler.close()
 
 
+# ----------------------------------------------------------------------------- progress of an epoch
 
 def progress(iterable, cfg: Config, **kwargs):
     """`iterable` with a tqdm bar when cfg.progress and stderr is a terminal."""
@@ -152,6 +153,7 @@ class StepLog:
             loss = done.loss_sum / max(done.step - done.skipped, 1)
             log.info("epoch %d step %d/%d loss %.4f, %.0f items/s", self.epoch, done.step, self.total,
                      loss, self.items / max(now - self.start, 1e-9))
+
 
 # ----------------------------------------------------------------------------- start or resume
 

@@ -81,7 +81,6 @@ def shard(n: int, world: World) -> range:
     return range(n * world.rank // world.size, n * (world.rank + 1) // world.size)
 
 
-
 @torch.no_grad()
 def catalogue_vectors(model: Recommender, num_items: int, world: World, device: torch.device,
                       cfg: Config | None = None, images: ItemImages | None = None) -> torch.Tensor:

@@ -5,7 +5,7 @@ import torch
 from morec.config import Config
 from morec.errors import InputError
 from morec.memory import available_bytes, check_memory, estimate, parameter_count
-from morec.train import build_run_model, load_data
+from morec.parts import build_run_model, load_data
 
 
 @pytest.mark.parametrize("values", [

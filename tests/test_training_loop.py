@@ -14,7 +14,9 @@ import morec.runs
 import morec.train
 from morec.config import Config
 from morec.distributed import World
-from morec.train import Run, RunFiles, build_optimizer, build_run_model, make_batches, train_step
+from morec.parts import build_optimizer, build_run_model, make_batches
+from morec.runs import RunFiles
+from morec.train import Run, train_step
 from text_helpers import ml100k
 
 CPU = torch.device("cpu")

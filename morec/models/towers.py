@@ -267,7 +267,7 @@ class LayerMixFeatureTower(FeatureTower):
     (N+1, J, F) with J = num_layers + 1 (embedding output first), mixed by ELMo's scalar mix
     (Peters et al. 2018, eq. 1): h = gamma * sum_j softmax(s)_j h_j, with s (J,) and gamma
     learned (s = 0: every layer weighs 1/J; gamma = 1; their own learning rate, --ts_mix_lr, in
-    morec.train.build_optimizer); then FeatureTower's GELU(Linear) + MLP. The encoder never runs
+    morec.parts.build_optimizer); then FeatureTower's GELU(Linear) + MLP. The encoder never runs
     in training: only s, gamma and the head train."""
 
     def __init__(self, features: torch.Tensor, dim: int, dnn_layers: int = 0, dropout: float = 0.0):
