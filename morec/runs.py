@@ -300,6 +300,7 @@ def rng_state(device: torch.device) -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore a `rng_state` snapshot."""
     torch.set_rng_state(state["torch"])
     if state["cuda"]:
         torch.cuda.set_rng_state_all(state["cuda"])

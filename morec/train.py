@@ -146,6 +146,7 @@ class EpochProgress:
     grad_norm_max: float = 0.0
 
     def summary(self) -> dict:
+        """The epoch's training fields of metrics.jsonl (means over the steps taken)."""
         done = max(self.step - self.skipped, 1)
         return {"train_loss": self.loss_sum / done, "grad_norm_mean": self.grad_norm_sum / done,
                 "grad_norm_max": self.grad_norm_max, "skipped_steps": self.skipped}
@@ -167,6 +168,7 @@ def optimizer_steps(run: Run, epoch: int, done: EpochProgress) -> Iterator[list[
 
 
 def steps_per_epoch(run: Run) -> int:
+    """Optimizer steps in one epoch on this rank (batches / accumulation_steps, rounded up)."""
     return -(-run.batches.num_batches(run.world.size) // run.cfg.accumulation_steps)
 
 
