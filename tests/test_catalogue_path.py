@@ -72,3 +72,21 @@ def test_feature_extraction_through_the_tower_is_identical(attributes, all_layer
     got = extract_text_features(encoder, pooling, tokens, CPU, 100, all_layers)
     assert got.dtype == np.float32 and got.shape == expected.shape
     assert np.array_equal(got, expected)
+
+
+def test_pixel_tower_catalogue_reads_the_pixels_it_is_handed():
+    """A pixel tower encodes the (ids, pixels) chunks `read_pixels` yields, padding zero; without
+    them it says what to pass."""
+    from test_vision_pipeline import MeanColourTower
+    torch.manual_seed(0)
+    tower = MeanColourTower().eval()
+    pixels = torch.rand(21, 3, 8, 8)                                             # row i: item i's image
+
+    def read_pixels(ids):
+        return [(part, pixels[part]) for part in ids.split(6)]
+    vecs = tower.all_item_vectors(20, read_pixels=read_pixels)
+    assert vecs.shape == (21, 4) and torch.all(vecs[0] == 0)
+    with torch.no_grad():
+        torch.testing.assert_close(vecs[1:], tower.encode_pixels(pixels[1:]))
+    with pytest.raises(ValueError, match="read_pixels"):
+        tower.all_item_vectors(20)
