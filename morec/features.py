@@ -197,22 +197,17 @@ def extract_text_features(encoder, pooling: str, tokens: list[tuple[torch.Tensor
                           device: torch.device, batch_size: int = 256, all_layers: bool = False) -> np.ndarray:
     """(N+1, H) float32 features of the frozen encoder, attributes averaged; row 0 zero.
     all_layers: (N+1, num_layers + 1, H), every layer's pooled vector (embedding output first).
-    Items are encoded in batches of similar length, each cut to its longest text."""
-    from morec.models.text import encode_pooled, encode_pooled_layers
-    encode = encode_pooled_layers if all_layers else encode_pooled
+    Each attribute goes through the item towers' catalogue path (ItemTower.all_item_vectors of a
+    PooledTextFeatures tower): items in chunks of `batch_size` by text length, each cut to its
+    longest text; the tokens and the features stay on the CPU, the encoder runs on `device`."""
+    from morec.models.text import PooledTextFeatures
     encoder.eval().to(device)
     num_rows = tokens[0][0].shape[0]
-    out = None
-    for ids, mask in tokens:
-        order = torch.argsort(mask[1:].sum(1), stable=True) + 1
-        for chunk in order.split(batch_size):
-            chunk_mask = mask[chunk]
-            width = max(int(chunk_mask.sum(1).max()), 1)
-            pooled = encode(encoder, pooling, ids[chunk, :width].to(device),
-                            chunk_mask[:, :width].to(device)).float().cpu()      # (K, H) or (K, L+1, H)
-            if out is None:
-                out = torch.zeros(num_rows, *pooled.shape[1:])
-            out[chunk] += pooled / len(tokens)
+    ids = torch.arange(num_rows)                                              # the catalogue, on the CPU
+    out = 0
+    for attribute in tokens:
+        tower = PooledTextFeatures(encoder, pooling, attribute, batch_size, all_layers)
+        out = out + tower.all_item_vectors(num_rows - 1, ids) / len(tokens)     # (N+1, H) or (N+1, L+1, H)
     return out.numpy()
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from morec.config import REPO_ROOT, TOWER_MODALITIES, Config, cached_modalities
 from morec.errors import InputError
-from morec.specs import (Adaptation, DataSpec, EncoderSpec, ImageSpec, ItemInputSpec, LossSpec, MemorySpec, ModelSpec,
+from morec.specs import (RunSpecs, Adaptation, DataSpec, EncoderSpec, ImageSpec, ItemInputSpec, LossSpec, MemorySpec, ModelSpec,
                          TowerSpec, TransferSpec)
 
 ENCODER_VALUES = {"text": "bert_model_load", "vision": "cv_model_load"}   # the encoder folder of a modality
@@ -131,3 +131,9 @@ def transfer_spec(cfg: Config) -> TransferSpec:
     agree = tuple((name, getattr(cfg, name), getattr(defaults, name)) for name in same_encoder_values(cfg))
     return TransferSpec(given=cfg.init_from, run_dir=Path(cfg.init_from).expanduser().resolve(),
                         fusion=cfg.fusion, must_agree=agree)
+
+
+def run_specs(cfg: Config) -> RunSpecs:
+    """Every typed value a run's setup needs, from one Config (train.train_in_folder, test_in_folder)."""
+    return RunSpecs(data=data_spec(cfg), model=model_spec(cfg), memory=memory_spec(cfg),
+                    item_inputs=item_input_spec(cfg), transfer=transfer_spec(cfg))

@@ -153,3 +153,13 @@ class TransferSpec:
     fusion: str                # this run's fusion (tensor names differ with an ID fusion)
     must_agree: tuple[tuple[str, object, object], ...]   # (Config field, value here, its default): the
                                                           # encoders' identity, compared with the source's config.json
+
+
+@dataclass(frozen=True)
+class RunSpecs:
+    """What one run's setup reads, resolved once from its Config (morec.resolve.run_specs)."""
+    data: DataSpec
+    model: ModelSpec
+    memory: MemorySpec
+    item_inputs: ItemInputSpec
+    transfer: TransferSpec

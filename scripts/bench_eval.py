@@ -36,7 +36,7 @@ import torch
 from morec.config import Config
 from morec.evaluate import metrics_from_counts, metrics_from_ranks, tie_counts
 from morec.tools.reference import ranks_per_user
-from morec.train import load_data
+from morec.parts import load_data
 
 CHUNK_ELEMS = Config().eval_chunk_elems
 MiB = 2 ** 20

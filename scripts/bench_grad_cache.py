@@ -32,7 +32,7 @@ def current_rss_mb() -> float:
 def one_step(args, chunk: int, grads_file: Path) -> dict:
     """Build the model, take the first ml-100k batch of `args.batch` users, run forward + backward."""
     from morec.config import make_config
-    from morec.train import build_run_model, load_data, make_batches
+    from morec.parts import build_run_model, load_data, make_batches
     torch.set_num_threads(args.threads)
     cfg = make_config(dict(item_tower="text", loss="inbatch", bert_model_load=args.encoder, device="cpu",
                            batch_size=args.batch, max_seq_len=args.seq_len, drop_rate=0.0,

@@ -70,7 +70,7 @@ def worker(args) -> dict:
     import torch
     torch.set_num_threads(args.threads)
     from morec.config import make_config
-    from morec.train import build_optimizer, build_run_model, load_data, make_batches
+    from morec.parts import build_optimizer, build_run_model, load_data, make_batches
     values = dict(item_tower="text", loss="inbatch", bert_model_load=args.encoder, batch_size=args.batch,
                   max_seq_len=args.seq_len, embedding_dim=64, device="cpu", cache_dir=args.cache_dir,
                   **CONFIGS[args.worker][1])

@@ -28,7 +28,7 @@ from morec.data.text import item_tokens
 from morec.features import encoder_folder
 from morec.models.text import load_tokenizer
 from morec.resolve import encoder_spec
-from morec.train import build_optimizer, build_run_model, load_data, make_batches
+from morec.parts import build_optimizer, build_run_model, load_data, make_batches
 
 
 def step_times(model, batches: list[dict], cfg, steps: int, device: torch.device = torch.device("cpu"),

@@ -24,7 +24,7 @@ from morec.data.images import BatchesWithImages, ImageStore, ItemImages
 from morec.tools.posters import ml100k_posters
 from morec.models import SASRecRecommender
 from morec.models.vision import VisionTower
-from morec.train import load_data, make_batches
+from morec.parts import load_data, make_batches
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from bench_text import step_times  # noqa: E402

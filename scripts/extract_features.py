@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from morec.errors import InputError
     from morec.features import ensure_features
     from morec.resolve import item_input_spec
-    from morec.train import load_data, resolve_device
+    from morec.parts import load_data, resolve_device
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:

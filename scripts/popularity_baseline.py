@@ -10,7 +10,7 @@ import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file_
 from morec.baselines import popularity_metrics
 from morec.config import make_config, parse_overrides
 from morec.errors import InputError, run_cli
-from morec.train import load_data
+from morec.parts import load_data
 
 OPTIONS = ("dataset", "root_data_dir", "max_seq_len", "min_seq_len", "warm_min_count", "behaviors", "news")
 

@@ -22,8 +22,9 @@ from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from morec.config import make_config, parse_overrides  # noqa: E402
 from morec.distributed import finish_world  # noqa: E402
-from morec.train import (EpochProgress, Run, RunFiles, build_run_model, load_data, make_batches,  # noqa: E402
-                         start_devices, train_steps)
+from morec.parts import build_run_model, load_data, make_batches, start_devices  # noqa: E402
+from morec.runs import RunFiles  # noqa: E402
+from morec.train import EpochProgress, Run, train_steps  # noqa: E402
 
 def sgd_epoch(argv: list[str]) -> dict:
     """Train epoch 1 of the run described by `argv` (--key value) with SGD at --lr; returns

@@ -15,7 +15,8 @@ from morec.config import make_config
 from morec.cost import peak_memory_mb, reset_peak_memory, trainable_parameters
 from morec.models.build import build_model
 from morec.resolve import model_spec
-from morec.train import build_run_model, make_batches, train
+from morec.parts import build_run_model, make_batches
+from morec.train import train
 from text_helpers import ml100k
 
 sys.path.insert(0, str(REPO / "scripts"))

@@ -14,7 +14,8 @@ from morec.distributed import World
 from morec.evaluate import (cold_start_view, metrics_from_counts, metrics_from_ranks, per_user_metrics,
                             target_ranks, tie_counts)
 from morec.tools.reference import expected_hit_ndcg, ranks_per_user, tie_counts_per_user
-from morec.train import build_run_model, catalogue_vectors, evaluate
+from morec.parts import build_run_model
+from morec.train import catalogue_vectors, evaluate
 from morec.models.towers import ItemTower
 from text_helpers import ml100k
 

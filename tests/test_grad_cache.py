@@ -16,7 +16,7 @@ from morec.errors import InputError
 from morec.losses import candidate_log_q, inbatch_debiased_loss, ExtraNegatives
 from morec.models.towers import IdTower
 from morec.resolve import model_spec
-from morec.train import make_batches
+from morec.parts import make_batches
 from test_text_tower import build, config, no_dropout
 from text_helpers import ml100k
 

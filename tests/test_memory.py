@@ -6,7 +6,7 @@ from morec.config import Config
 from morec.errors import InputError
 from morec.memory import available_bytes, check_memory, estimate, parameter_count
 from morec.resolve import memory_spec, model_spec
-from morec.train import build_run_model, load_data
+from morec.parts import build_run_model, load_data
 
 
 @pytest.mark.parametrize("values", [

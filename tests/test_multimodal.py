@@ -47,7 +47,7 @@ def tiny_values(tmp_path: Path, **values) -> dict:
 
 def built(values: dict):
     """(cfg, data, model) of a run's values, as train.py builds them."""
-    from morec.train import build_run_model, load_data
+    from morec.parts import build_run_model, load_data
     cfg = make_config(dict(values))
     data = load_data(cfg)
     return cfg, data, build_run_model(cfg, data, torch.device("cpu"))
@@ -75,7 +75,7 @@ def test_gradient_caching_of_the_fused_tower_equals_the_plain_step(tmp_path):
     agree with the plain step (dropout off, fp32)."""
     from morec.data.images import BatchesWithImages
     from morec.features import run_item_images
-    from morec.train import make_batches
+    from morec.parts import make_batches
     from test_grad_cache import loss_and_grads, max_grad_difference
     from test_text_tower import no_dropout
     cfg, data, model = built(tiny_values(tmp_path, mm_fusion="gate", batch_size=6))
@@ -107,7 +107,7 @@ def test_the_gate_mixes_the_two_vectors_per_dimension(tmp_path):
 
 
 def test_the_vision_encoder_trains_with_its_own_learning_rate(tmp_path):
-    from morec.train import build_optimizer
+    from morec.parts import build_optimizer
     cfg, _, model = built(tiny_values(tmp_path, fine_tune_lr=1e-4, cv_fine_tune_lr=3e-3, trainable_layers=1,
                                       fusion="cat"))                          # ID + (text + image)
     groups = build_optimizer(model, cfg).param_groups
@@ -127,7 +127,7 @@ def test_two_stage_text_vision_fuses_a_head_over_each_branchs_cached_features(mo
     the cached vision features; no encoder is in the model and no pixels are read in training."""
     from morec.features import run_item_images, text_features, vision_features
     from morec.models.towers import FeatureTower
-    from morec.train import make_batches
+    from morec.parts import make_batches
     cfg, data, model = built(tiny_values(tmp_path, mm_fusion=mode, two_stage=True, dnn_layers=1))
     tower = model.item_tower
     cpu = torch.device("cpu")
@@ -159,7 +159,8 @@ def test_one_cached_branch_reads_features_while_the_other_trains_end_to_end(cach
     encoder; one epoch trains and tests."""
     from morec.features import run_item_images, text_features, vision_features
     from morec.models.towers import FeatureTower
-    from morec.train import make_batches, test, train
+    from morec.parts import make_batches
+    from morec.train import test, train
     values = tiny_values(tmp_path, mm_fusion="gate", mm_cached_branch=cached, dnn_layers=1)
     cfg, data, model = built(values)
     tower, cpu = model.item_tower, torch.device("cpu")
@@ -499,7 +500,7 @@ def test_a_cached_text_branch_can_mix_every_layer(tmp_path):
     cached layer (LayerMixFeatureTower, its own lr group); the vision encoder still trains."""
     from morec.features import text_features
     from morec.models.towers import LayerMixFeatureTower
-    from morec.train import build_optimizer
+    from morec.parts import build_optimizer
     cfg, data, model = built(tiny_values(tmp_path, mm_cached_branch="text", ts_layers="all"))
     head = model.item_tower.text
     assert isinstance(head, LayerMixFeatureTower) and head.features.ndim == 3

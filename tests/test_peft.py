@@ -24,7 +24,9 @@ from morec.models.adapters import reloaded_keys, trained_state
 from morec.models.text import (encode_pooled, freeze_encoder, load_text_encoder, load_tokenizer,
                                pool_hidden, transformer_blocks)
 from morec import train as training
-from morec.train import build_optimizer, build_run_model, evaluate, load_model_weights, make_batches, train
+from morec.parts import build_optimizer, build_run_model, make_batches
+from morec.runs import load_model_weights
+from morec.train import evaluate, train
 from test_text_tower import build
 from text_helpers import TINY, TINY_DECODERS, ml100k, tiny_decoders
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from morec.config import Config
-from morec.train import load_data
+from morec.parts import load_data
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "popularity_baseline.py"
 sys.path.insert(0, str(SCRIPT.parent))

@@ -22,7 +22,7 @@ from morec.models.text import (TextTower, freeze_encoder, load_text_encoder, loa
                                packaged_encoder_dir, resolve_encoder_dir)
 from morec.models.towers import FeatureTower, FusionTower, IdTower
 from morec.resolve import item_input_spec, model_spec
-from morec.train import build_optimizer, make_batches
+from morec.parts import build_optimizer, make_batches
 from text_helpers import TINY, ml100k, tiny_encoders
 
 CPU = torch.device("cpu")

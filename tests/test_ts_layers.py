@@ -16,7 +16,7 @@ from morec.features import ensure_features, text_features
 from morec.models.text import TextTower
 from morec.models.towers import FeatureTower, LayerMixFeatureTower
 from morec.resolve import item_input_spec
-from morec.train import make_batches
+from morec.parts import make_batches
 from test_text_tower import CPU, build, config
 from text_helpers import TINY, ml100k, tiny_encoders
 
@@ -194,7 +194,7 @@ def test_study_ts_layers_at_toy_size(tmp_path, capsys):
 def test_the_scalar_mix_has_its_own_optimizer_group(tmp_path):
     """--ts_mix_lr: s and gamma train in their own AdamW group (no weight decay); the head and
     SASRec keep lr / l2_weight; a last-layer run has the one group it always had."""
-    from morec.train import build_optimizer
+    from morec.parts import build_optimizer
     cfg = config(tmp_path, two_stage=True, ts_layers="all", ts_mix_lr=0.2)
     model = build(cfg)
     groups = build_optimizer(model, cfg).param_groups

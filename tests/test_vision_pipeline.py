@@ -14,7 +14,8 @@ from morec.errors import InputError
 from morec.features import item_images
 from morec.models.towers import PixelTower
 from morec.resolve import image_spec, item_input_spec, tower_spec
-from morec.train import catalogue_vectors, make_batches
+from morec.parts import make_batches
+from morec.train import catalogue_vectors
 from text_helpers import ml100k
 from vision_helpers import IMAGE_SIZE, poster_root
 

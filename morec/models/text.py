@@ -268,15 +268,62 @@ def encode_pooled_layers(encoder: nn.Module, pooling: str, input_ids: torch.Tens
 
 # ----------------------------------------------------------------------------- the tower
 
-class TextTower(ItemTower):
+class TokenTower(ItemTower):
+    """Base of the towers that encode item texts: each attribute's token rows are non-persistent
+    buffers (N+1, W_a) (row 0 padding); chunks follow text length, and a chunk's tokens are cut to
+    its longest text."""
+
+    deduplicate = True
+    chunk_size = 256             # items per encoder pass, grouped by text length
+
+    def register_tokens(self, tokens: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Keep each attribute's (token ids, attention mask), (N+1, W_a) each, as buffers."""
+        self.num_attributes = len(tokens)
+        for a, (ids, mask) in enumerate(tokens):          # (N+1, W_a) each, row 0 = padding
+            self.register_buffer(f"input_ids_{a}", ids.long(), persistent=False)
+            self.register_buffer(f"attention_mask_{a}", mask.long(), persistent=False)
+
+    def tokens(self, attribute: int, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token rows of `ids` (K,), cut to the longest text among them (padding is on the right)."""
+        input_ids = getattr(self, f"input_ids_{attribute}")[ids]
+        mask = getattr(self, f"attention_mask_{attribute}")[ids]
+        width = max(int(mask.sum(1).max()), 1) if len(ids) else 1
+        return input_ids[:, :width], mask[:, :width]
+
+    def chunk_order(self, ids: torch.Tensor) -> torch.Tensor:
+        """Items by text length (summed over attributes), so each chunk is cut to a short width."""
+        lengths = sum(getattr(self, f"attention_mask_{a}")[ids].sum(1) for a in range(self.num_attributes))
+        return torch.argsort(lengths, stable=True)
+
+
+class PooledTextFeatures(TokenTower):
+    """A frozen encoder's pooled vectors of one attribute's texts, for the two-stage feature
+    extraction (morec.features): (K, H), or with `all_layers` every layer's (K, L+1, H)
+    (encode_pooled_layers). The tokens stay where they are given (the CPU); each chunk runs on the
+    encoder's device and its float vectors come back to the tokens' device."""
+
+    def __init__(self, encoder: nn.Module, pooling: str, tokens: tuple[torch.Tensor, torch.Tensor],
+                 chunk_size: int = 256, all_layers: bool = False):
+        super().__init__()
+        self.encoder, self.pooling, self.chunk_size = encoder, pooling, chunk_size
+        self.encode = encode_pooled_layers if all_layers else encode_pooled
+        self.dim = encoder_output_dim(encoder.config)
+        self.register_tokens([tokens])
+
+    def encode_chunk(self, ids: torch.Tensor, pixels=None) -> torch.Tensor:
+        """(K,) ids -> (K, H) or (K, L+1, H) float vectors on the ids' device."""
+        input_ids, mask = self.tokens(0, ids)
+        device = next(self.encoder.parameters()).device
+        pooled = self.encode(self.encoder, self.pooling, input_ids.to(device), mask.to(device))
+        return pooled.float().to(ids.device)
+
+
+class TextTower(TokenTower):
     """ids -> tokens (non-persistent buffers) -> encoder -> CLS / mean / last token -> GELU(Linear).
 
     `adaptation` (morec.models.adapters.Adaptation): parameter-efficient fine-tuning of the
     encoder (LoRA / IA3 through peft, BitFit, LayerNorm); its frozen base weights are then left out
     of checkpoints (checkpoint_skips) and reloaded from the encoder folder."""
-
-    deduplicate = True
-    chunk_size = 256             # items per encoder pass, grouped by text length
 
     def __init__(self, encoder: nn.Module, tokens: list[tuple[torch.Tensor, torch.Tensor]],
                  dim: int, freeze_paras_before: int = 0, trainable_layers: int = -1,
@@ -292,10 +339,7 @@ class TextTower(ItemTower):
         # PyTorch's default Linear init, as the original (SPEC "Item towers"; xavier-normal, about 2x
         # larger for 384 -> 64, slowed the first epochs); the vision projections use xavier
         self.fc = nn.Linear(encoder_output_dim(encoder.config), dim)
-        self.num_attributes = len(tokens)
-        for a, (ids, mask) in enumerate(tokens):          # (N+1, W_a) each, row 0 = padding
-            self.register_buffer(f"input_ids_{a}", ids.long(), persistent=False)
-            self.register_buffer(f"attention_mask_{a}", mask.long(), persistent=False)
+        self.register_tokens(tokens)
         freeze_encoder(encoder, model_type, freeze_paras_before, trainable_layers)
         adapt_encoder(encoder, self.adaptation)             # none: as frozen above
         if gradient_checkpointing and hasattr(encoder, "activation_checkpointing_enable"):
@@ -312,20 +356,8 @@ class TextTower(ItemTower):
         from morec.models.adapters import frozen_encoder_keys
         return frozen_encoder_keys(self, "encoder") if self.adaptation.mode != "none" else set()
 
-    def tokens(self, attribute: int, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token rows of `ids` (K,), cut to the longest text among them (padding is on the right)."""
-        input_ids = getattr(self, f"input_ids_{attribute}")[ids]
-        mask = getattr(self, f"attention_mask_{attribute}")[ids]
-        width = max(int(mask.sum(1).max()), 1) if len(ids) else 1
-        return input_ids[:, :width], mask[:, :width]
-
     def pooled(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return encode_pooled(self.encoder, self.pooling, input_ids, mask)
-
-    def chunk_order(self, ids: torch.Tensor) -> torch.Tensor:
-        """Items by text length (summed over attributes), so each chunk is cut to a short width."""
-        lengths = sum(getattr(self, f"attention_mask_{a}")[ids].sum(1) for a in range(self.num_attributes))
-        return torch.argsort(lengths, stable=True)
 
     def encode_chunk(self, ids: torch.Tensor, pixels=None) -> torch.Tensor:
         """(K,) ids -> (K, d): GELU(Linear(pooled)) per attribute, averaged over attributes; each

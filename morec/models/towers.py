@@ -3,8 +3,9 @@
 Every tower maps a LongTensor of item ids (any shape, 0 = padding) to vectors (..., d) through
 one path, `ItemTower.encode_items`: it deduplicates the ids when the tower is expensive (an
 encoder), so each distinct item is encoded once, encodes them in chunks (`encode_chunk`, the one
-method a tower defines) and scatters the vectors back. Training batches, the catalogue at
-evaluation and gradient caching (--inbatch_chunk) all go through it.
+method a tower defines) and scatters the vectors back. Training batches and gradient caching
+(--inbatch_chunk) go through it; the whole catalogue (evaluation, two-stage feature extraction)
+goes through `ItemTower.all_item_vectors`, which hands it the catalogue's ids.
 """
 from __future__ import annotations
 
@@ -74,7 +75,8 @@ class ItemTower(nn.Module):
         return self.encode_items(ids, images)
 
     def encode_items(self, ids: torch.Tensor, images=None) -> torch.Tensor:
-        """ids (...) -> vectors (..., d); padding (id 0) gives zero vectors.
+        """ids (...) -> vectors (..., d) (or (..., *shape) for a tower whose chunks give
+        (K, *shape), e.g. every layer's feature); padding (id 0) gives zero vectors.
 
         deduplicate: each distinct real id is encoded once (repeats share one dropout mask);
         else every slot is encoded (padding too, unless the tower reads pixels, so the dropout
@@ -90,14 +92,14 @@ class ItemTower(nn.Module):
         if self.reads_pixels:                                      # padding has no pixels
             encoded_rows = (items != 0).nonzero(as_tuple=True)[0]
             encoded = self.encode_distinct(items[encoded_rows], self.pixels_of(items[encoded_rows], images))
-            vecs = encoded.new_zeros(len(items), self.dim).index_put((encoded_rows,), encoded)
+            vecs = encoded.new_zeros(len(items), *encoded.shape[1:]).index_put((encoded_rows,), encoded)
         else:
             vecs = self.encode_distinct(items, None)
         if inverse is None:                                        # every slot: padding rows zero
             vecs = vecs * (items != 0).unsqueeze(-1).to(vecs.dtype)  # (K, d)
         else:                                                      # back to every slot; padding: zero
-            vecs = torch.cat([vecs.new_zeros(1, self.dim), vecs])[inverse + 1]
-        return vecs.view(*ids.shape, self.dim)
+            vecs = torch.cat([vecs.new_zeros(1, *vecs.shape[1:]), vecs])[inverse + 1]
+        return vecs.view(*ids.shape, *vecs.shape[1:])
 
     def pixels_of(self, items: torch.Tensor, images) -> torch.Tensor | None:
         """(K, 3, S, S) pixel rows of `items` (K,) from the batch's `images`; None if not read."""
@@ -134,10 +136,27 @@ class ItemTower(nn.Module):
         return []
 
     @torch.no_grad()
-    def all_item_vectors(self, num_items: int) -> torch.Tensor:
-        """(N+1, d) vectors of ids 0..N (row 0 is padding, zero), in eval mode by the caller."""
-        device = next(self.parameters()).device
-        return self.encode_items(torch.arange(num_items + 1, device=device))
+    def all_item_vectors(self, num_items: int, ids: torch.Tensor | None = None,
+                         read_pixels=None) -> torch.Tensor:
+        """The catalogue's float vectors, the one path of evaluation and feature extraction:
+        (N+1, d) of ids 0..num_items (row 0 is padding, zero), or (K, d) of the catalogue rows `ids`
+        (K,) (a rank's share; on the device the tower reads its ids from). Eval mode and precision
+        are the caller's. The ids go through `encode_items` in one call, so the tower's own
+        deduplication, chunk size and chunk order apply. A tower that reads pixels encodes what
+        `read_pixels(ids)` yields: (chunk ids (k,), their pixels (k, 3, S, S)) that cut `ids` into
+        consecutive chunks (e.g. morec.data.images.ItemChunks through a DataLoader)."""
+        if ids is None:
+            ids = torch.arange(num_items + 1, device=next(self.parameters()).device)
+        if not self.reads_pixels:
+            return self.encode_items(ids).float()
+        if read_pixels is None:
+            raise ValueError(f"{type(self).__name__} encodes pixels: pass read_pixels, the catalogue's "
+                             "(ids, pixels) chunks (morec.train.catalogue_vectors reads the run's ItemImages)")
+        vecs = []
+        for part, pixels in read_pixels(ids):
+            part, pixels = part.to(ids.device), pixels.to(ids.device, non_blocking=True)
+            vecs.append(self.encode_items(part, (part, pixels)).float())
+        return torch.cat(vecs) if vecs else torch.empty(0, self.dim, device=ids.device)
 
 
 def chunk_parts(order: torch.Tensor, size: int) -> list[torch.Tensor]:
@@ -248,7 +267,7 @@ class LayerMixFeatureTower(FeatureTower):
     (N+1, J, F) with J = num_layers + 1 (embedding output first), mixed by ELMo's scalar mix
     (Peters et al. 2018, eq. 1): h = gamma * sum_j softmax(s)_j h_j, with s (J,) and gamma
     learned (s = 0: every layer weighs 1/J; gamma = 1; their own learning rate, --ts_mix_lr, in
-    morec.train.build_optimizer); then FeatureTower's GELU(Linear) + MLP. The encoder never runs
+    morec.parts.build_optimizer); then FeatureTower's GELU(Linear) + MLP. The encoder never runs
     in training: only s, gamma and the head train."""
 
     def __init__(self, features: torch.Tensor, dim: int, dnn_layers: int = 0, dropout: float = 0.0):
@@ -318,7 +337,3 @@ class PixelTower(ItemTower):
 
     def encode_chunk(self, ids: torch.Tensor, pixels: torch.Tensor | None = None) -> torch.Tensor:
         return self.encode_pixels(pixels)
-
-    def all_item_vectors(self, num_items: int) -> torch.Tensor:
-        raise ValueError(f"{type(self).__name__} needs the items' pixels: use "
-                         "morec.train.catalogue_vectors with the run's ItemImages")

@@ -1,0 +1,136 @@
+"""The parts a run is built from its Config: the device, the data, the model, the optimizer and
+the batches (morec.train trains them; morec.runs keeps the run folder)."""
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from morec.config import Config, validate
+from morec.data import PairBatches, SequenceBatches, SequenceData, load_sequence_data
+from morec.data.sequences import with_train_users
+from morec.distributed import World, init_world
+from morec.errors import InputError
+from morec.features import item_tower_inputs
+from morec.models import LayerMixFeatureTower, Recommender
+from morec.models.build import build_model
+from morec.resolve import item_input_spec, model_spec
+from morec.transfer import freeze_user_encoder
+
+log = logging.getLogger("morec")
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device of --device: "auto" is CUDA when available; a GPU that is not here is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name} asked for, but CUDA is not available; use --device cpu")
+    if name.startswith("cuda:") and int(name.partition(":")[2]) >= torch.cuda.device_count():
+        raise InputError(f"--device {name} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
+    return torch.device(name)
+
+
+def start_devices(cfg: Config) -> tuple[torch.device, World]:
+    """This process's device and its place among torchrun's processes (one GPU per process)."""
+    device = resolve_device(cfg.device)
+    world = init_world(device.type)
+    if world.distributed and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+    return device, world
+
+
+def check_config(cfg: Config) -> None:
+    """Every value checked before anything is written (morec.config.validate)."""
+    validate(cfg)
+
+
+def load_data(cfg: Config) -> SequenceData:
+    """The run's users and items, split; a fraction of the training users when asked."""
+    check_config(cfg)
+    data = load_sequence_data(cfg.data_dir(), cfg.behaviors, cfg.news, cfg.max_seq_len,
+                              cfg.min_seq_len, cfg.warm_min_count)
+    return with_train_users(data, cfg.train_user_fraction) if cfg.train_user_fraction < 1 else data
+
+
+def build_run_model(cfg: Config, data: SequenceData, device: torch.device) -> Recommender:
+    """The recommender of `cfg` on `device`, initialised from cfg.seed."""
+    item_inputs = item_tower_inputs(item_input_spec(cfg), data, device)   # modality towers: item tokens / cached features
+    torch.manual_seed(cfg.seed)
+    popularity = torch.from_numpy(data.popularity()).clamp_min(1e-30)   # (N+1,), > 0 so log is finite
+    model = build_model(model_spec(cfg), data.num_items, data.num_users, popularity, item_inputs).to(device)
+    if cfg.freeze_user_encoder:                               # linear-probe-style transfer
+        log.info("--freeze_user_encoder: %d user-encoder parameters do not train", freeze_user_encoder(model))
+    if device.type == "cuda":
+        for module in model.modules():
+            if hasattr(module, "use_channels_last"):          # a ResNet vision tower
+                module.use_channels_last()
+    return model
+
+
+def build_optimizer(model: Recommender, cfg: Config) -> torch.optim.Optimizer:
+    """AdamW with two groups: the pretrained encoder (fine_tune_*) and everything else."""
+    encoder = [p for p in model.item_tower.encoder_parameters() if p.requires_grad]
+    mix = [p for m in model.modules() if isinstance(m, LayerMixFeatureTower) for p in (m.layer_scalars, m.gamma)]
+    own_group = {id(p) for p in encoder + mix}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in own_group]
+    groups = [{"params": rest, "lr": cfg.lr, "weight_decay": cfg.l2_weight}]
+    encoder_all = model.item_tower.encoder_parameters()
+    if encoder_all:
+        log.info("trainable encoder tensors: %d of %d (%d of %d parameters, lr %g, weight decay %g)",
+                 len(encoder), len(encoder_all), sum(p.numel() for p in encoder),
+                 sum(p.numel() for p in encoder_all), cfg.fine_tune_lr, cfg.fine_tune_l2_weight)
+    log.info("trainable recommender tensors: %d (%d parameters, lr %g, weight decay %g)",
+             len(rest), sum(p.numel() for p in rest), cfg.lr, cfg.l2_weight)
+    vision = vision_encoder_group(model, cfg)                # text+vision: the vision encoder's own lr
+    encoder = [p for p in encoder if id(p) not in {id(q) for q in vision.get("params", [])}]
+    if encoder:
+        groups.append({"params": encoder, "lr": cfg.fine_tune_lr, "weight_decay": cfg.fine_tune_l2_weight})
+    if vision:
+        groups.append(vision)
+    if mix:                                       # --ts_layers all: the scalar mix, its own lr (docs/parameters.md)
+        log.info("scalar mix of the layers: %d parameters, lr %g, no weight decay", sum(p.numel() for p in mix),
+                 cfg.ts_mix_lr)
+        groups.append({"params": mix, "lr": cfg.ts_mix_lr, "weight_decay": 0.0})
+    return torch.optim.AdamW(groups)
+
+
+def vision_encoder_group(model: Recommender, cfg: Config) -> dict:
+    """item_tower text+vision: the vision encoder's trainable parameters with cv_fine_tune_lr
+    (-1: fine_tune_lr); {} for every other tower (their groups stay as they were)."""
+    from morec.models.multimodal import MultiModalTower
+    towers = [m for m in model.item_tower.modules() if isinstance(m, MultiModalTower)]
+    params = [p for tower in towers for p in tower.vision_encoder_parameters() if p.requires_grad]
+    if not params:
+        return {}
+    lr = cfg.fine_tune_lr if cfg.cv_fine_tune_lr == -1 else cfg.cv_fine_tune_lr
+    log.info("of these, the vision encoder's %d tensors (%d parameters) train with lr %g", len(params),
+             sum(p.numel() for p in params), lr)
+    return {"params": params, "lr": lr, "weight_decay": cfg.fine_tune_l2_weight}
+
+
+def make_batches(cfg: Config, data: SequenceData) -> SequenceBatches | PairBatches:
+    """The training batches: sequences (SASRec and the next-item models) or (user, item) pairs (DSSM)."""
+    train = torch.from_numpy(data.train)
+    if cfg.model == "dssm":
+        return PairBatches(train, cfg.batch_size, data.num_items, cfg.neg_num if cfg.loss == "bce" else 0,
+                           cfg.extra_negatives)
+    return SequenceBatches(train, cfg.batch_size, data.num_items, with_negatives=cfg.loss == "bce",
+                           extra_negatives=cfg.extra_negatives)
+
+
+def distributed_trainer(model: Recommender, cfg: Config, world: World, device: torch.device) -> torch.nn.Module:
+    """What the loop calls for the loss: the model, wrapped in DDP across ranks, compiled on request."""
+    model.distribute(world, cfg.gather_negatives)
+    trainer = model
+    if world.distributed:
+        trainer = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(trainer) if cfg.compile_model else trainer
+
+
+def grad_scaler(cfg: Config, device: torch.device) -> torch.amp.GradScaler:
+    """The loss scaler: on for fp16 autocast on CUDA only (bf16 and fp32 need none)."""
+    return torch.amp.GradScaler(device.type, enabled=cfg.amp and cfg.amp_dtype == "fp16" and device.type == "cuda")
+

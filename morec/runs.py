@@ -1,0 +1,446 @@
+"""The run folder: its files, lock, resume checks, signals, random-state snapshots, checkpoint
+contents and records (the training loop itself is morec.train).
+
+A run lives in one folder: config.json (resolved values), train.log, metrics.jsonl (one line per
+evaluation), checkpoint_last.pt (everything needed to resume), checkpoint_best.pt (weights of the
+best valid HR@10) and, after testing, test_metrics.json and test_ranks.npz (per-user tie counts).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from morec.atomic_io import remove_stale_temp_files, write_bytes_atomic, write_json_atomic, write_text_atomic
+from morec.checkpoint import load_checkpoint, load_weights, require_entries, save_checkpoint
+from morec.config import RUN_CONTROL, UNUSED_BY_TOWER, Config, make_config, run_setting
+from morec.cost import peak_memory_mb, trainable_parameters
+from morec.distributed import World, all_reduce_sum, barrier
+from morec.errors import InputError
+from morec.evaluate import cold_start_view
+from morec.models.adapters import reloaded_digest, reloaded_keys, trained_state
+from morec.runlock import run_lock
+from morec.streams import STREAMS
+
+if TYPE_CHECKING:
+    from morec.data import SequenceData
+    from morec.models import Recommender
+    from morec.train import EpochProgress, Run
+
+log = logging.getLogger("morec")
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The paths of one run folder's files."""
+    dir: Path
+
+    @property
+    def config(self) -> Path: return self.dir / "config.json"
+    @property
+    def log(self) -> Path: return self.dir / "train.log"
+    @property
+    def metrics(self) -> Path: return self.dir / "metrics.jsonl"
+    @property
+    def last(self) -> Path: return self.dir / "checkpoint_last.pt"
+    @property
+    def best(self) -> Path: return self.dir / "checkpoint_best.pt"
+    @property
+    def test(self) -> Path: return self.dir / "test_metrics.json"
+    @property
+    def test_ranks(self) -> Path: return self.dir / "test_ranks.npz"
+
+
+# ----------------------------------------------------------------------------- the folder and its log
+
+@contextlib.contextmanager
+def training_folder(cfg: Config, files: RunFiles) -> Iterator[None]:
+    """Hold the run folder while a run trains: its lock (rank 0; morec.runlock), temp files a
+    killed run left removed, and a new run's folder removed again if its setup fails."""
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    with run_lock(files.dir, take=main_rank):
+        if main_rank and (stale := remove_stale_temp_files(files.dir)):
+            log.warning("removed %s left in %s by a killed run", ", ".join(stale), files.dir)
+        fresh = main_rank and not (cfg.resume and files.last.exists())
+        with removed_if_setup_fails(files, fresh):
+            yield
+
+
+@contextlib.contextmanager
+def removed_if_setup_fails(files: RunFiles, fresh: bool):
+    """A new run that fails before its first checkpoint_last.pt (bad encoder weights, too little
+    memory, a NaN loss or a full disk in epoch 1, ...) leaves no folder behind: its files are
+    removed, then the folder and the runs folder if empty."""
+    try:
+        yield
+    except BaseException:
+        if fresh and not files.last.exists():
+            for path in (files.config, files.log, files.metrics, files.best, files.test,
+                         *files.dir.glob(".*.tmp*")):
+                path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                files.dir.rmdir()
+                files.dir.parent.rmdir()               # the runs folder too, if this made it
+        raise
+
+
+@contextlib.contextmanager
+def run_logging(path: Path | None):
+    """Log to stderr and to the run's train.log (appending, so a resumed run keeps its history).
+    path None (DDP ranks other than 0): warnings on stderr only."""
+    log.setLevel(logging.INFO if path is not None else logging.WARNING)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if path is not None:
+        handlers.append(logging.FileHandler(path, encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        log.addHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            log.removeHandler(handler)
+            handler.close()
+
+
+# ----------------------------------------------------------------------------- progress of an epoch
+
+def progress(iterable, cfg: Config, **kwargs):
+    """`iterable` with a tqdm bar when cfg.progress and stderr is a terminal."""
+    return tqdm(iterable, disable=not shows_bar(cfg), leave=False, **kwargs)
+
+
+def shows_bar(cfg: Config) -> bool:
+    """Whether progress shows as a bar (else as StepLog lines)."""
+    return cfg.progress and sys.stderr.isatty()
+
+
+class StepLog:
+    """Without a progress bar (a log file, a SLURM job), a log line every `cfg.log_every`
+    optimizer steps, or about every `seconds` when that is 0, so a slow run is seen to be alive."""
+
+    def __init__(self, cfg: Config, epoch: int, total: int, seconds: float = 30.0):
+        self.enabled, self.every, self.seconds = not shows_bar(cfg), cfg.log_every, seconds
+        self.epoch, self.total = epoch, total
+        self.start = self.last = time.perf_counter()
+        self.items = 0
+
+    def step(self, done: "EpochProgress", micro_batches: list[dict]) -> None:
+        """Count the step's items (non-padding item slots); log when a line is due."""
+        if not self.enabled:
+            return
+        self.items += sum(int(batch[key].count_nonzero()) for batch in micro_batches
+                          for key in ("seqs", "items") if key in batch)
+        now = time.perf_counter()
+        due = done.step % self.every == 0 if self.every > 0 else now - self.last >= self.seconds
+        if due:
+            self.last = now
+            loss = done.loss_sum / max(done.step - done.skipped, 1)
+            log.info("epoch %d step %d/%d loss %.4f, %.0f items/s", self.epoch, done.step, self.total,
+                     loss, self.items / max(now - self.start, 1e-9))
+
+
+# ----------------------------------------------------------------------------- start or resume
+
+def defining_values(cfg: Config) -> dict:
+    """The values that define a run's numbers (everything but the run-control values)."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in RUN_CONTROL}
+
+
+def saved_setting(saved: dict) -> dict:
+    """The world size and precision a run folder's config.json records (older runs, without a
+    "setting" entry: derived from their saved nproc_per_node, nnodes, device, amp, amp_dtype, with
+    device "auto" resolved on this machine)."""
+    if "setting" in saved:
+        return saved["setting"]
+    known = {f.name for f in fields(Config)}
+    return run_setting(make_config({k: v for k, v in saved.items() if k in known}))
+
+
+def config_record(cfg: Config) -> dict:
+    """What config.json holds: every value (epoch and patience included) and the run setting."""
+    return {**cfg.to_dict(), "setting": run_setting(cfg)}
+
+
+def prepare_run(cfg: Config, files: RunFiles, world: World) -> dict | None:
+    """Rank 0 checks and prepares the folder; every rank then gets the same checkpoint (or None)."""
+    checkpoint = start_or_resume(cfg, files) if world.is_main else None
+    barrier(world)
+    if not world.is_main and cfg.resume and files.last.exists():
+        checkpoint = load_checkpoint(files.last)
+    return checkpoint
+
+
+def start_or_resume(cfg: Config, files: RunFiles) -> dict | None:
+    """Check the run folder; return the checkpoint to resume from, or None to start fresh."""
+    if files.last.exists() and cfg.resume:
+        check_resume_values(cfg, files)
+        return load_checkpoint(files.last)
+    if files.last.exists() and not cfg.overwrite:
+        raise InputError(f"{files.dir} already holds a run; pass --resume to continue it, "
+                         "--overwrite to start over, or --label NAME for a new run")
+    start_folder(cfg, files)
+    return None
+
+
+def check_resume_values(cfg: Config, files: RunFiles) -> None:
+    """--resume continues a run with its own values and setting; a new epoch or patience is
+    written into its config.json."""
+    saved = read_run_config(files)
+    changed = {k for k, v in defining_values(cfg).items() if saved.get(k, v) != v}
+    if changed:
+        raise InputError(f"--resume of {files.dir} with other values for {sorted(changed)}; "
+                         "resume with the values of config.json or use another --label")
+    if saved and saved_setting(saved) != run_setting(cfg):
+        raise InputError(f"--resume of {files.dir} with setting {run_setting(cfg)}, but it was trained with "
+                         f"{saved_setting(saved)} (world size = nproc_per_node x nnodes; precision from "
+                         "--amp, --amp_dtype and the device): these change the numbers; resume with the "
+                         "saved setting or start a new run (another --label, or without --label)")
+    if saved and any(saved.get(k) != getattr(cfg, k) for k in ("epoch", "patience")):
+        write_json_atomic(files.config, {**saved, "setting": saved_setting(saved), "epoch": cfg.epoch,
+                                         "patience": cfg.patience})
+
+
+def start_folder(cfg: Config, files: RunFiles) -> None:
+    """Make the folder of a new run: an earlier run's files removed, the new config.json written."""
+    try:
+        files.dir.mkdir(parents=True, exist_ok=True)
+        for path in (files.last, files.best, files.metrics, files.test, files.test_ranks, files.log):
+            path.unlink(missing_ok=True)
+        write_json_atomic(files.config, config_record(cfg))
+    except OSError as err:
+        raise InputError(f"cannot write to the run folder {files.dir} ({err}); "
+                         "free space or choose a writable --runs_dir") from None
+
+
+def read_run_config(files: RunFiles) -> dict:
+    """The run's config.json (the values it was trained with), or a clear error."""
+    fix = "restore it, or retrain the run (the train script with --overwrite)"
+    try:
+        saved = json.loads(files.config.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{files.config} is missing, so the values of this run are unknown; {fix}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"{files.config} cannot be read ({err}); {fix}") from None
+    if not isinstance(saved, dict):
+        raise InputError(f"{files.config} holds a {type(saved).__name__}, not the run's values; {fix}")
+    return saved
+
+
+def saved_config(files: RunFiles, cfg: Config) -> Config:
+    """The run's own config.json, with this invocation's run-control values (device, sizes)."""
+    if not files.best.exists():
+        raise InputError(f"no checkpoint in {files.dir}; train this run first (the train script "
+                         "with the same values or --label), then test it")
+    saved = read_run_config(files)
+    known = {f.name for f in fields(Config)}
+    values = {k: v for k, v in saved.items() if k in known}
+    values.update({k: getattr(cfg, k) for k in RUN_CONTROL if k in known})
+    warn_ignored_values(cfg, values, files.dir)
+    try:
+        return make_config(values)
+    except InputError as err:
+        raise InputError(f"{files.config}: {err}; restore the file or retrain the run") from None
+
+
+def warn_ignored_values(given: Config, saved: dict, run_dir: Path) -> None:
+    """A test evaluates the run as trained: say which of the given values (script or command
+    line) differ from the run's saved ones and are therefore not used."""
+    read = set(saved) - UNUSED_BY_TOWER.get(saved.get("item_tower", "id"), set())
+    for name in sorted(read - RUN_CONTROL):
+        value = getattr(given, name)
+        if value != saved[name]:
+            print(f"warning: --{name} {value} is ignored: run {run_dir.name} was trained with "
+                  f"{name} {saved[name]} and is tested as trained", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- signals, random state
+
+@contextlib.contextmanager
+def stop_signals():
+    """SIGTERM (cluster preemption) and SIGINT ask the loop to stop after the current step and
+    save a checkpoint; a second SIGINT stops at once. Yields {"signal": None or the number}."""
+    request = {"signal": None}
+
+    def handler(signum, _frame):
+        if request["signal"] is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt           # a second Ctrl-C; a repeated SIGTERM (SLURM sends
+        request["signal"] = signum            # it to every process of a job) is the same request
+
+    if threading.current_thread() is not threading.main_thread():
+        yield request                         # signals can only be caught in the main thread
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield request
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def rng_state(device: torch.device) -> dict:
+    """This process's global random state: the CPU generator and, on CUDA, every GPU's."""
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []}
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore a `rng_state` snapshot."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def rng_states_of_all_ranks(world: World, device: torch.device) -> list[dict]:
+    """Every rank's `rng_state`, indexed by rank (gathered under DDP), for a mid-epoch checkpoint."""
+    states = [None] * world.size
+    if world.distributed:
+        torch.distributed.all_gather_object(states, rng_state(device))
+    else:
+        states[0] = rng_state(device)
+    return states
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def fresh_state() -> dict:
+    """The loop state of a run before its first epoch (what checkpoint_last.pt saves besides weights)."""
+    return {"epoch": 0, "best": None, "bad_evals": 0, "history": [], "partial": None}
+
+
+def resumed_state(run: Run, checkpoint: dict) -> dict:
+    """Load checkpoint_last.pt's weights, optimizer and scaler into `run`; return its loop state."""
+    require_entries(checkpoint, run.files.last, ("model", "optimizer", "epoch"))
+    load_model_weights(run.model, checkpoint, run.files.last)
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    if checkpoint.get("scaler"):
+        run.scaler.load_state_dict(checkpoint["scaler"])
+    state = {key: checkpoint.get(key, default) for key, default in fresh_state().items()}
+    step = f", step {state['partial']['progress']['step']}" if state["partial"] else ""
+    log.info("resumed %s after epoch %d%s", run.files.dir.name, state["epoch"], step)
+    return state
+
+
+def save_last(run: Run, state: dict) -> None:
+    """checkpoint_last.pt (rank 0): weights, optimizer, scaler and the loop state."""
+    if run.world.is_main:
+        save_checkpoint(run.files.last, {**model_entries(run.model), "optimizer": run.optimizer.state_dict(),
+                                         "scaler": run.scaler.state_dict(), **state})
+        if state["epoch"] == 1 and not state["partial"]:
+            log.info("%s: %.2f MiB", run.files.last.name, run.files.last.stat().st_size / 2 ** 20)
+
+
+def save_mid_epoch(run: Run, state: dict, done: EpochProgress) -> None:
+    """checkpoint_last.pt of an epoch cut short: its progress and every rank's random state."""
+    state["partial"] = {"progress": dataclasses.asdict(done), "rng": rng_states_of_all_ranks(run.world, run.device),
+                        "world_size": run.world.size, "streams": STREAMS}
+    save_last(run, state)
+
+
+def save_best(run: Run, epoch: int, valid: dict[str, float]) -> None:
+    """checkpoint_best.pt (rank 0): the weights of the best epoch and its valid metrics."""
+    if run.world.is_main:
+        save_checkpoint(run.files.best, {**model_entries(run.model), "epoch": epoch, "valid": valid})
+
+
+def model_entries(model: Recommender) -> dict:
+    """A checkpoint's weights: {"model": what trains + the recommender}, and under PEFT the sha1 of
+    the frozen pretrained tensors left out ("reloaded_sha1"; morec.models.adapters)."""
+    digest = getattr(model, "_reloaded_sha1", None)
+    if digest is None:                        # computed once: frozen tensors never change
+        digest = model._reloaded_sha1 = reloaded_digest(model) or ""
+    return {"model": trained_state(model), **({"reloaded_sha1": digest} if digest else {})}
+
+
+def load_model_weights(model: Recommender, checkpoint: dict, path: Path) -> None:
+    """Load a checkpoint's weights; the frozen pretrained tensors a PEFT checkpoint leaves out
+    must be those it was trained with (the encoder folder unchanged), else the run is refused."""
+    load_weights(model, checkpoint["model"], path, reloaded=reloaded_keys(model))
+    saved = checkpoint.get("reloaded_sha1")
+    if saved is not None and saved != model_entries(model).get("reloaded_sha1"):
+        raise InputError(f"checkpoint {path} was trained on other frozen encoder weights than those now "
+                         "in the encoder folder (they are reloaded from it, not saved): put back the "
+                         "encoder folder the run was trained with, or retrain")
+
+
+def log_checkpoint_contents(model: Recommender) -> None:
+    """Say what a checkpoint holds: all weights, or (PEFT) what trains plus the recommender."""
+    skipped = reloaded_keys(model)
+    state = model.state_dict()
+    kept = sum(t.numel() * t.element_size() for k, t in state.items() if k not in skipped)
+    left = sum(state[k].numel() * state[k].element_size() for k in skipped)
+    if skipped:
+        log.info("checkpoints hold %d tensors (%.2f MiB of weights, plus the optimizer state); the %d "
+                 "frozen pretrained encoder tensors (%.2f MiB) are not saved: they are reloaded from the "
+                 "encoder folder", len(state) - len(skipped), kept / 2 ** 20, len(skipped), left / 2 ** 20)
+    else:
+        log.info("checkpoints hold all %d model tensors (%.2f MiB of weights, plus the optimizer state)",
+                 len(state), kept / 2 ** 20)
+
+
+# ----------------------------------------------------------------------------- records
+
+def write_metrics(files: RunFiles, history: list[dict], world: World) -> None:
+    """Rewrite metrics.jsonl (rank 0) from the history: one json line per evaluated epoch."""
+    if world.is_main:
+        write_text_atomic(files.metrics, "".join(json.dumps(r) + "\n" for r in history))
+
+
+def cost_record(run: Run, train_seconds: float, memory_kind: str) -> dict:
+    """The epoch's cost fields of metrics.jsonl (morec.cost): items encoded per second of training
+    (all ranks), trainable parameters, and this rank's peak memory over training and evaluation."""
+    items = all_reduce_sum(torch.tensor(float(run.items_encoded), device=run.device), run.world)
+    return {"items_encoded_per_second": round(float(items) / max(train_seconds, 1e-9), 1),
+            "trainable_parameters": trainable_parameters(run.model),
+            "peak_memory_mb": peak_memory_mb(run.device), "peak_memory_kind": memory_kind}
+
+
+def test_record(files: RunFiles, cfg: Config, data: SequenceData, checkpoint: dict,
+                metrics: dict[str, float], counts: torch.Tensor) -> dict:
+    """What test_metrics.json holds: the best epoch, its valid and test metrics, the tie rule,
+    and (cold_start_count > 0) the cold-start view of the test targets."""
+    result = {"label": files.dir.name, "best_epoch": checkpoint["epoch"], "valid": checkpoint["valid"],
+              "test": metrics, "num_users": data.num_users, "num_items": data.num_items, "ties": cfg.ties,
+              "users_with_ties": int((counts[:, 1] > 0).sum()), "per_user": files.test_ranks.name}
+    result["cold_start"] = (cold_start_view(counts, data.train_counts(), data.split_target("test"),
+                                            cfg.cold_start_count, ties=cfg.ties)
+                            if cfg.cold_start_count > 0 else None)
+    return result
+
+
+def print_test_result(result: dict) -> None:
+    """The test's lines on stdout: valid of the best epoch, the cold-start view, test."""
+    print(f"{result['label']} (best epoch {result['best_epoch']}): valid {percent(result['valid'])}")
+    if (cold := result["cold_start"]) is not None:
+        print(f"cold-start view (test targets with < {cold['below']} train interactions, {cold['users']} users): "
+              + (percent(cold["metrics"]) if cold["metrics"] else "none"))
+    print(f"test {percent(result['test'])}")
+
+
+def percent(metrics: dict[str, float], k: int = 10) -> str:
+    """'HR@k .. NDCG@k ..' in percent."""
+    return f"HR@{k} {100 * metrics[f'HR@{k}']:.2f} NDCG@{k} {100 * metrics[f'NDCG@{k}']:.2f}"
+
+
+def save_test_ranks(path: Path, counts: torch.Tensor, user_names: list[str]) -> None:
+    """Per-user test tie counts for paired statistics (scripts/results_table.py): an .npz holding
+    `h` and `t` (U,) int64 (items strictly above / tied with the target, SPEC "Evaluation") and
+    `user` (U,) the user names in the same order; loads with np.load(path, allow_pickle=False)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, h=counts[:, 0].numpy(), t=counts[:, 1].numpy(), user=np.array(user_names, dtype=str))
+    write_bytes_atomic(path, buffer.getvalue())
