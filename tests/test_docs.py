@@ -59,8 +59,10 @@ def test_the_link_check_finds_a_broken_link(tmp_path):
     assert broken_links(page) == ["missing.png", "docs/nowhere.md", "there.md#no-such-heading", "#nothing"]
 
 
-def test_no_work_item_numbers_in_the_docs():
-    files = [*doc_files(), *(REPO / "dataset").glob("*/README*"), REPO / "pretrained_models" / "README.md"]
+def test_no_work_item_numbers_in_the_docs_or_the_code():
+    files = [*doc_files(), *(REPO / "dataset").glob("*/README*"), REPO / "pretrained_models" / "README.md",
+             *(REPO / "morec").rglob("*.py"), *(REPO / "scripts").rglob("*.py"),
+             *(p for p in REPO.glob("*/**/*.py") if p.parts[len(REPO.parts)].startswith(("bce_", "inbatch_")))]
     found = {str(p.relative_to(REPO)): m for p in files
              if (m := re.findall(r"issues? ?#?[0-9]+", p.read_text(encoding="utf-8"), flags=re.I))}
     assert not found, f"name the feature instead of the work item: {found}"
