@@ -4,6 +4,7 @@ checked on a hand-made data set whose ranks are worked out by hand, through the 
 training loop runs (morec.train.evaluate), and the test run's records; ml-100k has no repeats."""
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from conftest import run_in_process
-from morec.config import Config, make_config, run_label
+from morec.config import REPO_ROOT, Config, make_config, run_label
 from morec.errors import InputError
 from morec.evaluate import MISSED, apply_repeat_rule, metrics_from_counts, repeat_mask, rule_metrics
 from morec.parts import load_data
@@ -148,6 +149,14 @@ def test_the_test_run_records_the_repeat_targets(toy, capsys, rule):
     assert saved["repeat"].tolist() == [False, True, False, False] and saved["h"][1] == MISSED
     counts = torch.from_numpy(np.stack([saved["h"], saved["t"]], 1))
     assert rule_metrics(counts, torch.from_numpy(saved["repeat"]), rule) == result["test"]
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    from results_table import load_run, markdown, per_user, table_rows
+    run = load_run(folder)
+    assert len(per_user(run)) == result["ranked_users"]             # skip: the per-user file reproduces the metric
+    rows = table_rows([run])
+    assert (rows[0]["repeat_targets"], rows[0]["repeat_count"]) == (rule, 1)
+    table = markdown(rows)
+    assert "repeat targets (rule)" in table and f"| 1 ({rule}) |" in table and "skip = those users left out" in table
 
 
 def test_ml100k_has_no_repeat_target_so_no_number_moves():
