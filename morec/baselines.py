@@ -11,11 +11,12 @@ import numpy as np
 import torch
 
 from morec.data import SequenceData
-from morec.evaluate import metrics_from_counts
+from morec.evaluate import apply_repeat_rule, ranked_history, rule_metrics
 
 
-def popularity_tie_counts(data: SequenceData, split: str) -> torch.Tensor:
-    """(U, 2) int64 (h, t) of each user's target when items are ranked by train count.
+def popularity_tie_counts(data: SequenceData, split: str, repeat_targets: str = "miss") -> torch.Tensor:
+    """(U, 2) int64 (h, t) of each user's target when items are ranked by train count, under the
+    repeat rule (morec.evaluate.apply_repeat_rule; `rank` removes no history).
 
     The same numbers as morec.evaluate.tie_counts with one shared score vector, in O(U * L)
     instead of O(U * N): h = items counted more often than the target, t = items counted as often
@@ -28,16 +29,20 @@ def popularity_tie_counts(data: SequenceData, split: str) -> torch.Tensor:
     above = np.searchsorted(ranked, c_t, side="right")
     higher = len(ranked) - above                                                 # (U,)
     equal = above - np.searchsorted(ranked, c_t, side="left")                    # (U,), target included
-    removed = np.sort(np.concatenate([data.split_history(split), target[:, None]], 1), 1)  # (U, W+1)
+    history = ranked_history(torch.from_numpy(data.split_history(split)), repeat_targets).numpy()
+    removed = np.sort(np.concatenate([history, target[:, None]], 1), 1)         # (U, W+1)
     first = np.ones(removed.shape, dtype=bool)
     first[:, 1:] = removed[:, 1:] != removed[:, :-1]                             # each item once
     counted = first & (removed > 0)                                              # 0 = padding
     c = counts[removed]                                                          # (U, W+1)
     h = higher - ((c > c_t[:, None]) & counted).sum(1)
     t = equal - ((c == c_t[:, None]) & counted).sum(1)                           # the target too
-    return torch.from_numpy(np.stack([h, t], 1).astype(np.int64))
+    counts = torch.from_numpy(np.stack([h, t], 1).astype(np.int64))
+    return apply_repeat_rule(counts, torch.from_numpy(data.split_repeats(split)), repeat_targets)
 
 
-def popularity_metrics(data: SequenceData, split: str) -> dict[str, float]:
-    """HR@K / NDCG@K of ranking by train counts for 'valid' or 'test' (fractions)."""
-    return metrics_from_counts(popularity_tie_counts(data, split))
+def popularity_metrics(data: SequenceData, split: str, repeat_targets: str = "miss") -> dict[str, float]:
+    """HR@K / NDCG@K of ranking by train counts for 'valid' or 'test' (fractions), under the
+    repeat rule `repeat_targets` (SPEC "Evaluation")."""
+    counts = popularity_tie_counts(data, split, repeat_targets)
+    return rule_metrics(counts, torch.from_numpy(data.split_repeats(split)), repeat_targets)

@@ -45,6 +45,7 @@ class Config:
     news_attributes: str = "title"      # title | abstract | title,abstract (each encoded, vectors averaged)
     num_words_title: int = 30           # tokens per title (padding and truncation)
     num_words_abstract: int = 50        # tokens per abstract
+    unescape_text: bool = True          # decode HTML entities (&amp;) and collapse stray spaces in item texts (no ml-100k title changes)
     freeze_paras_before: int = 0        # freeze the encoder's first k parameter tensors (0: train all)
     trainable_layers: int = -1          # n >= 0: only the encoder's top n blocks train (-1: off)
     gradient_checkpointing: bool = False  # recompute encoder activations in backward (less memory)
@@ -106,6 +107,7 @@ class Config:
     eval_chunk_elems: int = 2 ** 24     # users x items scores held at once while ranking
     ties: str = "expected"              # expected (uniformly random tie-breaking, SPEC) | optimistic (rank 1+h) | pessimistic (1+h+t)
     eval_amp: bool = False              # encode the catalogue under autocast (bf16/fp16) at evaluation; default fp32 for every tower
+    repeat_targets: str = "miss"        # a target also in the user's history: miss (removed with the history, SPEC) | rank (no history removed) | skip (user left out)
     cold_start_count: int = 1           # test also reports the cold-start view: targets with < this many train interactions (1: unseen; 0: off)
 
     # --- run control (not part of the run label) ---
@@ -147,7 +149,8 @@ LABEL_PREFIX = [("model", ""), ("item_tower", ""), ("loss", ""), ("embedding_dim
 
 # Fields that only a modality item tower reads: an ID run's label ignores them all, a text run's
 # the vision ones and a vision run's the text ones (a study or grid may set them for every run).
-TEXT_FIELDS = {"bert_model_load", "news_attributes", "num_words_title", "num_words_abstract", "pooling"}
+TEXT_FIELDS = {"bert_model_load", "news_attributes", "num_words_title", "num_words_abstract", "pooling",
+               "unescape_text"}
 VISION_FIELDS = {"cv_model_load", "image_lmdb", "image_size", "image_norm"}
 ENCODER_FIELDS = {"pretrained_dir", "dedup_items", "freeze_paras_before", "trainable_layers", "gradient_checkpointing",
                   "two_stage", "fusion", "mo_dnn_layers", "fine_tune_lr", "fine_tune_l2_weight",
@@ -364,7 +367,7 @@ RULES = {
     "embedding_dim": _at_least(1), "transformer_block": _at_least(1), "num_attention_heads": _at_least(1),
     "dnn_layers": _at_least(0), "drop_rate": _drop_rate,
     "bert_model_load": _folder_name, "pretrained_dir": _not_empty, "news_attributes": _news_attributes,
-    "num_words_title": _at_least(1), "num_words_abstract": _at_least(1), "freeze_paras_before": _at_least(0),
+    "num_words_title": _at_least(1), "num_words_abstract": _at_least(1), "unescape_text": _any, "freeze_paras_before": _at_least(0),
     "trainable_layers": _at_least(-1), "gradient_checkpointing": _any, "two_stage": _any,
     "fusion": _one_of("none", "add", "cat"), "mo_dnn_layers": _at_least(0), "ts_layers": _one_of("last", "all"),
     "ts_mix_lr": _positive_finite,
@@ -385,7 +388,7 @@ RULES = {
     "mm_fusion": _one_of("sum", "concat", "gate"), "cv_fine_tune_lr": _lr_or_unset,
     "mm_cached_branch": _one_of("none", "text", "vision"),
     "init_from": _any, "freeze_user_encoder": _any, "train_user_fraction": _fraction,
-    "ties": _one_of("expected", "optimistic", "pessimistic"), "eval_amp": _any, "dedup_items": _any,
+    "ties": _one_of("expected", "optimistic", "pessimistic"), "repeat_targets": _one_of("miss", "rank", "skip"), "eval_amp": _any, "dedup_items": _any,
     "pooling": _one_of("auto", "cls", "mean", "last"), "peft": _one_of("none", "lora", "ia3", "bitfit", "ln"),
     "lora_r": _at_least(1), "lora_alpha": _at_least(1), "lora_dropout": _drop_rate, "lora_targets": _module_names,
 }

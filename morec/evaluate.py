@@ -1,8 +1,18 @@
 """Full-ranking evaluation of SPEC "Evaluation", chunked and vectorised.
 
 Each user's vector is scored against every item; the user's history items are removed from the
-ranking (the target itself never is). Per user we count h = rankable items scoring strictly higher
-than the target and t = other rankable items scoring exactly the same. Ties are broken uniformly
+ranking. Per user we count h = rankable items scoring strictly higher than the target and t = other
+rankable items scoring exactly the same (`tie_counts`, which keeps the target rankable).
+
+Repeat targets (SPEC "Evaluation": a target that also occurs in the user's history), one rule per
+run (`--repeat_targets`, `apply_repeat_rule`):
+- ``miss`` (the default, SPEC's rule and the original code's): the target is removed with the rest
+  of the history, so it is a miss at every K; its counts become (MISSED, 0).
+- ``rank``: no history item is removed at all (repeat-aware evaluation); every target is ranked.
+- ``skip``: as ``miss``, and users with a repeat target are left out of the metric.
+Keeping the target while removing the rest of the history (the rule before this option) is not
+offered: the target is then the only seen item left, and a model that scores seen items high
+hits it. Ties are broken uniformly
 at random, in expectation: the target's rank is uniform on h+1 .. h+t+1, so
 
     HR@K   = clip(K - h, 0, t+1) / (t+1)
@@ -20,6 +30,8 @@ from morec.errors import InputError
 
 KS = (5, 10, 20, 50)
 TIE_RULES = ("expected", "optimistic", "pessimistic")
+REPEAT_RULES = ("miss", "rank", "skip")
+MISSED = 2 ** 31 - 1      # h of a target removed from the ranking: below every item, a miss at any K
 
 
 def tie_counts(user_vecs: torch.Tensor, item_vecs: torch.Tensor, targets: torch.Tensor,
@@ -27,7 +39,8 @@ def tie_counts(user_vecs: torch.Tensor, item_vecs: torch.Tensor, targets: torch.
     """(h, t) of each user's target: rankable items scoring strictly higher, and tied with it.
 
     user_vecs (U, d); item_vecs (N+1, d), row 0 = padding (never ranked); targets (U,);
-    history (U, H) item ids to remove, 0-padded. Scores are held for at most `chunk_elems`
+    history (U, H) item ids to remove, 0-padded; the target itself stays rankable (the repeat
+    rule is applied to the counts afterwards: `apply_repeat_rule`). Scores are held for at most `chunk_elems`
     (users x items) at a time (plus one buffer of that size for the tie compare), so memory does
     not grow with U. Returns (U, 2) int64.
     Raises FloatingPointError if any score of items 1..N is NaN or inf (SPEC: an error), naming
@@ -130,6 +143,61 @@ def cold_start_view(counts: torch.Tensor, train_counts, targets, below: int = 1,
     users = int(mask.sum())
     return {"below": below, "users": users,
             "metrics": metrics_from_counts(counts[mask], ks, ties) if users else None}
+
+
+def repeat_mask(targets: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+    """(U,) bool: the user's target also occurs in its history (U, H) (0 = padding, never a target)."""
+    targets, history = torch.as_tensor(targets), torch.as_tensor(history)
+    return (history == targets.unsqueeze(1)).any(1) & (targets > 0)
+
+
+def ranked_history(history: torch.Tensor, rule: str) -> torch.Tensor:
+    """The history items removed from the ranking under the repeat rule: none for ``rank``."""
+    return history[:, :0] if rule == "rank" else history
+
+
+def apply_repeat_rule(counts: torch.Tensor, repeat: torch.Tensor, rule: str) -> torch.Tensor:
+    """SPEC "Evaluation": the (U, 2) counts under the repeat rule. ``miss`` and ``skip`` remove
+    a repeated target with the rest of the history: its counts become (MISSED, 0), a miss at
+    every K (``skip`` then leaves those users out: `kept_users`). ``rank``: unchanged (its
+    counts were taken with no history removed: `ranked_history`)."""
+    check_repeat_rule(rule)
+    if rule == "rank":
+        return counts
+    counts = as_counts(counts).clone()
+    counts[repeat.to(counts.device)] = torch.tensor([MISSED, 0], dtype=counts.dtype, device=counts.device)
+    return counts
+
+
+def kept_users(repeat: torch.Tensor, rule: str) -> torch.Tensor:
+    """(U,) bool: the users in the metric (all, except the repeat-target users under ``skip``)."""
+    return ~repeat if rule == "skip" else torch.ones_like(repeat)
+
+
+def rule_metrics(counts: torch.Tensor, repeat: torch.Tensor, rule: str, ks: tuple[int, ...] = KS,
+                 ties: str = "expected") -> dict[str, float]:
+    """Metrics of the users the repeat rule keeps, from counts already under the rule; refuses a
+    ``skip`` that leaves no user."""
+    keep = kept_users(repeat, rule).to(as_counts(counts).device)
+    if not keep.any():
+        raise InputError(f"every one of the {len(keep)} targets also occurs in its user's history, so "
+                         "--repeat_targets skip leaves no user to evaluate; use --repeat_targets miss or rank")
+    return metrics_from_counts(as_counts(counts)[keep], ks, ties)
+
+
+def repeat_record(repeat: torch.Tensor, rule: str) -> dict:
+    """What a metrics record says about repeat targets: the rule, how many targets (and which
+    share of them) were repeats, and how many users the metric averages over."""
+    count, users = int(repeat.sum()), len(repeat)
+    return {"repeat_targets": rule, "repeat_count": count, "repeat_share": count / max(users, 1),
+            "ranked_users": users - count if rule == "skip" else users}
+
+
+def check_repeat_rule(rule: str) -> None:
+    """Refuse an unknown `repeat_targets` option with the allowed ones."""
+    if rule not in REPEAT_RULES:
+        raise InputError(f"--repeat_targets must be one of {', '.join(REPEAT_RULES)} (SPEC \"Evaluation\"), "
+                         f"got {rule!r}")
 
 
 def check_tie_rule(ties: str) -> None:

@@ -57,7 +57,8 @@ def text_tokens(spec: ItemInputSpec, data: SequenceData, tokenizer=None) -> list
     if tokenizer is None:
         from morec.models.text import load_tokenizer
         tokenizer = load_tokenizer(encoder_folder(spec.text))
-    tokens = item_tokens(data.items, tokenizer, list(spec.attributes), spec.cache_dir, spec.data.dataset)
+    tokens = item_tokens(data.items, tokenizer, list(spec.attributes), spec.cache_dir, spec.data.dataset,
+                         spec.unescape_text)
     return [(torch.from_numpy(t.input_ids), torch.from_numpy(t.attention_mask)) for t in tokens]
 
 
@@ -96,7 +97,7 @@ def item_tower_inputs(spec: ItemInputSpec, data: SequenceData, device: torch.dev
         return {}                                    # build_item_tower reports an unknown tower
     if "text" in modalities:                         # a tower that would see no text is refused
         check_item_texts(data.items, [name for name, _ in spec.attributes], spec.fused_with_ids,
-                         str(spec.data.items_file))
+                         str(spec.data.items_file), spec.unescape_text)
     inputs = {}
     if "text" in spec.cached:
         inputs["features"] = torch.from_numpy(text_features(spec, data, device)[0])
@@ -125,7 +126,7 @@ def text_feature_key(spec: ItemInputSpec, data: SequenceData, folder: Path, toke
         "encoder_weights": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in weights],
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "attributes": [[name, width] for name, width in spec.attributes],
-        "items_sha1": {name: texts_digest(item_texts(data.items, name))
+        "items_sha1": {name: texts_digest(item_texts(data.items, name, spec.unescape_text))
                        for name, _ in spec.attributes},
         "num_items": data.num_items,
         "layer": spec.ts_layers,                      # "last": (N+1, H); "all": (N+1, layers + 1, H)

@@ -77,7 +77,8 @@ def item_input_spec(cfg: Config) -> ItemInputSpec:
                          cache_dir=from_repo_root(cfg.cache_dir), text=encoder_spec(cfg, "text"),
                          vision=encoder_spec(cfg, "vision"),
                          attributes=text_attributes(cfg) if "text" in modalities else (),
-                         ts_layers=cfg.ts_layers, images=image_spec(cfg), num_workers=cfg.num_workers)
+                         ts_layers=cfg.ts_layers, images=image_spec(cfg), num_workers=cfg.num_workers,
+                         unescape_text=cfg.unescape_text)
 
 
 def image_spec(cfg: Config) -> ImageSpec:

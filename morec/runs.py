@@ -31,7 +31,7 @@ from morec.config import RUN_CONTROL, UNUSED_BY_TOWER, Config, make_config, run_
 from morec.cost import peak_memory_mb, trainable_parameters
 from morec.distributed import World, all_reduce_sum, barrier
 from morec.errors import InputError
-from morec.evaluate import cold_start_view
+from morec.evaluate import cold_start_view, kept_users, repeat_record
 from morec.models.adapters import reloaded_digest, reloaded_keys, trained_state
 from morec.runlock import run_lock
 from morec.streams import STREAMS
@@ -413,11 +413,17 @@ def cost_record(run: Run, train_seconds: float, memory_kind: str) -> dict:
 def test_record(files: RunFiles, cfg: Config, data: SequenceData, checkpoint: dict,
                 metrics: dict[str, float], counts: torch.Tensor) -> dict:
     """What test_metrics.json holds: the best epoch, its valid and test metrics, the tie rule,
-    and (cold_start_count > 0) the cold-start view of the test targets."""
+    the repeat rule with the number and share of repeat targets (test; valid in "valid_repeats"),
+    and (cold_start_count > 0) the cold-start view of the test targets (of the users the repeat
+    rule keeps)."""
+    repeat = torch.from_numpy(data.split_repeats("test"))
+    keep = kept_users(repeat, cfg.repeat_targets)
     result = {"label": files.dir.name, "best_epoch": checkpoint["epoch"], "valid": checkpoint["valid"],
               "test": metrics, "num_users": data.num_users, "num_items": data.num_items, "ties": cfg.ties,
-              "users_with_ties": int((counts[:, 1] > 0).sum()), "per_user": files.test_ranks.name}
-    result["cold_start"] = (cold_start_view(counts, data.train_counts(), data.split_target("test"),
+              "users_with_ties": int((counts[keep, 1] > 0).sum()), "per_user": files.test_ranks.name,
+              **repeat_record(repeat, cfg.repeat_targets),
+              "valid_repeats": repeat_record(torch.from_numpy(data.split_repeats("valid")), cfg.repeat_targets)}
+    result["cold_start"] = (cold_start_view(counts[keep], data.train_counts(), data.split_target("test")[keep.numpy()],
                                             cfg.cold_start_count, ties=cfg.ties)
                             if cfg.cold_start_count > 0 else None)
     return result
@@ -429,6 +435,9 @@ def print_test_result(result: dict) -> None:
     if (cold := result["cold_start"]) is not None:
         print(f"cold-start view (test targets with < {cold['below']} train interactions, {cold['users']} users): "
               + (percent(cold["metrics"]) if cold["metrics"] else "none"))
+    if result.get("repeat_count"):
+        print(f"repeat targets (also in the user's history): {result['repeat_count']} of {result['num_users']} "
+              f"({100 * result['repeat_share']:.1f}%), rule {result['repeat_targets']}")
     print(f"test {percent(result['test'])}")
 
 
@@ -437,10 +446,13 @@ def percent(metrics: dict[str, float], k: int = 10) -> str:
     return f"HR@{k} {100 * metrics[f'HR@{k}']:.2f} NDCG@{k} {100 * metrics[f'NDCG@{k}']:.2f}"
 
 
-def save_test_ranks(path: Path, counts: torch.Tensor, user_names: list[str]) -> None:
+def save_test_ranks(path: Path, counts: torch.Tensor, user_names: list[str], repeat: np.ndarray) -> None:
     """Per-user test tie counts for paired statistics (scripts/results_table.py): an .npz holding
-    `h` and `t` (U,) int64 (items strictly above / tied with the target, SPEC "Evaluation") and
+    `h` and `t` (U,) int64 (items strictly above / tied with the target, SPEC "Evaluation"; a
+    target removed by the repeat rule has h = morec.evaluate.MISSED, t = 0), `repeat` (U,) bool
+    (the target also occurs in the history; `skip` leaves these users out of the metrics) and
     `user` (U,) the user names in the same order; loads with np.load(path, allow_pickle=False)."""
     buffer = io.BytesIO()
-    np.savez(buffer, h=counts[:, 0].numpy(), t=counts[:, 1].numpy(), user=np.array(user_names, dtype=str))
+    np.savez(buffer, h=counts[:, 0].numpy(), t=counts[:, 1].numpy(), user=np.array(user_names, dtype=str),
+             repeat=np.asarray(repeat, dtype=bool))
     write_bytes_atomic(path, buffer.getvalue())

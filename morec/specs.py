@@ -143,6 +143,7 @@ class ItemInputSpec:
     ts_layers: str                             # last | all: the cached text features' layers
     images: ImageSpec
     num_workers: int                           # DataLoader workers of a feature extraction
+    unescape_text: bool = True                 # texts through morec.data.text.clean_text (entities, spaces)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ from morec.data.images import BatchesWithImages, ItemChunks, ItemImages, image_l
 from morec.data.identity import bind_run_to_data, check_data_identity, data_identity
 from morec.distributed import World, all_reduce_sum, any_rank, gather_rows
 from morec.errors import InputError, Preempted
-from morec.evaluate import check_tie_rule, metrics_from_counts, tie_counts
+from morec.evaluate import (apply_repeat_rule, check_repeat_rule, check_tie_rule, ranked_history, repeat_record,
+                             rule_metrics, tie_counts)
 from morec.features import run_item_images
 from morec.memory import check_memory
 from morec.resolve import memory_spec, run_specs
@@ -55,18 +56,22 @@ def evaluate(model: Recommender, data: SequenceData, split: str, cfg: Config, de
              world: World = World(), images: ItemImages | None = None) -> tuple[dict[str, float], torch.Tensor]:
     """Full-ranking metrics of `split` ('valid' or 'test') and each user's tie counts (U, 2): items
     scoring strictly higher than the target (h) and tied with it (t); metrics by the tie rule
-    `cfg.ties` (SPEC "Evaluation": expected under uniformly random tie-breaking).
+    `cfg.ties` (SPEC "Evaluation": expected under uniformly random tie-breaking) and the repeat
+    rule `cfg.repeat_targets` (SPEC "Evaluation": a target also in the history is a miss by
+    default, counts (MISSED, 0); `rank` removes no history; `skip` leaves those users out of the
+    metrics, their counts are still returned).
 
     The catalogue is encoded once; SASRec looks its input items up there. Under DDP each rank
     encodes a share of the catalogue and ranks a share of the users; the shares are gathered, so
     every rank returns the same result. `images`: the items' pixels, for a vision tower."""
     check_tie_rule(cfg.ties)
+    check_repeat_rule(cfg.repeat_targets)
     model.eval()
     item_vecs = catalogue_vectors(model, data.num_items, world, device, cfg, images)   # (N+1, d)
     inputs = (torch.arange(data.num_users) if cfg.model == "dssm"
               else torch.from_numpy(data.split_input(split)))                         # (U,) or (U, L)
     targets = torch.from_numpy(data.split_target(split))
-    history = torch.from_numpy(data.split_history(split))
+    history = ranked_history(torch.from_numpy(data.split_history(split)), cfg.repeat_targets)
     mine = shard(data.num_users, world)
     counts = [torch.empty(0, 2, dtype=torch.long, device=device)]
     for start in range(mine.start, mine.stop, cfg.eval_batch_size):
@@ -75,7 +80,9 @@ def evaluate(model: Recommender, data: SequenceData, split: str, cfg: Config, de
         counts.append(tie_counts(user_vecs, item_vecs, targets[rows].to(device),
                                  history[rows].to(device), cfg.eval_chunk_elems, first_user=start))
     counts = gather_rows(torch.cat(counts), world).cpu()                               # (U, 2)
-    return metrics_from_counts(counts, ties=cfg.ties), counts
+    repeat = torch.from_numpy(data.split_repeats(split))
+    counts = apply_repeat_rule(counts, repeat, cfg.repeat_targets)
+    return rule_metrics(counts, repeat, cfg.repeat_targets, ties=cfg.ties), counts
 
 
 def shard(n: int, world: World) -> range:
@@ -288,7 +295,9 @@ def run_epoch(run: Run, state: dict) -> None:
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     valid, _ = evaluate(run.model, run.data, "valid", run.cfg, run.device, run.world, run.images)
-    record = {"epoch": epoch, **done.summary(), "valid": valid, "train_seconds": round(train_seconds, 3),
+    record = {"epoch": epoch, **done.summary(), "valid": valid,
+              "valid_repeats": repeat_record(torch.from_numpy(run.data.split_repeats("valid")), run.cfg.repeat_targets),
+              "train_seconds": round(train_seconds, 3),
               "eval_seconds": round(time.perf_counter() - start, 3), "steps": done.step}
     if run.device.type == "cuda":                    # this rank's peak over the epoch's training and evaluation
         record["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(run.device) / 2 ** 20, 1)
@@ -378,7 +387,7 @@ def test_in_folder(cfg: Config, run_dir: Path) -> dict:
     load_model_weights(model, checkpoint, files.best)
     metrics, counts = evaluate(model, data, "test", cfg, device, images=run_item_images(specs.item_inputs, data))
     result = test_record(files, cfg, data, checkpoint, metrics, counts)
-    save_test_ranks(files.test_ranks, counts, data.user_names)
+    save_test_ranks(files.test_ranks, counts, data.user_names, data.split_repeats("test"))
     write_json_atomic(files.test, result)
     print_test_result(result)
     return result

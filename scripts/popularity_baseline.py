@@ -4,6 +4,7 @@ item scores, each item's interaction count in all train parts, ranked under the 
     python scripts/popularity_baseline.py [--dataset ml-100k] [--root_data_dir dataset]
                                           [--max_seq_len 20] [--min_seq_len 5]
                                           [--warm_min_count 20]   (the warm-item setting's items only)
+                                          [--repeat_targets miss|rank|skip]   (SPEC "Evaluation")
 """
 import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
 
@@ -12,7 +13,8 @@ from morec.config import make_config, parse_overrides
 from morec.errors import InputError, run_cli
 from morec.parts import load_data
 
-OPTIONS = ("dataset", "root_data_dir", "max_seq_len", "min_seq_len", "warm_min_count", "behaviors", "news")
+OPTIONS = ("dataset", "root_data_dir", "max_seq_len", "min_seq_len", "warm_min_count", "behaviors", "news",
+           "repeat_targets")
 
 
 def main(argv: list[str]) -> None:
@@ -27,8 +29,10 @@ def main(argv: list[str]) -> None:
     print(f"{cfg.dataset}: {data.num_users} users, {data.num_items} items, L={cfg.max_seq_len}, "
           f"min_seq_len={cfg.min_seq_len}" + (f", warm_min_count={cfg.warm_min_count}" if cfg.warm_min_count else ""))
     for split in ("valid", "test"):
-        m = popularity_metrics(data, split)
-        print(f"popularity {split}: HR@10 {100 * m['HR@10']:.2f} NDCG@10 {100 * m['NDCG@10']:.2f}")
+        m = popularity_metrics(data, split, cfg.repeat_targets)
+        repeats = int(data.split_repeats(split).sum())
+        note = f" ({repeats} repeat targets, rule {cfg.repeat_targets})" if repeats else ""
+        print(f"popularity {split}: HR@10 {100 * m['HR@10']:.2f} NDCG@10 {100 * m['NDCG@10']:.2f}{note}")
 
 
 if __name__ == "__main__":

@@ -162,11 +162,14 @@ def per_user(run: Run) -> pd.DataFrame | None:
     try:
         with np.load(path, allow_pickle=False) as saved:
             h, t, users = saved["h"], saved["t"], saved["user"]
+            repeat = saved["repeat"] if "repeat" in saved.files else np.zeros(len(h), dtype=bool)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
         raise InputError(f"{path} cannot be read ({type(err).__name__}: {err}); re-run the run's test script") from None
     if len(h) != run.test.get("num_users", len(h)) or not (len(h) == len(t) == len(users)) or (h < 0).any() or (t < 0).any():
         raise InputError(f"{path} does not hold one (h, t) pair per test user of {run.dir / 'test_metrics.json'}; "
                          "re-run the run's test script")
+    if run.config.get("repeat_targets") == "skip":          # SPEC "Evaluation": those users are not in the metric
+        h, t, users = h[~repeat], t[~repeat], users[~repeat]
     values = per_user_metrics(np.stack([h, t], 1), ks=(10,), ties=run.config["ties"])
     frame = pd.DataFrame({m: 100.0 * values[m].numpy() for m in METRICS}, index=pd.Index(users, name="user"))
     means = frame.mean() / 100.0
@@ -653,6 +656,7 @@ def table_rows(runs: list[Run], resamples: int = RESAMPLES) -> list[dict]:
         for key in ("cold_hr10", "cold_ndcg10"):
             row[f"{key}_mean"], row[f"{key}_std"] = group[key].mean(), group[key].std(ddof=1)
         row["users"], row["items"] = first.get("num_users", ""), first.get("num_items", "")
+        row.update(repeat_columns(c, group))
         row["best_epochs"] = " ".join(str(r.test.get("best_epoch", "")) for r in group["run"])
         row["runs"] = " ".join(group["label"])
         reason = no_baseline_reason(c, configs)
@@ -665,6 +669,31 @@ def table_rows(runs: list[Run], resamples: int = RESAMPLES) -> list[dict]:
         row["peak_memory_kind"] = "/".join(sorted({k for part in group["peak_memory_kind"] for k in part.split("/") if k}))
         rows.append(row)
     return rows
+
+
+def repeat_columns(config: dict, group: pd.DataFrame) -> dict:
+    """The row's repeat rule (SPEC "Evaluation") and its number of repeat test targets ("" when a
+    run's test predates the record; that test kept a repeated target rankable)."""
+    counts = [r.test.get("repeat_count") for r in group["run"]]
+    return {"repeat_targets": config.get("repeat_targets", "miss"),
+            "repeat_count": counts[0] if None not in counts else ""}
+
+
+def repeat_cell(r: dict) -> str:
+    """'621 (miss)': repeat test targets and the rule; '?' when not recorded."""
+    return f"{'?' if r['repeat_count'] == '' else r['repeat_count']} ({r['repeat_targets']})"
+
+
+def repeat_note(rows: list[dict]) -> list[str]:
+    """The table's note on repeat targets (only for rows whose tests recorded them)."""
+    recorded = [r for r in rows if r.get("repeat_count", "") != ""]
+    if not recorded:
+        return []
+    if all(r["repeat_count"] == 0 for r in recorded) and all(r["repeat_targets"] == "miss" for r in rows):
+        return ["Repeat targets (test targets also in the user's history): none in these test splits."]
+    return ["Repeat targets: test targets also in the user's history, and the rule (SPEC \"Evaluation\"): miss = "
+            "masked with the history, a miss (the default); rank = no history masked; skip = those users left out "
+            "of the metrics; ? = tested before the count was recorded (such a test kept a repeated target rankable)."]
 
 
 def fmt(mean: float, std: float, digits: int = 2) -> str:
@@ -723,9 +752,11 @@ def markdown(rows: list[dict]) -> str:
     show_cost = any(not math.isnan(r.get("train_seconds_to_best", math.nan)) for r in rows)
     show_cold = any(r["cold_users"] != "" for r in rows)
     show_paired = any(r.get("test", "") != "" for r in rows)
+    show_repeat = any(r.get("repeat_count", "") not in ("", 0) or r.get("repeat_targets", "miss") != "miss" for r in rows)
     head = ["data set", "setting", "model", "loss", "item tower", "mode"] + (["other"] if show_other else []) \
         + ["seeds", "HR@10", "NDCG@10", "HR@10 vs IDRec", "NDCG@10 vs IDRec"] \
         + (["cold-start HR@10 (users)"] if show_cold else []) + ["users / items"] \
+        + (["repeat targets (rule)"] if show_repeat else []) \
         + (["test", "ΔHR@10 vs IDRec [95% CI], p", "ΔNDCG@10 vs IDRec [95% CI], p",
             "per-user ΔHR@10 (these models) [95% CI], p", "per-user ΔNDCG@10 (these models) [95% CI], p"]
            if show_paired else []) \
@@ -740,6 +771,8 @@ def markdown(rows: list[dict]) -> str:
             cold = "-" if r["cold_users"] in ("", 0) else f"{fmt(r['cold_hr10_mean'], r['cold_hr10_std'])} ({r['cold_users']})"
             cells.append(cold)
         cells.append(f"{r['users']} / {r['items']}" if r["users"] != "" else "-")
+        if show_repeat:
+            cells.append(repeat_cell(r))
         if show_paired:
             cells += [r["test"] or "-", paired_cell(r, "hr10"), paired_cell(r, "ndcg10"),
                       paired_cell(r, "hr10", "user_"), paired_cell(r, "ndcg10", "user_")]
@@ -756,6 +789,7 @@ def markdown(rows: list[dict]) -> str:
         below = sorted({r["cold_below"] for r in rows if r["cold_below"] != ""})
         notes.append(f"Cold-start: test users whose target item had fewer than {'/'.join(map(str, below))} "
                      "train interactions (1 = never seen in training); their number in brackets.")
+    notes += repeat_note(rows)
     if show_paired:
         notes.append(significance_note(rows))
     if show_cost:
@@ -775,6 +809,9 @@ CSV_COLUMNS = ["dataset", "setting", "warm_min_count", "model", "loss", "item_to
                "hr10_user_diff", "hr10_user_ci_low", "hr10_user_ci_high", "hr10_user_p",
                "ndcg10_user_diff", "ndcg10_user_ci_low", "ndcg10_user_ci_high", "ndcg10_user_p",
                "train_seconds_to_best", "peak_memory_mb", "peak_memory_kind"]
+
+
+CSV_COLUMNS[CSV_COLUMNS.index("items") + 1:CSV_COLUMNS.index("items") + 1] = ["repeat_targets", "repeat_count"]  # SPEC "Evaluation"
 
 
 def to_csv(rows: list[dict]) -> str:

@@ -354,3 +354,22 @@ def test_committed_ml100k_card_is_current(tmp_path, capsys):
         (folder / name).symlink_to(REPO / "dataset" / "ml-100k" / name)
     describe_dataset.main([str(folder)])
     assert capsys.readouterr().out == (REPO / "dataset" / "ml-100k" / "CARD.md").read_text(encoding="utf-8")
+
+
+def test_committed_amazon_scientific_card_and_terms_note_are_current(tmp_path, capsys):
+    """The shipped Amazon Scientific folder: its card is what describe_dataset writes, and the
+    source's terms note (which a copy must ship) is kept word for word."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import describe_dataset
+    shipped = REPO / "dataset" / "amazon-scientific"
+    folder = tmp_path / "amazon-scientific"
+    folder.mkdir()
+    for name in ("users.tsv", "items.tsv"):
+        (folder / name).symlink_to(shipped / name)
+    describe_dataset.main([str(folder)])
+    card = capsys.readouterr().out
+    assert card == (shipped / "CARD.md").read_text(encoding="utf-8")
+    assert "valid 723 of 12,076 (6.0%); test 621 of 12,076 (5.1%)" in card
+    readme = (shipped / "README.md").read_text(encoding="utf-8")
+    assert "A project that ships a copy must ship\nthis note beside it." in readme
+    assert "python inbatch_sasrec_e2e_text/train_id.py --dataset amazon-scientific" in readme

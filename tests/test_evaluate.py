@@ -160,7 +160,7 @@ def test_huge_finite_scores_are_not_mistaken_for_overflow():
 
 def test_collapsed_model_on_ml100k_scores_k_over_the_rankable_items():
     """Every item vector equal (here zero): all scores tie, so each user's expected HR@K is
-    K / (its rankable items: all items minus its test history, the target always kept). The old
+    K / (its rankable items: all items minus its test history; no ml-100k target is in it). The old
     rule (count strictly higher only) gave HR@10 = 100%."""
     data = ml100k()
     cfg = Config(item_tower="id", embedding_dim=16, max_seq_len=20)

@@ -20,14 +20,21 @@ ITEMS = ["a", "b", "c", "d", "e", "f"]
 # valid (history = train part): u1 c -> e higher, d tied: rank 2 or 3; u2 c: 2 or 3 (d tied);
 #                               u3 d: 2 or 3 (c tied); u4 a: 1; u5 c: 2 or 3 (d tied)
 # test (history = s[:-1]): u1 d: 2; u2 e: 1; u3 c: 2; u4 b (a masked): 1;
-#                          u5 b, also in its history but never removed: 1
+#                          u5 b, also in its history: a repeat target, removed with it (a miss: ())
 # Ties are broken uniformly at random in expectation (SPEC "Evaluation"): a user's NDCG is the mean
 # over its possible ranks.
-VALID_RANKS, TEST_RANKS = [(2, 3), (2, 3), (2, 3), (1,), (2, 3)], [(2,), (1,), (2,), (1,), (1,)]
+VALID_RANKS, TEST_RANKS = [(2, 3), (2, 3), (2, 3), (1,), (2, 3)], [(2,), (1,), (2,), (1,), ()]
+# --repeat_targets rank (no history removed; a 5, b 4, e 1, c = d = 0): u1 d: 4 or 5 (c tied);
+# u2 e: 3; u3 c: 4 or 5 (d tied); u4 b: 2; u5 b: 2.  skip: u5 left out of the miss ranks.
+TEST_RANKS_RANK = [(4, 5), (3,), (4, 5), (2,), (2,)]
 
 
 def ndcg(ranks):
-    return sum(sum(1 / math.log2(r + 1) for r in tied) / len(tied) for tied in ranks) / len(ranks)
+    return sum(sum(1 / math.log2(r + 1) for r in tied) / len(tied) for tied in ranks if tied) / len(ranks)
+
+
+def hit(ranks, k):
+    return sum(sum(r <= k for r in tied) / len(tied) for tied in ranks if tied) / len(ranks)
 
 
 @pytest.fixture
@@ -41,10 +48,15 @@ def toy_dir(tmp_path):
 def test_popularity_ranks_by_hand(toy_dir):
     data = load_data(Config(root_data_dir=str(toy_dir), dataset="toy", max_seq_len=5, min_seq_len=3))
     assert data.num_users == 5 and data.train_counts().tolist() == [0, 5, 4, 0, 0, 1]
-    for split, ranks in (("valid", VALID_RANKS), ("test", TEST_RANKS)):
-        metrics = popularity_metrics(data, split)
-        assert metrics["HR@5"] == pytest.approx(1.0)
+    assert data.split_repeats("valid").tolist() == [False] * 5
+    assert data.split_repeats("test").tolist() == [False, False, False, False, True]
+    for split, ranks, rule in (("valid", VALID_RANKS, "miss"), ("test", TEST_RANKS, "miss"),
+                               ("test", TEST_RANKS_RANK, "rank"), ("test", TEST_RANKS[:4], "skip")):
+        metrics = popularity_metrics(data, split, rule)
+        assert [metrics[f"HR@{k}"] for k in (5, 10)] == pytest.approx([hit(ranks, 5), hit(ranks, 10)])
         assert metrics["NDCG@5"] == pytest.approx(ndcg(ranks))
+    assert popularity_metrics(data, "test")["HR@5"] == pytest.approx(0.8)      # u5's repeat target: a miss
+    assert hit(TEST_RANKS_RANK, 3) == pytest.approx(0.6) and hit(TEST_RANKS[:4], 1) == pytest.approx(0.5)
 
 
 def test_script_prints_percent(toy_dir):
@@ -52,7 +64,8 @@ def test_script_prints_percent(toy_dir):
                           "--dataset", "toy", "--max_seq_len", "5", "--min_seq_len", "3"],
                          capture_output=True, text=True, cwd=toy_dir, check=True).stdout
     assert f"popularity valid: HR@10 100.00 NDCG@10 {100 * ndcg(VALID_RANKS):.2f}" in out
-    assert f"popularity test: HR@10 100.00 NDCG@10 {100 * ndcg(TEST_RANKS):.2f}" in out
+    assert (f"popularity test: HR@10 80.00 NDCG@10 {100 * ndcg(TEST_RANKS):.2f} (1 repeat targets, rule miss)"
+            in out)
 
 
 def test_script_rejects_unrelated_options(toy_dir):

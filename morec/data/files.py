@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from morec.errors import InputError
@@ -19,6 +19,7 @@ class ItemRow:
     name: str
     title: str = ""
     abstract: str = ""
+    line_no: int = field(default=0, compare=False)     # line in the items file (0: not read from a file)
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def read_items(path: Path) -> list[ItemRow]:
             raise InputError(f"{path}, line {line_no}: item name {name!r} holds whitespace; users "
                              "files separate items by spaces, so rename the item")
         first_line[name] = line_no
-        rows.append(ItemRow(name, *parts[1:3]))     # texts as given: a leading space changes BPE tokens
+        rows.append(ItemRow(name, *parts[1:3], line_no=line_no))     # texts as given: a leading space changes BPE tokens
     return rows
 
 

@@ -52,6 +52,12 @@ class SequenceData:
         """Items removed from the ranking of each user (padded with 0, which is never ranked)."""
         return self.full[:, :-2] if split == "valid" else self.full[:, :-1]
 
+    def split_repeats(self, split: str) -> np.ndarray:
+        """(U,) bool: the split's target also occurs in the user's history (a repeat target, SPEC
+        "Evaluation"; the repeat rule decides how it counts)."""
+        target = self.split_target(split)
+        return (self.split_history(split) == target[:, None]).any(1) & (target > 0)
+
     def train_counts(self) -> np.ndarray:
         """(N+1,) interactions of each item in all train parts; entry 0 counts nothing."""
         counts = np.bincount(self.train.ravel(), minlength=self.num_items + 1)

@@ -1,7 +1,8 @@
 """Item texts -> token tensors for the text towers, tokenised once and cached on disk.
 
 For each attribute (``title``, ``abstract``) of the items of a `SequenceData`, the lower-cased
-text of item i is tokenised to ``width`` tokens (padding on the right, truncation) into row i of
+text of item i (cleaned first by `clean_text` when the run's ``--unescape_text`` is true, the
+default: HTML entities decoded, runs of whitespace made one space, ends stripped) is tokenised to ``width`` tokens (padding on the right, truncation) into row i of
 an (N+1, width) ``input_ids`` array and its ``attention_mask``; row 0 (padding) holds the empty
 text, so every row has at least the tokenizer's special tokens.
 
@@ -16,6 +17,7 @@ nothing from morec.models.
 from __future__ import annotations
 
 import hashlib
+import html
 import io
 import json
 import logging
@@ -45,9 +47,19 @@ def parse_attributes(spec: str) -> list[str]:
     return names
 
 
-def item_texts(items: list[ItemRow | None], attribute: str) -> list[str]:
-    """Lower-cased text of `attribute` for ids 0..N; id 0 (padding) is the empty text."""
-    return [""] + [getattr(row, attribute).lower() for row in items[1:]]
+def clean_text(text: str) -> str:
+    """Marketplace text as an encoder was pretrained on it (SPEC "Item towers", text clean-up
+    option `--unescape_text`): HTML entities decoded (``&amp;`` -> ``&``, ``&#39;`` -> ``'``),
+    every run of whitespace (also a decoded ``&nbsp;``) made one space, both ends stripped.
+    Text without entities or stray spaces (every ml-100k title) is returned unchanged."""
+    return " ".join(html.unescape(text).split())
+
+
+def item_texts(items: list[ItemRow | None], attribute: str, clean: bool = False) -> list[str]:
+    """Lower-cased text of `attribute` for ids 0..N; id 0 (padding) is the empty text.
+    clean: through `clean_text` first (a run's `--unescape_text true`); false: as in the file."""
+    prepare = clean_text if clean else (lambda text: text)
+    return [""] + [prepare(getattr(row, attribute)).lower() for row in items[1:]]
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -117,14 +129,16 @@ def _write_cache(path: Path, ids: np.ndarray, mask: np.ndarray, key: str) -> Non
 
 
 def item_tokens(items: list[ItemRow | None], tokenizer, attributes: list[tuple[str, int]],
-                cache_dir: Path, dataset: str) -> list[ItemTokens]:
-    """Tokens of each (attribute, width) for ids 0..N, from the cache or tokenised and cached."""
+                cache_dir: Path, dataset: str, clean: bool = False) -> list[ItemTokens]:
+    """Tokens of each (attribute, width) for ids 0..N, from the cache or tokenised and cached.
+    clean: the texts go through `clean_text` (the cache key hashes the texts, so cleaned and raw
+    texts that differ get different files, and identical ones share a file)."""
     fingerprint = tokenizer_fingerprint(tokenizer)
     result = []
     for attribute, width in attributes:
         if width < 2:
             raise InputError(f"the token length of {attribute} must be at least 2, got {width}")
-        texts = item_texts(items, attribute)
+        texts = item_texts(items, attribute, clean)
         key = hashlib.sha1(json.dumps([CACHE_FORMAT, fingerprint, attribute, width,
                                        texts_digest(texts)]).encode()).hexdigest()
         path = cache_path(cache_dir, dataset, attribute, width, key)

@@ -11,6 +11,9 @@ build_sequence_data, SPEC "Data"), so the card shows what training sees:
   interactions on the top 1% of items (at least one item);
 - content: items with a title / abstract, items with an image in the folder's image LMDB, items
   whose lower-cased title (as the text tower reads it, SPEC "Item towers") another item shares;
+- repeat targets: valid / test targets that also occur in the user's history (SPEC "Evaluation":
+  a miss under the default `--repeat_targets miss`), with their share of the targets;
+- titles the text tower's clean-up changes (HTML entities, stray spaces: `--unescape_text`);
 - the most-popular baseline's valid / test HR@10 and NDCG@10 (morec.baselines), a floor for models.
 
     python scripts/describe_dataset.py DIR [--max_seq_len 20] [--min_seq_len 5]
@@ -26,6 +29,7 @@ import pandas as pd
 from morec.atomic_io import write_text_atomic
 from morec.baselines import popularity_metrics
 from morec.data import build_sequence_data, read_items, read_users
+from morec.data.text import clean_text
 from morec.data.images import ImageStore
 from morec.errors import InputError
 
@@ -76,6 +80,8 @@ class Card:
     duplicate_titles: int                    # distinct titles shared by several items
     popularity: dict[str, dict[str, float]] = field(default_factory=dict)   # split -> metrics
     source: str | None = None
+    repeats: dict[str, int] = field(default_factory=dict)   # split -> targets also in the user's history
+    cleaned_titles: int = 0                  # titles that --unescape_text changes (entities, stray spaces)
 
 
 def _raw_part(items, users, users_path: Path) -> Part:
@@ -108,14 +114,15 @@ def describe(folder: Path, behaviors: str = "users.tsv", news: str = "items.tsv"
     users_path = folder / behaviors
     items, users = read_items(folder / news), read_users(users_path)
     raw = _raw_part(items, users, users_path)
-    kept, popularity = None, {}
+    kept, popularity, repeats = None, {}, {}
     if (raw.lengths >= min_seq_len).any():
         data = build_sequence_data(items, users, max_seq_len, min_seq_len, users_path)
         present = data.full > 0                                              # (U, L+3)
         kept = Part(data.num_users, data.num_items, present.sum(1),
                     np.bincount(data.full[present], minlength=data.num_items + 1)[1:])
         popularity = {split: popularity_metrics(data, split) for split in ("valid", "test")}
-    titles = pd.Series([row.title.strip().lower() for row in items])
+        repeats = {split: int(data.split_repeats(split).sum()) for split in ("valid", "test")}
+    titles = pd.Series([clean_text(row.title).lower() for row in items])
     titles = titles[titles != ""]
     shared = titles[titles.duplicated(keep=False)]
     return Card(name or folder.name, max_seq_len, min_seq_len, raw, kept,
@@ -123,7 +130,8 @@ def describe(folder: Path, behaviors: str = "users.tsv", news: str = "items.tsv"
                 with_abstract=int(sum(bool(row.abstract.strip()) for row in items)),
                 with_image=_images_present(folder, image_lmdb, [row.name for row in items]),
                 image_lmdb=image_lmdb, duplicate_items=len(shared), duplicate_titles=shared.nunique(),
-                popularity=popularity, source=source)
+                popularity=popularity, source=source, repeats=repeats,
+                cleaned_titles=sum(clean_text(row.title) != row.title for row in items))
 
 
 def _share(part: int, whole: int) -> str:
@@ -170,7 +178,10 @@ def card_markdown(card: Card) -> str:
              f"{_share(card.with_abstract, card.raw.items)}",
              f"- with an image: {image}",
              f"- duplicate titles (lower-cased, as the text tower reads them): {card.duplicate_items:,} items "
-             f"share their title with another item ({card.duplicate_titles:,} distinct titles)", "",
+             f"share their title with another item ({card.duplicate_titles:,} distinct titles)",
+             f"- titles with HTML entities or stray spaces (cleaned by the text tower's default "
+             f"`--unescape_text true`): {_share(card.cleaned_titles, card.raw.items)}", "",
+             *_repeat_lines(card),
              f"## Most-popular baseline (L = {L}, full ranking, SPEC \"Evaluation\")", ""]
     if card.kept is None:
         lines.append(f"No user has min_seq_len = {card.min_seq_len} items: nothing to evaluate.")
@@ -179,6 +190,16 @@ def card_markdown(card: Card) -> str:
         lines += [f"| {split} | {100 * m['HR@10']:.2f} | {100 * m['NDCG@10']:.2f} |"
                   for split, m in card.popularity.items()]
     return "\n".join(lines) + "\n"
+
+
+def _repeat_lines(card: Card) -> list[str]:
+    """The repeat-target section: valid and test targets that also occur in the user's history."""
+    if card.kept is None:
+        return []
+    shares = "; ".join(f"{split} {_share(count, card.kept.users)}" for split, count in card.repeats.items())
+    return ["## Repeat targets (SPEC \"Evaluation\")", "",
+            f"- targets that also occur in the user's history (masked with it: a miss under the default "
+            f"`--repeat_targets miss`): {shares}", ""]
 
 
 def write_card(folder: Path, **options) -> str:
