@@ -49,6 +49,8 @@ class Config:
     freeze_paras_before: int = 0        # freeze the encoder's first k parameter tensors (0: train all)
     trainable_layers: int = -1          # n >= 0: only the encoder's top n blocks train (-1: off)
     gradient_checkpointing: bool = False  # recompute encoder activations in backward (less memory)
+    encoder_dropout: float = -1.0       # text encoder: every dropout probability of its HF config (hidden, attention)
+                                        # set to P; 0: off (gradient caching then equals the plain step); -1: the config's
     two_stage: bool = False             # TS: frozen encoder features cached on disk + GELU(Linear) + dnn_layers MLP
     fusion: str = "none"                # none | add | cat: ID embedding fused with the modality vector
     mo_dnn_layers: int = 0              # two-stage fusion: MLP depth of the modality branch (then dnn_layers)
@@ -68,6 +70,8 @@ class Config:
     image_lmdb: str = "images.lmdb"     # image LMDB in the dataset folder (ml-100k: posters.lmdb, dataset/ml-100k/render_posters.py)
     image_size: int = 224               # images are resized to image_size x image_size (SPEC: 224)
     image_norm: str = "imagenet"        # imagenet (mean/std) | half (0.5/0.5, the original code)
+    freeze_bn_stats: bool = False       # vision: BatchNorm normalises with its running statistics in training too and never
+                                        # updates them (eval-mode BN); needed for --inbatch_chunk with a ResNet
 
     # --- item_tower "text+vision": both towers above, their vectors fused ---
     mm_fusion: str = "sum"              # sum | concat | gate (morec/models/multimodal.py)
@@ -150,8 +154,8 @@ LABEL_PREFIX = [("model", ""), ("item_tower", ""), ("loss", ""), ("embedding_dim
 # Fields that only a modality item tower reads: an ID run's label ignores them all, a text run's
 # the vision ones and a vision run's the text ones (a study or grid may set them for every run).
 TEXT_FIELDS = {"bert_model_load", "news_attributes", "num_words_title", "num_words_abstract", "pooling",
-               "unescape_text"}
-VISION_FIELDS = {"cv_model_load", "image_lmdb", "image_size", "image_norm"}
+               "unescape_text", "encoder_dropout"}
+VISION_FIELDS = {"cv_model_load", "image_lmdb", "image_size", "image_norm", "freeze_bn_stats"}
 ENCODER_FIELDS = {"pretrained_dir", "dedup_items", "freeze_paras_before", "trainable_layers", "gradient_checkpointing",
                   "two_stage", "fusion", "mo_dnn_layers", "fine_tune_lr", "fine_tune_l2_weight",
                   "peft", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "ts_layers", "ts_mix_lr"}
@@ -320,6 +324,10 @@ def _drop_rate(value: float) -> str | None:
     return None if 0 <= value < 1 else "must be in [0, 1) (the probability of dropping a unit)"
 
 
+def _dropout_or_unset(value: float) -> str | None:
+    return None if value == -1 or 0 <= value < 1 else "must be -1 (the encoder config's) or in [0, 1)"
+
+
 def _seed(value: int) -> str | None:
     return None if 0 <= value < 2 ** 48 else "must be in 0 .. 2**48 - 1"
 
@@ -372,7 +380,7 @@ RULES = {
     "fusion": _one_of("none", "add", "cat"), "mo_dnn_layers": _at_least(0), "ts_layers": _one_of("last", "all"),
     "ts_mix_lr": _positive_finite,
     "cv_model_load": _folder_name, "image_lmdb": _not_empty, "image_size": _at_least(1),
-    "image_norm": _one_of("imagenet", "half"),
+    "image_norm": _one_of("imagenet", "half"), "freeze_bn_stats": _any, "encoder_dropout": _dropout_or_unset,
     "loss": _one_of("inbatch", "bce"), "neg_num": _at_least(1), "gather_negatives": _any,
     "extra_negatives": _at_least(0), "filter_false_negatives": _any, "inbatch_chunk": _at_least(0),
     "batch_size": _at_least(1), "epoch": _at_least(1), "lr": _positive_finite, "l2_weight": _non_negative_finite,
@@ -421,6 +429,11 @@ def _combination_problems(cfg: Config) -> list[str]:
         problems.append("--inbatch_chunk (gradient caching) runs in one process: use it without "
                         "--nproc_per_node / --nnodes, or set --inbatch_chunk 0")
     problems += _peft_problems(cfg)
+    unset = Config()
+    for name in ("encoder_dropout", "freeze_bn_stats"):
+        if cfg.two_stage and getattr(cfg, name) != getattr(unset, name):
+            problems.append(f"--{name} {getattr(cfg, name)} sets how an encoder trains, but with --two_stage the "
+                            "encoder runs once in eval mode and never trains: drop it (or set --two_stage false)")
     if cfg.ts_layers == "all" and not (cfg.two_stage or "text" in cached_modalities(cfg)):
         problems.append("--ts_layers all caches every text encoder layer for the two-stage head: add --two_stage "
                         "true, or --mm_cached_branch text with --item_tower text+vision (end to end, the encoder "

@@ -7,7 +7,7 @@ import logging
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from morec.config import Config, validate
+from morec.config import TOWER_MODALITIES, Config, validate
 from morec.data import PairBatches, SequenceBatches, SequenceData, load_sequence_data
 from morec.data.sequences import with_train_users
 from morec.distributed import World, init_world
@@ -63,11 +63,28 @@ def build_run_model(cfg: Config, data: SequenceData, device: torch.device) -> Re
     model = build_model(model_spec(cfg), data.num_items, data.num_users, popularity, item_inputs).to(device)
     if cfg.freeze_user_encoder:                               # linear-probe-style transfer
         log.info("--freeze_user_encoder: %d user-encoder parameters do not train", freeze_user_encoder(model))
+    log_encoder_semantics(cfg)
     if device.type == "cuda":
         for module in model.modules():
             if hasattr(module, "use_channels_last"):          # a ResNet vision tower
                 module.use_channels_last()
     return model
+
+
+def log_encoder_semantics(cfg: Config) -> None:
+    """Say in the log what --freeze_bn_stats, --encoder_dropout and --inbatch_chunk compute."""
+    modalities = TOWER_MODALITIES.get(cfg.item_tower, ())
+    end_to_end = not cfg.two_stage
+    if cfg.freeze_bn_stats and "vision" in modalities and end_to_end:
+        log.info("--freeze_bn_stats: the vision encoder's BatchNorm layers normalise with their running "
+                 "statistics in training too and never update them (eval-mode BatchNorm)")
+    if cfg.encoder_dropout >= 0 and "text" in modalities and end_to_end:
+        log.info("--encoder_dropout %g: every dropout probability of the text encoder's config set to it",
+                 cfg.encoder_dropout)
+    if cfg.inbatch_chunk > 0:
+        log.info("--inbatch_chunk %d (gradient caching): loss and gradients equal the plain step's when the item "
+                 "tower has no dropout (--encoder_dropout 0); with dropout on, the masks are drawn per chunk "
+                 "(same distribution, other masks)", cfg.inbatch_chunk)
 
 
 def build_optimizer(model: Recommender, cfg: Config) -> torch.optim.Optimizer:

@@ -36,7 +36,7 @@ def encoder_spec(cfg: Config, modality: str) -> EncoderSpec:
     return EncoderSpec(name=getattr(cfg, ENCODER_VALUES[modality]), root=from_repo_root(cfg.pretrained_dir),
                        pooling=cfg.pooling, image_size=cfg.image_size, freeze_paras_before=cfg.freeze_paras_before,
                        trainable_layers=cfg.trainable_layers, gradient_checkpointing=cfg.gradient_checkpointing,
-                       adaptation=adaptation)
+                       dropout=cfg.encoder_dropout, freeze_bn_stats=cfg.freeze_bn_stats, adaptation=adaptation)
 
 
 def tower_spec(cfg: Config) -> TowerSpec:

@@ -65,6 +65,8 @@ class EncoderSpec:
     freeze_paras_before: int = 0       # freeze the first k parameter tensors
     trainable_layers: int = -1         # only the top n blocks train (-1: off)
     gradient_checkpointing: bool = False
+    dropout: float = -1.0              # text: every dropout probability of the HF config (-1: the config's)
+    freeze_bn_stats: bool = False      # vision: BatchNorm uses its running statistics, never updated
     adaptation: Adaptation = Adaptation()   # text: parameter-efficient fine-tuning
 
 

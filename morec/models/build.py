@@ -6,7 +6,8 @@ import torch
 
 from morec.errors import InputError
 from morec.models.recommender import SEQUENCE_MODELS, DSSMRecommender, Recommender, SequentialRecommender
-from morec.models.towers import FeatureTower, FusionTower, IdTower, ItemTower, LayerMixFeatureTower
+from morec.models.towers import (FeatureTower, FusionTower, IdTower, ItemTower, LayerMixFeatureTower,
+                                 refuse_batch_statistics)
 from morec.specs import ModelSpec, TowerSpec
 
 ITEM_TOWERS = ("id", "text", "vision", "text+vision")
@@ -58,10 +59,10 @@ def build_encoder_tower(spec: TowerSpec, item_inputs: dict, modality: str = "") 
         encoder, kind = load_vision_encoder(vision.name, vision.root)
         check_image_size(encoder, kind, vision.image_size)
         return VisionTower(encoder, kind, spec.dim, vision.freeze_paras_before,
-                           vision.trainable_layers, vision.gradient_checkpointing)
+                           vision.trainable_layers, vision.gradient_checkpointing, vision.freeze_bn_stats)
     from morec.models.text import TextTower, load_text_encoder, resolve_encoder_dir
     text = spec.text
-    encoder = load_text_encoder(resolve_encoder_dir(text.name, text.root))
+    encoder = load_text_encoder(resolve_encoder_dir(text.name, text.root), text.dropout)
     return TextTower(encoder, item_inputs["tokens"], spec.dim, text.freeze_paras_before,
                      text.trainable_layers, text.gradient_checkpointing, text.pooling, text.adaptation)
 
@@ -92,6 +93,8 @@ def build_model(spec: ModelSpec, num_items: int, num_users: int, popularity: tor
     `item_inputs` holds what a modality tower needs (tokens or cached features)."""
     tower = build_item_tower(spec.tower, num_items, item_inputs)
     tower.grad_cache_chunk = spec.loss.grad_cache_chunk       # 0: off (in-batch gradient caching)
+    if tower.grad_cache_chunk > 0:
+        refuse_batch_statistics(tower)                        # BatchNorm in train mode: not exact
     loss = spec.loss.kind
     if spec.user_encoder in SEQUENCE_MODELS:
         model = SequentialRecommender(tower, num_items, loss, popularity, spec.max_seq_len, spec.blocks,

@@ -43,6 +43,7 @@ EXPECTED = ("config.json; weights: model.safetensors (or pytorch_model.bin); tok
             "tokenizer.json, or vocab.txt (BERT), or vocab.json + merges.txt (RoBERTa / OPT / GPT-2), "
             "or tokenizer.model (SentencePiece)")
 POOLINGS = ("auto", "cls", "mean", "last")
+DROPOUT_FIELD = re.compile(r"(dropout|dropout_prob|pdrop)$")      # HF config fields of dropout probabilities
 
 
 # ----------------------------------------------------------------------------- loading
@@ -146,11 +147,30 @@ def encoder_config(folder: Path):
     return config
 
 
-def load_text_encoder(folder: Path) -> nn.Module:
+def set_dropout(config, p: float) -> list[str]:
+    """Set every dropout probability of an HF config to `p` (-1: leave them); the names set.
+
+    These are the number fields named *dropout, *dropout_prob or *pdrop: BERT / RoBERTa
+    hidden_dropout_prob and attention_probs_dropout_prob, OPT dropout and attention_dropout, Llama /
+    Qwen2 attention_dropout, GPT-2 resid_pdrop, embd_pdrop and attn_pdrop (heads' fields such as
+    classifier_dropout are set too; the bare model does not read them). OPT's layerdrop (whole
+    layers skipped) is not a dropout probability: left as is."""
+    if p < 0:
+        return []
+    names = [name for name, value in config.to_dict().items()
+             if DROPOUT_FIELD.search(name) and isinstance(value, float | int) and not isinstance(value, bool)]
+    for name in names:
+        setattr(config, name, float(p))
+    return names
+
+
+def load_text_encoder(folder: Path, dropout: float = -1.0) -> nn.Module:
     """The bare HuggingFace model (BertModel, OPTModel, LlamaModel, ...) of the folder, on CPU, in
-    fp32 (whatever dtype the weights are stored in: AMP sets the compute precision)."""
+    fp32 (whatever dtype the weights are stored in: AMP sets the compute precision). `dropout` >= 0
+    replaces every dropout probability of its config (set_dropout; 0: no dropout); -1 keeps them."""
     transformers = _quiet_transformers()
     config = encoder_config(folder)
+    set_dropout(config, dropout)
     try:
         model, info = transformers.AutoModel.from_pretrained(
             str(folder), config=config, dtype=torch.float32, local_files_only=True, trust_remote_code=False,

@@ -179,12 +179,17 @@ class GradCachedEncoding(torch.autograd.Function):
     Backward: given d loss / d vectors (K, d), re-encode each chunk with gradients under the same
     random state (the same dropout masks) and back-propagate the cached vector gradients through
     it; the encoder's parameter gradients accumulate chunk by chunk. Loss and gradients equal the
-    full-batch computation; peak memory is that of one chunk. The re-encoding runs inside
-    backward (a reentrant backward, as torch.utils.checkpoint(use_reentrant=True)), so one
-    process only (DistributedDataParallel would see parameters become ready several times)."""
+    full-batch computation when each item's vector depends on that item alone; peak memory is
+    that of one chunk. A layer that normalises by the batch's statistics (BatchNorm in train mode)
+    couples the items of a chunk, so it is refused (refuse_batch_statistics): freeze its statistics
+    first (VisionTower freeze_bn_stats). With dropout on, each chunk draws its own masks: the step
+    equals a plain step encoded in the same chunks. The re-encoding runs inside backward (a
+    reentrant backward, as torch.utils.checkpoint(use_reentrant=True)), so one process only
+    (DistributedDataParallel would see parameters become ready several times)."""
 
     @staticmethod
     def encode(tower: "ItemTower", items: torch.Tensor, pixels: torch.Tensor | None, size: int) -> torch.Tensor:
+        refuse_batch_statistics(tower)
         anchor = torch.empty(0, requires_grad=True)            # puts the Function on the graph
         return GradCachedEncoding.apply(anchor, tower, items, pixels, size)
 
@@ -213,6 +218,27 @@ class GradCachedEncoding(torch.autograd.Function):
                 torch.autograd.backward(vecs, grad_vecs[part].to(vecs.dtype))
         set_random_state(after, items.device)
         return None, None, None, None, None
+
+
+def batch_statistics_layers(module: nn.Module) -> list[str]:
+    """Names of the BatchNorm layers under `module` that normalise by the statistics of the batch
+    they are given (train mode, or no running statistics kept)."""
+    return [name for name, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and (m.training or not m.track_running_stats)]
+
+
+def refuse_batch_statistics(tower: nn.Module) -> None:
+    """Gradient caching is exact only when each item's vector depends on that item alone: an
+    InputError when a BatchNorm layer of `tower` uses batch statistics (its output would depend on
+    how the batch is cut into chunks, and the no-grad pass and the replay would each update its
+    running statistics)."""
+    layers = batch_statistics_layers(tower)
+    if layers:
+        raise InputError(
+            f"--inbatch_chunk (gradient caching) cannot reproduce BatchNorm's statistics over the whole "
+            f"batch ({len(layers)} BatchNorm layers in train mode, e.g. {layers[0]}): add --freeze_bn_stats "
+            "true (BatchNorm normalises with its running statistics and never updates them, in the plain "
+            "and the cached step alike), or set --inbatch_chunk 0 (--gradient_checkpointing also saves memory)")
 
 
 def random_state(device: torch.device) -> tuple:

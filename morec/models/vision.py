@@ -269,10 +269,11 @@ def freeze_vision_encoder(encoder: nn.Module, kind: str, freeze_paras_before: in
 class VisionTower(PixelTower):
     """pixels -> encoder -> feature (encode_images) -> GELU(Linear(feature, d)).
 
+    freeze_bn_stats: BatchNorm uses its running statistics in training too (see `train`).
     The pixels of a batch's distinct items come with the batch (PixelTower.encode_items)."""
 
     def __init__(self, encoder: nn.Module, kind: str, dim: int, freeze_paras_before: int = 0,
-                 trainable_layers: int = -1, gradient_checkpointing: bool = False):
+                 trainable_layers: int = -1, gradient_checkpointing: bool = False, freeze_bn_stats: bool = False):
         super().__init__()
         if kind not in VISION_KINDS:
             raise InputError(f"unknown vision encoder kind {kind!r}; supported: {', '.join(VISION_KINDS)}")
@@ -283,10 +284,24 @@ class VisionTower(PixelTower):
         init_xavier(self.fc)
         freeze_vision_encoder(encoder, kind, freeze_paras_before, trainable_layers)
         # ResNet: its 4 stages are recomputed in backward; BatchNorm (train mode) then updates
-        # its running statistics twice per step (momentum ~0.19 instead of 0.1).
+        # its running statistics twice per step (momentum ~0.19 instead of 0.1), unless frozen.
         self.checkpoint_stages = gradient_checkpointing and kind == "resnet"
         if gradient_checkpointing and kind != "resnet":
             encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        self.freeze_bn_stats = freeze_bn_stats
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "VisionTower":
+        """nn.Module.train; with freeze_bn_stats the encoder's BatchNorm layers stay in eval mode:
+        they normalise with their running statistics and never update them (their affine weights
+        still train, as freezing allows). Each item's vector then depends on that item alone, so
+        gradient caching (--inbatch_chunk) equals the plain step."""
+        super().train(mode)
+        if self.freeze_bn_stats:
+            for module in self.encoder.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.parameters())
