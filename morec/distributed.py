@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from morec.errors import InputError
+
 
 @dataclass(frozen=True)
 class World:
@@ -36,6 +38,41 @@ def init_world(device_type: str) -> World:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def launched_size() -> int:
+    """How many ranks this process is one of: the initialised process group's size, else
+    torchrun's WORLD_SIZE (1 outside torchrun)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def check_world(asked: int, grad_cache_chunk: int, size: int | None = None) -> None:
+    """Refuse, before anything is written, a run whose processes are not what its values say.
+
+    `asked` is the world size of the values (nproc_per_node x nnodes: the run label and
+    config.json record it, and test scripts find the run folder by it), `size` the processes'
+    (default: `launched_size()`). A bare torchrun launch has to pass the same numbers to the
+    script; taking the size from the processes instead would give the run a label that the
+    one-process test script, computing it from the values, cannot find. Gradient caching
+    (`grad_cache_chunk` > 0) is refused with more than one rank: its re-entrant backward is not
+    synchronised with DDP's all-reduce."""
+    size = launched_size() if size is None else size
+    if grad_cache_chunk > 0 and size > 1:
+        raise InputError(f"--inbatch_chunk (gradient caching) runs in one process, but this run has {size} ranks "
+                         "(its re-entrant backward is not synchronised with DDP's all-reduce): set "
+                         "--inbatch_chunk 0 (for less memory per rank, lower --batch_size and raise "
+                         "--nproc_per_node), or run gradient caching in one process without torchrun")
+    if size > asked:
+        raise InputError(f"this process is one of {size} torchrun ranks (WORLD_SIZE {size}), but the values ask for "
+                         f"nproc_per_node x nnodes = {asked}; the run label and config.json record the world size, "
+                         "so pass the same --nproc_per_node / --nnodes to the script, or start it without torchrun "
+                         f"(python SCRIPT --nproc_per_node {size} restarts itself under torchrun)")
+    if size < asked:
+        raise InputError(f"the values ask for nproc_per_node x nnodes = {asked} processes, but this run has {size}; "
+                         f"start the script as python SCRIPT --nproc_per_node {asked} (it restarts itself under "
+                         "torchrun), or give torchrun the same numbers")
 
 
 def finish_world() -> None:

@@ -24,8 +24,8 @@ import runpy
 import sys
 from pathlib import Path
 
-from morec.distributed import finish_world, leave_world
-from morec.config import make_config, parse_overrides, run_label
+from morec.distributed import check_world, finish_world, leave_world
+from morec.config import make_config, parse_overrides, run_label, run_setting
 from morec.errors import InputError, Preempted
 from morec.train import test, train
 
@@ -114,6 +114,8 @@ def main(params: dict, mode: str, script_file: str, argv: list[str] | None = Non
             sys.stdout.flush()
             sys.stderr.flush()
             os.execv(command[0], command)
+        for cfg, _ in runs:          # a bare torchrun launch: its ranks must be what the values say
+            check_world(run_setting(cfg)["world_size"], cfg.inbatch_chunk)
         results = []
         for cfg, run_dir in runs:
             results.append(train(cfg, run_dir) if mode == "train" else test(cfg, run_dir))

@@ -7,10 +7,10 @@ import logging
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from morec.config import TOWER_MODALITIES, Config, validate
+from morec.config import TOWER_MODALITIES, Config, run_setting, validate
 from morec.data import PairBatches, SequenceBatches, SequenceData, load_sequence_data
 from morec.data.sequences import with_train_users
-from morec.distributed import World, init_world
+from morec.distributed import World, check_world, init_world
 from morec.errors import InputError
 from morec.features import item_tower_inputs
 from morec.models import LayerMixFeatureTower, Recommender
@@ -36,6 +36,7 @@ def start_devices(cfg: Config) -> tuple[torch.device, World]:
     """This process's device and its place among torchrun's processes (one GPU per process)."""
     device = resolve_device(cfg.device)
     world = init_world(device.type)
+    check_world(run_setting(cfg)["world_size"], cfg.inbatch_chunk, world.size)
     if world.distributed and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)

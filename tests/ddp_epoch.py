@@ -12,6 +12,7 @@ summation-order-proof observable.)
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -30,7 +31,8 @@ def sgd_epoch(argv: list[str]) -> dict:
     """Train epoch 1 of the run described by `argv` (--key value) with SGD at --lr; returns
     {"loss": mean step loss, "steps": optimizer steps, "model": final weights, "initial": weights
     before training, "rank", "world_size"}."""
-    cfg = make_config({"device": "cpu", "drop_rate": 0.0, **parse_overrides(argv)})
+    ranks = int(os.environ.get("WORLD_SIZE", "1"))               # a bare torchrun: the values say so too
+    cfg = make_config({"device": "cpu", "drop_rate": 0.0, "nproc_per_node": ranks, **parse_overrides(argv)})
     data = load_data(cfg)
     device, world = start_devices(cfg)
     torch.manual_seed(0)

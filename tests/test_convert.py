@@ -141,6 +141,30 @@ def test_microlens_pairs_tsv_gives_the_same_sequences(tmp_path):
     assert not (tmp_path / "out" / "images.lmdb").exists()
 
 
+def test_microlens_pairs_tsv_refuses_a_user_on_two_lines(tmp_path):
+    """A line's positions are its times: a user's second line cannot be ordered against the first."""
+    src = tmp_path / "src"
+    make_microlens(src)
+    (src / "MicroLens-toy_pairs.csv").unlink()
+    path = src / "MicroLens-toy_pairs.tsv"
+    path.write_text("u1\ti1 i2\nu2\ti3\nu1\ti4 i5\n")
+    with pytest.raises(InputError, match=r"line 3: user 'u1' already has line 1; .*join the two lines"):
+        convert("microlens", src, tmp_path / "out", no_images=True)
+    assert sorted(os.listdir(tmp_path)) == ["src"]
+
+
+@pytest.mark.parametrize("extra", [[], ["u9", "i1", "2.5"], ["u9", "i1", "99999999999999999999"]])
+def test_timestamps_above_2_53_keep_their_order(extra, tmp_path):
+    """Nanosecond epochs 1 apart (float64 merges them above 2**53), alone, next to a decimal
+    (the column needs floats) and next to an integer beyond 64 bits."""
+    ns = 1_700_000_000_000_000_000
+    events = [("u1", "i3", ns + 3), ("u1", "i1", ns + 1), ("u1", "i2", ns + 2)]
+    write_csv(tmp_path / "src" / "toy.inter", [["user_id:token", "item_id:token", "timestamp:float"]]
+              + [list(event) for event in events] + ([extra] if extra else []), "\t")
+    convert("recbole", tmp_path / "src", tmp_path / "out")
+    assert lines(tmp_path / "out" / "users.tsv")[0] == "u1\ti1 i2 i3"
+
+
 def test_recbole_user_file_sets_the_user_order(tmp_path):
     make_recbole(tmp_path / "src")
     write_csv(tmp_path / "src" / "toy.user", [["user_id:token", "age:token"], ["u3", 30], ["u0", 1],

@@ -52,6 +52,26 @@ def test_two_gloo_processes_match_one_process(tmp_path, capsys):
     assert [r["epoch"] for r in records(runs / "ddp")] == [1]
 
 
+@pytest.mark.parametrize("extra, message", [
+    ([], "this process is one of 2 torchrun ranks (WORLD_SIZE 2), but the values ask for nproc_per_node x nnodes = 1"),
+    (["--inbatch_chunk", "64"], "--inbatch_chunk (gradient caching) runs in one process, but this run has 2 ranks"),
+])
+def test_bare_torchrun_must_agree_with_the_values(extra, message, tmp_path):
+    """`torchrun --nproc_per_node 2 SCRIPT` without --nproc_per_node for the script: the ranks are
+    refused before anything is written (the label and config.json would say one process), and
+    gradient caching is refused on any run of more than one rank. The same launch with the values
+    given trains (tests/ddp_epoch.py passes them under a bare torchrun; the script's own launch,
+    test_two_gloo_processes_match_one_process, records world size 2)."""
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+               str(REPO / "inbatch_sasrec_e2e_text" / "train_id.py"), "--epoch", "1", "--device", "cpu",
+               "--runs_dir", str(runs), *extra]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode != 0 and f"error: {message}" in result.stderr, result.stderr[-3000:]
+    assert "--nproc_per_node" in result.stderr.partition(message)[2].splitlines()[0]     # the fix is named
+    assert not runs.exists()
+
+
 def test_vision_run_on_two_gloo_processes_matches_one_process(tmp_path, capsys):
     """The same check with a vision tower (tiny ViT-MAE: no dropout, no BatchNorm): each rank reads
     its own batches' images and encodes its share of the catalogue for evaluation."""

@@ -35,6 +35,23 @@ def test_label_tells_world_size_and_precision_apart(monkeypatch):
     assert "-w1-bf16-" in bf16 and "-w1-fp16-" in fp16
 
 
+def test_the_world_must_be_what_the_values_say():
+    """check_world (morec.distributed): the processes' world size against the values'; gradient
+    caching only in one process, however the ranks were started."""
+    from morec.distributed import check_world
+    from morec.errors import InputError
+    check_world(1, 0, 1)
+    check_world(2, 0, 2)
+    check_world(1, 64, 1)
+    with pytest.raises(InputError, match=r"one of 2 torchrun ranks .* = 1; .*pass the same --nproc_per_node"):
+        check_world(1, 0, 2)
+    with pytest.raises(InputError, match=r"ask for nproc_per_node x nnodes = 4 processes, but this run has 1"):
+        check_world(4, 0, 1)
+    for asked in (1, 2):
+        with pytest.raises(InputError, match=r"gradient caching\) runs in one process.*set --inbatch_chunk 0"):
+            check_world(asked, 64, 2)
+
+
 def train_one_epoch(tmp_path, capsys, *extra):
     return run_in_process("inbatch_sasrec_e2e_text", "train", "--epoch", "1", "--runs_dir", str(tmp_path),
                           "--label", "run", "--device", "cpu", *extra, capsys=capsys)

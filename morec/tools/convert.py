@@ -21,11 +21,12 @@ Filtering: none. The conversion is faithful: every interaction is kept (repeats 
 its rating; min_seq_len, the L+3 cut and unused items are the loader's job (SPEC "Data"), and
 CARD.md shows what the loader keeps. Texts are only normalised: every run of whitespace (tabs,
 line breaks) becomes one space and the ends are stripped, since the tsv files are tab and line
-separated.
+separated. Timestamps keep the order of the written values exactly: integer timestamps are
+read as integers (nanosecond epochs exceed float64's 2**53), see `_exact_times`.
 
 Bad input is one InputError naming the file and line: a missing column, an empty or
 whitespace-holding user / item name (the users file separates items by spaces), a timestamp that is
-not a number, an item of the interactions missing from the item file, an item listed twice, an
+not a number, a user on two lines of a MicroLens pairs tsv, an item of the interactions missing from the item file, an item listed twice, an
 image that is missing (unless allow_missing_images) or unreadable. Line numbers of csv files count
 one record per line; the item files are read with the csv module, which counts lines inside quoted
 fields too.
@@ -46,7 +47,7 @@ Layouts, and where each was read (GitHub repository: file)
   ``*_pairs.csv`` three columns "userID", "videoID" and "timestamp" with a header. MicroLens'
   Code/IDRec/process_data.ipynb reads a pairs tsv the same way (the item's position is its time
   stamp). The pairs csv is used when present, else the
-  pairs tsv (its position is the time). title <- the title; no abstract. ASSUMED, from other public
+  pairs tsv (its position is the time; a user on two lines is refused). title <- the title; no abstract. ASSUMED, from other public
   code that reads these files (the repository does not document them): the csv header may also
   read ``user,item,timestamp`` (columns are taken by name: user|userID|user_id,
   item|videoID|item_id|video_id, timestamp); ``MicroLens-100k_title_en.csv`` has no header, one
@@ -82,6 +83,7 @@ import os
 import shutil
 import sys
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -203,16 +205,31 @@ def _interactions(df: pd.DataFrame, path: Path, user: str, item: str, time: str 
     """(user, item, time, line) from the given columns; time None: file order."""
     out = pd.DataFrame({"user": df[user].str.strip(), "item": df[item].str.strip(), "line": df.line})
     if time is None:
-        out["time"] = np.arange(len(df), dtype=np.float64)
+        out["time"] = np.arange(len(df), dtype=np.int64)
         return out
-    numbers = pd.to_numeric(df[time].str.strip(), errors="coerce")
+    out["time"] = _exact_times(df[time].str.strip(), df.line, path)
+    return out
+
+
+def _exact_times(texts: pd.Series, lines: pd.Series, path: Path) -> np.ndarray:
+    """Timestamps as numbers whose order is the order of the written values.
+
+    Integers stay integers (int64 / uint64: nanosecond epochs are above 2**53, where float64
+    merges neighbours). A column that needs floats (a decimal, an integer beyond 64 bits) is
+    float64 while every value is below 2**53 in magnitude (float64's order is then exact), else
+    each value becomes its rank among the exact decimal values."""
+    numbers = pd.to_numeric(texts, errors="coerce")
     bad = numbers.isna().to_numpy()
     if bad.any():
         row = int(np.argmax(bad))
-        raise InputError(f"{path}, line {int(df.line.iloc[row])}: timestamp {df[time].iloc[row]!r} is "
+        raise InputError(f"{path}, line {int(lines.iloc[row])}: timestamp {texts.iloc[row]!r} is "
                          "not a number; fix or delete this line")
-    out["time"] = numbers.to_numpy()
-    return out
+    values = numbers.to_numpy()
+    if values.dtype.kind in "iu" or not len(values) or np.abs(values).max() < 2.0 ** 53:
+        return values
+    exact = [Decimal(text) for text in texts]
+    rank = {value: k for k, value in enumerate(sorted(set(exact)))}
+    return np.array([rank[value] for value in exact], dtype=np.int64)
 
 
 def _csv_records(path: Path, delimiter: str = ",", quoting: int = csv.QUOTE_MINIMAL):
@@ -287,11 +304,16 @@ def read_pixelrec(src: Path, inter=None, items=None, images=None, no_images=Fals
 
 def _microlens_tsv(path: Path) -> pd.DataFrame:
     """MicroLens-*_pairs.tsv: ``user \\t item item ...`` in time order (the position is the time)."""
-    rows = []
+    rows, first_line = [], {}
     for line, values in _csv_records(path, "\t", csv.QUOTE_NONE):
         if len(values) != 2:
             raise InputError(f"{path}, line {line}: expected 'user\\titem item ...'")
-        rows += [(values[0].strip(), item, float(k), line) for k, item in enumerate(values[1].split())]
+        user = values[0].strip()
+        if user in first_line:               # positions are times only within one line
+            raise InputError(f"{path}, line {line}: user {user!r} already has line {first_line[user]}; "
+                             "a pairs tsv holds each user once: join the two lines in time order")
+        first_line[user] = line
+        rows += [(user, item, len(rows) + k, line) for k, item in enumerate(values[1].split())]
     return pd.DataFrame(rows, columns=["user", "item", "time", "line"])
 
 
