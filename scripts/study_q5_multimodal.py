@@ -102,14 +102,14 @@ def main(argv: list[str]):
 
 def fused_versus_one_modality(tested: list, path: Path) -> str:
     """The question of the study in one table: each text+vision fusion against the text arm and
-    against the vision arm, paired by (seed, user) (study_common.paired_table); `tested`: the
+    against the vision arm, with the seed-level test (study_common.paired_table); `tested`: the
     study's tested runs (results_table.Run)."""
     def of(tower: str, fusion: str | None = None) -> list:
         return [r for r in tested if r.config["item_tower"] == tower and fusion in (None, r.config["mm_fusion"])]
     fusions = sorted({r.config["mm_fusion"] for r in of("text+vision")})
     entries = [((fusion, f"vs {one}"), of("text+vision", fusion), of(one)) for one in ("text", "vision")
                for fusion in fusions]
-    return paired_table("Q5: text+image against text alone and image alone (paired by seed and user)",
+    return paired_table("Q5: text+image against text alone and image alone (paired by seed)",
                         ("fusion", "against"), "that arm", entries, path)
 
 

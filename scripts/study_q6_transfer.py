@@ -24,8 +24,8 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 
 from pathlib import Path
 
-from study_common import (IDREC, SMALL, add_morec_mode, entry, execute, morec_arm, paired_table, parse_args,
-                          run_study, study_runs, with_modality)
+from study_common import (IDREC, SMALL, add_morec_mode, default_seeds, entry, execute, morec_arm, paired_table,
+                          parse_args, run_study, study_runs, with_modality)
 from morec.config import make_config
 from morec.errors import InputError
 
@@ -105,26 +105,32 @@ def main(argv: list[str]):
     chosen = [a.strip() for a in args.arms.split(",") if a.strip()]
     if not chosen or any(a not in ARMS for a in chosen):
         raise InputError(f"--arms {args.arms!r}: choose from {', '.join(ARMS)}")
-    seeds = overrides["all"].pop("seed", SMALL["seed"])
+    for tower in ("id", "mo"):
+        if "seed" in overrides[tower]:
+            raise InputError(f"--{tower}.seed: a transfer run starts from the source run of its own seed; use --seed")
+    given = overrides["all"].pop("seed", None)
+    morec = with_modality([morec_arm(args)], args.modality)[0]
+    # Without --seed: study_common.default_seeds (5 for IDRec and two-stage MoRec, 3 for end-to-end MoRec).
+    seeds = given if given is not None else default_seeds({**SMALL, **morec, **overrides["all"], **overrides["mo"]})
     seeds = seeds if isinstance(seeds, list) else [seeds]
+    id_seeds = seeds if given is not None else default_seeds({**SMALL, **IDREC})
     ensure_domains(overrides, args.domains)
     source, target = f"{args.domains}-source", f"{args.domains}-target"
     out = Path(args.out or f"studies/{target}")
     runs_dir = Path(overrides["all"].get("runs_dir", "") or out / "runs")
-    morec = with_modality([morec_arm(args)], args.modality)[0]
     images = {"image_lmdb": "posters.lmdb"} if args.modality != "text" else {}
     source_runs = study_runs([{**morec, **images, "dataset": source, "seed": s} for s in seeds], overrides, runs_dir)
     print(f"q6_transfer: {len(source_runs)} source runs in {runs_dir}", flush=True)
     if not args.table_only:
         execute(source_runs)
     on_target = {**morec, **images, "dataset": target, "train_user_fraction": fractions}
-    parts = []
+    parts = [{**IDREC, "dataset": target, "train_user_fraction": fractions, "seed": seed}
+             for seed in id_seeds] if "id" in chosen else []
     for seed, (_, source_dir) in zip(seeds, source_runs):
-        arms = {"id": {**IDREC, "dataset": target, "train_user_fraction": fractions},
-                "scratch": on_target,
+        arms = {"scratch": on_target,
                 "transfer": {**on_target, "init_from": str(source_dir.resolve())},
                 "frozen_user": {**on_target, "init_from": str(source_dir.resolve()), "freeze_user_encoder": True}}
-        parts += [{**arms[a], "seed": seed} for a in chosen]
+        parts += [{**arms[a], "seed": seed} for a in chosen if a != "id"]
     args.out = str(out)
 
     def own_tables(tested: list, out: Path) -> None:
@@ -164,14 +170,14 @@ def arm_of(config: dict) -> str:
 
 def versus_scratch(tested: list, path: Path) -> str:
     """The question of the study in one table: each transfer arm against MoRec from scratch at the
-    same target training-set size, paired by (seed, user) (study_common.paired_table); `tested`:
+    same target training-set size, with the seed-level test (study_common.paired_table); `tested`:
     the study's tested runs (results_table.Run)."""
     def of(arm: str, size: float) -> list:
         return [r for r in tested if arm_of(r.config) == arm and r.config["train_user_fraction"] == size]
     sizes = sorted({r.config["train_user_fraction"] for r in tested})
     entries = [((f"{100 * size:g}%", arm), of(arm, size), of("scratch", size))
                for size in sizes for arm in ("transfer", "frozen_user")]
-    return paired_table("Q6: transfer against MoRec from scratch (same target users, paired by seed and user)",
+    return paired_table("Q6: transfer against MoRec from scratch (same target users, paired by seed)",
                         ("target users", "arm"), "scratch", entries, path)
 
 

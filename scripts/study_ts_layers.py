@@ -13,7 +13,9 @@ labels: they are shared when both studies use the same --runs_dir).
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # noqa: E401,E702
 
-from study_common import MOREC_TS, entry, int_list, parse_args, run_study
+from pathlib import Path
+
+from study_common import MOREC_TS, entry, int_list, paired_table, parse_args, run_study
 from morec.errors import InputError
 
 # The study page's reading (scripts/study_page.py writes it under the tables). It refers to the
@@ -44,7 +46,19 @@ def main(argv: list[str]):
     if args.modality != "text":
         raise InputError("--ts_layers all is for text encoders; this study has no --modality vision")
     parts = [{**MOREC_TS, "ts_layers": layers, "dnn_layers": int_list(args.dnn)} for layers in ("last", "all")]
-    return run_study("ts_layers", "Two-stage: last layer vs a scalar mix of every layer", parts, args, overrides)
+    return run_study("ts_layers", "Two-stage: last layer vs a scalar mix of every layer", parts, args, overrides,
+                     lambda tested, out: all_versus_last(tested, out / "ts_layers_all_vs_last.md"))
+
+
+def all_versus_last(tested: list, path: Path) -> str:
+    """The question of the study in one table: at each head depth, the all-layer mix against the
+    last layer, with the seed-level test (study_common.paired_table); `tested`: the study's tested
+    runs (results_table.Run)."""
+    def of(layers: str, depth: int) -> list:
+        return [r for r in tested if r.config.get("ts_layers", "last") == layers and r.config["dnn_layers"] == depth]
+    depths = sorted({r.config["dnn_layers"] for r in tested})
+    return paired_table("Two-stage: all layers mixed against the last layer (same head depth, paired by seed)",
+                        ("dnn_layers",), "last layer", [((str(d),), of("all", d), of("last", d)) for d in depths], path)
 
 
 if __name__ == "__main__":
