@@ -111,3 +111,22 @@ def test_group_tables_write_one_file_per_column_with_idrec_and_the_modality_rows
     text = paths[0].read_text()
     assert paths[0].name == "q_groups_gender.md" and text.startswith("# Per user group (gender):")
     assert "F (14)" in text and "M (26)" in text and "text" in text and "vision" not in text.split("\n\n")[1]
+
+
+def test_summary_welch_reads_the_committed_q1_table_at_the_seed_level(tmp_path, monkeypatch):
+    """scripts/summary_welch.py: Welch's t from the CSV's mean, sd and n (scipy's
+    ttest_ind_from_stats), each MoRec row against the IDRec row of its setting, --against rows
+    too; the headline (text E2E vs IDRec, regular) at p = 0.026 on NDCG@10."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import summary_welch
+    out = summary_welch.main([str(REPO / "docs/studies/ml-100k/q3_ts_vs_e2e.csv"), "--against", "E2E",
+                              "--out", str(tmp_path / "w.md")])
+    text = out.read_text()
+    assert "| regular, text E2E | IDRec | 3 vs 3 | +1.27, p = 0.047 * | 0.044 | +1.36, p = 0.026 * | 0.001 |" in text
+    assert "| regular, text TS dnn=2 | text E2E | 3 vs 3 |" in text
+    assert "| regular, text E2E | text E2E |" not in text                       # not against itself
+    assert "re-run the study to get them" in text
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match="not a results_table.py CSV"):
+        summary_welch.main([str(bad)])
