@@ -13,8 +13,8 @@ the cold-start view) and the figures:
 
 Defaults (scripts/study_common.py SMALL): ml-100k, SASRec, in-batch debiased loss, max_seq_len 10,
 embedding_dim 64, all-MiniLM-L6-v2 with its top 2 blocks fine-tuned, at most 40 epochs with
-patience 5, seeds 1, 2, 3, warm settings 0 (regular) and 20, cold-start view: targets with < 5
-train interactions. Any run parameter can be overridden
+patience 5, seeds 1-5 for IDRec and 1-3 for end-to-end MoRec (study_common.default_seeds), warm
+settings 0 (regular) and 20, cold-start view: targets with < 5 train interactions. Any run parameter can be overridden
 (docs/paper.md gives the MIND / HM / Bili commands).
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # noqa: E401,E702
