@@ -29,7 +29,8 @@ it was and not evidence.
   seed level the gap is significant with 0, 8 and 12 DNN layers (both metrics) and not shown with 2
   or 4 (rows `against` text E2E).
 - Against IDRec, no two-stage depth is significantly ahead; the deepest head is significantly
-  below IDRec on both metrics, and the head without DNN layers on HR@10.
+  below IDRec on both metrics, and the head without DNN layers on HR@10. (With 10 seeds and the
+  paired t, the Q5 frozen study also finds the 2-layer head level with IDRec.)
 - 2 to 8 DNN layers on top of the frozen features are ahead of none in the mean (the paper's
   direction), but depth is not monotone here (12 layers fall below none), and these tables hold no
   test between depths. The ts_layers
