@@ -5,7 +5,8 @@ A study is a list of parts, each a dict of run values (a list is a grid, as in t
 command line takes the study's own options (`--out`, and e.g. `--warm`) plus any run parameter
 `--key value`, applied to every part: `--seed 1,2,3` (a grid: one run per seed; the tables show
 mean ± std over them; without it each arm gets `default_seeds`: 5 seeds for an arm whose
-encoder does not train, 3 for one that trains its encoder end to end), `--max_seq_len 20`, `--dataset MIND --behaviors ... --news ...`; and
+encoder does not train, 3 for one that trains its encoder end to end), `--max_seq_len 20`,
+`--dataset MIND --behaviors ... --news ...`; and
 `--id.key value` / `--mo.key value` for the IDRec / MoRec runs only (e.g. their own lr).
 
 Runs go to `<runs_dir>/<label>/` (default `<out>/runs`); the label is derived from the values, so
@@ -49,8 +50,8 @@ SMALL = dict(
 # the README headline's size (+1.36 NDCG@10 points) 54% of the time, 5 seeds 96%. Every arm
 # whose encoder does not train with the recommender (IDRec, two-stage / cached-feature arms) costs
 # seconds to a few CPU-minutes a run and gets 5; an arm that trains its encoder end to end (text
-# E2E and PEFT: 25-50 CPU-minutes a run; vision E2E) keeps 3. The paired test then uses the
-# seeds both arms share (3), the intervals and means of each row all of its own.
+# E2E and PEFT: 25-50 CPU-minutes a run; vision E2E) keeps 3. A Δ between such arms pairs the 3
+# seeds they share; each row's mean ± sd uses all of its own seeds.
 CHEAP_SEEDS = [1, 2, 3, 4, 5]
 E2E_SEEDS = [1, 2, 3]
 SEED_RULE = ("5 seeds per arm whose encoder does not train (IDRec, two-stage / cached features) and 3 per arm "
@@ -280,9 +281,9 @@ def report(name: str, title: str, runs: list[tuple[Config, Path]], out: Path, th
 
 def paired_table(title: str, keys: tuple[str, ...], base_name: str, entries: list, path: Path) -> str:
     """A markdown table of arms compared with another arm than IDRec, with results_table.py's
-    tests (the seed-level significance test): the seed-level default (paired t over the per-seed means on the seeds both
-    arms share, Welch over seed means when they share < 2; two-level bootstrap interval; * = p <
-    0.05) and the per-user cluster test (these trained models; never starred). `entries`: (key
+    tests (docs/significance.md): the seed-level default (paired t over the per-seed means on the
+    seeds both arms share, Welch over seed means when they share < 2; two-level bootstrap interval;
+    * = p < 0.05) and the per-user cluster test (these trained models; never starred). `entries`: (key
     values, the arm's runs, its base arm's runs) per row, runs as results_table.load_run gives
     them; an arm without runs is left out, one that cannot be tested (a single seed, no per-user
     file) says why in its row. Written to `path`, printed and returned."""

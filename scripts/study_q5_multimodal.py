@@ -5,7 +5,7 @@ fusion of the two vectors (--mm_fusion sum, concat, gate; morec/models/multimoda
     python scripts/study_q5_multimodal.py                          # ml-100k titles + generated posters
     python scripts/study_q5_multimodal.py --fusions gate --seed 1,2,3 --out docs/studies/ml-100k-multimodal
     python scripts/study_q5_multimodal.py --cv_model_load swin_tiny --image_size 224
-    python scripts/study_q5_multimodal.py --morec ts --user_groups gender,age_band   # frozen encoders, cached features (CPU)
+    python scripts/study_q5_multimodal.py --morec ts --user_groups gender,age_band   # frozen encoders (CPU)
     python scripts/study_q5_multimodal.py --morec ts_text --cv_model_load random_tiny_resnet18 --image_size 32 \
         --mo.fine_tune_lr 1e-3 --mo.trainable_layers -1          # cached title features, images trained from scratch
 

@@ -10,7 +10,8 @@ whose train part trains; every user is validated and tested, so the sizes compar
     frozen_user  the same with the user encoder frozen (--freeze_user_encoder, linear-probe style)
 
     python scripts/study_q6_transfer.py                                  # text MoRec, small CPU settings
-    python scripts/study_q6_transfer.py --morec ts --target_users 10,30,100 --epoch 100 --out docs/studies/ml-100k-transfer
+    python scripts/study_q6_transfer.py --morec ts --target_users 10,30,100 --epoch 100 \
+        --out docs/studies/ml-100k-transfer
     python scripts/study_q6_transfer.py --modality vision --cv_model_load swin_tiny
     python scripts/study_q6_transfer.py --morec ts        # two-stage MoRec: what transfers is the user
                                                           # encoder and the head over frozen features

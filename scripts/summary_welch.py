@@ -99,7 +99,8 @@ def comparisons(frame: pd.DataFrame, against: list[str]) -> list[tuple[object, o
 
 def table(csv: Path, against: list[str], title: str = "") -> str:
     frame = pd.read_csv(csv, dtype={"other": str})
-    missing = {"n", "hr10_mean", "hr10_std", "ndcg10_mean", "ndcg10_std", "mode", "item_tower", *GROUP} - set(frame.columns)
+    needed = {"n", "hr10_mean", "hr10_std", "ndcg10_mean", "ndcg10_std", "mode", "item_tower", *GROUP}
+    missing = needed - set(frame.columns)
     if missing:
         raise InputError(f"{csv}: not a results_table.py CSV (lacks {', '.join(sorted(missing))})")
     frame = frame.assign(warm_min_count=frame.get("warm_min_count", 0))
