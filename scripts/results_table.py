@@ -25,7 +25,7 @@ depth, a transfer initialisation and the per-tower lr / l2_weight may differ: IT
 TUNED_PER_TOWER). A MoRec row without such an ID row gets no Δ, and the note says which values
 differ from the nearest ID row. Among several, the one sharing the most other values (then the
 higher HR@10).
-Significance (docs/significance.md; issue 23). The run (seed) is the unit of the default test:
+Significance (docs/significance.md). The run (seed) is the unit of the default test:
 the two rows are compared over their seeds, HR@10 / NDCG@10 per user from test_ranks.npz:
 - Δ = difference of the means over seeds (percentage points); 95% interval of a two-level
   bootstrap (seeds resampled, then users within each resampled seed; Saravanan et al. 2020);
@@ -48,7 +48,7 @@ Columns: setting = regular or warm-K (`warm_min_count`); item tower = ID or the 
 mode = E2E (end to end), TS (two-stage, frozen features) with its DNN depth, +ID add/cat (fusion);
 cold-start = HR@10 on the test users whose target had < k train interactions (test_*.py's view);
 users / items = the data after filtering (warm settings keep fewer).
-Cost (shown when the runs' metrics.jsonl record it, issue 13.6; morec/cost.py): train seconds to the
+Cost (shown when the runs' metrics.jsonl record it; morec/cost.py): train seconds to the
 best epoch = the sum of `train_seconds` over epochs 1 .. best epoch (the training that produced the
 tested checkpoint; evaluation not included), and the run's peak memory = the largest
 `peak_memory_mb` of its epochs (MiB; "rss" = max RSS of the process on CPU, "alloc" = max
@@ -297,7 +297,7 @@ def other_values(configs: list[dict]) -> list[str]:
 # fields only a modality tower reads, its head depth, the transfer initialisation it starts from)
 # and the optimiser values the paper tunes per tower (the studies' --id.lr / --mo.lr). Every other
 # value of the grouping key (data set, setting, patience, epoch cap, tie rule, loss, sequence
-# lengths, batch size, ...) must be equal, else the row gets no Δ (issue 23.6).
+# lengths, batch size, ...) must be equal, else the row gets no Δ (matched baseline rows).
 ITEM_TOWER_KEYS = {"item_tower", "dnn_layers", "init_from", "freeze_user_encoder"} | UNUSED_BY_TOWER["id"]
 TUNED_PER_TOWER = {"lr", "l2_weight"}
 
@@ -346,7 +346,7 @@ def no_baseline_reason(config: dict, configs: list[dict]) -> str:
 
 # ----------------------------------------------------------------------------- significance
 #
-# Default ("seed-level") test: the trained run is the unit (issue 23). A table compares two
+# Default ("seed-level") test: the trained run is the unit. A table compares two
 # systems, each trained with several seeds; the question "does A beat B on this data set" is
 # answered against the run-to-run variation, which a test that pairs single users of fixed runs
 # never sees (its null holds the trained models fixed; measured on 10 ml-100k IDRec seeds it
@@ -525,8 +525,8 @@ def sign_flip_p(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, seed: 
 
 
 def pooled_test(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, seed: int = 0, budget: float = 2e8) -> dict:
-    """The table's test before issue 23, kept to show what it measures: (seed, user) pairs pooled,
-    pairs bootstrapped and sign-flipped one by one. Its null holds the trained runs fixed; it
+    """The table's test before the seed-level default, kept to show what it measures: (seed, user)
+    pairs pooled, pairs bootstrapped and sign-flipped one by one. Its null holds the trained runs fixed; it
     FAILS an A/A check (tests/test_results_table.py, docs/significance.md): not a test of 'A beats B'."""
     a, b = np.ravel(a), np.ravel(b)
     low, high = bootstrap_interval(a, b, resamples, seed)
@@ -854,7 +854,7 @@ def binomial_range(n: int, rate: float = ALPHA, level: float = 0.95) -> tuple[in
 
 def aa_check(folders: list[str | Path], half: int | None = None, metric: str = "NDCG@10",
              max_splits: int = 5000, plant: list[float] | None = None) -> list[str]:
-    """A/A check on the runs of one system (issue 23.4): every split of its seeds into two
+    """A/A check on the runs of one system (the A/A check): every split of its seeds into two
     disjoint halves tested as "A vs B" by the default test (the halves share no seed: Welch over
     the seed means, as the table would test two rows without shared seeds), next to the paired t
     with the halves paired in seed order, the per-user cluster test and the old pooled test (both
@@ -914,7 +914,7 @@ def aa_check(folders: list[str | Path], half: int | None = None, metric: str = "
             lambda a, b: seed_level([(a - b, everyone, 1.0)], interval=False)["p"],
         "per-user cluster sign flip (these models; not a test of A vs B)":
             lambda a, b: user_cluster_test(a, b, budget=0, interval=False)["p"],
-        "old pooled (seed, user) sign flip (before issue 23)":
+        "old pooled (seed, user) sign flip (before the seed-level default)":
             lambda a, b: sign_flip_p(a.ravel(), b.ravel(), budget=0),
     }
     low, high = binomial_range(len(splits))

@@ -4,7 +4,9 @@ skipping runs that are done, and the table + figures at the end.
 A study is a list of parts, each a dict of run values (a list is a grid, as in train_*.py). The
 command line takes the study's own options (`--out`, and e.g. `--warm`) plus any run parameter
 `--key value`, applied to every part: `--seed 1,2,3` (a grid: one run per seed; the tables show
-mean ± std over them), `--max_seq_len 20`, `--dataset MIND --behaviors ... --news ...`; and
+mean ± std over them; without it each arm gets `default_seeds`: 5 seeds for an arm whose
+encoder does not train, 3 for one that trains its encoder end to end), `--max_seq_len 20`,
+`--dataset MIND --behaviors ... --news ...`; and
 `--id.key value` / `--mo.key value` for the IDRec / MoRec runs only (e.g. their own lr).
 Any data set: `--dataset NAME [--root_data_dir DIR]` (default ml-100k under dataset/); SMALL holds
 the settings, DATASET_SETTINGS what differs per data set (e.g. amazon-scientific).
@@ -30,7 +32,7 @@ from pathlib import Path
 from morec.config import Config, make_config, parse_overrides, run_label
 from morec.errors import InputError, Preempted
 from morec.launch import expand_grid
-from study_page import write_page
+from study_page import REPO, write_page
 
 # Small settings that make every study finish on a laptop CPU on ml-100k (see docs/paper.md
 # for the paper's settings on MIND / HM / Bili).
@@ -43,7 +45,6 @@ SMALL = dict(
     bert_model_load="all_minilm_l6_v2", news_attributes="title", trainable_layers=2,
     fine_tune_lr=1e-4, fine_tune_l2_weight=0.01,
     epoch=40, patience=5,
-    seed=[1, 2, 3],
     cold_start_count=5,     # ml-100k, L 10: 27 test targets never seen in training, 155 seen < 5 times
 )
 # Per data set, the values that differ from SMALL (a data set not listed takes SMALL as is).
@@ -51,6 +52,31 @@ DATASET_SETTINGS = {
     "ml-100k": {},
     "amazon-scientific": dict(cold_start_count=1),   # L 10: 2,443 of 12,076 test targets never seen in training
 }
+# Seeds of an arm when the command gives no --seed (default_seeds). The seed-level test needs
+# them: with the measured run-to-run spread (docs/significance.md) 3 seeds per arm find a gain of
+# the README headline's size (+1.36 NDCG@10 points) 54% of the time, 5 seeds 96%. Every arm
+# whose encoder does not train with the recommender (IDRec, two-stage / cached-feature arms) costs
+# seconds to a few CPU-minutes a run and gets 5; an arm that trains its encoder end to end (text
+# E2E and PEFT: 25-50 CPU-minutes a run; vision E2E) keeps 3. A Δ between such arms pairs the 3
+# seeds they share; each row's mean ± sd uses all of its own seeds.
+CHEAP_SEEDS = [1, 2, 3, 4, 5]
+E2E_SEEDS = [1, 2, 3]
+SEED_RULE = ("5 seeds per arm whose encoder does not train (IDRec, two-stage / cached features) and 3 per arm "
+             "that trains its encoder end to end (text E2E and PEFT, vision E2E)")
+
+
+def trains_encoder(values: dict) -> bool:
+    """Whether a run's item tower trains an encoder with the recommender: any modality tower that
+    is not two-stage (a text+vision arm with --mm_cached_branch still trains its other encoder)."""
+    return values.get("item_tower", "id") != "id" and not values.get("two_stage", False)
+
+
+def default_seeds(values: dict) -> list[int]:
+    """The seeds of an arm (its run values) when no --seed is given: CHEAP_SEEDS, or E2E_SEEDS when
+    the arm trains its encoder (trains_encoder); the rule is SEED_RULE."""
+    return list(E2E_SEEDS if trains_encoder(values) else CHEAP_SEEDS)
+
+
 IDREC = dict(item_tower="id")
 MOREC_E2E = dict(item_tower="text", two_stage=False)
 MOREC_TS = dict(item_tower="text", two_stage=True)
@@ -120,6 +146,10 @@ def parse_args(argv: list[str], description: str, extra) -> tuple[argparse.Names
     parser.add_argument("--modality", choices=MODALITIES, default="text",
                         help="the MoRec runs' item tower: text (--bert_model_load) or vision (--cv_model_load, "
                              "--image_lmdb; HM / Bili, or ml-100k's generated posters)")
+    parser.add_argument("--user_groups", metavar="[FILE:]COLUMN[,COLUMN]",
+                        help="also a table per user group and column (e.g. gender,age_band: the columns of the data "
+                             "set's user_groups.tsv, or FILE:COLUMN): IDRec and the --modality MoRec rows per group, "
+                             "each Δ vs IDRec with the seed-level test, written to <out>/<study>_groups_<column>.md")
     extra(parser)
     rest, per_tower = split_tower_args(argv)
     args, rest = parser.parse_known_args(rest)
@@ -159,13 +189,16 @@ def tested(cfg: Config, run_dir: Path) -> bool:
 
 
 def study_runs(parts: list[dict], overrides: dict, runs_dir: Path) -> list[tuple[Config, Path]]:
-    """(Config, run folder) of every grid point of every part, without duplicates."""
+    """(Config, run folder) of every grid point of every part, without duplicates; a part without
+    a seed (from the part or --seed / --id.seed / --mo.seed) gets default_seeds."""
     runs, seen = [], set()
     for part in parts:
         tower = "id" if part.get("item_tower", "id") == "id" else "mo"
         dataset = overrides["all"].get("dataset", part.get("dataset", SMALL["dataset"]))
-        for point in expand_grid({**SMALL, **DATASET_SETTINGS.get(dataset, {}), **part, **overrides["all"],
-                                  **overrides[tower]}):
+        values = {**SMALL, **DATASET_SETTINGS.get(dataset, {}), **part, **overrides["all"], **overrides[tower]}
+        if "seed" not in values:
+            values["seed"] = default_seeds(values)
+        for point in expand_grid(values):
             point["runs_dir"] = str(runs_dir)
             cfg = make_config(point)
             if cfg.label:
@@ -195,7 +228,38 @@ def execute(runs: list[tuple[Config, Path]]) -> None:
         print(f"[{number}/{len(runs)}] {run_dir.name}: {time.perf_counter() - start:.0f}s", flush=True)
 
 
-def report(name: str, title: str, runs: list[tuple[Config, Path]], out: Path, then=None) -> Path:
+def group_specs(text: str, data_dir: Path) -> list[str]:
+    """--user_groups value -> results_table --user_groups specs (FILE:COLUMN): `gender,age_band`
+    names columns of the data set's `user_groups.tsv`, `FILE:COLUMN[,COLUMN]` those of FILE."""
+    file, _, columns = text.rpartition(":")
+    path = Path(file) if file else data_dir / "user_groups.tsv"
+    if path.is_absolute() and Path.cwd().resolve() == REPO and path.resolve().is_relative_to(REPO):
+        path = path.resolve().relative_to(REPO)             # the tables name it as a reader would type it
+    names = [c.strip() for c in columns.split(",") if c.strip()]
+    if not names:
+        raise InputError(f"--user_groups {text!r}: give the columns, e.g. gender,age_band")
+    return [f"{path}:{name}" for name in names]
+
+
+def group_tables(name: str, tested: list, specs: list[str], modality: str, out: Path) -> list[Path]:
+    """Per user-group tables (results_table.group_table, the seed-level test) of the IDRec rows and
+    the `modality` MoRec rows of the study's tested runs, one file per column:
+    `<out>/<name>_groups_<column>.md` (the study page shows it with the other tables)."""
+    from results_table import group_table
+    chosen = [r for r in tested if r.config.get("item_tower", "id") in ("id", modality)]
+    paths = []
+    for spec in specs:
+        column = spec.rsplit(":", 1)[1]
+        text = group_table(chosen, spec).replace("## Per user group:", f"# Per user group ({column}):", 1)
+        path = out / f"{name}_groups_{column}.md"
+        path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+        print(text, end="" if text.endswith("\n") else "\n")
+        paths.append(path)
+    return paths
+
+
+def report(name: str, title: str, runs: list[tuple[Config, Path]], out: Path, then=None,
+           groups: tuple[list[str], str] | None = None) -> Path:
     """Table (md + csv) and figures (bars, curves; pareto when the runs record their cost) of the
     study's tested runs; then `then(tested runs, out)` when given."""
     import math
@@ -219,14 +283,16 @@ def report(name: str, title: str, runs: list[tuple[Config, Path]], out: Path, th
           + (f" ({missing} of {len(runs)} runs not tested yet)" if missing else ""))
     if then:
         then(tested, out)
+    if groups:
+        group_tables(name, tested, *groups, out)
     return md
 
 
 def paired_table(title: str, keys: tuple[str, ...], base_name: str, entries: list, path: Path) -> str:
     """A markdown table of arms compared with another arm than IDRec, with results_table.py's
-    tests (issue 23): the seed-level default (paired t over the per-seed means on the seeds both
-    arms share, Welch over seed means when they share < 2; two-level bootstrap interval; * = p <
-    0.05) and the per-user cluster test (these trained models; never starred). `entries`: (key
+    tests (docs/significance.md): the seed-level default (paired t over the per-seed means on the
+    seeds both arms share, Welch over seed means when they share < 2; two-level bootstrap interval;
+    * = p < 0.05) and the per-user cluster test (these trained models; never starred). `entries`: (key
     values, the arm's runs, its base arm's runs) per row, runs as results_table.load_run gives
     them; an arm without runs is left out, one that cannot be tested (a single seed, no per-user
     file) says why in its row. Written to `path`, printed and returned."""
@@ -290,10 +356,17 @@ def run_study(name: str, title: str, parts: list[dict], args: argparse.Namespace
     out = Path(args.out or f"studies/{dataset}")
     runs_dir = Path(everywhere.pop("runs_dir", "") or out / "runs")
     runs = study_runs(with_modality(parts, args.modality), overrides, runs_dir)
+    groups = None
+    if getattr(args, "user_groups", None):
+        from results_table import load_user_groups
+        specs = group_specs(args.user_groups, runs[0][0].data_dir())
+        for spec in specs:
+            load_user_groups(spec)                          # a bad file or column fails before any training
+        groups = (specs, args.modality)
     print(f"{name}: {len(runs)} runs in {runs_dir}", flush=True)
     if not args.table_only:
         execute(runs)
-    md = out / f"{name}.md" if args.page_only else report(name, title, runs, out, then)
+    md = out / f"{name}.md" if args.page_only else report(name, title, runs, out, then, groups)
     write_page(name, title, args.argv, [cfg for cfg, _ in runs], out, args.page, args.modality)
     return md
 

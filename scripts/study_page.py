@@ -103,6 +103,17 @@ def table_text(path: Path) -> str:
     return "\n".join(lines)
 
 
+def seeds_line(argv: list[str]) -> str:
+    """How the command chose its seeds: --seed, or the studies' default (study_common.SEED_RULE)."""
+    from study_common import SEED_RULE
+    given = [a.split("=")[0] for a in argv if a.split("=")[0] in ("--seed", "--id.seed", "--mo.seed")]
+    where = "the rule is `default_seeds` in scripts/study_common.py, the power behind it is in docs/significance.md"
+    if given:
+        return (f"**Seeds.** Set by {', '.join(f'`{g}`' for g in given)}; without it the studies run {SEED_RULE}; "
+                f"{where}. A Δ pairs the seeds both rows share.")
+    return f"**Seeds.** The studies' default: {SEED_RULE}; {where}. A Δ pairs the seeds both rows share."
+
+
 def section(name: str, title: str, argv: list[str], configs: list[Config], out: Path, page: Path) -> str:
     module = study_module(name)
     shared, varying = settings(configs)
@@ -115,6 +126,7 @@ def section(name: str, title: str, argv: list[str], configs: list[Config], out: 
              "`morec/config.py`'s defaults). Every run: " + ", ".join(f"`{k}` {v}" for k, v in shared.items()) + "."]
     if varying:
         lines += ["", "Across the runs: " + "; ".join(f"`{k}` {', '.join(v)}" for k, v in varying.items()) + "."]
+    lines += ["", seeds_line(argv)]
     for table in sorted(out.glob(f"{name}*.md")):
         link = relative(table, page.parent)
         csv = table.with_suffix(".csv")

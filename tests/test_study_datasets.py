@@ -17,7 +17,7 @@ def planned_runs(monkeypatch, module_name: str, argv: list[str]) -> tuple[list, 
     """The (Config, folder) pairs a study would train, and its output folder; nothing is trained."""
     seen = {}
     monkeypatch.setattr(study_common, "execute", lambda runs: None)
-    monkeypatch.setattr(study_common, "report", lambda name, title, runs, out, then=None: seen.update(runs=runs, out=out))
+    monkeypatch.setattr(study_common, "report", lambda name, title, runs, out, then=None, groups=None: seen.update(runs=runs, out=out))
     monkeypatch.setattr(study_common, "write_page", lambda *args, **kwargs: None)
     module = __import__(module_name)
     module.main(argv)

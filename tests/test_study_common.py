@@ -1,0 +1,132 @@
+"""What the study scripts share (scripts/study_common.py): the default seed count of an arm
+(5 where the encoder does not train, 3 where it trains end to end, unless --seed), the page's
+line on it, and the per-user-group tables of a study (--user_groups)."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import REPO
+from morec.errors import InputError
+
+
+@pytest.fixture()
+def common(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import study_common
+    return study_common
+
+
+@pytest.mark.parametrize("part, seeds", [
+    ({"item_tower": "id"}, [1, 2, 3, 4, 5]),
+    ({"item_tower": "text", "two_stage": True}, [1, 2, 3, 4, 5]),
+    ({"item_tower": "text+vision", "two_stage": True, "mm_fusion": "sum"}, [1, 2, 3, 4, 5]),
+    ({"item_tower": "text", "two_stage": False}, [1, 2, 3]),
+    ({"item_tower": "text", "two_stage": False, "peft": "lora", "trainable_layers": -1}, [1, 2, 3]),
+    ({"item_tower": "vision", "two_stage": False}, [1, 2, 3]),
+    ({"item_tower": "text+vision", "two_stage": False, "mm_cached_branch": "text"}, [1, 2, 3]),
+])
+def test_default_seeds_five_for_cheap_arms_three_for_end_to_end(common, part, seeds, tmp_path):
+    assert common.default_seeds({**common.SMALL, **part}) == seeds
+    none = {"all": {}, "id": {}, "mo": {}}
+    runs = common.study_runs([part], none, tmp_path)
+    assert sorted(cfg.seed for cfg, _ in runs) == seeds
+
+
+def test_seed_given_on_the_command_line_wins_for_every_arm(common, tmp_path):
+    parts = [common.IDREC, common.MOREC_E2E, {**common.MOREC_TS, "dnn_layers": 2}]
+    runs = common.study_runs(parts, {"all": {"seed": [1, 2, 3, 4, 5, 6, 7]}, "id": {}, "mo": {}}, tmp_path)
+    assert len(runs) == 3 * 7
+    runs = common.study_runs(parts, {"all": {}, "id": {}, "mo": {"seed": [1, 2]}}, tmp_path)
+    by_tower = {}
+    for cfg, _ in runs:
+        by_tower.setdefault((cfg.item_tower, cfg.two_stage), []).append(cfg.seed)
+    assert by_tower == {("id", False): [1, 2, 3, 4, 5], ("text", False): [1, 2], ("text", True): [1, 2]}
+
+
+def test_the_study_page_says_how_the_seeds_were_chosen(common):
+    from study_page import seeds_line
+    assert "--seed" in seeds_line(["--seed", "1,2,3,4,5"])
+    assert seeds_line([]).startswith("**Seeds.** The studies' default: 5 seeds per arm")
+
+
+def test_q1_defaults_to_five_idrec_and_three_text_e2e_seeds(common, tmp_path, monkeypatch):
+    import study_q1_morec_vs_idrec
+    seen = {}
+
+    def fake(name, title, parts, args, overrides, *rest):
+        seen["runs"] = common.study_runs(parts, overrides, tmp_path)
+    monkeypatch.setattr(study_q1_morec_vs_idrec, "run_study", fake)
+    study_q1_morec_vs_idrec.main(["--out", str(tmp_path), "--table_only"])
+    seeds = {}
+    for cfg, _ in seen["runs"]:
+        seeds.setdefault(cfg.item_tower, set()).add(cfg.seed)
+    assert seeds == {"id": {1, 2, 3, 4, 5}, "text": {1, 2, 3}}
+
+
+def test_q6_defaults_to_five_seeds_two_stage_and_three_end_to_end(common, tmp_path, monkeypatch):
+    import study_q6_transfer
+    root = tmp_path / "data"
+    (root / "ml-100k").mkdir(parents=True)
+    for name in ("users.tsv", "items.tsv"):
+        (root / "ml-100k" / name).symlink_to(REPO / "dataset" / "ml-100k" / name)
+    for morec, morec_seeds in (["--morec", "ts"], {1, 2, 3, 4, 5}), ([], {1, 2, 3}):
+        seen = {}
+        monkeypatch.setattr(study_q6_transfer, "run_study", lambda name, title, parts, *_: seen.setdefault("parts", parts))
+        study_q6_transfer.main(["--out", str(tmp_path), "--table_only", "--root_data_dir", str(root)] + morec)
+        ids = {p["seed"] for p in seen["parts"] if p["item_tower"] == "id"}
+        mos = {p["seed"] for p in seen["parts"] if p["item_tower"] != "id"}
+        assert ids == {1, 2, 3, 4, 5} and mos == morec_seeds
+    with pytest.raises(InputError, match="--mo.seed"):
+        study_q6_transfer.main(["--out", str(tmp_path), "--table_only", "--root_data_dir", str(root), "--mo.seed", "1"])
+
+
+def test_user_group_specs_name_the_data_sets_file_or_another(common, tmp_path):
+    data = REPO / "dataset" / "ml-100k"
+    specs = common.group_specs("gender,age_band", data)
+    assert [s.rsplit(":", 1)[1] for s in specs] == ["gender", "age_band"]
+    assert all(s.rsplit(":", 1)[0].endswith("user_groups.tsv") for s in specs)
+    assert common.group_specs(f"{tmp_path}/g.tsv:x", data) == [f"{tmp_path}/g.tsv:x"]
+    with pytest.raises(InputError, match="give the columns"):
+        common.group_specs("", data)
+
+
+def test_group_tables_write_one_file_per_column_with_idrec_and_the_modality_rows(common, tmp_path):
+    """Fake runs of IDRec, text and vision (2 seeds, per-user ranks): one table per column, the
+    vision rows left out, a Δ vs IDRec per group with the seed-level test."""
+    import numpy as np
+    from results_table import load_run
+    from test_results_table import fake_ranks, fake_run
+    users = [line.split("\t")[0] for line in (REPO / "dataset/ml-100k/user_groups.tsv").read_text().splitlines()[1:]]
+    groups = tmp_path / "groups.tsv"
+    groups.write_text("user\tgender\n" + "".join(f"{u}\t{'F' if i % 3 == 0 else 'M'}\n" for i, u in enumerate(users[:40])))
+    rng = np.random.default_rng(0)
+    runs = []
+    for tower in ("id", "text", "vision"):
+        for seed in (1, 2):
+            config = {"item_tower": tower, "seed": seed, **({"two_stage": True} if tower != "id" else {})}
+            run = fake_run(tmp_path / "runs", f"{tower}-s{seed}", config, 0.1, 0.05)
+            fake_ranks(run, rng.integers(0, 30, 40), np.zeros(40), users=users[:40])
+            runs.append(load_run(run))
+    paths = common.group_tables("q", runs, [f"{groups}:gender"], "text", tmp_path)
+    text = paths[0].read_text()
+    assert paths[0].name == "q_groups_gender.md" and text.startswith("# Per user group (gender):")
+    assert "F (14)" in text and "M (26)" in text and "text" in text and "vision" not in text.split("\n\n")[1]
+
+
+def test_summary_welch_reads_the_committed_q1_table_at_the_seed_level(tmp_path, monkeypatch):
+    """scripts/summary_welch.py: Welch's t from the CSV's mean, sd and n (scipy's
+    ttest_ind_from_stats), each MoRec row against the IDRec row of its setting, --against rows
+    too; the headline (text E2E vs IDRec, regular) at p = 0.026 on NDCG@10."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import summary_welch
+    out = summary_welch.main([str(REPO / "docs/studies/ml-100k/q3_ts_vs_e2e.csv"), "--against", "E2E",
+                              "--out", str(tmp_path / "w.md")])
+    text = out.read_text()
+    assert "| regular, text E2E | IDRec | 3 vs 3 | +1.27, p = 0.047 * | 0.044 | +1.36, p = 0.026 * | 0.001 |" in text
+    assert "| regular, text TS dnn=2 | text E2E | 3 vs 3 |" in text
+    assert "| regular, text E2E | text E2E |" not in text                       # not against itself
+    assert "re-run the study to get them" in text
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match="not a results_table.py CSV"):
+        summary_welch.main([str(bad)])
