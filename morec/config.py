@@ -84,7 +84,7 @@ class Config:
     neg_num: int = 1                    # BCE negatives per positive (DSSM; SASRec uses 1)
     gather_negatives: bool = False      # DDP in-batch loss: all ranks' items as negatives (else own batch, as the paper)
     extra_negatives: int = 0            # in-batch loss: K more candidates per step, uniform over the catalogue, shared by all rows
-    filter_false_negatives: bool = False  # in-batch loss: drop candidates that are the row's own items or equal its target's vector
+    filter_false_negatives: bool = False  # in-batch loss: also drop candidates whose vector equals the row's target's (own items always go)
     inbatch_chunk: int = 0              # in-batch loss, one process: gradient caching, items encoded in chunks of N (0: off)
 
     # --- optimisation (SPEC "Training") ---
