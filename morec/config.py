@@ -94,7 +94,9 @@ class Config:
     l2_weight: float = 0.1
     fine_tune_lr: float = 1e-4          # encoder parameter group (modality towers)
     fine_tune_l2_weight: float = 0.01
-    max_grad_norm: float = 0.0          # 0: no clipping (the paper)
+    max_grad_norm: float = 0.0          # clip the gradient norm of each optimizer step to this (0: no clipping, the paper)
+    lr_schedule: str = "none"           # none (constant lr, the paper) | cosine (to 0 at the end of `epoch` epochs, which then joins the label)
+    warmup_steps: int = 0               # linear warm-up of the lr over this many optimizer steps (0: none), then lr_schedule
     accumulation_steps: int = 1         # micro-batches per optimizer step (effective batch = batch_size x this)
     skip_nonfinite: bool = False        # skip a batch whose loss or gradient is NaN/inf (else stop)
     patience: int = 10                  # stop after this many consecutive non-improving evaluations (SPEC "Training";
@@ -194,6 +196,12 @@ def setting_tag(setting: dict) -> list[str]:
     return [] if setting == DEFAULT_SETTING else [f"w{setting['world_size']}", setting["precision"]]
 
 
+def run_control(cfg: Config) -> set[str]:
+    """The RUN_CONTROL fields that do not change what `cfg` computes: all of them, except `epoch`
+    under --lr_schedule cosine (the schedule's length, so it changes every step's lr)."""
+    return RUN_CONTROL - {"epoch"} if cfg.lr_schedule == "cosine" else RUN_CONTROL
+
+
 def run_label(cfg: Config) -> str:
     """Readable label plus a hash of the defining values that differ from the defaults.
 
@@ -201,7 +209,7 @@ def run_label(cfg: Config) -> str:
     the run's item tower does not read are left out. World size and precision (run_setting) are
     added as `-wW-PRECISION` unless they are 1 and fp32."""
     defaults = Config().to_dict()
-    unused = RUN_CONTROL | UNUSED_BY_TOWER.get(cfg.item_tower, set()) | UNUSED_BY_MODEL.get(cfg.model, set())
+    unused = run_control(cfg) | UNUSED_BY_TOWER.get(cfg.item_tower, set()) | UNUSED_BY_MODEL.get(cfg.model, set())
     if cfg.item_tower == "id" and (cfg.two_stage or cfg.fusion != "none"):
         unused = unused - {"two_stage", "fusion"}          # an invalid run: keep it apart (it fails later)
     defining = {k: v for k, v in cfg.to_dict().items() if k not in unused and v != defaults[k]}
@@ -377,7 +385,8 @@ RULES = {
     "extra_negatives": _at_least(0), "filter_false_negatives": _any, "inbatch_chunk": _at_least(0),
     "batch_size": _at_least(1), "epoch": _at_least(1), "lr": _positive_finite, "l2_weight": _non_negative_finite,
     "fine_tune_lr": _non_negative_finite, "fine_tune_l2_weight": _non_negative_finite,
-    "max_grad_norm": _non_negative_finite, "accumulation_steps": _at_least(1), "skip_nonfinite": _any,
+    "max_grad_norm": _non_negative_finite, "lr_schedule": _one_of("none", "cosine"), "warmup_steps": _at_least(0),
+    "accumulation_steps": _at_least(1), "skip_nonfinite": _any,
     "patience": _at_least(1), "tie_break_ndcg": _any, "seed": _seed,
     "eval_batch_size": _at_least(1), "eval_chunk_elems": _at_least(1), "cold_start_count": _at_least(0),
     "label": _label, "runs_dir": _any, "resume": _any, "overwrite": _any, "device": _device,

@@ -3,6 +3,7 @@ the batches (morec.train trains them; morec.runs keeps the run folder)."""
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -134,3 +135,31 @@ def grad_scaler(cfg: Config, device: torch.device) -> torch.amp.GradScaler:
     """The loss scaler: on for fp16 autocast on CUDA only (bf16 and fp32 need none)."""
     return torch.amp.GradScaler(device.type, enabled=cfg.amp and cfg.amp_dtype == "fp16" and device.type == "cuda")
 
+
+
+def lr_factor(step: int, schedule: str, warmup_steps: int, total_steps: int) -> float:
+    """The lr multiplier after `step` optimizer steps (SPEC "Training": no schedule by default,
+    warm-up + cosine as an option): linear warm-up step / warmup_steps over the first
+    warmup_steps, then 1 (schedule none) or 0.5 (1 + cos(pi t)) with t the share of the remaining
+    total_steps - warmup_steps done (cosine: 1 right after the warm-up, 0 at total_steps; the
+    schedule of HF transformers' get_cosine_schedule_with_warmup)."""
+    if step < warmup_steps:
+        return step / warmup_steps
+    if schedule == "none":
+        return 1.0
+    done = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * done))
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, cfg: Config,
+                 steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The run's lr schedule over `epoch` x `steps_per_epoch` optimizer steps, stepped once per
+    optimizer step (a skipped one included), so the lr is a function of the step; its state is in
+    checkpoint_last.pt, so a resumed run continues it exactly. The defaults (none, no warm-up)
+    multiply every lr by 1.0: today's constant lr."""
+    total = cfg.epoch * steps_per_epoch
+    if cfg.lr_schedule != "none" or cfg.warmup_steps:
+        log.info("lr schedule %s, %d warm-up step(s), %d optimizer steps in all", cfg.lr_schedule,
+                 cfg.warmup_steps, total)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, cfg.lr_schedule, cfg.warmup_steps, total))
