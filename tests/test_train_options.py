@@ -15,6 +15,7 @@ from morec.config import Config, run_label
 from morec.errors import InputError
 from morec.config import make_config
 from morec.parts import lr_factor
+from morec.train import train_step
 from test_training_loop import run_outcome, sigterm_at_step, train_script
 
 SCRIPT = ("bce_text/main-end2end", "id")
@@ -61,3 +62,46 @@ def test_cosine_schedule_with_clipping_resumes_mid_epoch_exactly(tmp_path, monke
     last = load_checkpoint(tmp_path / "runs" / "full" / "checkpoint_last.pt")
     assert last["scheduler"]["last_epoch"] == 2 * steps
     assert all(group["lr"] == 0.0 for group in last["optimizer"]["param_groups"])
+
+
+# ----------------------------------------------------------------------------- fp16 loss scaler
+
+def test_fp16_scaler_state_is_checkpointed_and_a_resumed_step_equals_the_uninterrupted_one(tmp_path):
+    """--amp_dtype fp16 steps through a GradScaler (on CUDA; enabled here on the CPU, which runs the
+    same scaling arithmetic): its scale and growth tracker go into checkpoint_last.pt, come back on
+    --resume, and the next step equals that of the run that was never stopped. config.json records
+    the precision (fp16 on CUDA)."""
+    from morec.runs import config_record, fresh_state, resumed_state, save_last
+    from test_training_loop import one_process_run
+    cfg = Config(loss="bce", batch_size=64, amp_dtype="fp16", device="cpu", drop_rate=0.0)
+    assert config_record(Config(amp_dtype="fp16", device="cuda"))["setting"]["precision"] == "fp16"
+
+    def scaled_run(folder):
+        run = one_process_run(cfg, folder)
+        run.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=2)
+        return run
+    steps = list(morec_steps(cfg, tmp_path))
+    full = scaled_run(tmp_path / "full")
+    for micro_batches in steps[:3]:
+        train_step(full, micro_batches)
+    saved = full.scaler.state_dict()
+    assert saved["scale"] == 2.0 ** 11 and saved["_growth_tracker"] == 1       # grew once, one step counted
+    (tmp_path / "full").mkdir()
+    save_last(full, {**fresh_state(), "epoch": 1})
+    resumed = scaled_run(tmp_path / "full")
+    resumed_state(resumed, load_checkpoint(tmp_path / "full" / "checkpoint_last.pt"))
+    assert resumed.scaler.state_dict() == saved
+    for run in (full, resumed):
+        train_step(run, steps[3])
+    assert full.scaler.get_scale() == resumed.scaler.get_scale() == 2.0 ** 12
+    resumed_weights = dict(resumed.model.named_parameters())
+    for name, param in full.model.named_parameters():
+        assert torch.equal(resumed_weights[name], param), name
+
+
+def morec_steps(cfg: Config, tmp_path) -> list[list[dict]]:
+    """The first four optimizer steps (one micro-batch each) of epoch 1."""
+    from morec.parts import make_batches
+    from text_helpers import ml100k
+    batches = make_batches(cfg, ml100k()).epoch(cfg.seed, epoch=1)
+    return [[next(batches)] for _ in range(4)]
