@@ -124,6 +124,8 @@ class Config:
     amp: bool = True                    # mixed precision on CUDA; ignored on CPU
     amp_dtype: str = "bf16"             # bf16 | fp16 (fp16 uses a GradScaler)
     compile_model: bool = False         # torch.compile the model for training
+    deterministic: bool = False         # deterministic algorithms (torch.use_deterministic_algorithms, cuDNN deterministic, no cuDNN benchmark)
+    sync_bn: bool = False               # vision towers under DDP on CUDA: BatchNorm statistics over every rank's batch (SyncBatchNorm)
     num_workers: int = 0
     progress: bool = True               # tqdm bars (only shown on a terminal)
     log_every: int = 0                  # no terminal (log file, SLURM): a progress line every N optimizer steps (0: about every 30 s)
@@ -141,7 +143,7 @@ class Config:
 # `train --epoch 3` and `test` (or a resumed run) find the same folder. The world size and
 # precision they imply do change the numbers: run_setting() puts them in the label and in
 # config.json ("setting"). epoch and patience are recorded in config.json.
-RUN_CONTROL = {"label", "runs_dir", "resume", "overwrite", "device", "amp", "amp_dtype", "compile_model",
+RUN_CONTROL = {"label", "runs_dir", "resume", "overwrite", "device", "amp", "amp_dtype", "compile_model", "deterministic",
                "nproc_per_node", "nnodes", "rdzv_endpoint", "num_workers", "progress", "log_every", "skip_nonfinite",
                "epoch", "patience", "eval_batch_size", "eval_chunk_elems", "cache_dir", "cold_start_count"}
 LABEL_PREFIX = [("model", ""), ("item_tower", ""), ("loss", ""), ("embedding_dim", "d"),
@@ -391,7 +393,8 @@ RULES = {
     "eval_batch_size": _at_least(1), "eval_chunk_elems": _at_least(1), "cold_start_count": _at_least(0),
     "label": _label, "runs_dir": _any, "resume": _any, "overwrite": _any, "device": _device,
     "nproc_per_node": _at_least(1), "nnodes": _at_least(1), "rdzv_endpoint": _endpoint, "amp": _any,
-    "amp_dtype": _one_of("bf16", "fp16"), "compile_model": _any, "num_workers": _at_least(0),
+    "amp_dtype": _one_of("bf16", "fp16"), "compile_model": _any, "deterministic": _any, "sync_bn": _any,
+    "num_workers": _at_least(0),
     "progress": _any, "log_every": _at_least(0), "cache_dir": _not_empty,
     # fields of the evaluation and data branches (checked when present)
     "mm_fusion": _one_of("sum", "concat", "gate"), "cv_fine_tune_lr": _lr_or_unset,
@@ -430,6 +433,9 @@ def _combination_problems(cfg: Config) -> list[str]:
         problems.append("--inbatch_chunk (gradient caching) runs in one process: use it without "
                         "--nproc_per_node / --nnodes, or set --inbatch_chunk 0")
     problems += _peft_problems(cfg)
+    if cfg.sync_bn and ("vision" not in TOWER_MODALITIES.get(cfg.item_tower, ()) or "vision" in cached_modalities(cfg)):
+        problems.append("--sync_bn synchronises the BatchNorm of a vision encoder trained end to end under DDP: it "
+                        "needs --item_tower vision or text+vision without a cached (two-stage) vision branch")
     if cfg.ts_layers == "all" and not (cfg.two_stage or "text" in cached_modalities(cfg)):
         problems.append("--ts_layers all caches every text encoder layer for the two-stage head: add --two_stage "
                         "true, or --mm_cached_branch text with --item_tower text+vision (end to end, the encoder "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -36,6 +37,7 @@ def resolve_device(name: str) -> torch.device:
 def start_devices(cfg: Config) -> tuple[torch.device, World]:
     """This process's device and its place among torchrun's processes (one GPU per process)."""
     device = resolve_device(cfg.device)
+    set_determinism(cfg.deterministic)
     world = init_world(device.type)
     if world.distributed and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
@@ -125,6 +127,8 @@ def make_batches(cfg: Config, data: SequenceData) -> SequenceBatches | PairBatch
 def distributed_trainer(model: Recommender, cfg: Config, world: World, device: torch.device) -> torch.nn.Module:
     """What the loop calls for the loss: the model, wrapped in DDP across ranks, compiled on request."""
     model.distribute(world, cfg.gather_negatives)
+    if cfg.sync_bn:
+        sync_batch_norm(model, world, device)
     trainer = model
     if world.distributed:
         trainer = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -163,3 +167,36 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, cfg: Config,
                  cfg.warmup_steps, total)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, cfg.lr_schedule, cfg.warmup_steps, total))
+
+
+def set_determinism(on: bool) -> None:
+    """--deterministic (torchvision's references' --use-deterministic-algorithms): cuDNN
+    deterministic with benchmarking off, torch.use_deterministic_algorithms (an op without a
+    deterministic implementation then raises, naming itself) and the cuBLAS workspace setting it
+    needs. Off (the default) changes nothing. On the CPU a run is already repeatable bit for bit
+    (same seed, machine and thread count); on a GPU this makes it so (same GPU model, driver and
+    torch); CPU and GPU runs never match bit for bit (docs/parameters.md)."""
+    if not on:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")     # read when cuBLAS starts
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True)
+    log.info("--deterministic: deterministic algorithms, cuDNN deterministic, cuDNN benchmark off")
+
+
+def sync_batch_norm(model: Recommender, world: World, device: torch.device) -> int:
+    """--sync_bn: the model's BatchNorm layers become torch.nn.SyncBatchNorm (same parameters and
+    running statistics), so under DDP each normalises over every rank's batch. One process:
+    nothing to synchronise, the model is left as it is. Needs CUDA (NCCL). Returns the layers
+    converted."""
+    if not world.distributed:
+        log.info("--sync_bn: one process, its BatchNorm statistics are already the whole batch's")
+        return 0
+    if device.type != "cuda":
+        raise InputError(f"--sync_bn needs CUDA under DDP (SyncBatchNorm runs on GPUs); the device is {device}: "
+                         "drop --sync_bn or train on GPUs")
+    torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)   # in place below the root (no BatchNorm itself)
+    converted = sum(isinstance(module, torch.nn.SyncBatchNorm) for module in model.modules())
+    log.info("--sync_bn: %d BatchNorm layer(s) synchronised across %d ranks", converted, world.size)
+    return converted

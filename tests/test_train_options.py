@@ -1,19 +1,20 @@
 """The training options of SPEC "Training" beyond the paper's defaults: the lr schedule (warm-up,
-cosine) with clipping, and the fp16 loss scaler; each is checkpointed, so a resumed run
-continues exactly. The defaults change neither a label nor a number."""
+cosine) with clipping and the fp16 loss scaler, each checkpointed so that a resumed run continues
+exactly; --deterministic and --sync_bn (their GPU parts: scripts/bench_gpu.py --checks). The
+defaults change neither a label nor a number."""
 from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 
 import pytest
 import torch
 
 from morec.checkpoint import load_checkpoint
-from morec.config import Config, run_label
+from morec.config import Config, make_config, run_label
 from morec.errors import InputError
-from morec.config import make_config
 from morec.parts import lr_factor
 from morec.train import train_step
 from test_training_loop import run_outcome, sigterm_at_step, train_script
@@ -105,3 +106,68 @@ def morec_steps(cfg: Config, tmp_path) -> list[list[dict]]:
     from text_helpers import ml100k
     batches = make_batches(cfg, ml100k()).epoch(cfg.seed, epoch=1)
     return [[next(batches)] for _ in range(4)]
+
+
+# ----------------------------------------------------------------------------- --deterministic, --sync_bn
+
+@pytest.fixture
+def restore_determinism(monkeypatch):
+    """--deterministic sets process-wide flags: put them back after the test."""
+    saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+             torch.are_deterministic_algorithms_enabled())
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", os.environ.get("CUBLAS_WORKSPACE_CONFIG", ":4096:8"))
+    yield
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[:2]
+    torch.use_deterministic_algorithms(saved[2])
+
+
+def test_deterministic_sets_the_flags_and_a_cpu_run_is_bit_identical_with_it(tmp_path, restore_determinism):
+    """--deterministic turns on deterministic algorithms, cuDNN deterministic and cuDNN benchmark
+    off; it is run control (no label change). On the CPU the run is bit-identical with and
+    without it (its kernels are deterministic already)."""
+    from morec.parts import set_determinism
+    assert run_label(Config(deterministic=True)) == run_label(Config())
+    set_determinism(False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    args = ["--epoch", "1", "--device", "cpu", "--runs_dir", str(tmp_path / "runs"), "--batch_size", "128"]
+    assert train_script(*SCRIPT, [*args, "--label", "plain"]) == 0
+    assert train_script(*SCRIPT, [*args, "--label", "deterministic", "--deterministic"]) == 0
+    assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+    assert not torch.backends.cudnn.benchmark
+    plain, deterministic = (run_outcome(tmp_path / "runs" / name) for name in ("plain", "deterministic"))
+    assert plain[:2] == deterministic[:2]
+    for name, tensor in plain[2].items():
+        assert torch.equal(deterministic[2][name], tensor), name
+
+
+def test_sync_bn_converts_the_batchnorm_layers_under_ddp_only():
+    """--sync_bn: under DDP on CUDA each BatchNorm becomes a SyncBatchNorm holding the same
+    parameters and running statistics (the optimizer's tensors stay the model's); one process is
+    left as it is; DDP on the CPU is refused (SyncBatchNorm needs GPUs)."""
+    from morec.distributed import World
+    from morec.parts import sync_batch_norm
+
+    def model():
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
+                                  torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4)))
+        net[1].running_mean.fill_(0.5)
+        return net
+    single = model()
+    assert sync_batch_norm(single, World(), torch.device("cpu")) == 0
+    assert isinstance(single[1], torch.nn.BatchNorm2d)
+    with pytest.raises(InputError, match="--sync_bn needs CUDA under DDP"):
+        sync_batch_norm(model(), World(0, 2), torch.device("cpu"))
+    ddp = model()
+    weight = ddp[1].weight
+    assert sync_batch_norm(ddp, World(0, 2), torch.device("cuda", 0)) == 2
+    assert isinstance(ddp[1], torch.nn.SyncBatchNorm) and isinstance(ddp[2][1], torch.nn.SyncBatchNorm)
+    assert ddp[1].weight is weight and (ddp[1].running_mean == 0.5).all()
+
+
+@pytest.mark.parametrize("values", [dict(item_tower="id"), dict(item_tower="text"),
+                                    dict(item_tower="vision", two_stage=True)])
+def test_sync_bn_needs_a_vision_encoder_trained_end_to_end(values):
+    with pytest.raises(InputError, match="--sync_bn synchronises the BatchNorm of a vision encoder"):
+        make_config({**values, "sync_bn": True})
+    vision = make_config({"item_tower": "vision", "sync_bn": True})
+    assert run_label(vision) != run_label(Config(item_tower="vision"))
