@@ -88,7 +88,7 @@ class Config:
     neg_num: int = 1                    # BCE negatives per positive (DSSM; SASRec uses 1)
     gather_negatives: bool = False      # DDP in-batch loss: all ranks' items as negatives (else own batch, as the paper)
     extra_negatives: int = 0            # in-batch loss: K more candidates per step, uniform over the catalogue, shared by all rows
-    filter_false_negatives: bool = False  # in-batch loss: drop candidates that are the row's own items or equal its target's vector
+    filter_false_negatives: bool = False  # in-batch loss: also drop candidates whose vector equals the row's target's (own items always go)
     inbatch_chunk: int = 0              # in-batch loss, one process: gradient caching, items encoded in chunks of N (0: off)
 
     # --- optimisation (SPEC "Training") ---
@@ -98,7 +98,9 @@ class Config:
     l2_weight: float = 0.1
     fine_tune_lr: float = 1e-4          # encoder parameter group (modality towers)
     fine_tune_l2_weight: float = 0.01
-    max_grad_norm: float = 0.0          # 0: no clipping (the paper)
+    max_grad_norm: float = 0.0          # clip the gradient norm of each optimizer step to this (0: no clipping, the paper)
+    lr_schedule: str = "none"           # none (constant lr, the paper) | cosine (to 0 at the end of `epoch` epochs, which then joins the label)
+    warmup_steps: int = 0               # linear warm-up of the lr over this many optimizer steps (0: none), then lr_schedule
     accumulation_steps: int = 1         # micro-batches per optimizer step (effective batch = batch_size x this)
     skip_nonfinite: bool = False        # skip a batch whose loss or gradient is NaN/inf (else stop)
     patience: int = 10                  # stop after this many consecutive non-improving evaluations (SPEC "Training";
@@ -126,6 +128,8 @@ class Config:
     amp: bool = True                    # mixed precision on CUDA; ignored on CPU
     amp_dtype: str = "bf16"             # bf16 | fp16 (fp16 uses a GradScaler)
     compile_model: bool = False         # torch.compile the model for training
+    deterministic: bool = False         # deterministic algorithms (torch.use_deterministic_algorithms, cuDNN deterministic, no cuDNN benchmark)
+    sync_bn: bool = False               # vision towers under DDP on CUDA: BatchNorm statistics over every rank's batch (SyncBatchNorm)
     num_workers: int = 0
     progress: bool = True               # tqdm bars (only shown on a terminal)
     log_every: int = 0                  # no terminal (log file, SLURM): a progress line every N optimizer steps (0: about every 30 s)
@@ -143,7 +147,7 @@ class Config:
 # `train --epoch 3` and `test` (or a resumed run) find the same folder. The world size and
 # precision they imply do change the numbers: run_setting() puts them in the label and in
 # config.json ("setting"). epoch and patience are recorded in config.json.
-RUN_CONTROL = {"label", "runs_dir", "resume", "overwrite", "device", "amp", "amp_dtype", "compile_model",
+RUN_CONTROL = {"label", "runs_dir", "resume", "overwrite", "device", "amp", "amp_dtype", "compile_model", "deterministic",
                "nproc_per_node", "nnodes", "rdzv_endpoint", "num_workers", "progress", "log_every", "skip_nonfinite",
                "epoch", "patience", "eval_batch_size", "eval_chunk_elems", "cache_dir", "cold_start_count"}
 LABEL_PREFIX = [("model", ""), ("item_tower", ""), ("loss", ""), ("embedding_dim", "d"),
@@ -198,6 +202,12 @@ def setting_tag(setting: dict) -> list[str]:
     return [] if setting == DEFAULT_SETTING else [f"w{setting['world_size']}", setting["precision"]]
 
 
+def run_control(cfg: Config) -> set[str]:
+    """The RUN_CONTROL fields that do not change what `cfg` computes: all of them, except `epoch`
+    under --lr_schedule cosine (the schedule's length, so it changes every step's lr)."""
+    return RUN_CONTROL - {"epoch"} if cfg.lr_schedule == "cosine" else RUN_CONTROL
+
+
 def run_label(cfg: Config) -> str:
     """Readable label plus a hash of the defining values that differ from the defaults.
 
@@ -205,7 +215,7 @@ def run_label(cfg: Config) -> str:
     the run's item tower does not read are left out. World size and precision (run_setting) are
     added as `-wW-PRECISION` unless they are 1 and fp32."""
     defaults = Config().to_dict()
-    unused = RUN_CONTROL | UNUSED_BY_TOWER.get(cfg.item_tower, set()) | UNUSED_BY_MODEL.get(cfg.model, set())
+    unused = run_control(cfg) | UNUSED_BY_TOWER.get(cfg.item_tower, set()) | UNUSED_BY_MODEL.get(cfg.model, set())
     if cfg.item_tower == "id" and (cfg.two_stage or cfg.fusion != "none"):
         unused = unused - {"two_stage", "fusion"}          # an invalid run: keep it apart (it fails later)
     defining = {k: v for k, v in cfg.to_dict().items() if k not in unused and v != defaults[k]}
@@ -385,12 +395,14 @@ RULES = {
     "extra_negatives": _at_least(0), "filter_false_negatives": _any, "inbatch_chunk": _at_least(0),
     "batch_size": _at_least(1), "epoch": _at_least(1), "lr": _positive_finite, "l2_weight": _non_negative_finite,
     "fine_tune_lr": _non_negative_finite, "fine_tune_l2_weight": _non_negative_finite,
-    "max_grad_norm": _non_negative_finite, "accumulation_steps": _at_least(1), "skip_nonfinite": _any,
+    "max_grad_norm": _non_negative_finite, "lr_schedule": _one_of("none", "cosine"), "warmup_steps": _at_least(0),
+    "accumulation_steps": _at_least(1), "skip_nonfinite": _any,
     "patience": _at_least(1), "tie_break_ndcg": _any, "seed": _seed,
     "eval_batch_size": _at_least(1), "eval_chunk_elems": _at_least(1), "cold_start_count": _at_least(0),
     "label": _label, "runs_dir": _any, "resume": _any, "overwrite": _any, "device": _device,
     "nproc_per_node": _at_least(1), "nnodes": _at_least(1), "rdzv_endpoint": _endpoint, "amp": _any,
-    "amp_dtype": _one_of("bf16", "fp16"), "compile_model": _any, "num_workers": _at_least(0),
+    "amp_dtype": _one_of("bf16", "fp16"), "compile_model": _any, "deterministic": _any, "sync_bn": _any,
+    "num_workers": _at_least(0),
     "progress": _any, "log_every": _at_least(0), "cache_dir": _not_empty,
     # fields of the evaluation and data branches (checked when present)
     "mm_fusion": _one_of("sum", "concat", "gate"), "cv_fine_tune_lr": _lr_or_unset,
@@ -434,6 +446,9 @@ def _combination_problems(cfg: Config) -> list[str]:
         if cfg.two_stage and getattr(cfg, name) != getattr(unset, name):
             problems.append(f"--{name} {getattr(cfg, name)} sets how an encoder trains, but with --two_stage the "
                             "encoder runs once in eval mode and never trains: drop it (or set --two_stage false)")
+    if cfg.sync_bn and ("vision" not in TOWER_MODALITIES.get(cfg.item_tower, ()) or "vision" in cached_modalities(cfg)):
+        problems.append("--sync_bn synchronises the BatchNorm of a vision encoder trained end to end under DDP: it "
+                        "needs --item_tower vision or text+vision without a cached (two-stage) vision branch")
     if cfg.ts_layers == "all" and not (cfg.two_stage or "text" in cached_modalities(cfg)):
         problems.append("--ts_layers all caches every text encoder layer for the two-stage head: add --two_stage "
                         "true, or --mm_cached_branch text with --item_tower text+vision (end to end, the encoder "

@@ -44,17 +44,20 @@ def inbatch_debiased_loss(states: torch.Tensor, slot_vecs: torch.Tensor, slot_it
     row_users:    (R,)    which user (row of `user_items`) each prediction belongs to
     user_items:   (G, H)  items of each user's own sequence; slots holding them are excluded
     reduction:    "mean" over rows, or "none" for the (R,) row losses
-    extra:        K more candidate columns shared by every row (--extra_negatives)
-    filter_false_negatives: also drop extra columns holding the row's own items, and every column
-                  whose vector equals the row's target vector exactly (e.g. a duplicate title)
+    extra:        K more candidate columns shared by every row (--extra_negatives); a column
+                  holding one of the row's own items (its target included) is an accidental hit
+                  and is dropped, as the own-item slots are (TensorFlow's sampled_softmax_loss,
+                  remove_accidental_hits=True)
+    filter_false_negatives: also drop every column whose vector equals the row's target vector
+                  exactly (e.g. a duplicate title)
     """
     logits = states @ slot_vecs.T - slot_log_pop                                       # (R, S)
     own_item = (user_items.unsqueeze(-1) == slot_items.view(1, 1, -1)).any(1)         # (G, S)
     excluded = own_item[row_users] | (slot_items == 0)                                # (R, S)
     if extra is not None:
         logits = torch.cat([logits, states @ extra.vecs.T - extra.log_q], 1)          # (R, S+K)
-        extra_own = (user_items.unsqueeze(-1) == extra.items.view(1, 1, -1)).any(1)[row_users]
-        excluded = torch.cat([excluded, extra_own & filter_false_negatives], 1)
+        accidental_hits = (user_items.unsqueeze(-1) == extra.items.view(1, 1, -1)).any(1)[row_users]   # (R, K)
+        excluded = torch.cat([excluded, accidental_hits], 1)
     if filter_false_negatives:
         vecs = slot_vecs if extra is None else torch.cat([slot_vecs, extra.vecs.to(slot_vecs.dtype)])
         excluded |= same_vector_as_label(vecs, label_slots)

@@ -3,6 +3,8 @@ the batches (morec.train trains them; morec.runs keeps the run folder)."""
 from __future__ import annotations
 
 import logging
+import math
+import os
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -35,6 +37,7 @@ def resolve_device(name: str) -> torch.device:
 def start_devices(cfg: Config) -> tuple[torch.device, World]:
     """This process's device and its place among torchrun's processes (one GPU per process)."""
     device = resolve_device(cfg.device)
+    set_determinism(cfg.deterministic)
     world = init_world(device.type)
     check_world(run_setting(cfg)["world_size"], cfg.inbatch_chunk, world.size)
     if world.distributed and device.type == "cuda":
@@ -142,6 +145,8 @@ def make_batches(cfg: Config, data: SequenceData) -> SequenceBatches | PairBatch
 def distributed_trainer(model: Recommender, cfg: Config, world: World, device: torch.device) -> torch.nn.Module:
     """What the loop calls for the loss: the model, wrapped in DDP across ranks, compiled on request."""
     model.distribute(world, cfg.gather_negatives)
+    if cfg.sync_bn:
+        sync_batch_norm(model, world, device)
     trainer = model
     if world.distributed:
         trainer = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -152,3 +157,64 @@ def grad_scaler(cfg: Config, device: torch.device) -> torch.amp.GradScaler:
     """The loss scaler: on for fp16 autocast on CUDA only (bf16 and fp32 need none)."""
     return torch.amp.GradScaler(device.type, enabled=cfg.amp and cfg.amp_dtype == "fp16" and device.type == "cuda")
 
+
+
+def lr_factor(step: int, schedule: str, warmup_steps: int, total_steps: int) -> float:
+    """The lr multiplier after `step` optimizer steps (SPEC "Training": no schedule by default,
+    warm-up + cosine as an option): linear warm-up step / warmup_steps over the first
+    warmup_steps, then 1 (schedule none) or 0.5 (1 + cos(pi t)) with t the share of the remaining
+    total_steps - warmup_steps done (cosine: 1 right after the warm-up, 0 at total_steps; the
+    schedule of HF transformers' get_cosine_schedule_with_warmup)."""
+    if step < warmup_steps:
+        return step / warmup_steps
+    if schedule == "none":
+        return 1.0
+    done = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * done))
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, cfg: Config,
+                 steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The run's lr schedule over `epoch` x `steps_per_epoch` optimizer steps, stepped once per
+    optimizer step (a skipped one included), so the lr is a function of the step; its state is in
+    checkpoint_last.pt, so a resumed run continues it exactly. The defaults (none, no warm-up)
+    multiply every lr by 1.0: today's constant lr."""
+    total = cfg.epoch * steps_per_epoch
+    if cfg.lr_schedule != "none" or cfg.warmup_steps:
+        log.info("lr schedule %s, %d warm-up step(s), %d optimizer steps in all", cfg.lr_schedule,
+                 cfg.warmup_steps, total)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, cfg.lr_schedule, cfg.warmup_steps, total))
+
+
+def set_determinism(on: bool) -> None:
+    """--deterministic (torchvision's references' --use-deterministic-algorithms): cuDNN
+    deterministic with benchmarking off, torch.use_deterministic_algorithms (an op without a
+    deterministic implementation then raises, naming itself) and the cuBLAS workspace setting it
+    needs. Off (the default) changes nothing. On the CPU a run is already repeatable bit for bit
+    (same seed, machine and thread count); on a GPU this makes it so (same GPU model, driver and
+    torch); CPU and GPU runs never match bit for bit (docs/parameters.md)."""
+    if not on:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")     # read when cuBLAS starts
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True)
+    log.info("--deterministic: deterministic algorithms, cuDNN deterministic, cuDNN benchmark off")
+
+
+def sync_batch_norm(model: Recommender, world: World, device: torch.device) -> int:
+    """--sync_bn: the model's BatchNorm layers become torch.nn.SyncBatchNorm (same parameters and
+    running statistics), so under DDP each normalises over every rank's batch. One process:
+    nothing to synchronise, the model is left as it is. Needs CUDA (NCCL). Returns the layers
+    converted."""
+    if not world.distributed:
+        log.info("--sync_bn: one process, its BatchNorm statistics are already the whole batch's")
+        return 0
+    if device.type != "cuda":
+        raise InputError(f"--sync_bn needs CUDA under DDP (SyncBatchNorm runs on GPUs); the device is {device}: "
+                         "drop --sync_bn or train on GPUs")
+    torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)   # in place below the root (no BatchNorm itself)
+    converted = sum(isinstance(module, torch.nn.SyncBatchNorm) for module in model.modules())
+    log.info("--sync_bn: %d BatchNorm layer(s) synchronised across %d ranks", converted, world.size)
+    return converted

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from morec.atomic_io import remove_stale_temp_files, write_bytes_atomic, write_json_atomic, write_text_atomic
 from morec.checkpoint import load_checkpoint, load_weights, require_entries, save_checkpoint
-from morec.config import RUN_CONTROL, UNUSED_BY_TOWER, Config, make_config, run_setting
+from morec.config import RUN_CONTROL, UNUSED_BY_TOWER, Config, make_config, run_control, run_setting
 from morec.cost import peak_memory_mb, trainable_parameters
 from morec.distributed import World, all_reduce_sum, barrier
 from morec.errors import InputError
@@ -158,8 +158,9 @@ class StepLog:
 # ----------------------------------------------------------------------------- start or resume
 
 def defining_values(cfg: Config) -> dict:
-    """The values that define a run's numbers (everything but the run-control values)."""
-    return {k: v for k, v in cfg.to_dict().items() if k not in RUN_CONTROL}
+    """The values that define a run's numbers (everything but the run-control values; `epoch`
+    is one of them under --lr_schedule cosine)."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in run_control(cfg)}
 
 
 def saved_setting(saved: dict) -> dict:
@@ -324,12 +325,15 @@ def fresh_state() -> dict:
 
 
 def resumed_state(run: Run, checkpoint: dict) -> dict:
-    """Load checkpoint_last.pt's weights, optimizer and scaler into `run`; return its loop state."""
+    """Load checkpoint_last.pt's weights, optimizer, scaler and lr scheduler into `run`; return its
+    loop state."""
     require_entries(checkpoint, run.files.last, ("model", "optimizer", "epoch"))
     load_model_weights(run.model, checkpoint, run.files.last)
     run.optimizer.load_state_dict(checkpoint["optimizer"])
     if checkpoint.get("scaler"):
         run.scaler.load_state_dict(checkpoint["scaler"])
+    if checkpoint.get("scheduler"):                       # older checkpoints: no schedule (constant lr)
+        run.scheduler.load_state_dict(checkpoint["scheduler"])
     state = {key: checkpoint.get(key, default) for key, default in fresh_state().items()}
     step = f", step {state['partial']['progress']['step']}" if state["partial"] else ""
     log.info("resumed %s after epoch %d%s", run.files.dir.name, state["epoch"], step)
@@ -337,10 +341,11 @@ def resumed_state(run: Run, checkpoint: dict) -> dict:
 
 
 def save_last(run: Run, state: dict) -> None:
-    """checkpoint_last.pt (rank 0): weights, optimizer, scaler and the loop state."""
+    """checkpoint_last.pt (rank 0): weights, optimizer, scaler, lr scheduler and the loop state."""
     if run.world.is_main:
         save_checkpoint(run.files.last, {**model_entries(run.model), "optimizer": run.optimizer.state_dict(),
-                                         "scaler": run.scaler.state_dict(), **state})
+                                         "scaler": run.scaler.state_dict(), "scheduler": run.scheduler and run.scheduler.state_dict(),
+                                         **state})
         if state["epoch"] == 1 and not state["partial"]:
             log.info("%s: %.2f MiB", run.files.last.name, run.files.last.stat().st_size / 2 ** 20)
 

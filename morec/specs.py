@@ -94,7 +94,7 @@ class LossSpec:
     """The training loss and what the model does for it."""
     kind: str                      # inbatch | bce
     neg_num: int                   # BCE negatives per positive
-    filter_false_negatives: bool   # in-batch: drop candidates equal to the row's own items
+    filter_false_negatives: bool   # in-batch: also drop candidates whose vector equals the target's
     grad_cache_chunk: int          # in-batch gradient caching: items per chunk (0: off)
 
 

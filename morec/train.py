@@ -37,7 +37,7 @@ from morec.memory import check_memory
 from morec.resolve import memory_spec, run_specs
 from morec.models import Recommender
 from morec.parts import (build_optimizer, build_run_model, distributed_trainer, grad_scaler, load_data,
-                         make_batches, resolve_device, start_devices)
+                         lr_scheduler, make_batches, resolve_device, start_devices)
 from morec.runlock import run_lock
 from morec.runs import (RunFiles, StepLog, cost_record, fresh_state, load_model_weights, log_checkpoint_contents,
                         percent, prepare_run, print_test_result, progress, resumed_state, run_logging, save_best,
@@ -143,6 +143,7 @@ class Run:
     stop: dict                         # {"signal": None or the signal number}
     images: ItemImages | None = None   # vision end to end: the items' pixels, read per batch
     items_encoded: int = 0             # item vectors computed in this epoch's training steps (morec.cost)
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None   # --lr_schedule, --warmup_steps (morec.parts)
 
 
 @dataclass
@@ -229,6 +230,8 @@ def train_steps(run: Run, epoch: int, done: EpochProgress) -> bool:
     for micro_batches in progress(optimizer_steps(run, epoch, done), run.cfg, total=steps_per_epoch(run),
                                   initial=done.step, desc=f"epoch {epoch}"):
         loss, grad_norm, taken = train_step(run, micro_batches)
+        if run.scheduler is not None:                 # once per optimizer step: the lr is a function of the step
+            run.scheduler.step()
         run.items_encoded += sum(run.model.items_encoded(batch) for batch in micro_batches)
         count_step(run, done, epoch, loss, grad_norm, taken)
         done.step += 1
@@ -249,8 +252,7 @@ def count_step(run: Run, done: EpochProgress, epoch: int, loss: torch.Tensor, gr
             done.grad_norm_max = max(done.grad_norm_max, grad_norm.item())
     elif run.cfg.skip_nonfinite:
         done.skipped += 1
-        log.warning("skipped epoch %d step %d: loss %s, gradient norm %s", epoch, done.step,
-                    loss.item(), grad_norm.item())
+        log.warning("skipped epoch %d step %d: loss %s, gradient norm %s", epoch, done.step, loss.item(), grad_norm.item())
     else:
         kept = ("the last good checkpoint is kept" if run.files.last.exists()
                 else "no epoch finished, so there is no checkpoint")
@@ -347,6 +349,7 @@ def train_in_folder(cfg: Config, run_dir: Path) -> dict:
                 record_source(files.config, specs.transfer, source)
         run = Run(cfg, data, files, device, world, model, distributed_trainer(model, cfg, world, device),
                   build_optimizer(model, cfg), grad_scaler(cfg, device), make_batches(cfg, data), stop, images)
+        run.scheduler = lr_scheduler(run.optimizer, cfg, steps_per_epoch(run))
         log_checkpoint_contents(model)
         state = fresh_state() if checkpoint is None else resumed_state(run, checkpoint)
         if checkpoint is None:

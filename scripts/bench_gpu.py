@@ -13,6 +13,19 @@ epochs; steps/s is the second epoch's (after cuDNN autotuning and compilation), 
 the most either epoch held (metrics.jsonl "peak_gpu_mib"). On a CPU (--device cpu) AMP is off and
 this is only a smoke test of the script. DDP over NCCL needs 2 GPUs: run a train script with
 --nproc_per_node 2 (README "Running on a cluster").
+
+Checks of the CUDA-only training paths, for a lent GPU (each prints a table row; exit 1 if any fails):
+
+    python scripts/bench_gpu.py --checks all [--device cuda]
+
+    fp16_scaler   --amp_dtype fp16: the GradScaler is on, its state is in checkpoint_last.pt, and a
+                  run stopped after epoch 1 and resumed ends with the scaler state of the
+                  uninterrupted run (weights: the largest difference is printed; GPU atomics may
+                  make it non-zero)
+    deterministic --deterministic: two runs of a vision tower (tiny ResNet-18, cuDNN convolutions and
+                  BatchNorm) end with bit-identical weights (the difference without it is printed)
+    sync_bn       --sync_bn under DDP (2 GPUs, NCCL; skipped on fewer): a ResNet-18 run trains an
+                  epoch with its BatchNorm layers synchronised
 """
 import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
 
@@ -65,6 +78,83 @@ def prepare(out: Path, image_size: int, towers: list[str]) -> Path:
     return encoders
 
 
+# ----------------------------------------------------------------------------- checks of the CUDA-only paths
+
+def train_check_run(out: Path, label: str, **values) -> Path:
+    """Train one small ID run (ml-100k, in-batch SASRec) under out/checks/LABEL; its folder."""
+    cfg = make_config(dict(dict(item_tower="id", loss="inbatch", batch_size=64, patience=5, progress=False,
+                                runs_dir=str(out / "checks"), label=label), **values))
+    train(cfg, out / "checks" / label)
+    return out / "checks" / label
+
+
+def largest_weight_difference(first: dict, second: dict) -> float:
+    return max((first[name].float() - second[name].float()).abs().max().item() for name in first)
+
+
+def check_fp16_scaler(out: Path, device: str) -> tuple[bool, str]:
+    """--amp_dtype fp16: the scaler runs, is checkpointed, and a resumed run continues it."""
+    from morec.checkpoint import load_checkpoint
+    values = dict(device=device, amp=True, amp_dtype="fp16", overwrite=True)
+    full = load_checkpoint(train_check_run(out, "fp16-full", epoch=2, **values) / "checkpoint_last.pt")
+    train_check_run(out, "fp16-cut", epoch=1, **values)
+    values.update(overwrite=False, resume=True)
+    cut = load_checkpoint(train_check_run(out, "fp16-cut", epoch=2, **values) / "checkpoint_last.pt")
+    scaler = full.get("scaler") or {}
+    passed = bool(scaler) and scaler == cut.get("scaler")
+    return passed, (f"scaler {scaler or 'off'}; resumed {cut.get('scaler') or 'off'}; largest weight difference "
+                    f"{largest_weight_difference(full['model'], cut['model']):.3g}")
+
+
+def check_deterministic(out: Path, device: str) -> tuple[bool, str]:
+    """--deterministic: two vision runs end with equal weights (and without it: how far apart)."""
+    from morec.checkpoint import load_checkpoint
+    values = dict(TOWERS["vision"], pretrained_dir=str(prepare(out, 64, ["vision"])), image_size=64, epoch=1,
+                  device=device, overwrite=True, num_workers=2)
+    weights = {label: load_checkpoint(train_check_run(out, label, deterministic=label.startswith("det"), **values)
+                                      / "checkpoint_last.pt")["model"]
+               for label in ("det-1", "det-2", "plain-1", "plain-2")}
+    difference = largest_weight_difference(weights["det-1"], weights["det-2"])
+    return difference == 0.0, (f"largest weight difference with --deterministic {difference:.3g}, without "
+                               f"{largest_weight_difference(weights['plain-1'], weights['plain-2']):.3g}")
+
+
+def check_sync_bn(out: Path, device: str) -> tuple[bool | None, str]:
+    """--sync_bn: a 2-GPU DDP ResNet-18 run trains an epoch with synchronised BatchNorm."""
+    import subprocess
+    if not device.startswith("cuda") or torch.cuda.device_count() < 2:
+        return None, f"skipped: needs 2 GPUs ({torch.cuda.device_count()} here)"
+    encoders = prepare(out, 64, ["vision"])
+    command = [sys.executable, str(ROOT / "bce_vision" / "main-end2end" / "train_resnet18.py"), "--nproc_per_node", "2",
+               "--sync_bn", "--epoch", "1", "--device", "cuda", "--pretrained_dir", str(encoders),
+               "--cv_model_load", "random_tiny_resnet18", "--image_lmdb", "posters.lmdb", "--image_size", "64",
+               "--runs_dir", str(out / "checks"), "--label", "sync-bn", "--overwrite", "--progress", "false"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    log_file = out / "checks" / "sync-bn" / "train.log"
+    synced = "synchronised across 2 ranks" in (log_file.read_text() if log_file.exists() else done.stderr)
+    return done.returncode == 0 and synced, f"exit {done.returncode}; {'synchronised' if synced else done.stderr[-300:]}"
+
+
+CHECKS = {"fp16_scaler": check_fp16_scaler, "deterministic": check_deterministic, "sync_bn": check_sync_bn}
+
+
+def run_checks(names: str, out: Path, device: str) -> bool:
+    """Run the named checks (`all`: every one); print one row each; True if all passed."""
+    chosen = list(CHECKS) if names == "all" else names.split(",")
+    unknown = [name for name in chosen if name not in CHECKS]
+    if unknown:
+        raise SystemExit(f"unknown check(s) {unknown}; known: {', '.join(CHECKS)}")
+    if not device.startswith("cuda"):
+        print(f"note: --device {device}: the CUDA-only paths are off, so the checks only exercise the script")
+    print("| check | passed | observed |\n|---|---|---|")
+    results = []
+    for name in chosen:
+        passed, observed = CHECKS[name](out, device)             # passed None: skipped
+        results.append(passed is not False)
+        print(f"| {name} | {'skipped' if passed is None else 'yes' if passed else 'NO'} | {observed} |", flush=True)
+    return all(results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda")
@@ -74,7 +164,10 @@ def main() -> None:
     parser.add_argument("--num_workers", type=int, default=4)
     parser.add_argument("--variants", default=",".join(name for name, _, _ in VARIANTS))
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "morec-bench-gpu")
+    parser.add_argument("--checks", default="", help=f"all or any of {','.join(CHECKS)}: check, do not benchmark")
     args = parser.parse_args()
+    if args.checks:
+        sys.exit(0 if run_checks(args.checks, args.out, args.device) else 1)
     encoders = prepare(args.out, args.image_size, args.towers.split(","))
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

@@ -146,17 +146,17 @@ def test_extra_negatives_join_the_softmax_with_their_correction():
     def by_hand(row_logits, label):
         return -(row_logits[label] - torch.logsumexp(row_logits, 0))
     logits = states @ torch.cat([slot_vecs, extra.vecs]).T - torch.cat([slot_log_q, extra.log_q])
-    # no filtering: row 0 sees slot 1 and both extras; row 1 sees slot 0 (item 4 is not its own) and both extras
-    expected = torch.stack([by_hand(logits[0], 0), by_hand(logits[1], 1)]).mean()
-    got = inbatch_debiased_loss(states, slot_vecs, slot_items, slot_log_q, labels, users, user_items, extra=extra)
-    torch.testing.assert_close(got, expected)
-    # filtering: row 1's extra column holding item 6 (its own) goes; so does row 0's slot 1? no (item 6 is not row 0's)
+    # row 0 sees slot 1 (item 6 is not its own) and both extras; row 1 sees slot 0 (item 4 is not
+    # its own) and extra item 9: its extra column holding item 6, its own target, is an accidental hit
     kept = torch.ones(2, 4, dtype=torch.bool)
     kept[1, 2] = False
-    filtered = [by_hand(logits[r][kept[r]], labels[r]) for r in range(2)]
+    expected = torch.stack([by_hand(logits[r][kept[r]], labels[r]) for r in range(2)]).mean()
+    got = inbatch_debiased_loss(states, slot_vecs, slot_items, slot_log_q, labels, users, user_items, extra=extra)
+    torch.testing.assert_close(got, expected)
+    # --filter_false_negatives adds the equal-vector rule only (no vector repeats a target's here)
     got = inbatch_debiased_loss(states, slot_vecs, slot_items, slot_log_q, labels, users, user_items,
                                 extra=extra, filter_false_negatives=True)
-    torch.testing.assert_close(got, torch.stack(filtered).mean())
+    torch.testing.assert_close(got, expected)
 
 
 def test_filter_drops_columns_whose_vector_equals_the_targets():

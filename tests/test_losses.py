@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from morec.losses import bce_loss, inbatch_debiased_loss, sasrec_bce_loss, sasrec_inbatch_loss
+from morec.losses import ExtraNegatives, bce_loss, inbatch_debiased_loss, sasrec_bce_loss, sasrec_inbatch_loss
 from morec.tools.reference import inbatch_loss_per_row, inbatch_loss_rows
 
 
@@ -65,6 +65,31 @@ def test_inbatch_known_answer():
     expected = (math.log(1 + 2 * math.exp(-2)) + math.log(1 + 2 * math.exp(-3))) / 2
     assert sasrec_inbatch_loss(states, seq_vecs, seqs, log_pop).item() == pytest.approx(expected, rel=1e-6)
     assert inbatch_loss_per_row(states, seq_vecs, seqs, log_pop).item() == pytest.approx(expected, rel=1e-12)
+
+
+
+def test_extra_negatives_drop_accidental_hits_by_default():
+    """The extra columns holding one of the row's own items (its target included) are removed by
+    default, as the own-item slots are (TensorFlow's remove_accidental_hits), loss by hand.
+
+    states [[1, 0], [0, 1]]; slots: items (4, 6), vectors [[2, 0], [0, 3]], log q (-0.5, -0.25);
+    extras: items (6, 9), vectors [[1, 1], [-1, 0.5]], log q (-1, -2); row 0 (label slot 0) owns
+    items 4 and 9, row 1 (label slot 1) owns item 6, its target.
+    Row 0 keeps slot 0 (2.5), slot 1 (0.25), extra item 6 (2); drops extra item 9 (its own).
+    Row 1 keeps slot 0 (0.5), slot 1 (3.25), extra item 9 (2.5); drops extra item 6 (its target).
+    loss = mean(-2.5 + lse(2.5, 0.25, 2), -3.25 + lse(0.5, 3.25, 2.5)) = 0.4834973067694801
+    (0.6302558520806913 with the accidental hits kept).
+    """
+    states = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    slot_vecs = torch.tensor([[2.0, 0.0], [0.0, 3.0]], dtype=torch.float64)
+    extra = ExtraNegatives(torch.tensor([[1.0, 1.0], [-1.0, 0.5]], dtype=torch.float64), torch.tensor([6, 9]),
+                           torch.tensor([-1.0, -2.0], dtype=torch.float64))
+    args = (states, slot_vecs, torch.tensor([4, 6]), torch.tensor([-0.5, -0.25], dtype=torch.float64),
+            torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([[4, 9], [6, 0]]))
+    assert inbatch_debiased_loss(*args, extra=extra).item() == pytest.approx(0.4834973067694801, rel=1e-12)
+    # the equal-vector rule adds nothing here: no column repeats a target's vector
+    assert inbatch_debiased_loss(*args, extra=extra, filter_false_negatives=True).item() == pytest.approx(
+        0.4834973067694801, rel=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(4))
