@@ -88,3 +88,29 @@ def _locked(lock_file: Path) -> Iterator[None]:
         with contextlib.suppress(OSError):      # before unlocking: a waiting process then sees a new file
             lock_file.unlink()
         os.close(fd)
+
+
+@contextlib.contextmanager
+def source_lock(folder: Path, what: str) -> Iterator[None]:
+    """Read another run's folder (`--init_from`) while no process trains or tests there: a shared
+    lock on its `.lock` for the body, so a run starting there meanwhile is refused until the read
+    ends; InputError naming the holder if a process trains or tests there now (its
+    checkpoint_best.pt is not final). Refused rather than waited for: a training run may take
+    hours, and a job that hangs silently is worse than one line saying what to wait for. No
+    `.lock` (nobody holds it) or an unreadable one: read without a lock."""
+    lock_file = folder / LOCK_NAME
+    try:
+        fd = os.open(lock_file, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"{what}: the run folder {folder} is in use by {_holder(lock_file)} (it is still "
+                             "training or testing, so its checkpoint_best.pt is not final); wait for it to "
+                             "finish, then run this again") from None
+        yield
+    finally:
+        os.close(fd)

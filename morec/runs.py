@@ -72,12 +72,24 @@ def training_folder(cfg: Config, files: RunFiles) -> Iterator[None]:
     """Hold the run folder while a run trains: its lock (rank 0; morec.runlock), temp files a
     killed run left removed, and a new run's folder removed again if its setup fails."""
     main_rank = int(os.environ.get("RANK", "0")) == 0
+    if cfg.init_from and not (cfg.resume and files.last.exists()):
+        refuse_own_source(cfg, files)
     with run_lock(files.dir, take=main_rank):
         if main_rank and (stale := remove_stale_temp_files(files.dir)):
             log.warning("removed %s left in %s by a killed run", ", ".join(stale), files.dir)
-        fresh = main_rank and not (cfg.resume and files.last.exists())
+        # a finished run's files are never removed by a failure, unless --overwrite said so
+        fresh = main_rank and not (cfg.resume and files.last.exists()) and (cfg.overwrite or not finished_files(files))
         with removed_if_setup_fails(files, fresh):
             yield
+
+
+def refuse_own_source(cfg: Config, files: RunFiles) -> None:
+    """--init_from naming the run's own folder: a new run there would delete the checkpoint it
+    starts from (--overwrite included), so it is refused before anything is touched."""
+    if Path(cfg.init_from).expanduser().resolve() == files.dir.expanduser().resolve():
+        raise InputError(f"--init_from {cfg.init_from} names this run's own folder {files.dir}: a new run "
+                         "there would delete the checkpoint it starts from (even with --overwrite); "
+                         "pass --label NAME for the new run")
 
 
 @contextlib.contextmanager
@@ -195,8 +207,22 @@ def start_or_resume(cfg: Config, files: RunFiles) -> dict | None:
     if files.last.exists() and not cfg.overwrite:
         raise InputError(f"{files.dir} already holds a run; pass --resume to continue it, "
                          "--overwrite to start over, or --label NAME for a new run")
+    if (kept := finished_files(files)) and not cfg.overwrite:
+        kept_list = ", ".join(kept)
+        if cfg.resume:
+            raise InputError(f"--resume of {files.dir}: its {files.last.name} is missing, so there is nothing "
+                             f"to continue, and it holds a finished run ({kept_list}); restore "
+                             f"{files.last.name}, pass --overwrite to retrain it from scratch, or --label NAME")
+        raise InputError(f"{files.dir} holds a finished run ({kept_list}, no {files.last.name}); pass "
+                         "--overwrite to retrain it from scratch (deleting them), or --label NAME for a new run")
     start_folder(cfg, files)
     return None
+
+
+def finished_files(files: RunFiles) -> list[str]:
+    """The files that make a folder a finished run (a best checkpoint, test results), whatever
+    else is missing: a new run there deletes them, so it needs --overwrite."""
+    return [path.name for path in (files.best, files.test, files.test_ranks) if path.exists()]
 
 
 def check_resume_values(cfg: Config, files: RunFiles) -> None:

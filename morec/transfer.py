@@ -8,7 +8,9 @@ keep their fresh initialisation, as does any tensor the source lacks or holds in
 The log lists both sets. The source must have the same encoders and the same way of running them
 (`TransferSpec.must_agree`, from morec.resolve.same_encoder_values: model, item tower, two-stage
 or not (per branch for text+vision), embedding size, encoder folders):
-otherwise the refusal comes before anything is written. Two-stage: what transfers is the user
+otherwise the refusal comes before anything is written. A source that is still training (its
+run lock held, morec.runlock.source_lock) is refused too, and the run's own folder is never a
+source (morec.runs.refuse_own_source). Two-stage: what transfers is the user
 encoder and the head(s) over the frozen features; the features themselves are never in a
 checkpoint (a non-persistent buffer), so the target always reads its own items' features.
 `--freeze_user_encoder`: the user encoder's parameters do not train (linear-probe style).
@@ -25,6 +27,7 @@ import torch
 from morec.atomic_io import write_json_atomic
 from morec.checkpoint import load_checkpoint, require_entries
 from morec.errors import InputError
+from morec.runlock import source_lock
 from morec.specs import TransferSpec
 
 log = logging.getLogger("morec")
@@ -41,6 +44,8 @@ def check_source(spec: TransferSpec) -> dict:
     if not best.is_file():
         raise InputError(f"--init_from {spec.given}: {best} not found; give a run folder whose training "
                          "finished at least one epoch")
+    with source_lock(folder, f"--init_from {spec.given}"):      # a run still training there: refused
+        pass
     try:
         saved = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -83,7 +88,8 @@ def init_from_source(model: torch.nn.Module, spec: TransferSpec, saved: dict) ->
     """Copy the source run's best weights into `model` (see the module doc); `saved` is the
     source's config.json. Returns {"loaded": names, "fresh": names} and logs them."""
     best = spec.run_dir / "checkpoint_best.pt"
-    checkpoint = load_checkpoint(best)
+    with source_lock(spec.run_dir, f"--init_from {spec.given}"):   # no run may start there while read
+        checkpoint = load_checkpoint(best)
     require_entries(checkpoint, best, ("model", "epoch", "valid"))
     source = in_target_layout(checkpoint["model"], saved.get("fusion", "none"), spec.fusion)
     own = model.state_dict()

@@ -395,6 +395,68 @@ def same_label_twice(root: Path) -> Outcome:
                    and first.returncode == 0 and config["seed"] == 1 and epochs == 4)
 
 
+def run_bytes(run: Path) -> dict[str, bytes]:
+    """The finished files of a run folder, to check that a refused command left them as they were."""
+    return {name: (run / name).read_bytes() for name in ("checkpoint_best.pt", "test_metrics.json", "test_ranks.npz")
+            if (run / name).exists()}
+
+
+def finished_run_kept(root: Path) -> Outcome:
+    """A finished run whose checkpoint_last.pt (then both checkpoints) was deleted to save space:
+    the same command re-run, or --resume, is refused naming the folder and --overwrite, and leaves
+    the best checkpoint and test results as they were; --overwrite retrains."""
+    args = ["--epoch", "1", "--runs_dir", str(root / "runs"), "--label", "done"]
+    run = root / "runs" / "done"
+    code, err, _ = run_mode("train", args)
+    test_code, test_err, _ = run_mode("test", args[2:])
+    assert code == 0 and test_code == 0, err + test_err
+    seen, ok = [], True
+    for deleted in (["checkpoint_last.pt"], ["checkpoint_last.pt", "checkpoint_best.pt"]):
+        for name in deleted:
+            (run / name).unlink(missing_ok=True)
+        before = run_bytes(run)
+        for extra, fragment in (([], "holds a finished run"), (["--resume"], "nothing to continue")):
+            code, err, _ = run_mode("train", args + extra)
+            ok &= refused(code, err, fragment) and str(run) in err and "--overwrite" in err and run_bytes(run) == before
+            seen.append(f"{'+'.join(deleted)} deleted, {' '.join(extra) or 're-run'}: exit {code}")
+    code, err, _ = run_mode("train", args + ["--overwrite"])
+    ok &= code == 0 and (run / "checkpoint_last.pt").exists() and not (run / "test_metrics.json").exists()
+    return Outcome("; ".join(seen) + f"; --overwrite: exit {code}, {error_line(err)[:100]}", ok)
+
+
+def init_from_own_folder(root: Path) -> Outcome:
+    """--init_from naming the run's own folder (with --overwrite, or after checkpoint_last.pt was
+    deleted): refused before anything is touched; the source's checkpoint stays."""
+    args = ["--epoch", "1", "--runs_dir", str(root / "runs"), "--label", "src"]
+    run = root / "runs" / "src"
+    code, err, _ = run_mode("train", args)
+    assert code == 0, err
+    before, seen, ok = run_bytes(run), [], True
+    for extra in (["--overwrite"], []):
+        if not extra:
+            (run / "checkpoint_last.pt").unlink()
+        code, err, _ = run_mode("train", args + ["--init_from", str(run), *extra])
+        ok &= refused(code, err, "names this run's own folder") and "--label" in err and run_bytes(run) == before
+        seen.append(f"{' '.join(extra) or 'no checkpoint_last.pt'}: exit {code}: {error_line(err)[:90]}")
+    return Outcome("; ".join(seen), ok)
+
+
+def init_from_training_run(root: Path) -> Outcome:
+    """--init_from a run that is still training (its run lock held): refused naming the folder and
+    the process, before the new run writes anything (not started from a mid-training best)."""
+    runs = root / "runs"
+    source = start_process(["--epoch", "50", "--batch_size", "32", "--runs_dir", str(runs), "--label", "src"])
+    try:
+        started = wait_for(lambda: (runs / "src" / "checkpoint_best.pt").exists(), source)
+        code, err, _ = run_mode("train", ["--epoch", "1", "--runs_dir", str(runs), "--label", "tgt",
+                                          "--init_from", str(runs / "src")])
+    finally:
+        source.kill()
+        source.communicate()
+    ok = started and refused(code, err, f"in use by process {source.pid}") and not (runs / "tgt").exists()
+    return Outcome(f"exit {code}: {error_line(err)[:120]}", ok)
+
+
 def read_only_command(folder: Path, command: list[str]) -> list[str]:
     """`command` run with `folder` read-only: a read-only bind mount in a private mount namespace
     for root (whom file modes do not stop), else the folder's mode."""
@@ -902,6 +964,12 @@ RUN_CASES = [  # run folders, parameter values, checkpoints and messages
     Case("first_checkpoint_disk_full", "exit 2 without promising a previous checkpoint; no folder left", first_checkpoint_disk_full),
     Case("nan_first_epoch", "exit 2 without promising a checkpoint; no folder left", nan_first_epoch),
     Case("unsafe_checkpoint_hint", "refused without suggesting weights_only=False", unsafe_checkpoint_hint),
+    Case("finished_run_kept", "re-run or --resume without checkpoint_last.pt: exit 2 naming --overwrite; "
+         "best checkpoint and test results kept", finished_run_kept),
+    Case("init_from_own_folder", "exit 2: --init_from names the run's own folder; its checkpoint kept",
+         init_from_own_folder),
+    Case("init_from_training_run", "exit 2: the source folder is in use by process N; nothing written",
+         init_from_training_run),
     Case("broken_encoder_config", "exit 2 naming the encoder's config.json, not the tokenizer", broken_encoder_config),
 ]
 CASES += RUN_CASES

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import REPO
 from morec.errors import InputError
-from morec.runlock import run_lock
+from morec.runlock import run_lock, source_lock
 
 
 def test_a_held_folder_is_refused_naming_folder_and_process(tmp_path):
@@ -20,6 +20,25 @@ def test_a_held_folder_is_refused_naming_folder_and_process(tmp_path):
     with run_lock(folder):                       # released: free again
         pass
 
+
+
+def test_a_source_run_still_training_is_refused_and_a_read_holds_off_a_new_run(tmp_path):
+    folder = tmp_path / "runs" / "source"
+    with run_lock(folder):                       # the source trains: --init_from it is refused
+        with pytest.raises(InputError, match=f"--init_from x: the run folder {folder} is in use by process "
+                                             f"{os.getpid()} .*checkpoint_best.pt is not final.*wait for it"):
+            with source_lock(folder, "--init_from x"):
+                pass
+        (folder / "config.json").write_text("{}")      # keeps the folder after the lock is released
+    with source_lock(folder, "--init_from x"):          # no .lock (nobody trains there): read freely
+        pass
+    (folder / ".lock").write_text("")
+    with source_lock(folder, "--init_from x"):          # while it is read, no run starts there
+        with pytest.raises(InputError, match="is in use by"):
+            with run_lock(folder):
+                pass
+    with run_lock(folder):                               # read done: free again
+        pass
 
 def test_created_folders_are_removed_when_left_empty(tmp_path):
     folder = tmp_path / "runs" / "label"
