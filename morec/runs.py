@@ -96,11 +96,13 @@ def refuse_own_source(cfg: Config, files: RunFiles) -> None:
 def removed_if_setup_fails(files: RunFiles, fresh: bool):
     """A new run that fails before its first checkpoint_last.pt (bad encoder weights, too little
     memory, a NaN loss or a full disk in epoch 1, ...) leaves no folder behind: its files are
-    removed, then the folder and the runs folder if empty."""
+    removed, then the folder and the runs folder if empty. Only once it has written its own
+    config.json: a command refused before that (even with --overwrite) removes no earlier run's files."""
+    before = file_identity(files.config)
     try:
         yield
     except BaseException:
-        if fresh and not files.last.exists():
+        if fresh and not files.last.exists() and file_identity(files.config) != before:
             for path in (files.config, files.log, files.metrics, files.best, files.test,
                          *files.dir.glob(".*.tmp*")):
                 path.unlink(missing_ok=True)
@@ -108,6 +110,14 @@ def removed_if_setup_fails(files: RunFiles, fresh: bool):
                 files.dir.rmdir()
                 files.dir.parent.rmdir()               # the runs folder too, if this made it
         raise
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """(inode, mtime) of a file, None if absent: a file rewritten (atomically) has another."""
+    with contextlib.suppress(OSError):
+        stat = path.stat()
+        return stat.st_ino, stat.st_mtime_ns
+    return None
 
 
 @contextlib.contextmanager

@@ -404,7 +404,8 @@ def run_bytes(run: Path) -> dict[str, bytes]:
 def finished_run_kept(root: Path) -> Outcome:
     """A finished run whose checkpoint_last.pt (then both checkpoints) was deleted to save space:
     the same command re-run, or --resume, is refused naming the folder and --overwrite, and leaves
-    the best checkpoint and test results as they were; --overwrite retrains."""
+    the best checkpoint and test results as they were; --overwrite refused before it starts the
+    folder (a missing --init_from) removes nothing; --overwrite retrains."""
     args = ["--epoch", "1", "--runs_dir", str(root / "runs"), "--label", "done"]
     run = root / "runs" / "done"
     code, err, _ = run_mode("train", args)
@@ -419,6 +420,11 @@ def finished_run_kept(root: Path) -> Outcome:
             code, err, _ = run_mode("train", args + extra)
             ok &= refused(code, err, fragment) and str(run) in err and "--overwrite" in err and run_bytes(run) == before
             seen.append(f"{'+'.join(deleted)} deleted, {' '.join(extra) or 're-run'}: exit {code}")
+    before = run_bytes(run)            # --overwrite refused before it starts the folder: nothing removed
+    code, err, _ = run_mode("train", args + ["--overwrite", "--init_from", str(root / "missing")])
+    after = run_bytes(run)
+    ok &= refused(code, err, "not found") and after == before
+    seen.append(f"--overwrite refused before starting: exit {code}, {len(after)} of {len(before)} files kept")
     code, err, _ = run_mode("train", args + ["--overwrite"])
     ok &= code == 0 and (run / "checkpoint_last.pt").exists() and not (run / "test_metrics.json").exists()
     return Outcome("; ".join(seen) + f"; --overwrite: exit {code}, {error_line(err)[:100]}", ok)
