@@ -892,6 +892,25 @@ CASES = [
 ]
 
 
+def study_arm_override(root: Path) -> Outcome:
+    """`study_q4 --arms full --peft lora`: an override that contradicts a chosen arm's defining
+    value is refused before any run (it once ran the "full" arm with LoRA under the full name)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import study_q4_adaptation
+    from morec.errors import InputError
+    seen, ok = [], True
+    for argv in (["--arms", "full", "--peft", "lora"], ["--arms", "ts_all", "--mo.dnn_layers", "3"]):
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                study_q4_adaptation.main([*argv, "--out", str(root / "out"), "--table_only"])
+            seen.append(f"{' '.join(argv)}: ACCEPTED")
+            ok = False
+        except InputError as err:
+            seen.append(f"{' '.join(argv)}: {err}"[:150])
+            ok &= "contradicts the arm" in str(err)
+    return Outcome("; ".join(seen), ok and not (root / "out").exists())
+
+
 RUN_CASES = [  # run folders, parameter values, checkpoints and messages
     Case("nonsense_values", "each refused before anything is written: one error line, exit 2", nonsense_values),
     Case("huge_values", "exit 2 from the memory estimate, before allocating", huge_values),
@@ -903,6 +922,7 @@ RUN_CASES = [  # run folders, parameter values, checkpoints and messages
     Case("nan_first_epoch", "exit 2 without promising a checkpoint; no folder left", nan_first_epoch),
     Case("unsafe_checkpoint_hint", "refused without suggesting weights_only=False", unsafe_checkpoint_hint),
     Case("broken_encoder_config", "exit 2 naming the encoder's config.json, not the tokenizer", broken_encoder_config),
+    Case("study_arm_override", "refused: the override contradicts the arm, nothing run", study_arm_override),
 ]
 CASES += RUN_CASES
 
