@@ -363,10 +363,12 @@ def nonsense_values(root: Path) -> Outcome:
 
 
 def huge_values(root: Path) -> Outcome:
-    """--embedding_dim 1000000 / --max_seq_len 100000: refused by the memory estimate before
-    anything is allocated (or the data loaded), naming what needs the memory."""
+    """--embedding_dim 1000000 / --max_seq_len 100000 / --batch_size 100000 / --extra_negatives
+    100000000: refused by the memory estimate before anything is allocated (or the data loaded),
+    naming what needs the memory, and no run folder left."""
     seen, ok = [], True
-    for args in (["--embedding_dim", "1000000"], ["--max_seq_len", "100000"]):
+    for args in (["--embedding_dim", "1000000"], ["--max_seq_len", "100000"], ["--batch_size", "100000"],
+                 ["--extra_negatives", "100000000"]):
         start = time.perf_counter()
         code, err, _ = run_mode("train", [*args, "--runs_dir", str(root / "runs")])
         seconds = time.perf_counter() - start
@@ -913,7 +915,7 @@ def study_arm_override(root: Path) -> Outcome:
 
 RUN_CASES = [  # run folders, parameter values, checkpoints and messages
     Case("nonsense_values", "each refused before anything is written: one error line, exit 2", nonsense_values),
-    Case("huge_values", "exit 2 from the memory estimate, before allocating", huge_values),
+    Case("huge_values", "exit 2 from the memory estimate, before allocating; no folder", huge_values),
     Case("same_label_twice", "second run and a test refused: folder in use by process N", same_label_twice),
     Case("read_only_run_folder", "test and --resume: exit 2 before evaluating, folder not writable", read_only_run_folder),
     Case("foreign_checkpoint", "exit 2 saying what the checkpoint holds or which tensors differ", foreign_checkpoint),
