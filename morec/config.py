@@ -322,6 +322,8 @@ def _dataset_name(value: str) -> str | None:
     if _folder_name(value) is None:
         return None
     parent, _, name = value.rstrip("/").rpartition("/")
+    if name and not parent and value.endswith("/"):        # a shell's tab completion adds the slash
+        return f"must be a folder name, not a path: drop the trailing slash (--dataset {name})"
     hint = f": pass --root_data_dir {parent} --dataset {name}" if parent and name else ""
     return f"must be a folder name under --root_data_dir, not a path{hint}"
 

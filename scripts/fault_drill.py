@@ -342,6 +342,7 @@ NONSENSE = [  # (overrides, what the one error line must say)
     (["--fusion", "add"], "need a modality item tower"),
     (["--resume", "--overwrite"], "contradict each other"),
     (["--dataset", "data/x"], "pass --root_data_dir data --dataset x"),
+    (["--dataset", "ml-100k/"], "drop the trailing slash (--dataset ml-100k)"),
 ]
 NONSENSE_GRIDS = [({"lr": []}, "the grid of lr is an empty list"),
                   ({"seed": [1, 1]}, "grid points 1 and 2 are the same run")]
