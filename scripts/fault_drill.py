@@ -895,6 +895,21 @@ CASES = [
 ]
 
 
+def test_with_changed_value(root: Path) -> Outcome:
+    """A test command with a value that changes the label (--ties optimistic) on a run trained
+    without it: refused naming the value, both settings and the trained run, not only "train
+    this run first"."""
+    runs = root / "runs"
+    code, err = run_in_process(["--epoch", "1", "--batch_size", "32", "--runs_dir", str(runs)])
+    assert code == 0, err
+    trained = next(runs.iterdir()).name
+    code, err, _ = run_mode("test", ["--epoch", "1", "--batch_size", "32", "--runs_dir", str(runs),
+                                     "--ties", "optimistic"])
+    return Outcome(f"exit {code}: {error_line(err)[:150]}",
+                   refused(code, err, f"differ from the trained run {trained} in --ties optimistic (that run: expected)")
+                   and [p.name for p in runs.iterdir()] == [trained])
+
+
 def study_arm_override(root: Path) -> Outcome:
     """`study_q4 --arms full --peft lora`: an override that contradicts a chosen arm's defining
     value is refused before any run (it once ran the "full" arm with LoRA under the full name)."""
@@ -925,6 +940,7 @@ RUN_CASES = [  # run folders, parameter values, checkpoints and messages
     Case("nan_first_epoch", "exit 2 without promising a checkpoint; no folder left", nan_first_epoch),
     Case("unsafe_checkpoint_hint", "refused without suggesting weights_only=False", unsafe_checkpoint_hint),
     Case("broken_encoder_config", "exit 2 naming the encoder's config.json, not the tokenizer", broken_encoder_config),
+    Case("test_with_changed_value", "exit 2 naming --ties and the trained run it differs from", test_with_changed_value),
     Case("study_arm_override", "refused: the override contradicts the arm, nothing run", study_arm_override),
 ]
 CASES += RUN_CASES
