@@ -910,6 +910,16 @@ def test_with_changed_value(root: Path) -> Outcome:
                    and [p.name for p in runs.iterdir()] == [trained])
 
 
+def peft_against_script_value(root: Path) -> Outcome:
+    """`train_minilm.py --peft lora`: the script's own block sets trainable_layers 2; the refusal
+    names that value, where it comes from and the exact override (--trainable_layers -1)."""
+    code, err, _ = run_mode("train", ["--peft", "lora", "--runs_dir", str(root / "runs")],
+                            script="inbatch_sasrec_e2e_text/train_minilm.py")
+    return Outcome(f"exit {code}: {error_line(err)}",
+                   refused(code, err, "override with --trainable_layers -1") and "from train_minilm.py" in err
+                   and not (root / "runs").exists())
+
+
 def study_arm_override(root: Path) -> Outcome:
     """`study_q4 --arms full --peft lora`: an override that contradicts a chosen arm's defining
     value is refused before any run (it once ran the "full" arm with LoRA under the full name)."""
@@ -941,6 +951,8 @@ RUN_CASES = [  # run folders, parameter values, checkpoints and messages
     Case("unsafe_checkpoint_hint", "refused without suggesting weights_only=False", unsafe_checkpoint_hint),
     Case("broken_encoder_config", "exit 2 naming the encoder's config.json, not the tokenizer", broken_encoder_config),
     Case("test_with_changed_value", "exit 2 naming --ties and the trained run it differs from", test_with_changed_value),
+    Case("peft_against_script_value", "exit 2 naming --trainable_layers 2 from train_minilm.py and --trainable_layers -1",
+         peft_against_script_value),
     Case("study_arm_override", "refused: the override contradicts the arm, nothing run", study_arm_override),
 ]
 CASES += RUN_CASES
