@@ -322,6 +322,8 @@ def _dataset_name(value: str) -> str | None:
     if _folder_name(value) is None:
         return None
     parent, _, name = value.rstrip("/").rpartition("/")
+    if name and not parent and value.endswith("/"):        # a shell's tab completion adds the slash
+        return f"must be a folder name, not a path: drop the trailing slash (--dataset {name})"
     hint = f": pass --root_data_dir {parent} --dataset {name}" if parent and name else ""
     return f"must be a folder name under --root_data_dir, not a path{hint}"
 
@@ -472,9 +474,13 @@ def _peft_problems(cfg: Config) -> list[str]:
     elif cfg.peft != "none" and cfg.two_stage:
         problems.append(f"--peft {cfg.peft} with --two_stage: the two-stage encoder is frozen and never "
                         "runs in training; drop one of them")
-    if cfg.peft != "none" and (cfg.freeze_paras_before > 0 or cfg.trainable_layers >= 0):
-        problems.append(f"--peft {cfg.peft} decides which encoder parameters train: drop "
-                        "--freeze_paras_before / --trainable_layers (or use --peft none)")
+    clashing = [(name, getattr(cfg, name), off) for name, off, on in
+                (("freeze_paras_before", 0, cfg.freeze_paras_before > 0), ("trainable_layers", -1, cfg.trainable_layers >= 0))
+                if on]
+    if cfg.peft != "none" and clashing:
+        problems.append(f"--peft {cfg.peft} decides which encoder parameters train, so "
+                        f"{' and '.join(f'--{name} {value}' for name, value, _ in clashing)} must be off: override with "
+                        f"{' '.join(f'--{name} {off}' for name, _, off in clashing)} (or use --peft none)")
     defaults = Config()
     lora_only = [f"--{name} {getattr(cfg, name)}" for name in ("lora_r", "lora_alpha", "lora_dropout")
                  if getattr(cfg, name) != getattr(defaults, name)]

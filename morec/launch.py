@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import runpy
 import sys
 from pathlib import Path
@@ -54,13 +55,35 @@ def expand_grid(values: dict) -> list[dict]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*choices)]
 
 
+def value_sources(err: InputError, params: dict, argv: list[str], script_file: str) -> str:
+    """Where the refused values that the command line did not give come from (the script's block
+    or its folder's common.py), so that the user learns which flag to override: '' if none."""
+    given = parse_overrides(argv)
+    named = dict.fromkeys(re.findall(r"--([a-z][a-z0-9_]*)", str(err)))
+    from_script = [name for name in named if name in params and name not in given]
+    if not from_script:
+        return ""
+    try:
+        common = shared_block(script_file)
+    except InputError:
+        common = {}
+    script = Path(script_file).name
+    where = [f"--{name} {params[name]} from "
+             + (f"{Path(script_file).parent.name}/common.py" if name in common and common[name] == params[name]
+                else script) for name in from_script]
+    return f" [not on the command line: {', '.join(where)}; an override on the command line wins]"
+
+
 def run_dirs(params: dict, script_file: str, argv: list[str]) -> list[tuple]:
     """(Config, run folder) for every grid point of the script's values plus overrides."""
     values = {**params, **parse_overrides(argv)}
     empty = [key for key, value in values.items() if value == []]
     if empty:
         raise InputError(f"the grid of {', '.join(empty)} is an empty list: give at least one value")
-    configs = [make_config(point) for point in expand_grid(values)]   # every point valid before any run
+    try:
+        configs = [make_config(point) for point in expand_grid(values)]   # every point valid before any run
+    except InputError as err:
+        raise InputError(f"{err}{value_sources(err, params, argv, script_file)}") from None
     runs = []
     for index, cfg in enumerate(configs):
         runs_root = Path(cfg.runs_dir) if cfg.runs_dir else Path(script_file).resolve().parent / "runs"

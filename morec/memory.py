@@ -9,6 +9,8 @@ silent OOM kill. The estimate counts what the values alone decide, in float32 by
   kept for backward about 3 times: scores, probabilities, dropout mask) and about 20 tensors of
   B x L x d (GRU4Rec: about 20 in all; NextItNet: about 20 per repeat, no attention maps); the
   in-batch loss's (B L) x (B (L+1)) logits (about 3 copies);
+- `--extra_negatives K`: K more logit columns for every row ((B L) x K, about 3 copies) and the
+  K candidates' vectors (about 3 copies of K x d, and their int64 ids);
 - evaluation: the catalogue's vectors, one user batch through the encoder, and about two score
   blocks of `eval_chunk_elems` (SPEC "Evaluation", README "Evaluation cost").
 A pretrained text or vision encoder is not counted (its size is known only once loaded), so
@@ -57,6 +59,13 @@ def training_activation_bytes(spec: MemorySpec) -> int:
     return FLOAT * (layers * (attention + hidden) + logits)
 
 
+def extra_negative_bytes(spec: MemorySpec) -> int:
+    """The --extra_negatives' share of a training batch: K logit columns per row and K vectors."""
+    model, k = spec.model, spec.model.loss.extra_negatives
+    rows = spec.batch_size if model.user_encoder == "dssm" else spec.batch_size * model.max_seq_len
+    return FLOAT * (rows * k * 3 + k * model.tower.dim * 3 + 2 * k)
+
+
 def evaluation_bytes(spec: MemorySpec, num_items: int) -> int:
     """Catalogue vectors, one user batch through the user encoder (no gradient) and two score blocks."""
     model = spec.model
@@ -74,6 +83,8 @@ def estimate(spec: MemorySpec, num_items: int = 0, num_users: int = 0, training:
              "evaluation": evaluation_bytes(spec, num_items)}
     if training:
         parts["activations of a training batch"] = training_activation_bytes(spec)
+        if spec.model.loss.extra_negatives:
+            parts["extra negatives' logit columns and vectors"] = extra_negative_bytes(spec)
     return parts
 
 
@@ -134,4 +145,5 @@ def check_memory(spec: MemorySpec, num_items: int = 0, num_users: int = 0, train
         detail = ", ".join(f"{name} {size / GIB:.3g}" for name, size in parts.items())
         raise InputError(f"this run needs at least {need / GIB:.3g} GiB ({detail}), more than the "
                          f"{free / GIB:.3g} GiB free on {device}; lower --embedding_dim, --max_seq_len, "
-                         "--batch_size, --eval_batch_size or --eval_chunk_elems")
+                         "--batch_size, " + ("--extra_negatives, " if spec.model.loss.extra_negatives and training
+                                             else "") + "--eval_batch_size or --eval_chunk_elems")

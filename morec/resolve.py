@@ -51,7 +51,7 @@ def tower_spec(cfg: Config) -> TowerSpec:
 
 def loss_spec(cfg: Config) -> LossSpec:
     return LossSpec(kind=cfg.loss, neg_num=cfg.neg_num, filter_false_negatives=cfg.filter_false_negatives,
-                    grad_cache_chunk=cfg.inbatch_chunk)
+                    grad_cache_chunk=cfg.inbatch_chunk, extra_negatives=cfg.extra_negatives)
 
 
 def model_spec(cfg: Config) -> ModelSpec:

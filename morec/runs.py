@@ -33,6 +33,7 @@ from morec.distributed import World, all_reduce_sum, barrier
 from morec.errors import InputError
 from morec.evaluate import cold_start_view, kept_users, repeat_record
 from morec.models.adapters import reloaded_digest, reloaded_keys, trained_state
+from morec.nearest_run import no_checkpoint_message
 from morec.runlock import run_lock
 from morec.streams import STREAMS
 
@@ -282,8 +283,7 @@ def read_run_config(files: RunFiles) -> dict:
 def saved_config(files: RunFiles, cfg: Config) -> Config:
     """The run's own config.json, with this invocation's run-control values (device, sizes)."""
     if not files.best.exists():
-        raise InputError(f"no checkpoint in {files.dir}; train this run first (the train script "
-                         "with the same values or --label), then test it")
+        raise InputError(no_checkpoint_message(files.dir, cfg))
     saved = read_run_config(files)
     known = {f.name for f in fields(Config)}
     values = {k: v for k, v in saved.items() if k in known}

@@ -96,6 +96,7 @@ class LossSpec:
     neg_num: int                   # BCE negatives per positive
     filter_false_negatives: bool   # in-batch: also drop candidates whose vector equals the target's
     grad_cache_chunk: int          # in-batch gradient caching: items per chunk (0: off)
+    extra_negatives: int = 0       # in-batch: K more candidate columns shared by every row
 
 
 @dataclass(frozen=True)

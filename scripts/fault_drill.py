@@ -342,6 +342,7 @@ NONSENSE = [  # (overrides, what the one error line must say)
     (["--fusion", "add"], "need a modality item tower"),
     (["--resume", "--overwrite"], "contradict each other"),
     (["--dataset", "data/x"], "pass --root_data_dir data --dataset x"),
+    (["--dataset", "ml-100k/"], "drop the trailing slash (--dataset ml-100k)"),
 ]
 NONSENSE_GRIDS = [({"lr": []}, "the grid of lr is an empty list"),
                   ({"seed": [1, 1]}, "grid points 1 and 2 are the same run")]
@@ -363,10 +364,12 @@ def nonsense_values(root: Path) -> Outcome:
 
 
 def huge_values(root: Path) -> Outcome:
-    """--embedding_dim 1000000 / --max_seq_len 100000: refused by the memory estimate before
-    anything is allocated (or the data loaded), naming what needs the memory."""
+    """--embedding_dim 1000000 / --max_seq_len 100000 / --batch_size 100000 / --extra_negatives
+    100000000: refused by the memory estimate before anything is allocated (or the data loaded),
+    naming what needs the memory, and no run folder left."""
     seen, ok = [], True
-    for args in (["--embedding_dim", "1000000"], ["--max_seq_len", "100000"]):
+    for args in (["--embedding_dim", "1000000"], ["--max_seq_len", "100000"], ["--batch_size", "100000"],
+                 ["--extra_negatives", "100000000"]):
         start = time.perf_counter()
         code, err, _ = run_mode("train", [*args, "--runs_dir", str(root / "runs")])
         seconds = time.perf_counter() - start
@@ -960,9 +963,53 @@ CASES = [
 ]
 
 
+def test_with_changed_value(root: Path) -> Outcome:
+    """A test command with a value that changes the label (--ties optimistic) on a run trained
+    without it: refused naming the value, both settings and the trained run, not only "train
+    this run first"."""
+    runs = root / "runs"
+    code, err = run_in_process(["--epoch", "1", "--batch_size", "32", "--runs_dir", str(runs)])
+    assert code == 0, err
+    trained = next(runs.iterdir()).name
+    code, err, _ = run_mode("test", ["--epoch", "1", "--batch_size", "32", "--runs_dir", str(runs),
+                                     "--ties", "optimistic"])
+    return Outcome(f"exit {code}: {error_line(err)[:150]}",
+                   refused(code, err, f"differ from the trained run {trained} in --ties optimistic (that run: expected)")
+                   and [p.name for p in runs.iterdir()] == [trained])
+
+
+def peft_against_script_value(root: Path) -> Outcome:
+    """`train_minilm.py --peft lora`: the script's own block sets trainable_layers 2; the refusal
+    names that value, where it comes from and the exact override (--trainable_layers -1)."""
+    code, err, _ = run_mode("train", ["--peft", "lora", "--runs_dir", str(root / "runs")],
+                            script="inbatch_sasrec_e2e_text/train_minilm.py")
+    return Outcome(f"exit {code}: {error_line(err)}",
+                   refused(code, err, "override with --trainable_layers -1") and "from train_minilm.py" in err
+                   and not (root / "runs").exists())
+
+
+def study_arm_override(root: Path) -> Outcome:
+    """`study_q4 --arms full --peft lora`: an override that contradicts a chosen arm's defining
+    value is refused before any run (it once ran the "full" arm with LoRA under the full name)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import study_q4_adaptation
+    from morec.errors import InputError
+    seen, ok = [], True
+    for argv in (["--arms", "full", "--peft", "lora"], ["--arms", "ts_all", "--mo.dnn_layers", "3"]):
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                study_q4_adaptation.main([*argv, "--out", str(root / "out"), "--table_only"])
+            seen.append(f"{' '.join(argv)}: ACCEPTED")
+            ok = False
+        except InputError as err:
+            seen.append(f"{' '.join(argv)}: {err}"[:150])
+            ok &= "contradicts the arm" in str(err)
+    return Outcome("; ".join(seen), ok and not (root / "out").exists())
+
+
 RUN_CASES = [  # run folders, parameter values, checkpoints and messages
     Case("nonsense_values", "each refused before anything is written: one error line, exit 2", nonsense_values),
-    Case("huge_values", "exit 2 from the memory estimate, before allocating", huge_values),
+    Case("huge_values", "exit 2 from the memory estimate, before allocating; no folder", huge_values),
     Case("same_label_twice", "second run and a test refused: folder in use by process N", same_label_twice),
     Case("read_only_run_folder", "test and --resume: exit 2 before evaluating, folder not writable", read_only_run_folder),
     Case("foreign_checkpoint", "exit 2 saying what the checkpoint holds or which tensors differ", foreign_checkpoint),
@@ -977,6 +1024,10 @@ RUN_CASES = [  # run folders, parameter values, checkpoints and messages
     Case("init_from_training_run", "exit 2: the source folder is in use by process N; nothing written",
          init_from_training_run),
     Case("broken_encoder_config", "exit 2 naming the encoder's config.json, not the tokenizer", broken_encoder_config),
+    Case("test_with_changed_value", "exit 2 naming --ties and the trained run it differs from", test_with_changed_value),
+    Case("peft_against_script_value", "exit 2 naming --trainable_layers 2 from train_minilm.py and --trainable_layers -1",
+         peft_against_script_value),
+    Case("study_arm_override", "refused: the override contradicts the arm, nothing run", study_arm_override),
 ]
 CASES += RUN_CASES
 

@@ -328,6 +328,22 @@ def paired_table(title: str, keys: tuple[str, ...], base_name: str, entries: lis
     return text
 
 
+def check_arm_overrides(arms: dict[str, dict], overrides: dict, hint: str) -> None:
+    """Refuse an override (parse_args' {"all", "id", "mo"}) of a value that a chosen arm sets
+    (every key of its dict defines it) when it contradicts that arm: `--peft lora` would make the
+    "full" arm (peft none) a LoRA run under the full arm's name. An override equal to the value of
+    every arm that sets it is harmless and passes."""
+    for scope, values in overrides.items():
+        for field, value in values.items():
+            clashes = [f"{name} ({field} {arm[field]})" for name, arm in arms.items()
+                       if field in arm and arm[field] != value
+                       and scope in ("all", "id" if arm.get("item_tower", "id") == "id" else "mo")]
+            if clashes:
+                flag = f"--{'' if scope == 'all' else scope + '.'}{field}"
+                raise InputError(f"{flag} {value}: contradicts the arm{'s' if len(clashes) > 1 else ''} "
+                                 f"{', '.join(clashes)}; {hint}")
+
+
 def check_one_patience(overrides: dict) -> None:
     """A study gives every run the same early stopping (SPEC "Training": a longer patience can
     only find a later, better valid epoch, so IDRec and MoRec runs must share it)."""

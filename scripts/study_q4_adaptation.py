@@ -14,7 +14,7 @@ study_q1 / study_q3 when they share --runs_dir.
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # noqa: E401,E702
 
-from study_common import IDREC, MOREC_E2E, MOREC_TS, entry, parse_args, run_study
+from study_common import IDREC, MOREC_E2E, MOREC_TS, check_arm_overrides, entry, parse_args, run_study
 from morec.errors import InputError
 
 # The study page's reading (scripts/study_page.py writes it under the tables). It refers to the
@@ -46,14 +46,15 @@ columns are the old pooled (seed, user) test, kept as it was and not evidence.
 
 
 def arms(ts_dnn: int) -> dict[str, dict]:
+    """Each arm with every value that defines it (an override that contradicts one is refused)."""
     return {
         "id": IDREC,
-        "full": {**MOREC_E2E, "trainable_layers": -1},
-        "top2": {**MOREC_E2E, "trainable_layers": 2},
+        "full": {**MOREC_E2E, "trainable_layers": -1, "peft": "none"},
+        "top2": {**MOREC_E2E, "trainable_layers": 2, "peft": "none"},
         "lora": {**MOREC_E2E, "trainable_layers": -1, "peft": "lora"},
         "bitfit": {**MOREC_E2E, "trainable_layers": -1, "peft": "bitfit"},
         "ts_all": {**MOREC_TS, "dnn_layers": ts_dnn, "ts_layers": "all"},
-        "ts_last": {**MOREC_TS, "dnn_layers": ts_dnn},
+        "ts_last": {**MOREC_TS, "dnn_layers": ts_dnn, "ts_layers": "last"},
     }
 
 
@@ -71,9 +72,8 @@ def main(argv: list[str]):
     unknown = [arm for arm in chosen if arm not in known]
     if unknown or not chosen:
         raise InputError(f"--arms {args.arms!r}: choose from {', '.join(known)}")
-    for field in ("peft", "ts_layers", "trainable_layers", "two_stage"):
-        if field in overrides:
-            raise InputError(f"--{field} is set by each arm; choose arms with --arms")
+    check_arm_overrides({arm: known[arm] for arm in chosen}, overrides,
+                        "choose arms with --arms (--ts_dnn sets the two-stage heads' dnn_layers)")
     return run_study("q4_adaptation", "Q4: adapting the text encoder (full, top-2, LoRA, BitFit, layer-cached TS)",
                      [known[arm] for arm in chosen], args, overrides)
 

@@ -98,6 +98,7 @@ def test_every_shipped_experiment_script_is_valid():
     ({"rdzv_endpoint": "host"}, "--rdzv_endpoint 'host' must be HOST:PORT"),
     ({"label": "a/b"}, "--label 'a/b' must be a plain folder name"),
     ({"dataset": "data/x"}, "pass --root_data_dir data --dataset x"),
+    ({"dataset": "ml-100k/"}, r"drop the trailing slash \(--dataset ml-100k\)"),   # tab completion's slash
     ({"min_seq_len": 2}, "--min_seq_len 2 must be at least 3"),
     ({"embedding_dim": 63}, "--embedding_dim 63 must be divisible by --num_attention_heads 2"),
     ({"two_stage": True}, "need a modality item tower"),

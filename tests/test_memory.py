@@ -42,3 +42,19 @@ def test_huge_values_are_refused_on_this_machine():
 def test_available_memory_is_measured():
     total = int(open("/proc/meminfo").readline().split()[1]) * 1024
     assert 0 < available_bytes(torch.device("cpu")) <= total
+
+
+def test_extra_negatives_count_in_the_estimate():
+    """--extra_negatives K adds K logit columns to every row and K candidate vectors: an
+    impossible K is refused by the estimate, naming the flag, not by the allocator."""
+    base, extra = Config(), Config(extra_negatives=1000)
+    rows = base.batch_size * base.max_seq_len
+    grown = sum(estimate(memory_spec(extra)).values()) - sum(estimate(memory_spec(base)).values())
+    assert grown >= 4 * 3 * rows * 1000
+    assert sum(estimate(memory_spec(extra), training=False).values()) == \
+        sum(estimate(memory_spec(base), training=False).values())          # evaluation draws none
+    with pytest.raises(InputError, match=r"extra negatives' logit columns .*lower .*--extra_negatives"):
+        check_memory(memory_spec(Config(extra_negatives=100_000_000)))
+    dssm = Config(model="dssm", extra_negatives=100_000_000)
+    with pytest.raises(InputError, match="extra negatives"):
+        check_memory(memory_spec(dssm))

@@ -209,7 +209,7 @@ def test_bitfit_on_a_model_without_biases_is_refused(tmp_path):
     (dict(item_tower="id", peft="lora"), "--peft lora adapts a text encoder, but --item_tower is id"),
     (dict(item_tower="vision", peft="ia3"), "--peft ia3 adapts a text encoder"),
     (dict(peft="lora", two_stage=True), "--peft lora with --two_stage"),
-    (dict(peft="bitfit", trainable_layers=2), "drop --freeze_paras_before / --trainable_layers"),
+    (dict(peft="bitfit", trainable_layers=2), "--trainable_layers 2 must be off: override with --trainable_layers -1"),
     (dict(lora_r=16), "--lora_r 16 only apply with --peft lora"),
     (dict(peft="bitfit", lora_targets="q_proj"), "--lora_targets q_proj only applies with --peft lora or ia3"),
     (dict(peft="lora", lora_targets="q_proj, "), "must be module names"),
@@ -218,6 +218,22 @@ def test_bitfit_on_a_model_without_biases_is_refused(tmp_path):
 def test_bad_peft_values_are_refused(values, fragment, tmp_path):
     with pytest.raises(InputError, match=fragment):
         config(tmp_path, **values)
+
+
+def test_peft_against_the_scripts_own_trainable_layers_names_the_script_and_the_override(tmp_path, capsys):
+    """train_minilm.py sets trainable_layers 2 in its block: `--peft lora` is refused naming that
+    value, where it comes from and the exact override, not flags the user never typed."""
+    import runpy
+    from morec.launch import main
+    runs, script = tmp_path / "runs", REPO / "inbatch_sasrec_e2e_text" / "train_minilm.py"
+    params = runpy.run_path(str(script), run_name="params_only")["params"]
+    with pytest.raises(SystemExit) as stop:
+        main(params, "train", str(script), ["--peft", "lora", "--runs_dir", str(runs), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("error:") == 1 and not runs.exists()
+    assert "--trainable_layers 2 must be off: override with --trainable_layers -1" in err
+    assert "not on the command line: --trainable_layers 2 from train_minilm.py" in err
+    assert "freeze_paras_before" not in err                  # 0 in the block: not part of the problem
 
 
 def test_bad_peft_input_exits_2_and_writes_nothing(tmp_path, capsys):

@@ -95,3 +95,19 @@ def test_fast_counts_equal_the_full_ranking_on_ml100k(split):
                       torch.from_numpy(data.split_history(split)))
     fast = popularity_tie_counts(data, split)
     assert torch.equal(fast, full) and full[:, 1].max() > 0                      # ties do occur
+
+
+def test_script_and_dataset_card_agree_or_say_which_values_differ(toy_dir):
+    """The card's most-popular table and the script rank the same way; when their values differ
+    (another L, min_seq_len, repeat rule) both outputs say so, not only different numbers."""
+    import popularity_baseline
+    from morec.tools.card import write_card
+    card = write_card(toy_dir / "toy", max_seq_len=5, min_seq_len=3)
+    assert "scripts/popularity_baseline.py --dataset toy --max_seq_len 5 --min_seq_len 3` prints these numbers" in card
+    same = Config(root_data_dir=str(toy_dir), dataset="toy", max_seq_len=5, min_seq_len=3)
+    assert popularity_baseline.card_comparison(same) == "(the same values as CARD.md's most-popular table: the same numbers)"
+    test_row = next(line for line in card.splitlines() if line.startswith("| test |"))
+    assert test_row == f"| test | 80.00 | {100 * ndcg(TEST_RANKS):.2f} |"          # the script's test line
+    other = Config(root_data_dir=str(toy_dir), dataset="toy", max_seq_len=4, min_seq_len=3, repeat_targets="rank")
+    note = popularity_baseline.card_comparison(other)
+    assert note.startswith("(not CARD.md's numbers: max_seq_len 4 here, 5 there; repeat_targets rank here, miss there;")

@@ -130,3 +130,28 @@ def test_summary_welch_reads_the_committed_q1_table_at_the_seed_level(tmp_path, 
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(InputError, match="not a results_table.py CSV"):
         summary_welch.main([str(bad)])
+
+
+@pytest.mark.parametrize("argv, refused", [
+    (["--arms", "full", "--peft", "lora"], "--peft lora: contradicts the arm full (peft none)"),
+    (["--arms", "full,top2", "--mo.trainable_layers", "2"], "--mo.trainable_layers 2: contradicts the arm full"),
+    (["--arms", "ts_all", "--dnn_layers", "3"], "--dnn_layers 3: contradicts the arm ts_all (dnn_layers 2)"),
+    (["--arms", "id,lora", "--item_tower", "text"], "contradicts the arm id (item_tower id)"),
+    (["--arms", "ts_last", "--ts_layers", "all"], "contradicts the arm ts_last (ts_layers last)"),
+    (["--arms", "lora", "--peft", "lora"], None),                  # the arm's own value: harmless
+    (["--arms", "id,full", "--seed", "7"], None),                  # a value no arm sets
+])
+def test_q4_refuses_an_override_that_contradicts_a_chosen_arm(common, tmp_path, monkeypatch, argv, refused):
+    """`--arms full --peft lora` once ran the "full" arm with LoRA under the full arm's name."""
+    import study_q4_adaptation
+    seen = {}
+    monkeypatch.setattr(study_q4_adaptation, "run_study",
+                        lambda name, title, parts, args, overrides, *rest: seen.update(parts=parts, overrides=overrides))
+    if refused:
+        with pytest.raises(InputError, match="choose arms with --arms") as error:
+            study_q4_adaptation.main([*argv, "--out", str(tmp_path), "--table_only"])
+        assert refused in str(error.value)
+    else:
+        study_q4_adaptation.main([*argv, "--out", str(tmp_path), "--table_only"])
+        for cfg, _ in common.study_runs(seen["parts"], seen["overrides"], tmp_path):
+            assert cfg.peft == ("lora" if "lora" in argv[1] else "none")

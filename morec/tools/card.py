@@ -182,7 +182,8 @@ def card_markdown(card: Card) -> str:
              f"- titles with HTML entities or stray spaces (cleaned by the text tower's default "
              f"`--unescape_text true`): {_share(card.cleaned_titles, card.raw.items)}", "",
              *_repeat_lines(card),
-             f"## Most-popular baseline (L = {L}, full ranking, SPEC \"Evaluation\")", ""]
+             f"## Most-popular baseline (L = {L}, full ranking, SPEC \"Evaluation\")", "",
+             popularity_note(card.name, L, card.min_seq_len), ""]
     if card.kept is None:
         lines.append(f"No user has min_seq_len = {card.min_seq_len} items: nothing to evaluate.")
     else:
@@ -190,6 +191,15 @@ def card_markdown(card: Card) -> str:
         lines += [f"| {split} | {100 * m['HR@10']:.2f} | {100 * m['NDCG@10']:.2f} |"
                   for split, m in card.popularity.items()]
     return "\n".join(lines) + "\n"
+
+
+def popularity_note(name: str, max_seq_len: int, min_seq_len: int) -> str:
+    """What the most-popular numbers depend on, and the baseline command that prints the same."""
+    return (f"Item counts and targets come from each kept user's last L+3 = {max_seq_len + 3} items, with "
+            f"min_seq_len {min_seq_len}, every item and `--repeat_targets miss`: `python "
+            f"scripts/popularity_baseline.py --dataset {name} --max_seq_len {max_seq_len} --min_seq_len "
+            f"{min_seq_len}` prints these numbers; another L, min_seq_len, `--repeat_targets` or "
+            "`--warm_min_count` counts other items and gives others.")
 
 
 def _repeat_lines(card: Card) -> list[str]:
