@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import write_dataset
 
 from morec.config import Config
 from morec.parts import load_data
@@ -39,9 +40,7 @@ def hit(ranks, k):
 
 @pytest.fixture
 def toy_dir(tmp_path):
-    (tmp_path / "toy").mkdir()
-    (tmp_path / "toy" / "users.tsv").write_text("\n".join(USERS) + "\n")
-    (tmp_path / "toy" / "items.tsv").write_text("\n".join(ITEMS) + "\n")
+    write_dataset(tmp_path / "toy", ITEMS, USERS)
     return tmp_path
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import run_in_process
+from conftest import run_in_process, write_dataset
 from morec.config import REPO_ROOT, Config, make_config, run_label
 from morec.errors import InputError
 from morec.evaluate import MISSED, apply_repeat_rule, metrics_from_counts, repeat_mask, rule_metrics
@@ -56,9 +56,7 @@ class FixedScores(nn.Module):
 
 @pytest.fixture
 def toy(tmp_path):
-    (tmp_path / "toy").mkdir()
-    (tmp_path / "toy" / "users.tsv").write_text("\n".join(USERS) + "\n")
-    (tmp_path / "toy" / "items.tsv").write_text("\n".join(ITEMS) + "\n")
+    write_dataset(tmp_path / "toy", ITEMS, USERS)
     return tmp_path
 
 
