@@ -524,15 +524,6 @@ def sign_flip_p(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, seed: 
     return (1 + extreme) / (resamples + 1)
 
 
-def pooled_test(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, seed: int = 0, budget: float = 2e8) -> dict:
-    """The table's test before the seed-level default, kept to show what it measures: (seed, user)
-    pairs pooled, pairs bootstrapped and sign-flipped one by one. Its null holds the trained runs fixed; it
-    FAILS an A/A check (tests/test_results_table.py, docs/significance.md): not a test of 'A beats B'."""
-    a, b = np.ravel(a), np.ravel(b)
-    low, high = bootstrap_interval(a, b, resamples, seed)
-    return {"diff": float(np.mean(a - b)), "ci_low": low, "ci_high": high, "p": sign_flip_p(a, b, resamples, seed, budget)}
-
-
 def user_cluster_test(a: np.ndarray, b: np.ndarray, users: np.ndarray | None = None, resamples: int = RESAMPLES,
                       seed: int = 0, budget: float = 2e8, interval: bool = True) -> dict:
     """'These trained models rank these users differently': a (S_a, U), b (S_b, U); each user's
@@ -606,15 +597,10 @@ def compare(pair: Pairing, metric: str, users: np.ndarray | None = None, resampl
     return {**result, **{f"user_{k}": v for k, v in user.items()}}
 
 
-def paired_pairs(rows: pd.DataFrame, base: pd.DataFrame) -> Pairing:
-    """The Pairing of two table rows (frames of runs_frame with a 'run' column)."""
-    return pairing(list(rows["run"]), list(base["run"]))
-
-
 def paired_columns(rows: pd.DataFrame, base: pd.DataFrame | None, resamples: int, reason: str = "") -> dict:
     """The row's columns against its IDRec row: the test used, then per metric the seed-level
     diff / CI / p and the per-user cluster test's diff / CI / p."""
-    pair = paired_pairs(rows, base) if base is not None else Pairing(None, None, problem=reason)
+    pair = pairing(list(rows["run"]), list(base["run"])) if base is not None else Pairing(None, None, problem=reason)
     out = {"test": pair.test_name if (base is not None or reason) else "",
            "compared_seeds": "" if pair.problem or pair.a is None else " ".join(map(str, pair.a.seeds)) + (
                "" if pair.paired else " vs " + " ".join(map(str, pair.b.seeds)))}
@@ -803,15 +789,13 @@ CSV_COLUMNS = ["dataset", "setting", "warm_min_count", "model", "loss", "item_to
                "fusion", "dnn_layers", "other", "n", "seeds", "hr10_mean", "hr10_std", "ndcg10_mean",
                "ndcg10_std", "hr10_vs_id_pct", "ndcg10_vs_id_pct", "cold_below", "cold_users",
                "cold_hr10_mean", "cold_hr10_std", "cold_ndcg10_mean", "cold_ndcg10_std", "users", "items",
+               "repeat_targets", "repeat_count",                       # SPEC "Evaluation"
                "best_epochs", "runs", "baseline_runs", "no_baseline", "test", "compared_seeds", "resamples",
                "hr10_diff", "hr10_ci_low", "hr10_ci_high", "hr10_p",
                "ndcg10_diff", "ndcg10_ci_low", "ndcg10_ci_high", "ndcg10_p",
                "hr10_user_diff", "hr10_user_ci_low", "hr10_user_ci_high", "hr10_user_p",
                "ndcg10_user_diff", "ndcg10_user_ci_low", "ndcg10_user_ci_high", "ndcg10_user_p",
                "train_seconds_to_best", "peak_memory_mb", "peak_memory_kind"]
-
-
-CSV_COLUMNS[CSV_COLUMNS.index("items") + 1:CSV_COLUMNS.index("items") + 1] = ["repeat_targets", "repeat_count"]  # SPEC "Evaluation"
 
 
 def to_csv(rows: list[dict]) -> str:
@@ -1089,15 +1073,16 @@ def main(argv: list[str]) -> None:
                          "(a run counts once its folder holds test_metrics.json)")
     rows = table_rows(runs, args.resamples)
     text = markdown(rows)
-    if args.user_groups:
-        text += "\n" + group_table(runs, args.user_groups, args.resamples)
+    groups_text = group_table(runs, args.user_groups, args.resamples) if args.user_groups else ""
+    if groups_text:
+        text += "\n" + groups_text
     print(text, end="")
     if args.out:
         for path in write_table(rows, Path(args.out), args.title):
             print(f"wrote {path}", file=sys.stderr)
-        if args.user_groups:
+        if groups_text:
             groups_path = Path(args.out).with_name(Path(args.out).name + "_groups.md")
-            groups_path.write_text(group_table(runs, args.user_groups, args.resamples), encoding="utf-8")
+            groups_path.write_text(groups_text, encoding="utf-8")
             print(f"wrote {groups_path}", file=sys.stderr)
 
 if __name__ == "__main__":
