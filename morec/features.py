@@ -56,7 +56,7 @@ def text_tokens(spec: ItemInputSpec, data: SequenceData, tokenizer=None) -> list
     """(input_ids, attention_mask) tensors, (N+1, W) each, for every attribute; cached on disk."""
     if tokenizer is None:
         from morec.models.text import load_tokenizer
-        tokenizer = load_tokenizer(encoder_folder(spec.text))
+        tokenizer = load_tokenizer(encoder_folder(spec.tower.text))
     tokens = item_tokens(data.items, tokenizer, list(spec.attributes), spec.cache_dir, spec.data.dataset,
                          spec.unescape_text)
     return [(torch.from_numpy(t.input_ids), torch.from_numpy(t.attention_mask)) for t in tokens]
@@ -83,7 +83,7 @@ def item_images(spec: ImageSpec, data: SequenceData) -> ItemImages:
 
 def run_item_images(spec: ItemInputSpec, data: SequenceData) -> ItemImages | None:
     """What the training loop feeds a vision tower end to end (None for other towers)."""
-    encoded = set(spec.modalities) - spec.cached
+    encoded = set(spec.modalities) - spec.tower.cached
     return item_images(spec.images, data) if "vision" in encoded else None
 
 
@@ -91,19 +91,19 @@ def item_tower_inputs(spec: ItemInputSpec, data: SequenceData, device: torch.dev
     """What each branch of the item tower reads besides the batch: {} for IDs and vision end to
     end (pixels come with each batch); "tokens" [...] for text end to end; "features" (N+1, F) for
     a two-stage head (text, or vision alone); "vision_features" (N+1, F') for the cached vision
-    branch of text+vision (spec.cached says which branches are cached)."""
+    branch of text+vision (spec.tower.cached says which branches are cached)."""
     modalities = spec.modalities
     if not modalities:
         return {}                                    # build_item_tower reports an unknown tower
     if "text" in modalities:                         # a tower that would see no text is refused
-        check_item_texts(data.items, [name for name, _ in spec.attributes], spec.fused_with_ids,
+        check_item_texts(data.items, [name for name, _ in spec.attributes], spec.tower.fusion != "none",
                          str(spec.data.items_file), spec.unescape_text)
     inputs = {}
-    if "text" in spec.cached:
+    if "text" in spec.tower.cached:
         inputs["features"] = torch.from_numpy(text_features(spec, data, device)[0])
     elif "text" in modalities:
         inputs["tokens"] = text_tokens(spec, data)
-    if "vision" in spec.cached:
+    if "vision" in spec.tower.cached:
         key = "vision_features" if "text" in modalities else "features"
         inputs[key] = torch.from_numpy(vision_features(spec, data, device)[0])
     return inputs
@@ -121,7 +121,7 @@ def text_feature_key(spec: ItemInputSpec, data: SequenceData, folder: Path, toke
     return {
         "format": FEATURE_FORMAT,
         "dataset": spec.data.dataset,
-        "encoder": spec.text.name,
+        "encoder": spec.tower.text.name,
         "encoder_config_sha1": _file_digest(folder / "config.json"),
         "encoder_weights": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in weights],
         "tokenizer": tokenizer_fingerprint(tokenizer),
@@ -129,8 +129,8 @@ def text_feature_key(spec: ItemInputSpec, data: SequenceData, folder: Path, toke
         "items_sha1": {name: texts_digest(item_texts(data.items, name, spec.unescape_text))
                        for name, _ in spec.attributes},
         "num_items": data.num_items,
-        "layer": spec.ts_layers,                      # "last": (N+1, H); "all": (N+1, layers + 1, H)
-        **({"pooling": spec.text.pooling} if spec.text.pooling != "auto" else {}),    # auto: the keys of older caches
+        "layer": spec.tower.ts_layers,                      # "last": (N+1, H); "all": (N+1, layers + 1, H)
+        **({"pooling": spec.tower.text.pooling} if spec.tower.text.pooling != "auto" else {}),    # auto: the keys of older caches
     }
 
 
@@ -141,7 +141,7 @@ def vision_feature_key(spec: ItemInputSpec, data: SequenceData, folder: Path, im
     return {
         "format": FEATURE_FORMAT,
         "dataset": spec.data.dataset,
-        "encoder": spec.vision.name,
+        "encoder": spec.tower.vision.name,
         "encoder_files": [stamp(p) for p in sorted(folder.iterdir()) if p.is_file()],
         "images": stamp(images.store.path),
         "image_size": spec.images.size,
@@ -265,14 +265,14 @@ def text_features(spec: ItemInputSpec, data: SequenceData, device: torch.device,
                   batch_size: int = 256) -> tuple[np.ndarray, Path]:
     """The cached two-stage text features of every item and their file."""
     from morec.models.text import encoder_config, load_text_encoder, load_tokenizer, pooling_of
-    folder = encoder_folder(spec.text)
+    folder = encoder_folder(spec.tower.text)
     tokenizer = load_tokenizer(folder)
 
     def extract() -> np.ndarray:
         tokens = text_tokens(spec, data, tokenizer)
         encoder = load_text_encoder(folder)
-        return extract_text_features(encoder, pooling_of(encoder_config(folder), spec.text.pooling), tokens, device,
-                                     batch_size, all_layers=spec.ts_layers == "all")
+        return extract_text_features(encoder, pooling_of(encoder_config(folder), spec.tower.text.pooling), tokens, device,
+                                     batch_size, all_layers=spec.tower.ts_layers == "all")
     return cached_features(spec, data, text_feature_key(spec, data, folder, tokenizer), extract)
 
 
@@ -280,7 +280,7 @@ def vision_features(spec: ItemInputSpec, data: SequenceData, device: torch.devic
                     batch_size: int = 256) -> tuple[np.ndarray, Path]:
     """The cached two-stage vision features of every item and their file."""
     from morec.models.vision import load_vision_encoder, resolve_vision_encoder
-    vision = spec.vision
+    vision = spec.tower.vision
     _, folder = resolve_vision_encoder(vision.name, vision.root)
     images = item_images(spec.images, data)
 
@@ -293,14 +293,14 @@ def vision_features(spec: ItemInputSpec, data: SequenceData, device: torch.devic
 def modality_features(spec: ItemInputSpec, data: SequenceData, device: torch.device,
                       batch_size: int = 256) -> tuple[np.ndarray, Path]:
     """Two-stage features of the tower's modality encoder (text or vision), cached on disk."""
-    if spec.tower == "vision":
+    if spec.tower.kind == "vision":
         return vision_features(spec, data, device, batch_size)
     return text_features(spec, data, device, batch_size)
 
 
 def ensure_features(spec: ItemInputSpec, data: SequenceData, device: torch.device, batch_size: int = 256) -> Path:
     """Extract (or find) the two-stage features of the tower's modality encoder; returns the cache file."""
-    if spec.tower in MODALITY_TOWERS:
+    if spec.tower.kind in MODALITY_TOWERS:
         return modality_features(spec, data, device, batch_size)[1]
-    raise InputError(f"feature extraction for item_tower {spec.tower!r} is not available; "
+    raise InputError(f"feature extraction for item_tower {spec.tower.kind!r} is not available; "
                      f"choose one of {MODALITY_TOWERS}")

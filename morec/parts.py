@@ -17,7 +17,8 @@ from morec.errors import InputError
 from morec.features import item_tower_inputs
 from morec.models import LayerMixFeatureTower, Recommender
 from morec.models.build import build_model
-from morec.resolve import item_input_spec, model_spec
+from morec.resolve import run_specs
+from morec.specs import RunSpecs
 from morec.transfer import freeze_user_encoder
 
 log = logging.getLogger("morec")
@@ -46,25 +47,21 @@ def start_devices(cfg: Config) -> tuple[torch.device, World]:
     return device, world
 
 
-def check_config(cfg: Config) -> None:
-    """Every value checked before anything is written (morec.config.validate)."""
-    validate(cfg)
-
-
 def load_data(cfg: Config) -> SequenceData:
     """The run's users and items, split; a fraction of the training users when asked."""
-    check_config(cfg)
+    validate(cfg)                             # every value checked before anything is written
     data = load_sequence_data(cfg.data_dir(), cfg.behaviors, cfg.news, cfg.max_seq_len,
                               cfg.min_seq_len, cfg.warm_min_count)
     return with_train_users(data, cfg.train_user_fraction) if cfg.train_user_fraction < 1 else data
 
 
-def build_run_model(cfg: Config, data: SequenceData, device: torch.device) -> Recommender:
-    """The recommender of `cfg` on `device`, initialised from cfg.seed."""
-    item_inputs = item_tower_inputs(item_input_spec(cfg), data, device)   # modality towers: item tokens / cached features
+def build_run_model(cfg: Config, data: SequenceData, device: torch.device, specs: RunSpecs | None = None) -> Recommender:
+    """The recommender of `cfg` on `device`, initialised from cfg.seed; `specs`: cfg's, if already resolved."""
+    specs = specs or run_specs(cfg)
+    item_inputs = item_tower_inputs(specs.item_inputs, data, device)   # modality towers: item tokens / cached features
     torch.manual_seed(cfg.seed)
     popularity = torch.from_numpy(data.popularity()).clamp_min(1e-30)   # (N+1,), > 0 so log is finite
-    model = build_model(model_spec(cfg), data.num_items, data.num_users, popularity, item_inputs).to(device)
+    model = build_model(specs.model, data.num_items, data.num_users, popularity, item_inputs).to(device)
     if cfg.freeze_user_encoder:                               # linear-probe-style transfer
         log.info("--freeze_user_encoder: %d user-encoder parameters do not train", freeze_user_encoder(model))
     log_encoder_semantics(cfg)
@@ -156,7 +153,6 @@ def distributed_trainer(model: Recommender, cfg: Config, world: World, device: t
 def grad_scaler(cfg: Config, device: torch.device) -> torch.amp.GradScaler:
     """The loss scaler: on for fp16 autocast on CUDA only (bf16 and fp32 need none)."""
     return torch.amp.GradScaler(device.type, enabled=cfg.amp and cfg.amp_dtype == "fp16" and device.type == "cuda")
-
 
 
 def lr_factor(step: int, schedule: str, warmup_steps: int, total_steps: int) -> float:

@@ -61,9 +61,9 @@ def model_spec(cfg: Config) -> ModelSpec:
                      loss=loss_spec(cfg), tower=tower_spec(cfg))
 
 
-def memory_spec(cfg: Config) -> MemorySpec:
-    """What the memory estimate of cfg's run reads (morec.memory.check_memory)."""
-    return MemorySpec(model=model_spec(cfg), batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
+def memory_spec(cfg: Config, model: ModelSpec | None = None) -> MemorySpec:
+    """What the memory estimate of cfg's run reads (morec.memory.check_memory); `model`: cfg's, if resolved."""
+    return MemorySpec(model=model or model_spec(cfg), batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
                       eval_chunk_elems=cfg.eval_chunk_elems, device=cfg.device)
 
 
@@ -72,13 +72,10 @@ def item_input_spec(cfg: Config) -> ItemInputSpec:
     modality values."""
     check_modality_config(cfg)
     modalities = TOWER_MODALITIES.get(cfg.item_tower, ())
-    return ItemInputSpec(tower=cfg.item_tower, modalities=modalities, cached=frozenset(cached_modalities(cfg)),
-                         fused_with_ids=cfg.fusion != "none", data=data_spec(cfg),
-                         cache_dir=from_repo_root(cfg.cache_dir), text=encoder_spec(cfg, "text"),
-                         vision=encoder_spec(cfg, "vision"),
+    return ItemInputSpec(tower=tower_spec(cfg), modalities=modalities, data=data_spec(cfg),
+                         cache_dir=from_repo_root(cfg.cache_dir),
                          attributes=text_attributes(cfg) if "text" in modalities else (),
-                         ts_layers=cfg.ts_layers, images=image_spec(cfg), num_workers=cfg.num_workers,
-                         unescape_text=cfg.unescape_text)
+                         images=image_spec(cfg), num_workers=cfg.num_workers, unescape_text=cfg.unescape_text)
 
 
 def image_spec(cfg: Config) -> ImageSpec:
@@ -136,5 +133,6 @@ def transfer_spec(cfg: Config) -> TransferSpec:
 
 def run_specs(cfg: Config) -> RunSpecs:
     """Every typed value a run's setup needs, from one Config (train.train_in_folder, test_in_folder)."""
-    return RunSpecs(data=data_spec(cfg), model=model_spec(cfg), memory=memory_spec(cfg),
+    model = model_spec(cfg)
+    return RunSpecs(data=data_spec(cfg), model=model, memory=memory_spec(cfg, model),
                     item_inputs=item_input_spec(cfg), transfer=transfer_spec(cfg))

@@ -134,16 +134,11 @@ class ImageSpec:
 class ItemInputSpec:
     """What the item tower reads besides the batches (tokens, cached features, images) and where
     it is cached."""
-    tower: str                                 # item_tower
+    tower: TowerSpec                           # kind, encoders, cached modalities, ts_layers, fusion
     modalities: tuple[str, ...]                # the modalities the tower reads ("text", "vision")
-    cached: frozenset[str]                     # of them, those read from cached features
-    fused_with_ids: bool                       # fusion != none: an item without text is allowed
     data: DataSpec
     cache_dir: Path                            # token and feature caches (resolved)
-    text: EncoderSpec
-    vision: EncoderSpec
     attributes: tuple[tuple[str, int], ...]    # text: ((attribute, tokens), ...)
-    ts_layers: str                             # last | all: the cached text features' layers
     images: ImageSpec
     num_workers: int                           # DataLoader workers of a feature extraction
     unescape_text: bool = True                 # texts through morec.data.text.clean_text (entities, spaces)

@@ -340,7 +340,7 @@ def train_in_folder(cfg: Config, run_dir: Path) -> dict:
     checkpoint = prepare_run(cfg, files, world)
     with run_logging(files.log if world.is_main else None), stop_signals() as stop:
         # a failure here leaves no folder behind: train() holds the folder with training_folder
-        model = build_run_model(cfg, data, device)            # loads encoders: bad weights fail here
+        model = build_run_model(cfg, data, device, specs)     # loads encoders: bad weights fail here
         images = run_item_images(specs.item_inputs, data)      # vision: the LMDB must hold every item
         bind_run_to_data(files.config, specs.data, data, resumed=checkpoint is not None, record=world.is_main)
         if source is not None and checkpoint is None:      # a resumed run continues from its own checkpoint
@@ -386,7 +386,7 @@ def test_in_folder(cfg: Config, run_dir: Path) -> dict:
     checkpoint = load_checkpoint(files.best, map_location=device)
     require_entries(checkpoint, files.best, ("model", "epoch", "valid"))
     check_memory(specs.memory, data.num_items, data.num_users, training=False)
-    model = build_run_model(cfg, data, device)
+    model = build_run_model(cfg, data, device, specs)
     load_model_weights(model, checkpoint, files.best)
     metrics, counts = evaluate(model, data, "test", cfg, device, images=run_item_images(specs.item_inputs, data))
     result = test_record(files, cfg, data, checkpoint, metrics, counts)
