@@ -140,10 +140,14 @@ def section(name: str, title: str, argv: list[str], configs: list[Config], out: 
     return "\n".join(lines) + "\n"
 
 
-def reading(name: str, modality: str = "text") -> str:
-    """The study script's READING: a text, or {--modality: text} when the study's modalities read
-    differently."""
-    text = getattr(study_module(name), "READING", "")
+def reading(name: str, modality: str = "text", dataset: str = "ml-100k") -> str:
+    """The study script's reading of its results on `dataset`: READING (a text, or {--modality:
+    text} when the study's modalities read differently) for ml-100k, READING_BY_DATASET[dataset]
+    for another data set; none where the script has no reading of that data set (a reading quotes
+    its data set's results, so another data set's would be wrong there)."""
+    module = study_module(name)
+    text = (getattr(module, "READING", "") if dataset == "ml-100k"
+            else getattr(module, "READING_BY_DATASET", {}).get(dataset, ""))
     text = (text.get(modality, "") if isinstance(text, dict) else text).strip()
     return f"### Reading: {name}\n\n{text}\n" if text else ""
 
@@ -175,7 +179,7 @@ def write_page(name: str, title: str, argv: list[str], configs: list[Config], ou
     folder = relative(out, page.parent)
     key = name if folder == "." else f"{name} {folder}"
     text = upsert(text, "study", key, section(name, title, argv, configs, out, page), before=f"reading: {name}")
-    body = reading(name, modality)
+    body = reading(name, modality, configs[0].dataset if configs else "ml-100k")
     if body:
         text = upsert(text, "reading", name, body)
     page.parent.mkdir(parents=True, exist_ok=True)
