@@ -20,7 +20,7 @@ import pytest
 from conftest import REPO
 from morec.errors import InputError
 from morec.tools.convert import convert
-from test_convert import EXPECTED, ITEMS, lines, make_microlens, make_ninerec, run_main
+from test_convert import EXPECTED, ITEMS, MAKERS, lines, make_microlens, make_ninerec, run_main
 
 SCRIPT = REPO / "scripts" / "convert_dataset.py"
 
@@ -86,6 +86,23 @@ def test_pairs_tsv_and_ninerec_item_csv_header_rows_are_skipped(tmp_path):
     items.write_text("video_id,title,title_en\n" + items.read_text(encoding="utf-8"), encoding="utf-8")
     convert("ninerec", tmp_path / "nine", tmp_path / "nine_out", no_images=True)
     assert item_names(tmp_path / "nine_out") == ITEMS
+
+
+@pytest.mark.parametrize("fmt, header, shown", [("ninerec", "video_id,user_id,timestamp", "video_id user_id timestamp"),
+                                                ("sasrec_txt", "user_id item_id", "user_id item_id")])
+def test_header_line_of_a_headerless_interaction_file_is_skipped(fmt, header, shown, tmp_path, caplog):
+    """NineRec's pair csv and SASRec's txt have no header; a copy with one converts the same."""
+    MAKERS[fmt](tmp_path / "plain")
+    convert(fmt, tmp_path / "plain", tmp_path / "plain_out", no_images=True)
+    MAKERS[fmt](tmp_path / "src")
+    [inter] = [p for p in (tmp_path / "src").iterdir() if p.name in ("Toy_pair.csv", "toy.txt")]
+    inter.write_text(header + "\n" + inter.read_text())
+    with caplog.at_level(logging.INFO, logger="morec.tools.convert"):
+        convert(fmt, tmp_path / "src", tmp_path / "out", no_images=True)
+    for name in ("users.tsv", "items.tsv"):
+        assert lines(tmp_path / "out" / name) == lines(tmp_path / "plain_out" / name)
+    assert [r.getMessage() for r in caplog.records if "header line" in r.getMessage()] == [
+        f"{inter}, line 1: {shown!r} is a header line, not an interaction; skipped"]
 
 
 # ----------------------------------------------------------------------------- options

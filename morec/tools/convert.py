@@ -57,7 +57,8 @@ Layouts, and where each was read (GitHub repository: file)
   ``item_id,title`` per line (a title holding unquoted commas keeps them: the fields after the
   first are joined), but public copies disagree: a first row that reads as a header (no item of
   the interactions, and a column name or a non-number above numeric ids) is skipped with a log
-  line, here and in NineRec's item csv and the pairs tsv; the covers unpack from ``MicroLens-100k_covers.zip`` into ``covers/<item_id>.jpg``.
+  line, here and in NineRec's item csv; a first line of a headerless interaction file (the pairs
+  tsv, NineRec's pair csv, SASRec's txt) that names the columns (``user_id item_id``) likewise; the covers unpack from ``MicroLens-100k_covers.zip`` into ``covers/<item_id>.jpg``.
 - ``ninerec``: westlake-repl/NineRec: get_behaviour.py (``<Name>_pair.csv``, no header:
   video_id, user_id, timestamp), get_lmdb.py (``<Name>_item.csv`` whose first column is the item,
   covers in ``<Name>_cover/<item>.jpg``), Baseline/BERT4Rec/BERT4Rec_txt/data_utils/preprocess.py
@@ -314,6 +315,17 @@ def _without_header_row(items: pd.DataFrame, inter: pd.DataFrame, path: Path) ->
     return items.iloc[1:].reset_index(drop=True)
 
 
+def _without_header_line(df: pd.DataFrame, path: Path, user: str, item: str) -> pd.DataFrame:
+    """A headerless interaction table less a first line that names its columns (user_id item_id)."""
+    if not (df[user].iloc[0].strip().lower() in USER_HEADERS and df[item].iloc[0].strip().lower() in ITEM_HEADERS):
+        return df
+    if len(df) == 1:
+        raise InputError(f"{path} holds only a header line; point --inter at the interaction file")
+    log.warning("%s, line 1: %r is a header line, not an interaction; skipped", path,
+                " ".join(df.iloc[0, :-1]))
+    return df.iloc[1:].reset_index(drop=True)
+
+
 # ----------------------------------------------------------------------------- one reader per format
 
 def read_pixelrec(src: Path, inter=None, items=None, images=None, no_images=False) -> Source:
@@ -345,6 +357,8 @@ def _microlens_tsv(path: Path) -> pd.DataFrame:
                              "a pairs tsv holds each user once: join the two lines in time order")
         first_line[user] = line
         rows += [(user, item, len(rows) + k, line) for k, item in enumerate(values[1].split())]
+    if not rows:
+        raise InputError(f"{path} holds no user lines")
     return pd.DataFrame(rows, columns=["user", "item", "time", "line"])
 
 
@@ -373,7 +387,7 @@ def read_ninerec(src: Path, inter=None, items=None, images=None, no_images=False
     _need_columns(df, inter_path, 3, "'video_id,user_id,timestamp' (no header)")
     table = _item_table(items_path, False, {"item": 0, "title": 2, "abstract": 1},
                         "'video_id,title,title_en' (no header)")
-    inter_table = _interactions(df, inter_path, "1", "0", "2")
+    inter_table = _interactions(_without_header_line(df, inter_path, "1", "0"), inter_path, "1", "0", "2")
     return Source(inter_table, inter_path, _without_header_row(table, inter_table, items_path), items_path,
                   images=_covers(src, images, no_images, [f"{stem}_cover", "*_cover"]))
 
@@ -403,6 +417,7 @@ def read_sasrec_txt(src: Path, inter=None, items=None, images=None, no_images=Fa
     inter_path = src if src.is_file() and inter is None else _locate(src, inter, ["*.txt"], "txt file", "inter")
     df = _read_table(inter_path, header=False, sep=r"\s+")
     _need_columns(df, inter_path, 2, "'user item' per line")
+    df = _without_header_line(df, inter_path, "0", "1")
     return Source(_interactions(df, inter_path, "0", "1", None), inter_path, images=_extra_images(src, images))
 
 
@@ -578,7 +593,7 @@ def _check_options(max_seq_len: int, min_seq_len: int, resize: int | None) -> No
 def _check_destination(dst: Path) -> None:
     """DST can be made: the nearest existing folder above it is a folder and writable; temp
     folders of killed conversions to DST are removed (logged), a live one's is refused."""
-    if dst.exists():
+    if dst.exists() or dst.is_symlink():
         raise InputError(f"{dst} already exists; the converter writes a new folder: delete it or "
                          "choose another DST")
     above = dst.parent
