@@ -232,13 +232,15 @@ def full_disk_in_images_lmdb(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("fault", [full_disk_in_items_tsv, full_disk_in_images_lmdb])
-def test_full_disk_is_one_error_and_nothing_is_left(fault, tmp_path, monkeypatch):
+@pytest.mark.parametrize("below", ["out", "new/deeper/out"])
+def test_full_disk_is_one_error_and_nothing_is_left(fault, below, tmp_path, monkeypatch):
     make_microlens(tmp_path / "src")
     fault(monkeypatch)
+    dst = tmp_path / below
     with pytest.raises(InputError) as err:
-        convert("microlens", tmp_path / "src", tmp_path / "out", allow_missing_images=True)
-    assert str(err.value).startswith(f"could not write {tmp_path / 'out'} (")
+        convert("microlens", tmp_path / "src", dst, allow_missing_images=True)
+    assert str(err.value).startswith(f"could not write {dst} (")
     assert "No space left on device" in str(err.value)
-    assert str(err.value).endswith(f"nothing was written; free space on the disk of {tmp_path} or choose "
-                                   "a DST on another disk")
-    assert sorted(os.listdir(tmp_path)) == ["src"]                         # no DST, no temp folder
+    assert str(err.value).endswith(f"nothing was written; free space on the disk of {dst.parent} or "
+                                   "choose a DST on another disk")
+    assert sorted(os.listdir(tmp_path)) == ["src"]          # no DST, no temp folder, no new parents

@@ -84,6 +84,7 @@ adds covers to a format without them.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import logging
@@ -636,6 +637,32 @@ def _write_error(err: Exception, dst: Path) -> InputError:
     return InputError(f"could not write {dst} ({reason}); nothing was written; {fix}")
 
 
+def _write_into_place(converted: Converted, dst: Path, resize: int | None, **card_options) -> None:
+    """The files and CARD.md into the temp folder ``.DST.tmpPID``, then one rename to `dst`. On any
+    error the temp folder and the parent folders made for `dst` are removed; a failed write is one
+    InputError naming DST and the fix."""
+    made = [folder for folder in (dst.parent, *dst.parent.parents) if not folder.exists()]   # deepest first
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    done = False
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        write_converted(converted, tmp, resize)
+        write_card(tmp, image_lmdb=IMAGE_LMDB, name=dst.name, **card_options)
+        if dst.exists():
+            raise InputError(f"{dst} appeared while converting (another conversion?); it was left "
+                             "as it is: delete it and convert again, or choose another DST")
+        os.rename(tmp, dst)
+        done = True
+    except (OSError, lmdb.Error) as err:
+        raise _write_error(err, dst) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made if not done else []:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
 def convert(fmt: str, src: str | Path, dst: str | Path, inter=None, items=None, images=None,
             no_images: bool = False, allow_missing_images: bool = False, resize: int | None = None,
             max_seq_len: int = 20, min_seq_len: int = 5) -> Converted:
@@ -657,19 +684,5 @@ def convert(fmt: str, src: str | Path, dst: str | Path, inter=None, items=None, 
     if resize is not None and converted.images is None:
         raise InputError(f"--resize {resize} applies to covers, and this conversion has none; drop "
                          "--resize (or give the covers with --images)")
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp.mkdir()
-        write_converted(converted, tmp, resize)
-        write_card(tmp, max_seq_len=max_seq_len, min_seq_len=min_seq_len, image_lmdb=IMAGE_LMDB,
-                   name=dst.name)
-        if dst.exists():
-            raise InputError(f"{dst} appeared while converting (another conversion?); it was left "
-                             "as it is: delete it and convert again, or choose another DST")
-        os.rename(tmp, dst)
-    except (OSError, lmdb.Error) as err:
-        raise _write_error(err, dst) from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    _write_into_place(converted, dst, resize, max_seq_len=max_seq_len, min_seq_len=min_seq_len)
     return converted
