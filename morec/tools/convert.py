@@ -57,8 +57,9 @@ Layouts, and where each was read (GitHub repository: file)
   ``item_id,title`` per line (a title holding unquoted commas keeps them: the fields after the
   first are joined), but public copies disagree: a first row that reads as a header (no item of
   the interactions, and a column name or a non-number above numeric ids) is skipped with a log
-  line, here and in NineRec's item csv; a first line of a headerless interaction file (the pairs
-  tsv, NineRec's pair csv, SASRec's txt) that names the columns (``user_id item_id``) likewise; the covers unpack from ``MicroLens-100k_covers.zip`` into ``covers/<item_id>.jpg``.
+  line, here and in NineRec's item csv; so is a first line of a headerless interaction file (the
+  pairs tsv, NineRec's pair csv, SASRec's txt) that names the columns (``user_id item_id``); the
+  covers unpack from ``MicroLens-100k_covers.zip`` into ``covers/<item_id>.jpg``.
 - ``ninerec``: westlake-repl/NineRec: get_behaviour.py (``<Name>_pair.csv``, no header:
   video_id, user_id, timestamp), get_lmdb.py (``<Name>_item.csv`` whose first column is the item,
   covers in ``<Name>_cover/<item>.jpg``), Baseline/BERT4Rec/BERT4Rec_txt/data_utils/preprocess.py
