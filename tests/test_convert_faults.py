@@ -244,3 +244,17 @@ def test_full_disk_is_one_error_and_nothing_is_left(fault, below, tmp_path, monk
     assert str(err.value).endswith(f"nothing was written; free space on the disk of {dst.parent} or "
                                    "choose a DST on another disk")
     assert sorted(os.listdir(tmp_path)) == ["src"]          # no DST, no temp folder, no new parents
+
+
+def test_unreadable_cover_is_named_as_a_source_file(tmp_path, monkeypatch):
+    """An OSError reading SRC while the LMDB is written names that file, not a DST problem."""
+    import morec.tools.lmdb_builder as lmdb_builder
+    make_microlens(tmp_path / "src")
+    cover = tmp_path / "src" / "covers" / "i4.jpg"
+
+    def unreadable(path: Path, resize, quality) -> bytes:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+    monkeypatch.setattr(lmdb_builder, "_file_value", unreadable)
+    with pytest.raises(InputError, match=rf"^could not read {cover} \(Permission denied\); make it readable"):
+        convert("microlens", tmp_path / "src", tmp_path / "out", allow_missing_images=True)
+    assert sorted(os.listdir(tmp_path)) == ["src"]

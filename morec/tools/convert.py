@@ -623,8 +623,14 @@ def _read_only_mount(folder: Path) -> bool:
     return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
 
 
-def _write_error(err: Exception, dst: Path) -> InputError:
-    """A failed write (disk full, read-only, a file in the way) as one line naming DST and the fix."""
+def _write_error(err: Exception, dst: Path, written: list[Path]) -> InputError:
+    """A failed write (disk full, read-only, a file in the way) as one line naming DST and the fix;
+    an OSError on a file outside `written` (DST, its temp folder, the folders made) is a source
+    file that could not be read."""
+    if isinstance(err, OSError) and err.filename and not any(
+            Path(err.filename) == path or path in Path(err.filename).parents for path in written):
+        return InputError(f"could not read {err.filename} ({err.strerror}); make it readable, or leave "
+                          "it out of SRC (nothing was written)")
     code = err.errno if isinstance(err, OSError) else errno.ENOSPC if isinstance(err, lmdb.DiskError) else None
     reason = (err.strerror or str(err)) if isinstance(err, OSError) else str(err)
     if isinstance(err, OSError) and err.filename:
@@ -656,7 +662,7 @@ def _write_into_place(converted: Converted, dst: Path, resize: int | None, **car
         os.rename(tmp, dst)
         done = True
     except (OSError, lmdb.Error) as err:
-        raise _write_error(err, dst) from None
+        raise _write_error(err, dst, [dst, tmp, *made]) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         for folder in made if not done else []:
