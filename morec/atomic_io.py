@@ -57,3 +57,13 @@ def process_alive(pid: int) -> bool:
     except PermissionError:                  # alive, another user's
         return True
     return True
+
+
+def temp_siblings(path: Path) -> list[tuple[Path, int]]:
+    """The temp files or folders (``.NAME.tmpPID``) that writers of `path` made next to it, each
+    with its writer's process id (a live one is still writing; a dead one was killed midway)."""
+    prefix = f".{path.name}.tmp"
+    if not path.parent.is_dir():
+        return []
+    return sorted((sibling, int(sibling.name[len(prefix):])) for sibling in path.parent.iterdir()
+                  if sibling.name.startswith(prefix) and re.fullmatch(r"[0-9]+", sibling.name[len(prefix):]))

@@ -26,9 +26,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--no_images", action="store_true", help="convert an image format without its covers")
     parser.add_argument("--allow_missing_images", action="store_true",
                         help="items without a cover read as a blank image instead of an error")
-    parser.add_argument("--resize", type=int, default=None, help="store N x N JPEGs instead of the files' bytes")
-    parser.add_argument("--max_seq_len", type=int, default=20, help="L of the card's protocol numbers")
-    parser.add_argument("--min_seq_len", type=int, default=5, help="min_seq_len of the card's protocol numbers")
+    parser.add_argument("--resize", type=int, default=None, help="store N x N JPEGs (N from 1 to 4096) instead of the files' bytes")
+    parser.add_argument("--max_seq_len", type=int, default=20, help="L of the card's protocol numbers (at least 1)")
+    parser.add_argument("--min_seq_len", type=int, default=5, help="min_seq_len of the card's protocol numbers (at least 3)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     done = convert(args.fmt, args.src, args.dst, inter=args.inter, items=args.items, images=args.images,

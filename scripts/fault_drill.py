@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import io
 import json
+import logging
 import os
 import random
 import runpy
@@ -1030,6 +1031,155 @@ RUN_CASES = [  # run folders, parameter values, checkpoints and messages
     Case("study_arm_override", "refused: the override contradicts the arm, nothing run", study_arm_override),
 ]
 CASES += RUN_CASES
+
+
+# ----------------------------------------------------------------------------- converters
+
+def microlens_copy(src: Path, title_header: str = "") -> int:
+    """ml-100k as a MicroLens copy: users.tsv is a pairs tsv, the titles a headerless title csv
+    (`title_header` on top, as some public copies have). Returns the number of items."""
+    src.mkdir(parents=True)
+    shutil.copy(REPO / "dataset" / "ml-100k" / "users.tsv", src / "MicroLens-ml_pairs.tsv")
+    rows = [line.split("\t") for line in (REPO / "dataset" / "ml-100k" / "items.tsv").read_text().splitlines()]
+    (src / "MicroLens-ml_title_en.csv").write_text(title_header + "".join(f"{row[0]},{row[1]}\n" for row in rows))
+    return len(rows)
+
+
+def convert_script(args: list[str]) -> tuple[int, str]:
+    """`python scripts/convert_dataset.py --from microlens ARGS` in this process: (exit code,
+    stderr with the converter's log lines)."""
+    from morec.errors import run_cli
+    script_main = runpy.run_path(str(REPO / "scripts" / "convert_dataset.py"), run_name="imported")["main"]
+    err, code = io.StringIO(), 0
+    logs = logging.StreamHandler(err)
+    logging.getLogger("morec.tools.convert").addHandler(logs)
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            run_cli(script_main, ["--from", "microlens", *args])
+        except SystemExit as exit_:
+            code = exit_.code
+        finally:
+            logging.getLogger("morec.tools.convert").removeHandler(logs)
+    return code, err.getvalue()
+
+
+def one_error_line(code: int, err: str, fragment: str) -> bool:
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    return code == 2 and len(errors) == 1 and fragment in errors[0] and "Traceback" not in err
+
+
+def convert_title_header(root: Path) -> Outcome:
+    """A MicroLens title csv with a header row (public copies disagree): skipped with a log line,
+    not converted into an item `item_id` titled `title`."""
+    count = microlens_copy(root / "src", "item_id,title\n")
+    code, err = convert_script([str(root / "src"), str(root / "out"), "--no_images"])
+    names = [line.split("\t")[0] for line in (root / "out" / "items.tsv").read_text().splitlines()] if code == 0 else []
+    return Outcome(f"exit {code}: {len(names)} items, first {names[:1]}; {error_line(err)[:100]}",
+                   code == 0 and len(names) == count and names[0] == "1" and "'item_id' is a header row" in err)
+
+
+def convert_out_of_range_options(root: Path) -> Outcome:
+    """--max_seq_len 0 (once accepted), negative values, --min_seq_len below training's 3, a
+    --resize out of range or without covers: each one error line, exit 2, no DST."""
+    microlens_copy(root / "src")
+    seen, ok = [], True
+    for option in (["--max_seq_len", "0"], ["--max_seq_len", "-1"], ["--min_seq_len", "0"],
+                   ["--min_seq_len", "2"], ["--resize", "0"], ["--resize", "100000"], ["--resize", "64"]):
+        code, err = convert_script([str(root / "src"), str(root / "out"), "--no_images", *option])
+        seen.append(f"{' '.join(option)}: exit {code}")
+        ok &= one_error_line(code, err, f"--{option[0][2:]} {option[1]} ") and not (root / "out").exists()
+    return Outcome("; ".join(seen), ok)
+
+
+PAUSED_CONVERSION = """
+import runpy, sys
+import morec.tools.convert as convert
+def pause(folder, **options):      # users.tsv and items.tsv are written: say where, then wait
+    print(folder, flush=True)
+    sys.stdin.readline()           # never answered: the drill kills this process here
+convert.write_card = pause
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def convert_sigkill_midway(root: Path) -> Outcome:
+    """SIGKILL while the converter writes (it pauses once its files are in the temp folder, so the
+    kill lands mid-write without a race): no DST; the next run removes the stale temp folder."""
+    microlens_copy(root / "src")
+    argv = [str(REPO / "scripts" / "convert_dataset.py"), "--from", "microlens", str(root / "src"),
+            str(root / "out"), "--no_images"]
+    process = subprocess.Popen([sys.executable, "-c", PAUSED_CONVERSION, *argv], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    temp = Path(process.stdout.readline().strip())
+    process.kill()
+    process.wait()
+    left = sorted(p.name for p in root.iterdir())
+    code, err = convert_script([str(root / "src"), str(root / "out"), "--no_images"])
+    after = sorted(p.name for p in root.iterdir())
+    return Outcome(f"after the kill: {left}; next run exit {code}, then {after}",
+                   left == [temp.name, "src"] and temp.name.startswith(".out.tmp") and code == 0
+                   and after == ["out", "src"] and f"removed {temp}" in err)
+
+
+def convert_dst_below_file(root: Path) -> Outcome:
+    microlens_copy(root / "src")
+    (root / "file.txt").write_text("a file\n")
+    code, err = convert_script([str(root / "src"), str(root / "file.txt" / "out"), "--no_images"])
+    return Outcome(f"exit {code}: {error_line(err)}", one_error_line(code, err, "file.txt is a file, not a folder")
+                   and sorted(p.name for p in root.iterdir()) == ["file.txt", "src"])
+
+
+def convert_read_only_dst(root: Path) -> Outcome:
+    microlens_copy(root / "src")
+    (root / "ro").mkdir()
+    command = read_only_command(root / "ro", [sys.executable, str(REPO / "scripts" / "convert_dataset.py"),
+                                              "--from", "microlens", str(root / "src"), str(root / "ro" / "out"),
+                                              "--no_images"])
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    finally:
+        (root / "ro").chmod(0o755)
+    return Outcome(f"exit {done.returncode}: {error_line(done.stderr)}",
+                   one_error_line(done.returncode, done.stderr, "choose a DST in a writable folder")
+                   and not list((root / "ro").iterdir()))
+
+
+def convert_disk_full(root: Path) -> Outcome:
+    """ENOSPC while writing items.tsv (users.tsv is in the temp folder by then)."""
+    import morec.tools.convert as convert_module
+    real = convert_module.write_text_atomic
+
+    def full_disk(path: Path, text: str) -> None:
+        if path.name == "items.tsv":
+            raise OSError(28, "No space left on device")
+        real(path, text)
+
+    microlens_copy(root / "src")
+    convert_module.write_text_atomic = full_disk
+    try:
+        code, err = convert_script([str(root / "src"), str(root / "out"), "--no_images"])
+    finally:
+        convert_module.write_text_atomic = real
+    return Outcome(f"exit {code}: {error_line(err)}", one_error_line(code, err, "free space on the disk of")
+                   and sorted(p.name for p in root.iterdir()) == ["src"])
+
+
+CONVERT_CASES = [  # scripts/convert_dataset.py: values the protocol depends on, never a half output
+    Case("convert_title_header", "exit 0; the header row skipped with a log line, no item 'item_id'", convert_title_header),
+    Case("convert_out_of_range_options", "each exit 2 with one error line naming the option; no DST",
+         convert_out_of_range_options),
+    Case("convert_sigkill_midway", "no DST after the kill; the next run removes the temp folder and converts",
+         convert_sigkill_midway),
+    Case("convert_dst_below_file", "exit 2: the parent is a file, not a folder; nothing created", convert_dst_below_file),
+    Case("convert_read_only_dst", "exit 2: cannot write in the folder, choose a writable one; nothing created",
+         convert_read_only_dst),
+    Case("convert_disk_full", "exit 2: could not write DST (No space left on device), free space; no DST, no temp folder",
+         convert_disk_full),
+]
+CASES += CONVERT_CASES
 
 
 def run_case(case: Case, root: Path) -> Outcome:

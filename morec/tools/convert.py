@@ -2,8 +2,9 @@
 
 One short reader per format turns its files into a `Source`: the interactions (user, item, time,
 source line) in file order, the item table (name, title, abstract) and the cover folder, if any.
-One shared writer, `convert`, checks everything, then writes into a temp folder next to DST and
-renames it to DST at the end (nothing half-written; an error leaves no DST):
+One shared writer, `convert`, checks everything, then writes into a temp folder next to DST
+(``.DST.tmpPID``) and renames it to DST at the end (nothing half-written; an error leaves no DST;
+a conversion killed midway leaves only the temp folder, which the next conversion to DST removes):
 
     users.tsv    user \\t item item ...     each user's items sorted by time; equal times keep
                                            file order (a stable sort)
@@ -27,7 +28,9 @@ read as integers (nanosecond epochs exceed float64's 2**53), see `_exact_times`.
 Bad input is one InputError naming the file and line: a missing column, an empty or
 whitespace-holding user / item name (the users file separates items by spaces), a timestamp that is
 not a number, a user on two lines of a MicroLens pairs tsv, an item of the interactions missing from the item file, an item listed twice, an
-image that is missing (unless allow_missing_images) or unreadable. Line numbers of csv files count
+image that is missing (unless allow_missing_images) or unreadable. So is a protocol value out of
+training's range (max_seq_len < 1, min_seq_len < 3), a --resize outside 1..4096 or without covers,
+and a DST that cannot be written (below a file, read-only, a full disk). Line numbers of csv files count
 one record per line; the item files are read with the csv module, which counts lines inside quoted
 fields too.
 
@@ -52,7 +55,11 @@ Layouts, and where each was read (GitHub repository: file)
   read ``user,item,timestamp`` (columns are taken by name: user|userID|user_id,
   item|videoID|item_id|video_id, timestamp); ``MicroLens-100k_title_en.csv`` has no header, one
   ``item_id,title`` per line (a title holding unquoted commas keeps them: the fields after the
-  first are joined); the covers unpack from ``MicroLens-100k_covers.zip`` into ``covers/<item_id>.jpg``.
+  first are joined), but public copies disagree: a first row that reads as a header (no item of
+  the interactions, and a column name or a non-number above numeric ids) is skipped with a log
+  line, here and in NineRec's item csv; so is a first line of a headerless interaction file (the
+  pairs tsv, NineRec's pair csv, SASRec's txt) that names the columns (``user_id item_id``); the
+  covers unpack from ``MicroLens-100k_covers.zip`` into ``covers/<item_id>.jpg``.
 - ``ninerec``: westlake-repl/NineRec: get_behaviour.py (``<Name>_pair.csv``, no header:
   video_id, user_id, timestamp), get_lmdb.py (``<Name>_item.csv`` whose first column is the item,
   covers in ``<Name>_cover/<item>.jpg``), Baseline/BERT4Rec/BERT4Rec_txt/data_utils/preprocess.py
@@ -78,7 +85,10 @@ adds covers to a format without them.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import logging
 import os
 import shutil
 import sys
@@ -86,17 +96,23 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+import lmdb
 import numpy as np
 import pandas as pd
 
 from morec.tools.card import write_card
-from morec.atomic_io import write_text_atomic
+from morec.atomic_io import process_alive, temp_siblings, write_text_atomic
 from morec.tools.lmdb_builder import build_lmdb, find_image_files
 from morec.errors import InputError
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))      # long descriptions are one field
 
 IMAGE_LMDB = "images.lmdb"
+MAX_RESIZE = 4096                                       # --resize: a side length in pixels
+# First fields of a header row in a file whose public copies may or may not carry one.
+ITEM_HEADERS = {"item", "items", "item_id", "itemid", "video_id", "videoid", "id", "iid", "vid"}
+USER_HEADERS = {"user", "users", "user_id", "userid", "uid"}
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -286,6 +302,32 @@ def _item_table(path: Path, header: bool, columns: dict[str, object], layout: st
     return pd.DataFrame(rows, columns=["item", "title", "abstract", "line"])
 
 
+def _without_header_row(items: pd.DataFrame, inter: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The rows of a headerless item file whose public copies disagree on a header row (MicroLens'
+    title csv, NineRec's item csv). A first row is that header, skipped with a log line, when its id
+    is no item of the interactions and is a usual column name (item_id, videoID, ...) or a
+    non-number above numeric ids; otherwise it is an item."""
+    first, others = items.item.iloc[0], items.item.iloc[1:]
+    if inter.item.eq(first).any():
+        return items
+    numeric_ids = len(others) > 0 and bool(others.str.fullmatch(r"[0-9]+").all())
+    if first.lower() not in ITEM_HEADERS and not (numeric_ids and not first.isdigit()):
+        return items
+    log.warning("%s, line %d: %r is a header row, not an item; skipped", path, items.line.iloc[0], first)
+    return items.iloc[1:].reset_index(drop=True)
+
+
+def _without_header_line(df: pd.DataFrame, path: Path, user: str, item: str) -> pd.DataFrame:
+    """A headerless interaction table less a first line that names its columns (user_id item_id)."""
+    if not (df[user].iloc[0].strip().lower() in USER_HEADERS and df[item].iloc[0].strip().lower() in ITEM_HEADERS):
+        return df
+    if len(df) == 1:
+        raise InputError(f"{path} holds only a header line; point --inter at the interaction file")
+    log.warning("%s, line 1: %r is a header line, not an interaction; skipped", path,
+                " ".join(df.iloc[0, :-1]))
+    return df.iloc[1:].reset_index(drop=True)
+
+
 # ----------------------------------------------------------------------------- one reader per format
 
 def read_pixelrec(src: Path, inter=None, items=None, images=None, no_images=False) -> Source:
@@ -309,11 +351,16 @@ def _microlens_tsv(path: Path) -> pd.DataFrame:
         if len(values) != 2:
             raise InputError(f"{path}, line {line}: expected 'user\\titem item ...'")
         user = values[0].strip()
+        if not rows and user.lower() in USER_HEADERS and values[1].strip().lower() in ITEM_HEADERS:
+            log.warning("%s, line %d: %r is a header row, not a user; skipped", path, line, user)
+            continue
         if user in first_line:               # positions are times only within one line
             raise InputError(f"{path}, line {line}: user {user!r} already has line {first_line[user]}; "
                              "a pairs tsv holds each user once: join the two lines in time order")
         first_line[user] = line
         rows += [(user, item, len(rows) + k, line) for k, item in enumerate(values[1].split())]
+    if not rows:
+        raise InputError(f"{path} holds no user lines")
     return pd.DataFrame(rows, columns=["user", "item", "time", "line"])
 
 
@@ -330,7 +377,7 @@ def read_microlens(src: Path, inter=None, items=None, images=None, no_images=Fal
     titles = _item_table(items_path, False, {"item": 0, "title": lambda fields: ",".join(fields[1:]),
                                              "abstract": None},
                          "'item_id,title' (no header)")
-    return Source(table, inter_path, titles, items_path,
+    return Source(table, inter_path, _without_header_row(titles, table, items_path), items_path,
                   images=_covers(src, images, no_images, ["covers", "cover"]))
 
 
@@ -342,7 +389,8 @@ def read_ninerec(src: Path, inter=None, items=None, images=None, no_images=False
     _need_columns(df, inter_path, 3, "'video_id,user_id,timestamp' (no header)")
     table = _item_table(items_path, False, {"item": 0, "title": 2, "abstract": 1},
                         "'video_id,title,title_en' (no header)")
-    return Source(_interactions(df, inter_path, "1", "0", "2"), inter_path, table, items_path,
+    inter_table = _interactions(_without_header_line(df, inter_path, "1", "0"), inter_path, "1", "0", "2")
+    return Source(inter_table, inter_path, _without_header_row(table, inter_table, items_path), items_path,
                   images=_covers(src, images, no_images, [f"{stem}_cover", "*_cover"]))
 
 
@@ -371,6 +419,7 @@ def read_sasrec_txt(src: Path, inter=None, items=None, images=None, no_images=Fa
     inter_path = src if src.is_file() and inter is None else _locate(src, inter, ["*.txt"], "txt file", "inter")
     df = _read_table(inter_path, header=False, sep=r"\s+")
     _need_columns(df, inter_path, 2, "'user item' per line")
+    df = _without_header_line(df, inter_path, "0", "1")
     return Source(_interactions(df, inter_path, "0", "1", None), inter_path, images=_extra_images(src, images))
 
 
@@ -532,33 +581,115 @@ def write_converted(converted: Converted, folder: Path, resize: int | None = Non
                    allow_missing=True)                      # plan() refused missing images unless allowed
 
 
+def _check_options(max_seq_len: int, min_seq_len: int, resize: int | None) -> None:
+    """The card's protocol values (training's own bounds) and the cover size, before any work."""
+    for option, value, low in (("max_seq_len", max_seq_len, 1), ("min_seq_len", min_seq_len, 3)):
+        if value < low:
+            raise InputError(f"--{option} {value} must be at least {low} (the card's protocol; "
+                             "training refuses it too)")
+    if resize is not None and not 1 <= resize <= MAX_RESIZE:
+        raise InputError(f"--resize {resize} must be a side length from 1 to {MAX_RESIZE} pixels "
+                         "(the paper's image towers read 224)")
+
+
+def _check_destination(dst: Path) -> None:
+    """DST can be made: the nearest existing folder above it is a folder and writable; temp
+    folders of killed conversions to DST are removed (logged), a live one's is refused."""
+    if dst.exists() or dst.is_symlink():
+        raise InputError(f"{dst} already exists; the converter writes a new folder: delete it or "
+                         "choose another DST")
+    above = dst.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise InputError(f"cannot create {dst}: {above} is a file, not a folder; choose a DST outside it")
+    if not os.access(above, os.W_OK | os.X_OK):
+        reason = "read-only file system" if _read_only_mount(above) else "permission denied"
+        raise InputError(f"cannot write in {above} ({reason}); choose a DST in a writable folder")
+    for temp, pid in temp_siblings(dst):
+        if pid != os.getpid() and process_alive(pid):
+            raise InputError(f"{temp} belongs to process {pid}, which still runs (another conversion "
+                             f"to {dst}?); wait for it to end, or, if no conversion runs, delete {temp}")
+        try:
+            shutil.rmtree(temp) if temp.is_dir() and not temp.is_symlink() else temp.unlink()
+        except OSError as err:
+            raise InputError(f"cannot remove {temp}, left by a killed conversion ({err.strerror}); "
+                             "delete it by hand") from None
+        log.warning("removed %s, the temp folder of a conversion to %s that was killed (process %d)",
+                    temp, dst, pid)
+
+
+def _read_only_mount(folder: Path) -> bool:
+    return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+
+
+def _write_error(err: Exception, dst: Path, written: list[Path]) -> InputError:
+    """A failed write (disk full, read-only, a file in the way) as one line naming DST and the fix;
+    an OSError on a file outside `written` (DST, its temp folder, the folders made) is a source
+    file that could not be read."""
+    if isinstance(err, OSError) and err.filename and not any(
+            Path(err.filename) == path or path in Path(err.filename).parents for path in written):
+        return InputError(f"could not read {err.filename} ({err.strerror}); make it readable, or leave "
+                          "it out of SRC (nothing was written)")
+    code = err.errno if isinstance(err, OSError) else errno.ENOSPC if isinstance(err, lmdb.DiskError) else None
+    reason = (err.strerror or str(err)) if isinstance(err, OSError) else str(err)
+    if isinstance(err, OSError) and err.filename:
+        reason += f": {err.filename}"
+    fix = {errno.ENOSPC: f"free space on the disk of {dst.parent} or choose a DST on another disk",
+           errno.EDQUOT: f"free space in your quota on {dst.parent} or choose a DST on another disk",
+           errno.EROFS: "choose a DST in a writable folder", errno.EACCES: "choose a DST in a writable folder",
+           errno.EPERM: "choose a DST in a writable folder"}.get(code, "check that folder or choose another DST")
+    if isinstance(err, lmdb.Error) and code is None:          # LMDB reports a full disk as an I/O error
+        fix = f"free space on the disk of {dst.parent} (a full disk fails as an I/O error) or choose another DST"
+    return InputError(f"could not write {dst} ({reason}); nothing was written; {fix}")
+
+
+def _write_into_place(converted: Converted, dst: Path, resize: int | None, **card_options) -> None:
+    """The files and CARD.md into the temp folder ``.DST.tmpPID``, then one rename to `dst`. On any
+    error the temp folder and the parent folders made for `dst` are removed; a failed write is one
+    InputError naming DST and the fix."""
+    made = [folder for folder in (dst.parent, *dst.parent.parents) if not folder.exists()]   # deepest first
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    done = False
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        write_converted(converted, tmp, resize)
+        write_card(tmp, image_lmdb=IMAGE_LMDB, name=dst.name, **card_options)
+        if dst.exists():
+            raise InputError(f"{dst} appeared while converting (another conversion?); it was left "
+                             "as it is: delete it and convert again, or choose another DST")
+        os.rename(tmp, dst)
+        done = True
+    except (OSError, lmdb.Error) as err:
+        raise _write_error(err, dst, [dst, tmp, *made]) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made if not done else []:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
 def convert(fmt: str, src: str | Path, dst: str | Path, inter=None, items=None, images=None,
             no_images: bool = False, allow_missing_images: bool = False, resize: int | None = None,
             max_seq_len: int = 20, min_seq_len: int = 5) -> Converted:
     """Convert data set `src` of format `fmt` into the new folder `dst` (with its CARD.md).
 
-    Everything is read and checked first; the files are written into a temp folder next to `dst`,
-    which is renamed to `dst` at the end (removed on any error)."""
+    The options and DST are checked, then everything is read and checked; the files are written
+    into a temp folder next to `dst` (``.DST.tmpPID``), which is renamed to `dst` at the end and
+    removed on any error. A conversion killed midway leaves only that temp folder, which the next
+    conversion to `dst` removes."""
     if fmt not in READERS:
         raise InputError(f"unknown format {fmt!r}; use one of {', '.join(READERS)}")
+    _check_options(max_seq_len, min_seq_len, resize)
     src, dst = Path(src), Path(dst)
     if not src.exists():
         raise InputError(f"source {src} not found; pass the folder holding the {fmt} files")
-    if dst.exists():
-        raise InputError(f"{dst} already exists; the converter writes a new folder: delete it or "
-                         "choose another DST")
+    _check_destination(dst)
     converted = plan(READERS[fmt](src, inter=inter, items=items, images=images, no_images=no_images),
                      allow_missing_images)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        write_converted(converted, tmp, resize)
-        write_card(tmp, max_seq_len=max_seq_len, min_seq_len=min_seq_len, image_lmdb=IMAGE_LMDB,
-                   name=dst.name)
-        os.rename(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    if resize is not None and converted.images is None:
+        raise InputError(f"--resize {resize} applies to covers, and this conversion has none; drop "
+                         "--resize (or give the covers with --images)")
+    _write_into_place(converted, dst, resize, max_seq_len=max_seq_len, min_seq_len=min_seq_len)
     return converted
