@@ -194,3 +194,22 @@ def test_default_values_keep_labels():
     assert run_label(Config(**base)) == run_label(Config(**base, side_network="none", san_dim=64))
     assert run_label(Config(**base, side_network="iisan")) != run_label(Config(**base, side_network="iisan", san_dim=8))
     assert run_label(Config()) == run_label(Config(side_network="iisan"))           # an ID run ignores them
+
+
+def test_q4_study_has_an_iisan_arm_outside_the_default_list(tmp_path, monkeypatch):
+    """scripts/study_q4_adaptation.py --arms iisan: 5 seeds (its encoder never trains), the side
+    network over the all-layer cache; the default arms stay as they were (no iisan run)."""
+    from conftest import REPO
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import study_common
+    import study_q4_adaptation
+    seen = []
+    monkeypatch.setattr(study_q4_adaptation, "run_study",
+                        lambda name, title, parts, args, overrides, *rest: seen.append((parts, overrides)))
+    study_q4_adaptation.main(["--arms", "iisan", "--out", str(tmp_path), "--table_only"])
+    study_q4_adaptation.main(["--out", str(tmp_path), "--table_only"])
+    (iisan_parts, overrides), (default_parts, default_overrides) = seen
+    runs = study_common.study_runs(iisan_parts, overrides, tmp_path)
+    assert [cfg.seed for cfg, _ in runs] == [1, 2, 3, 4, 5]
+    assert all(cfg.side_network == "iisan" and cfg.two_stage and cfg.ts_layers == "all" for cfg, _ in runs)
+    assert all(cfg.side_network == "none" for cfg, _ in study_common.study_runs(default_parts, default_overrides, tmp_path))
