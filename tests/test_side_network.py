@@ -213,3 +213,33 @@ def test_q4_study_has_an_iisan_arm_outside_the_default_list(tmp_path, monkeypatc
     assert [cfg.seed for cfg, _ in runs] == [1, 2, 3, 4, 5]
     assert all(cfg.side_network == "iisan" and cfg.two_stage and cfg.ts_layers == "all" for cfg, _ in runs)
     assert all(cfg.side_network == "none" for cfg, _ in study_common.study_runs(default_parts, default_overrides, tmp_path))
+
+
+def test_inter_modal_pairing_and_mixing_on_known_inputs():
+    """The inter SAN pairs text block i with the vision layer at the same relative depth and adds
+    q_i V + (1 - q_i) T to the previous state (m_0 = 0); vision states of another width go through
+    a Linear."""
+    from morec.models.side_network import InterModalSAN, paired_layers
+    assert paired_layers((2, 4, 6), 6, 12) == (4, 8, 12) and paired_layers((1, 2), 2, 2) == (1, 2)
+    text, vision = torch.randn(3, 3, 4), torch.randn(3, 5, 4)                     # Jt = 3, Jv = 5, H = 4
+    inter = InterModalSAN(4, 4, (1, 2), (2, 4), bottleneck=2, gate_init=0.0)
+    identity_adapters(inter)
+    expected = 0.5 * vision[:, 2] + 0.5 * text[:, 1]
+    expected = expected + 0.5 * vision[:, 4] + 0.5 * text[:, 2]
+    torch.testing.assert_close(inter(text, vision), expected)
+    wider = InterModalSAN(4, 6, (1, 2), (2, 4), bottleneck=2)
+    assert isinstance(wider.vision_in, torch.nn.Linear) and wider(text, torch.randn(3, 5, 6)).shape == (3, 4)
+
+
+def test_bench_tpme_is_one_for_full_fine_tuning_and_the_mean_of_the_ratios():
+    from conftest import REPO
+    import sys
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import bench_iisan
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    full = {"seconds_per_step": 10.0, "trainable": 1000, "added_mib": 200.0}
+    row = {"seconds_per_step": 1.0, "trainable": 500, "added_mib": 20.0}
+    assert bench_iisan.tpme(full, full) == 1.0
+    assert bench_iisan.tpme(row, full) == pytest.approx((0.1 + 0.5 + 0.1) / 3)
