@@ -56,6 +56,11 @@ class Config:
     mo_dnn_layers: int = 0              # two-stage fusion: MLP depth of the modality branch (then dnn_layers)
     ts_layers: str = "last"             # two-stage text features: last (the last layer) | all (every layer, scalar mix)
     ts_mix_lr: float = 0.05             # ts_layers all: AdamW lr of the scalar mix (layer weights, gamma), no weight decay
+    # --- IISAN side network over every cached layer (morec/models/side_network.py; two_stage true, ts_layers all) ---
+    side_network: str = "none"          # none | iisan: gated side adapter networks over the cached layer states (Fu et al., SIGIR 2024)
+    san_layers: str = "every_second"    # iisan: the layers its blocks read: every_second (LayerDrop: L, L-2, ..., as IISAN) | all
+    san_dim: int = 64                   # iisan: the adapters' bottleneck width (IISAN: 64)
+    san_gate_init: float = 0.0          # iisan: every gate's w at the start, gate = sigmoid(w / 0.1) (0: 0.5, as IISAN)
     dedup_items: bool = True            # encode each distinct item of a training batch once (repeats share one
                                         # dropout mask; docs/text_results.md); false: every slot, as the original
     pooling: str = "auto"               # text: auto (BERT/RoBERTa cls, OPT mean, other encoders cls, decoders last) | cls | mean | last
@@ -163,6 +168,7 @@ VISION_FIELDS = {"cv_model_load", "image_lmdb", "image_size", "image_norm", "fre
 ENCODER_FIELDS = {"pretrained_dir", "dedup_items", "freeze_paras_before", "trainable_layers", "gradient_checkpointing",
                   "two_stage", "fusion", "mo_dnn_layers", "fine_tune_lr", "fine_tune_l2_weight",
                   "peft", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "ts_layers", "ts_mix_lr"}
+ENCODER_FIELDS |= {"side_network", "san_layers", "san_dim", "san_gate_init"}     # IISAN side network
 MULTIMODAL_FIELDS = {"mm_fusion", "cv_fine_tune_lr", "mm_cached_branch"}   # only item_tower "text+vision" reads them
 UNUSED_BY_TOWER = {"id": TEXT_FIELDS | VISION_FIELDS | ENCODER_FIELDS | MULTIMODAL_FIELDS,
                    "text": VISION_FIELDS | MULTIMODAL_FIELDS, "vision": TEXT_FIELDS | MULTIMODAL_FIELDS,
@@ -414,6 +420,10 @@ RULES = {
     "pooling": _one_of("auto", "cls", "mean", "last"), "peft": _one_of("none", "lora", "ia3", "bitfit", "ln"),
     "lora_r": _at_least(1), "lora_alpha": _at_least(1), "lora_dropout": _drop_rate, "lora_targets": _module_names,
 }
+# --- IISAN side network (morec/models/side_network.py) ---
+RULES.update({"side_network": _one_of("none", "iisan"), "san_layers": _one_of("every_second", "all"),
+              "san_dim": _at_least(1),
+              "san_gate_init": lambda value: None if math.isfinite(value) else "must be a finite number"})
 
 
 def _combination_problems(cfg: Config) -> list[str]:
@@ -443,6 +453,7 @@ def _combination_problems(cfg: Config) -> list[str]:
         problems.append("--inbatch_chunk (gradient caching) runs in one process: use it without "
                         "--nproc_per_node / --nnodes, or set --inbatch_chunk 0")
     problems += _peft_problems(cfg)
+    problems += _side_network_problems(cfg)
     unset = Config()
     for name in ("encoder_dropout", "freeze_bn_stats"):
         if cfg.two_stage and getattr(cfg, name) != getattr(unset, name):
@@ -455,7 +466,7 @@ def _combination_problems(cfg: Config) -> list[str]:
         problems.append("--ts_layers all caches every text encoder layer for the two-stage head: add --two_stage "
                         "true, or --mm_cached_branch text with --item_tower text+vision (end to end, the encoder "
                         "runs in training and --ts_layers does not apply)")
-    elif cfg.ts_layers == "all" and cfg.item_tower == "vision":
+    elif cfg.ts_layers == "all" and cfg.item_tower == "vision" and cfg.side_network == "none":
         problems.append("--ts_layers all is for text encoders (equal-width layers); a vision encoder's stages "
                         "differ in width: use --ts_layers last with --item_tower vision")
     if cfg.resume and cfg.overwrite:
@@ -488,6 +499,25 @@ def _peft_problems(cfg: Config) -> list[str]:
         problems.append(f"{', '.join(lora_only)} only apply with --peft lora (it is {cfg.peft})")
     if cfg.lora_targets and cfg.peft not in ("lora", "ia3"):
         problems.append(f"--lora_targets {cfg.lora_targets} only applies with --peft lora or ia3 (it is {cfg.peft})")
+    return problems
+
+
+def _side_network_problems(cfg: Config) -> list[str]:
+    """--side_network iisan reads the all-layer cache of a two-stage modality tower; its values
+    (san_*) only apply with it."""
+    problems = []
+    if cfg.side_network != "none" and cfg.item_tower == "id":
+        problems.append(f"--side_network {cfg.side_network} adapts a modality encoder's cached layers: set "
+                        "--item_tower text, vision or text+vision (with --two_stage true --ts_layers all)")
+    elif cfg.side_network != "none" and not (cfg.two_stage and cfg.ts_layers == "all"):
+        problems.append(f"--side_network {cfg.side_network} reads every layer's cached state and the encoder never "
+                        f"runs in training: it needs --two_stage true and --ts_layers all (they are --two_stage "
+                        f"{str(cfg.two_stage).lower()} --ts_layers {cfg.ts_layers})")
+    defaults = Config()
+    only = [f"--{name} {getattr(cfg, name)}" for name in ("san_layers", "san_dim", "san_gate_init")
+            if getattr(cfg, name) != getattr(defaults, name)]
+    if only and cfg.side_network == "none":
+        problems.append(f"{', '.join(only)} only apply with --side_network iisan (it is none)")
     return problems
 
 

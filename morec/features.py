@@ -148,7 +148,7 @@ def vision_feature_key(spec: ItemInputSpec, data: SequenceData, folder: Path, im
         "image_norm": spec.images.norm,
         "items_sha1": {"names": texts_digest(images.names[1:])},
         "num_items": data.num_items,
-        "layer": "pooled",
+        "layer": "all" if spec.tower.side.kind == "iisan" else "pooled",   # all: (N+1, layers + 1, H), the side network's
     }
 
 
@@ -214,18 +214,21 @@ def extract_text_features(encoder, pooling: str, tokens: list[tuple[torch.Tensor
 
 @torch.no_grad()
 def extract_vision_features(encoder, kind: str, images: ItemImages, device: torch.device,
-                            batch_size: int = 256, num_workers: int = 0) -> np.ndarray:
-    """(N+1, H) float32 features of the frozen vision encoder; row 0 (padding) zero."""
+                            batch_size: int = 256, num_workers: int = 0, all_layers: bool = False) -> np.ndarray:
+    """(N+1, H) float32 features of the frozen vision encoder; row 0 (padding) zero. all_layers:
+    (N+1, num_layers + 1, H), every layer's [CLS] state (ViT-MAE; morec.models.side_network)."""
     from morec.data.images import ItemChunks, image_loader
+    from morec.models.side_network import encode_image_layers
     from morec.models.vision import encode_images
     encoder.eval().to(device)
     ids = torch.arange(1, len(images.names))
     out = None
     chunks = image_loader(ItemChunks(ids, batch_size, images), num_workers, device.type == "cuda")
     for chunk_ids, pixels in chunks:
-        features = encode_images(encoder, kind, pixels.to(device)).float().cpu()     # (K, H)
+        encode = encode_image_layers if all_layers else encode_images
+        features = encode(encoder, kind, pixels.to(device)).float().cpu()            # (K, H) or (K, L+1, H)
         if out is None:
-            out = torch.zeros(len(images.names), features.shape[1])
+            out = torch.zeros(len(images.names), *features.shape[1:])
         out[chunk_ids] = features
     return out.numpy()
 
@@ -286,7 +289,8 @@ def vision_features(spec: ItemInputSpec, data: SequenceData, device: torch.devic
 
     def extract() -> np.ndarray:
         encoder, kind = load_vision_encoder(vision.name, vision.root)
-        return extract_vision_features(encoder, kind, images, device, batch_size, spec.num_workers)
+        return extract_vision_features(encoder, kind, images, device, batch_size, spec.num_workers,
+                                       all_layers=spec.tower.side.kind == "iisan")
     return cached_features(spec, data, vision_feature_key(spec, data, folder, images), extract)
 
 

@@ -14,6 +14,7 @@ from morec.config import REPO_ROOT, TOWER_MODALITIES, Config, cached_modalities
 from morec.errors import InputError
 from morec.specs import (RunSpecs, Adaptation, DataSpec, EncoderSpec, ImageSpec, ItemInputSpec, LossSpec, MemorySpec, ModelSpec,
                          TowerSpec, TransferSpec)
+from morec.specs import SideNetworkSpec
 
 ENCODER_VALUES = {"text": "bert_model_load", "vision": "cv_model_load"}   # the encoder folder of a modality
 
@@ -46,7 +47,14 @@ def tower_spec(cfg: Config) -> TowerSpec:
                      dnn_layers=cfg.dnn_layers, mo_dnn_layers=cfg.mo_dnn_layers, fusion=cfg.fusion,
                      two_stage=cfg.two_stage, cached=frozenset(cached_modalities(cfg)), ts_layers=cfg.ts_layers,
                      dedup_items=cfg.dedup_items, mm_fusion=cfg.mm_fusion,
-                     text=encoder_spec(cfg, "text"), vision=encoder_spec(cfg, "vision"))
+                     text=encoder_spec(cfg, "text"), vision=encoder_spec(cfg, "vision"),
+                     side=side_network_spec(cfg))
+
+
+def side_network_spec(cfg: Config) -> SideNetworkSpec:
+    """--side_network and its values (IISAN, morec.models.side_network)."""
+    return SideNetworkSpec(kind=cfg.side_network, layers=cfg.san_layers, bottleneck=cfg.san_dim,
+                           gate_init=cfg.san_gate_init)
 
 
 def loss_spec(cfg: Config) -> LossSpec:

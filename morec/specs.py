@@ -71,6 +71,16 @@ class EncoderSpec:
 
 
 @dataclass(frozen=True)
+class SideNetworkSpec:
+    """--side_network: a side adapter network over the cached per-layer states (IISAN;
+    morec.models.side_network)."""
+    kind: str = "none"                 # none | iisan
+    layers: str = "every_second"       # san_layers: every_second (LayerDrop) | all
+    bottleneck: int = 64               # san_dim: the adapters' width
+    gate_init: float = 0.0             # san_gate_init: w of every gate at the start (g = sigmoid(w / 0.1))
+
+
+@dataclass(frozen=True)
 class TowerSpec:
     """The item tower: its kind, the encoders of its modalities, its heads and its fusion."""
     kind: str                  # id | text | vision | text+vision
@@ -87,6 +97,7 @@ class TowerSpec:
     mm_fusion: str             # text+vision: sum | concat | gate
     text: EncoderSpec
     vision: EncoderSpec
+    side: SideNetworkSpec = SideNetworkSpec()   # --side_network (IISAN): none by default
 
 
 @dataclass(frozen=True)

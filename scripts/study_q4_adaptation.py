@@ -9,6 +9,9 @@ training), with the cost of each (train seconds to the best epoch, peak memory):
 Arms (--arms, default all): id, full (trainable_layers -1), top2 (trainable_layers 2, the Q1
 MoRec run), lora (peft lora, r --lora_r), bitfit (peft bitfit), ts_all (two_stage, ts_layers
 all, dnn_layers --ts_dnn) and ts_last (the same head over the last layer only, the Q3 TS run).
+Not in the default list: iisan (`--arms ...,iisan`; the IISAN side adapter networks over the same
+all-layer cache, `--side_network iisan`, dnn_layers --ts_dnn; docs/iisan.md); like the two-stage
+arms its encoder never trains, so it gets the cheap arms' seeds.
 Defaults: scripts/study_common.py SMALL; its IDRec, top2 and ts_last runs are those of
 study_q1 / study_q3 when they share --runs_dir.
 """
@@ -55,6 +58,7 @@ def arms(ts_dnn: int) -> dict[str, dict]:
         "bitfit": {**MOREC_E2E, "trainable_layers": -1, "peft": "bitfit"},
         "ts_all": {**MOREC_TS, "dnn_layers": ts_dnn, "ts_layers": "all"},
         "ts_last": {**MOREC_TS, "dnn_layers": ts_dnn, "ts_layers": "last"},
+        "iisan": {**MOREC_TS, "dnn_layers": ts_dnn, "ts_layers": "all", "side_network": "iisan"},   # not a default arm
     }
 
 

@@ -17,6 +17,8 @@ FUSIONS = ("none", "add", "cat")
 
 def build_modality_tower(spec: TowerSpec, item_inputs: dict) -> ItemTower:
     """The text, vision or text+vision tower end to end, or the two-stage head over cached features."""
+    if spec.side.kind == "iisan":                                   # side adapter networks over cached layers
+        return build_side_network_tower(spec, item_inputs)
     if spec.kind == "text+vision":
         return build_multimodal_tower(spec, item_inputs)
     if spec.two_stage:
@@ -31,6 +33,20 @@ def feature_head(spec: TowerSpec, features, ts_layers: str = "last") -> FeatureT
     layers = spec.mo_dnn_layers if spec.fusion != "none" else spec.dnn_layers
     head = LayerMixFeatureTower if ts_layers == "all" else FeatureTower
     return head(features, spec.dim, layers, spec.drop_rate)
+
+
+def build_side_network_tower(spec: TowerSpec, item_inputs: dict) -> ItemTower:
+    """--side_network iisan (morec.models.side_network): the intra-modal SAN of the tower's one
+    modality over its all-layer cache "features" (N+1, J, H), or for text+vision the text and
+    vision SANs and the inter-modal SAN over "features" and "vision_features" (N+1, J', H')."""
+    from morec.models.side_network import SideNetworkMultiModalTower, SideNetworkTower
+    side = spec.side
+    layers = spec.mo_dnn_layers if spec.fusion != "none" else spec.dnn_layers
+    san = dict(san_layers=side.layers, bottleneck=side.bottleneck, gate_init=side.gate_init)
+    if spec.kind == "text+vision":
+        return SideNetworkMultiModalTower(item_inputs["features"], item_inputs["vision_features"], spec.dim, layers,
+                                          spec.drop_rate, **san)
+    return SideNetworkTower(item_inputs["features"], spec.dim, layers, spec.drop_rate, **san)
 
 
 def build_multimodal_tower(spec: TowerSpec, item_inputs: dict) -> ItemTower:
