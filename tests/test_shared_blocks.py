@@ -24,6 +24,7 @@ TOWER_VALUES = {
     "mm_fusion", "mm_cached_branch", "ts_layers", "ts_mix_lr",  # text+vision fusion; two-stage feature layers
     "freeze_paras_before", "trainable_layers", "gradient_checkpointing",   # what of the encoder trains, and how
     "peft", "lora_r", "lora_alpha", "lora_dropout", "lora_targets",
+    "side_network", "san_layers", "san_dim", "san_gate_init",   # IISAN's side network over the cached layers
     "fine_tune_lr", "fine_tune_l2_weight", "cv_fine_tune_lr",  # the encoder's own optimiser group
 }
 
