@@ -201,3 +201,23 @@ def test_two_epochs_on_ml100k_train_and_test(tmp_path):
     metrics = json.loads((run / "test_metrics.json").read_text())
     assert metrics["num_users"] == 943
     assert metrics["test"]["HR@10"] > 10 / 1682, metrics["test"]                      # above chance
+
+
+def test_all_layer_text_features_get_the_scalar_mix_head():
+    """--ts_layers all: the text part is the layer-mix head over (N+1, J, F) features (its mix
+    in the optimizer's own group, morec.parts.build_optimizer finds it in the model)."""
+    from morec.models.towers import LayerMixFeatureTower
+    cfg = Config(model="missrec", item_tower="text+vision", two_stage=True, ts_layers="all", embedding_dim=DIM,
+                 max_seq_len=L, drop_rate=0.0)
+    inputs = {"features": torch.randn(N + 1, 3, 12), "vision_features": torch.randn(N + 1, 10)}
+    model = build_model(model_spec(cfg), N, 3, torch.full((N + 1,), 1.0 / N), inputs).eval()
+    assert type(model.item_tower.modalities["text"]) is LayerMixFeatureTower
+    assert type(model.item_tower.modalities["vision"]) is not LayerMixFeatureTower
+    assert model.user_vectors(windows()).shape == (3, 2 * DIM)
+
+
+def test_a_bad_value_stops_the_script_with_exit_code_2(capsys):
+    from conftest import run_in_process as run_folder
+    code, _, err = run_folder("inbatch_sasrec_e2e_text", "train", "--model", "missrec", "--item_tower", "text",
+                              "--two_stage", "true", "--missrec_interests", "21", capsys=capsys)
+    assert code == 2 and "--missrec_interests 21 exceeds --max_seq_len 20" in err

@@ -42,8 +42,10 @@ Where this differs from their code, on purpose:
   adaptor; feed-forward width 4d with ReLU in the encoder (our SASRec block) and GELU in the
   decoder; Xavier initialisation (SPEC) instead of N(0, 0.02); no final encoder/decoder norm.
 - left out: the interest orthogonality regulariser (weight 1e-4 there), the empty-feature
-  masks (every item here has its features), pre-training on source domains and its contrastive
-  losses (--init_from transfer is not wired for this model).
+  masks (every item here has its features), and their pre-training (the sequence-item and
+  sequence-sequence contrastive losses on source domains). --init_from copies a MISSRec source
+  run's tensors by the generic rule of morec.transfer (the ID table stays fresh); that path is
+  not tested for this model.
 """
 from __future__ import annotations
 
