@@ -221,3 +221,19 @@ def test_a_bad_value_stops_the_script_with_exit_code_2(capsys):
     code, _, err = run_folder("inbatch_sasrec_e2e_text", "train", "--model", "missrec", "--item_tower", "text",
                               "--two_stage", "true", "--missrec_interests", "21", capsys=capsys)
     assert code == 2 and "--missrec_interests 21 exceeds --max_seq_len 20" in err
+
+
+def test_text_and_image_script_trains_and_tests_on_ml100k_posters(tmp_path):
+    """inbatch_sasrec_e2e_multimodal/train_text_vision_2stage.py with --model missrec: cached
+    title and poster features of tiny random encoders (32 x 32 posters), one epoch, then its test."""
+    from test_multimodal import FOLDER, tiny_pretrained
+    from test_text_scripts import train_then_test
+    from vision_helpers import IMAGE_SIZE, TINY_VISION, poster_root
+    common = ["--model", "missrec", "--runs_dir", str(tmp_path / "runs"), "--label", "mm", "--device", "cpu",
+              "--root_data_dir", str(poster_root()), "--cache_dir", str(tmp_path / "cache"),
+              "--pretrained_dir", str(tiny_pretrained()), "--bert_model_load", TINY["bert"],
+              "--cv_model_load", TINY_VISION["swin"], "--image_size", str(IMAGE_SIZE)]
+    speed = ["--epoch", "1", "--embedding_dim", "32", "--batch_size", "256", "--num_words_title", "12"]
+    saved, log = train_then_test(FOLDER, "text_vision_2stage", common + speed, common, tmp_path / "runs" / "mm")
+    assert saved["model"] == "missrec" and saved["item_tower"] == "text+vision" and saved["two_stage"]
+    assert "trainable encoder tensors" not in log                                   # no encoder trains
