@@ -237,3 +237,26 @@ def test_text_and_image_script_trains_and_tests_on_ml100k_posters(tmp_path):
     saved, log = train_then_test(FOLDER, "text_vision_2stage", common + speed, common, tmp_path / "runs" / "mm")
     assert saved["model"] == "missrec" and saved["item_tower"] == "text+vision" and saved["two_stage"]
     assert "trainable encoder tensors" not in log                                   # no encoder trains
+
+
+def test_gradient_caching_of_the_candidates_gives_the_plain_step(monkeypatch):
+    """--inbatch_chunk: the candidate vectors go through gradient caching (chunks of 4 items),
+    the user side through plain autograd; loss and gradients equal the plain step's (no dropout)."""
+    from morec.models.towers import GradCachedEncoding
+    calls, encode = [], GradCachedEncoding.encode
+    monkeypatch.setattr(GradCachedEncoding, "encode", staticmethod(lambda *a: calls.append(a[3]) or encode(*a)))
+    def step(chunk):
+        model = build("text+vision", True).train()
+        model.item_tower.grad_cache_chunk = chunk
+        seqs = torch.cat([windows(), torch.tensor([[1], [2], [3]])], 1)
+        loss = model.calculate_loss({"seqs": seqs})
+        loss.backward()
+        return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    plain_loss, plain = step(0)
+    assert calls == []
+    cached_loss, cached = step(4)
+    assert calls == [4]                                                             # one cached encoding
+    torch.testing.assert_close(cached_loss, plain_loss)
+    assert plain.keys() == cached.keys()
+    for name in plain:
+        torch.testing.assert_close(cached[name], plain[name], rtol=1e-4, atol=1e-6, msg=name)
