@@ -31,7 +31,7 @@ class Config:
     warm_min_count: int = 0             # warm-item setting: keep items with >= this many train interactions (0: off; paper 20/50/200)
 
     # --- model ---
-    model: str = "sasrec"               # sasrec | gru4rec | nextitnet (next-item user encoders) | dssm
+    model: str = "sasrec"               # sasrec | gru4rec | nextitnet (next-item user encoders) | dssm | missrec (below)
     item_tower: str = "id"              # id (IDRec) | text | vision | text+vision (MoRec)
     embedding_dim: int = 64
     transformer_block: int = 2          # SASRec blocks; NextItNet: repeats of the dilations 1, 2, 4, 8
@@ -87,6 +87,13 @@ class Config:
     init_from: str = ""                 # a run folder: start from its checkpoint_best.pt (user encoder + modality tower)
     freeze_user_encoder: bool = False   # the user encoder's parameters do not train (linear-probe style; SASRec)
     train_user_fraction: float = 1.0    # train on this fraction of the users (fixed nested subsets); all users are evaluated
+
+    # --- MISSRec (--model missrec, morec/models/missrec.py; docs/missrec.md) ---
+    missrec_interests: int = 4          # K interest tokens per prefix, clustered from its modality tokens (1 .. max_seq_len)
+    missrec_ids: bool = False           # an item ID table as one more part (their transductive fine-tuning); false: modalities only
+    missrec_fusion: str = "user"        # user: user-adaptive weights of the candidate's parts | static: fixed weights
+    missrec_temperature: float = 0.07   # scores are the parts' weighted cosines / this
+    # --- end MISSRec ---
 
     # --- loss (SPEC "Losses") ---
     loss: str = "inbatch"               # inbatch (debiased softmax) | bce (sampled negatives)
@@ -186,6 +193,11 @@ def cached_modalities(cfg: "Config") -> set[str]:
 # Fields a user encoder does not read (GRU4Rec: one GRU layer; NextItNet: no attention), left out
 # of its runs' labels likewise.
 UNUSED_BY_MODEL = {"gru4rec": {"transformer_block", "num_attention_heads"}, "nextitnet": {"num_attention_heads"}}
+# --- MISSRec: only --model missrec reads its fields; it reads no mm_fusion (its own candidate fusion) ---
+MISSREC_FIELDS = {"missrec_interests", "missrec_ids", "missrec_fusion", "missrec_temperature"}
+UNUSED_BY_MODEL = {**{m: UNUSED_BY_MODEL.get(m, set()) | MISSREC_FIELDS for m in ("sasrec", "gru4rec", "nextitnet", "dssm")},
+                   "missrec": {"mm_fusion"}}
+# --- end MISSRec ---
 
 
 DEFAULT_SETTING = {"world_size": 1, "precision": "fp32"}
@@ -389,7 +401,7 @@ def _news_attributes(value: str) -> str | None:
 RULES = {
     "root_data_dir": _not_empty, "dataset": _dataset_name, "behaviors": _not_empty, "news": _not_empty,
     "max_seq_len": _at_least(1), "min_seq_len": _at_least(3), "warm_min_count": _at_least(0),
-    "model": _one_of("sasrec", "gru4rec", "nextitnet", "dssm"), "item_tower": _one_of("id", "text", "vision", "text+vision"),
+    "model": _one_of("sasrec", "gru4rec", "nextitnet", "dssm", "missrec"), "item_tower": _one_of("id", "text", "vision", "text+vision"),
     "embedding_dim": _at_least(1), "transformer_block": _at_least(1), "num_attention_heads": _at_least(1),
     "dnn_layers": _at_least(0), "drop_rate": _drop_rate,
     "bert_model_load": _folder_name, "pretrained_dir": _not_empty, "news_attributes": _news_attributes,
@@ -429,6 +441,7 @@ RULES.update({"side_network": _one_of("none", "iisan"), "san_layers": _one_of("e
 def _combination_problems(cfg: Config) -> list[str]:
     """What is wrong with values that are fine alone but not together."""
     problems = []
+    problems += _missrec_problems(cfg)                                   # MISSRec
     if cfg.model == "sasrec" and cfg.embedding_dim % max(cfg.num_attention_heads, 1):
         problems.append(f"--embedding_dim {cfg.embedding_dim} must be divisible by "
                         f"--num_attention_heads {cfg.num_attention_heads}")
@@ -474,6 +487,35 @@ def _combination_problems(cfg: Config) -> list[str]:
     if cfg.nnodes > 1 and not cfg.rdzv_endpoint:
         problems.append("--nnodes > 1 needs --rdzv_endpoint HOST:PORT (the same on every node)")
     return problems
+
+
+# --- MISSRec ---
+RULES.update({"missrec_interests": _at_least(1), "missrec_ids": _any, "missrec_fusion": _one_of("user", "static"),
+              "missrec_temperature": _positive_finite})
+
+
+def _missrec_problems(cfg: Config) -> list[str]:
+    """--model missrec reads cached features (two-stage) of a modality tower, adds IDs itself,
+    and forms at most max_seq_len interests; its fields do nothing for another model."""
+    if cfg.model != "missrec":
+        unset = Config()
+        given = [f"--{name} {str(getattr(cfg, name)).lower()}" for name in sorted(MISSREC_FIELDS)
+                 if getattr(cfg, name) != getattr(unset, name)]
+        return [f"{', '.join(given)} only apply with --model missrec (it is {cfg.model})"] if given else []
+    problems = []
+    if cfg.item_tower == "id" or not cfg.two_stage:
+        problems.append("--model missrec reads cached item features: set --item_tower text, vision or text+vision "
+                        "and --two_stage true")
+    if cfg.fusion != "none":
+        problems.append(f"--model missrec adds item IDs itself: use --missrec_ids true instead of --fusion {cfg.fusion}")
+    if cfg.missrec_interests > cfg.max_seq_len:
+        problems.append(f"--missrec_interests {cfg.missrec_interests} exceeds --max_seq_len {cfg.max_seq_len}: "
+                        "a prefix has at most max_seq_len items; set it to 1 .. max_seq_len")
+    if cfg.embedding_dim % max(cfg.num_attention_heads, 1):
+        problems.append(f"--embedding_dim {cfg.embedding_dim} must be divisible by "
+                        f"--num_attention_heads {cfg.num_attention_heads}")
+    return problems
+# --- end MISSRec ---
 
 
 def _peft_problems(cfg: Config) -> list[str]:

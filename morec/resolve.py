@@ -12,6 +12,7 @@ from pathlib import Path
 
 from morec.config import REPO_ROOT, TOWER_MODALITIES, Config, cached_modalities
 from morec.errors import InputError
+from morec.specs import MissRecSpec  # MISSRec
 from morec.specs import (RunSpecs, Adaptation, DataSpec, EncoderSpec, ImageSpec, ItemInputSpec, LossSpec, MemorySpec, ModelSpec,
                          TowerSpec, TransferSpec)
 from morec.specs import SideNetworkSpec
@@ -66,7 +67,16 @@ def model_spec(cfg: Config) -> ModelSpec:
     """The recommender of cfg (morec.models.build.build_model)."""
     return ModelSpec(user_encoder=cfg.model, max_seq_len=cfg.max_seq_len, blocks=cfg.transformer_block,
                      heads=cfg.num_attention_heads, dnn_layers=cfg.dnn_layers, drop_rate=cfg.drop_rate,
-                     loss=loss_spec(cfg), tower=tower_spec(cfg))
+                     loss=loss_spec(cfg), tower=tower_spec(cfg),
+                     missrec=missrec_spec(cfg))                                       # MISSRec
+
+
+# --- MISSRec (morec/models/missrec.py) ---
+def missrec_spec(cfg: Config) -> MissRecSpec:
+    """--model missrec's own values."""
+    return MissRecSpec(interests=cfg.missrec_interests, ids=cfg.missrec_ids, fusion=cfg.missrec_fusion,
+                       temperature=cfg.missrec_temperature)
+# --- end MISSRec ---
 
 
 def memory_spec(cfg: Config, model: ModelSpec | None = None) -> MemorySpec:

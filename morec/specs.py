@@ -110,6 +110,17 @@ class LossSpec:
     extra_negatives: int = 0       # in-batch: K more candidate columns shared by every row
 
 
+# --- MISSRec (morec/models/missrec.py) ---
+@dataclass(frozen=True)
+class MissRecSpec:
+    """--model missrec: interest tokens per prefix, ID table, candidate fusion, temperature."""
+    interests: int = 4             # missrec_interests: K interest tokens per prefix (1 .. max_seq_len)
+    ids: bool = False              # missrec_ids: an item ID table as one more part
+    fusion: str = "user"           # missrec_fusion: user (user-adaptive part weights) | static
+    temperature: float = 0.07      # missrec_temperature: scores are weighted cosines / temperature
+# --- end MISSRec ---
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """The recommender: user encoder, item tower and loss."""
@@ -121,6 +132,7 @@ class ModelSpec:
     drop_rate: float
     loss: LossSpec
     tower: TowerSpec
+    missrec: MissRecSpec = MissRecSpec()   # --model missrec only
 
 
 @dataclass(frozen=True)

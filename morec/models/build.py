@@ -12,6 +12,7 @@ from morec.specs import ModelSpec, TowerSpec
 
 ITEM_TOWERS = ("id", "text", "vision", "text+vision")
 MODELS = SEQUENCE_MODELS + ("dssm",)
+MODELS += ("missrec",)                                    # MISSRec (morec/models/missrec.py)
 FUSIONS = ("none", "add", "cat")
 
 
@@ -107,6 +108,14 @@ def build_model(spec: ModelSpec, num_items: int, num_users: int, popularity: tor
                 item_inputs: dict | None = None) -> Recommender:
     """The recommender of a run; `popularity` (N+1,) feeds the in-batch loss correction;
     `item_inputs` holds what a modality tower needs (tokens or cached features)."""
+    # --- MISSRec: its own item parts and user encoder (morec/models/missrec.py) ---
+    if spec.user_encoder == "missrec":
+        from morec.models.missrec import build_missrec
+        model = build_missrec(spec, num_items, popularity, item_inputs)
+        model.item_tower.grad_cache_chunk = spec.loss.grad_cache_chunk
+        model.filter_false_negatives = spec.loss.filter_false_negatives
+        return model
+    # --- end MISSRec ---
     tower = build_item_tower(spec.tower, num_items, item_inputs)
     tower.grad_cache_chunk = spec.loss.grad_cache_chunk       # 0: off (in-batch gradient caching)
     if tower.grad_cache_chunk > 0:
