@@ -184,22 +184,19 @@ def _plain_user_ids(raw: bytes, item_names: list[str]) -> UserIds | None:
         end -= 1
     end = len(raw) if raw.find(b"\n", end) < 0 else raw.find(b"\n", end)
     lookup = _ItemLookup(item_names)
-    name_spans, lengths, ids = [], [], []
+    names, lengths, ids = [], [], []
     while start < end:
         stop = raw.find(b"\n", min(start + BLOCK_BYTES, end))
         stop = end if stop < 0 or stop >= end else stop + 1
         block = _parse_block(np.frombuffer(raw, np.uint8, stop - start, start), lookup)
         if block is None:
             return None
-        name_spans.append(block[0] + start)
-        lengths.append(block[1])
-        ids.append(block[2])
+        name_start, name_end = (start + block[0]).tolist(), (start + block[1]).tolist()
+        names += [raw[a:b].decode("utf-8") for a, b in zip(name_start, name_end)]
+        lengths.append(block[2])
+        ids.append(block[3])
         start = stop
-    if not ids:
-        return None
-    spans = np.concatenate(name_spans)
-    names = [raw[a:b].decode("utf-8") for a, b in zip(spans[:, 0].tolist(), spans[:, 1].tolist())]
-    if len(set(names)) != len(names):
+    if not ids or len(set(names)) != len(names):
         return None
     return UserIds(names, np.concatenate([[0], np.cumsum(np.concatenate(lengths))]), np.concatenate(ids))
 
@@ -217,9 +214,9 @@ def _is_plain_text(raw: bytes, start: int) -> bool:
         return False
 
 
-def _parse_block(text: np.ndarray, lookup: "_ItemLookup") -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Whole lines of plain bytes `text` (T,) uint8 -> ((users, 2) start and end of each user
-    name, (users,) number of items, item ids), or None if a line is not `name\\titem item ...`."""
+def _parse_block(text: np.ndarray, lookup: "_ItemLookup") -> tuple[np.ndarray, ...] | None:
+    """Whole lines of plain bytes `text` (T,) uint8 -> (users,) start and (users,) end of each user
+    name, (users,) number of items and the item ids, or None if a line is not `name\\titem item ...`."""
     line_end = np.flatnonzero(text == ord("\n"))
     if len(line_end) == 0 or line_end[-1] != len(text) - 1:
         line_end = np.append(line_end, len(text))                  # the last line of the file
@@ -229,8 +226,8 @@ def _parse_block(text: np.ndarray, lookup: "_ItemLookup") -> tuple[np.ndarray, n
         return None                                                # not one tab per line
     is_space = np.ones(len(text) + 2, dtype=bool)
     is_space[1:-1] = text <= ord(" ")                              # space, tab or \n in plain text
-    edge = np.diff(is_space.view(np.int8))
-    token_start, token_end = np.flatnonzero(edge == -1), np.flatnonzero(edge == 1)
+    edges = np.flatnonzero(np.diff(is_space.view(np.int8)))          # a token's start, its end, the next start...
+    token_start, token_end = edges[0::2], edges[1::2]
     first_token, first_item, next_line = (np.searchsorted(token_start, at) for at in (line_start, tabs, line_end))
     if (first_item == first_token).any() or (next_line == first_item).any():
         return None                                                # an empty name or item list
@@ -240,8 +237,7 @@ def _parse_block(text: np.ndarray, lookup: "_ItemLookup") -> tuple[np.ndarray, n
     ids = lookup.ids(text, token_start[is_item], token_end[is_item])
     if ids is None:
         return None
-    names = np.stack([token_start[first_token], token_end[first_item - 1]], axis=1)
-    return names, next_line - first_item, ids
+    return token_start[first_token], token_end[first_item - 1], next_line - first_item, ids
 
 
 class _ItemLookup:
@@ -275,12 +271,15 @@ class _ItemLookup:
         length = end - start
         if not self.usable or length.max(initial=0) > self.width:
             return None
-        padded = np.zeros(len(text) + self.width, dtype=np.uint8)     # every token has `width` bytes after its start
-        padded[:len(text)] = text
-        eight_bytes = np.lib.stride_tricks.sliding_window_view(padded, 8)   # (len + width - 7, 8) view
+        padded = np.zeros(-(-(len(text) + self.width + 8) // 8) * 8, dtype=np.uint8)
+        padded[:len(text)] = text                                  # `width` bytes after every start
+        aligned = padded.view("<u8")                               # little-endian: byte i is bits 8i..8i+7
         words = np.empty((len(start), self.width // 8), dtype="<u8")    # (tokens, width/8)
         for k in range(self.width // 8):
-            words[:, k] = eight_bytes[start + 8 * k].view("<u8")[:, 0] & LOW_BYTES[np.clip(length - 8 * k, 0, 8)]
+            at = start + 8 * k                                     # the 8 bytes from `at`: two aligned words
+            shift = ((at & 7) << 3).astype(np.uint64)
+            word = (aligned[at >> 3] >> shift) | ((aligned[(at >> 3) + 1] << (np.uint64(63) - shift)) << np.uint64(1))
+            words[:, k] = word & LOW_BYTES[np.clip(length - 8 * k, 0, 8)]
         found = np.empty(len(start), dtype=np.int64)
         todo, slot = np.arange(len(start)), self._slots(words)
         while len(todo):                                           # linear probing, all tokens at once

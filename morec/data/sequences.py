@@ -86,9 +86,9 @@ def pad_left(sequences: list[np.ndarray], width: int) -> np.ndarray:
 
 
 def last_items(ids: np.ndarray, lengths: np.ndarray, width: int, users_per_chunk: int = 1 << 16) -> np.ndarray:
-    """(U, width) int64: the last `width` items of each flat sequence, left-padded with 0 (user k
-    holds ids[offset_k : offset_k + lengths[k]]); built `users_per_chunk` rows at a time."""
-    out = np.empty((len(lengths), width), dtype=np.int64)
+    """(U, width), the dtype of `ids`: the last `width` items of each flat sequence, left-padded
+    with 0 (user k holds ids[offset_k : offset_k + lengths[k]]); built `users_per_chunk` rows at a time."""
+    out = np.empty((len(lengths), width), dtype=ids.dtype)
     end = np.cumsum(lengths)                                        # (U,) one past each last item
     for first in range(0, len(lengths), users_per_chunk):
         rows = slice(first, first + users_per_chunk)
