@@ -8,7 +8,7 @@ array reader (morec.data.load_sequence_data) against the line-by-line reference 
 
 Each path runs in its own child process (one thread), so each peak RSS is its own: the peak RSS
 of the process, torch's import included (morec.data imports it; the RSS after the imports is
-printed too). Both must give the same data (item ids, user names, split), or the script fails.
+printed too). Seconds are wall-clock; the CPU time beside them shows the work on a shared machine. Both must give the same data (item ids, user names, split), or the script fails.
 Make MIND-size data with `python scripts/make_synthetic.py --preset mind --out DIR/synthetic_mind`.
 Last line: `setup <s> s, peak RSS <GB> GB` of the array reader.
 """
@@ -38,7 +38,7 @@ def measure(args: argparse.Namespace) -> dict:
     folder = Path(args.root_data_dir) / args.dataset
     sizes = (args.max_seq_len, args.min_seq_len)
     record = {"rss_after_imports": peak_rss()}
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if args.child == "reference":
         data = line_by_line_sequence_data(folder, args.behaviors, args.news, *sizes, args.warm_min_count)
     else:
@@ -48,7 +48,7 @@ def measure(args: argparse.Namespace) -> dict:
         record["read users"] = time.perf_counter() - start - record["read items"]
         data = build_sequence_data(items, users, *sizes, folder / args.behaviors, args.warm_min_count)
         record["filter, cut, split"] = time.perf_counter() - start - record["read items"] - record["read users"]
-    record["total"] = time.perf_counter() - start
+    record["total"], record["cpu"] = time.perf_counter() - start, time.process_time() - cpu_start
     record["peak_rss"] = peak_rss()
     digest = hashlib.sha256("\n".join(row.name for row in data.items[1:]).encode())
     digest.update("\n".join(data.user_names).encode())
@@ -87,13 +87,13 @@ def main() -> None:
     print(f"{folder}: {size / 1e6:.1f} MB of tsv; {fast['users']:,} users and {fast['items']:,} items kept "
           f"(L={args.max_seq_len}, min_seq_len={args.min_seq_len}, warm_min_count={args.warm_min_count})")
     phases = ", ".join(f"{name} {fast[name]:.2f} s" for name in ("read items", "read users", "filter, cut, split"))
-    print(f"array reader: {phases}; RSS {fast['rss_after_imports'] / GB:.2f} GB after the imports (torch), "
-          f"peak {fast['peak_rss'] / GB:.2f} GB")
+    print(f"array reader: {phases}; {fast['cpu']:.2f} s of CPU time; RSS {fast['rss_after_imports'] / GB:.2f} GB "
+          f"after the imports (torch), peak {fast['peak_rss'] / GB:.2f} GB")
     if not args.no_reference:
         reference = run_child(args, "reference")
         if reference["digest"] != fast["digest"]:
             raise SystemExit("error: the array reader and the line-by-line reference built different data")
-        print(f"line-by-line reference: {reference['total']:.2f} s, peak RSS {reference['peak_rss'] / GB:.2f} GB; "
+        print(f"line-by-line reference: {reference['total']:.2f} s ({reference['cpu']:.2f} s of CPU time), peak RSS {reference['peak_rss'] / GB:.2f} GB; "
               f"same data; array reader {reference['total'] / fast['total']:.1f}x faster, "
               f"{reference['peak_rss'] / fast['peak_rss']:.2f}x less peak RSS")
     print(f"setup {fast['total']:.2f} s, peak RSS {fast['peak_rss'] / GB:.2f} GB")

@@ -144,12 +144,15 @@ def test_line_ends_bom_and_encoding_as_the_reference(tmp_path, encode):
 
 def test_unicode_whitespace_set_is_pythons():
     """The plain reader refuses exactly the characters str.isspace() calls whitespace (beyond
-    space, tab and \\n, which it parses): other ASCII whitespace is outside PLAIN_BYTES."""
+    space, tab and \\n, which it parses): other ASCII whitespace is outside PLAIN_BYTES; the
+    regex `\\s` of read_items is str.isspace()."""
     above_ascii = {chr(c) for c in range(0x80, sys.maxunicode + 1) if chr(c).isspace()}
     assert {c for c in above_ascii if files.UNICODE_SPACE.match(c)} == above_ascii
     assert not any(files.UNICODE_SPACE.match(chr(c)) for c in range(0x80, 0x3001) if not chr(c).isspace())
     plain_space = {chr(b) for b in files.PLAIN_BYTES if chr(b).isspace()}
     assert plain_space == {" ", "\t", "\n"}
+    every = (chr(c) for c in range(sys.maxunicode + 1))
+    assert all(bool(files.WHITESPACE.match(c)) == c.isspace() for c in every)     # read_items' name check
 
 
 # ------------------------------------------------------------------------------ random files

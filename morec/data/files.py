@@ -46,6 +46,7 @@ class UserIds:
 
 
 LINE_END = re.compile(r"\r\n|\r|\n")          # Unix, Windows and old-Mac line ends
+WHITESPACE = re.compile(r"\s")                # what str.isspace() calls whitespace (tests/test_fast_setup.py)
 
 
 def _check_is_file(path: Path, what: str) -> None:
@@ -71,7 +72,7 @@ def _read_lines(path: Path, what: str) -> list[str]:
         line_no = len(LINE_END.findall(raw[:bad].decode("utf-8", "replace"))) + 1
         raise InputError(f"{path}, line {line_no}: not UTF-8 (byte {raw[bad]:#04x}); "
                          "re-encode the file as UTF-8") from None
-    lines = LINE_END.split(text)
+    lines = LINE_END.split(text) if "\r" in text else text.split("\n")
     while lines and not lines[-1].strip():
         lines.pop()                     # the final newline and trailing blank lines
     if not lines:
@@ -103,7 +104,7 @@ def read_items(path: Path) -> list[ItemRow]:
         if name in first_line:
             raise InputError(f"{path}, line {line_no}: item {name!r} already defined on line "
                              f"{first_line[name]}; item names must be unique")
-        if any(c.isspace() for c in name):
+        if WHITESPACE.search(name):
             raise InputError(f"{path}, line {line_no}: item name {name!r} holds whitespace; users "
                              "files separate items by spaces, so rename the item")
         first_line[name] = line_no
