@@ -166,7 +166,7 @@ def read_user_ids(path: Path, item_names: list[str]) -> UserIds:
 PLAIN_BYTES = bytes(range(0x20, 0x7F)) + b"\t\n"     # printable ASCII, tab, line end
 # the characters above ASCII that str.isspace() takes as whitespace (tests/test_fast_setup.py checks)
 UNICODE_SPACE = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
-BLOCK_BYTES = 1 << 23                                 # parsed 8 MiB of whole lines at a time
+BLOCK_BYTES = 1 << 20                                 # parsed 1 MiB of whole lines at a time
 LOW_BYTES = np.array([(1 << (8 * n)) - 1 for n in range(9)], dtype="<u8")   # n: a mask of the n first bytes of a word
 
 
@@ -185,8 +185,9 @@ def _plain_user_ids(raw: bytes, item_names: list[str]) -> UserIds | None:
         end -= 1
     end = len(raw) if raw.find(b"\n", end) < 0 else raw.find(b"\n", end)
     lookup = _ItemLookup(item_names)
-    names, lengths, ids = [], [], []
-    while start < end:
+    names, lengths, filled = [], [], 0
+    ids = np.empty(raw.count(b" ", start, end) + raw.count(b"\t", start, end), dtype=np.int32)  # >= items:
+    while start < end:                                                      # each follows a space or tab
         stop = raw.find(b"\n", min(start + BLOCK_BYTES, end))
         stop = end if stop < 0 or stop >= end else stop + 1
         block = _parse_block(np.frombuffer(raw, np.uint8, stop - start, start), lookup)
@@ -195,11 +196,12 @@ def _plain_user_ids(raw: bytes, item_names: list[str]) -> UserIds | None:
         name_start, name_end = (start + block[0]).tolist(), (start + block[1]).tolist()
         names += [raw[a:b].decode("utf-8") for a, b in zip(name_start, name_end)]
         lengths.append(block[2])
-        ids.append(block[3])
-        start = stop
-    if not ids or len(set(names)) != len(names):
+        ids[filled:filled + len(block[3])] = block[3]
+        filled, start = filled + len(block[3]), stop
+    if not names or len(set(names)) != len(names):
         return None
-    return UserIds(names, np.concatenate([[0], np.cumsum(np.concatenate(lengths))]), np.concatenate(ids))
+    return UserIds(names, np.concatenate([[0], np.cumsum(np.concatenate(lengths))]),
+                   ids if filled == len(ids) else ids[:filled].copy())
 
 
 def _is_plain_text(raw: bytes, start: int) -> bool:
