@@ -57,6 +57,12 @@ def measure(args: argparse.Namespace) -> dict:
     return record
 
 
+def growth(record: dict, only: bool = False) -> str | float:
+    """The peak RSS over the RSS after the imports: what the setup itself added."""
+    added = record["peak_rss"] - record["rss_after_imports"]
+    return added if only else f"+{added / GB:.2f} GB over the imports"
+
+
 def run_child(args: argparse.Namespace, which: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--child", which], env=env,
@@ -88,14 +94,16 @@ def main() -> None:
           f"(L={args.max_seq_len}, min_seq_len={args.min_seq_len}, warm_min_count={args.warm_min_count})")
     phases = ", ".join(f"{name} {fast[name]:.2f} s" for name in ("read items", "read users", "filter, cut, split"))
     print(f"array reader: {phases}; {fast['cpu']:.2f} s of CPU time; RSS {fast['rss_after_imports'] / GB:.2f} GB "
-          f"after the imports (torch), peak {fast['peak_rss'] / GB:.2f} GB")
+          f"after the imports (torch), peak {fast['peak_rss'] / GB:.2f} GB ({growth(fast)})")
     if not args.no_reference:
         reference = run_child(args, "reference")
         if reference["digest"] != fast["digest"]:
             raise SystemExit("error: the array reader and the line-by-line reference built different data")
-        print(f"line-by-line reference: {reference['total']:.2f} s ({reference['cpu']:.2f} s of CPU time), peak RSS {reference['peak_rss'] / GB:.2f} GB; "
-              f"same data; array reader {reference['total'] / fast['total']:.1f}x faster, "
-              f"{reference['peak_rss'] / fast['peak_rss']:.2f}x less peak RSS")
+        print(f"line-by-line reference: {reference['total']:.2f} s ({reference['cpu']:.2f} s of CPU time), "
+              f"peak RSS {reference['peak_rss'] / GB:.2f} GB ({growth(reference)}); same data")
+        print(f"array reader against the reference: speed-up {reference['total'] / fast['total']:.1f}x "
+              f"(CPU time {reference['cpu'] / fast['cpu']:.1f}x), peak RSS {fast['peak_rss'] / reference['peak_rss']:.2f}x, "
+              f"RSS growth {growth(fast, only=True) / growth(reference, only=True):.2f}x")
     print(f"setup {fast['total']:.2f} s, peak RSS {fast['peak_rss'] / GB:.2f} GB")
 
 
