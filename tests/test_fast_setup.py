@@ -142,6 +142,13 @@ def test_line_ends_bom_and_encoding_as_the_reference(tmp_path, encode):
     assert new == reference
 
 
+def test_an_item_name_ending_in_nul_is_not_a_shorter_token(tmp_path):
+    """Names are NUL-padded into words: 'a\\0' must not take the token 'a' (the reference: unknown item)."""
+    write_dataset(tmp_path / "d", ["b", "a\x00", "c"], ["u\tb a c b c"])
+    new, reference = outcome(load_sequence_data, tmp_path / "d", L=2), outcome(line_by_line_sequence_data, tmp_path / "d", L=2)
+    assert new == reference and new[0] == "error" and "has item 'a', which the items file lacks" in new[1]
+
+
 def test_unicode_whitespace_set_is_pythons():
     """The plain reader refuses exactly the characters str.isspace() calls whitespace (beyond
     space, tab and \\n, which it parses): other ASCII whitespace is outside PLAIN_BYTES; the

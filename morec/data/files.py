@@ -108,7 +108,7 @@ def read_items(path: Path) -> list[ItemRow]:
             raise InputError(f"{path}, line {line_no}: item name {name!r} holds whitespace; users "
                              "files separate items by spaces, so rename the item")
         first_line[name] = line_no
-        rows.append(ItemRow(name, *parts[1:3], line_no=line_no))     # texts as given: a leading space changes BPE tokens
+        rows.append(ItemRow(name, *parts[1:3], line_no=line_no))   # texts as given: a leading space changes BPE tokens
     return rows
 
 
@@ -157,7 +157,7 @@ def read_user_ids(path: Path, item_names: list[str]) -> UserIds:
     numpy on the raw bytes (`_plain_user_ids`). A file it does not take as plain -- any odd byte,
     a malformed line, an unknown item, a user twice -- is read again line by line by
     `read_users`, which raises the same error, line number included, as it always has (or
-    reads a valid file the plain reader leaves to it, such as a user name holding a space)."""
+    reads a valid file the plain reader leaves to it, such as one with a control character in a name)."""
     _check_is_file(path, "users")
     fast = _plain_user_ids(path.read_bytes(), item_names)
     return fast if fast is not None else user_ids_from_rows(read_users(path), item_names, path)
