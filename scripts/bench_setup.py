@@ -8,7 +8,8 @@ array reader (morec.data.load_sequence_data) against the line-by-line reference 
 
 Each path runs in its own child process (one thread), so each peak RSS is its own: the peak RSS
 of the process, torch's import included (morec.data imports it; the RSS after the imports is
-printed too). Seconds are wall-clock; the CPU time beside them shows the work on a shared machine. Both must give the same data (item ids, user names, split), or the script fails.
+printed too). Seconds are wall-clock; the CPU time beside them shows the work on a shared
+machine. Both must give the same data (item ids, user names, split), or the script fails.
 Make MIND-size data with `python scripts/make_synthetic.py --preset mind --out DIR/synthetic_mind`.
 Last line: `setup <s> s, peak RSS <GB> GB` of the array reader.
 """
@@ -102,7 +103,8 @@ def main() -> None:
         print(f"line-by-line reference: {reference['total']:.2f} s ({reference['cpu']:.2f} s of CPU time), "
               f"peak RSS {reference['peak_rss'] / GB:.2f} GB ({growth(reference)}); same data")
         print(f"array reader against the reference: speed-up {reference['total'] / fast['total']:.1f}x "
-              f"(CPU time {reference['cpu'] / fast['cpu']:.1f}x), peak RSS {fast['peak_rss'] / reference['peak_rss']:.2f}x, "
+              f"(CPU time {reference['cpu'] / fast['cpu']:.1f}x), "
+              f"peak RSS {fast['peak_rss'] / reference['peak_rss']:.2f}x, "
               f"RSS growth {growth(fast, only=True) / growth(reference, only=True):.2f}x")
     print(f"setup {fast['total']:.2f} s, peak RSS {fast['peak_rss'] / GB:.2f} GB")
 

@@ -14,6 +14,11 @@ from morec.data.sequences import build_sequence_data, line_by_line_sequence_data
 from morec.errors import InputError
 
 
+def both(folder, L=3, min_len=5, warm=0):
+    """The outcomes of the array reader and of the line-by-line reference."""
+    return tuple(outcome(loader, folder, L, min_len, warm) for loader in (load_sequence_data, line_by_line_sequence_data))
+
+
 def outcome(loader, folder, L=3, min_len=5, warm=0):
     """('data', items, user names, full) or ('error', message) of one loader on `folder`."""
     try:
@@ -51,7 +56,7 @@ def synthetic(folder):
 def test_same_data_as_the_line_by_line_reader(tmp_path, dataset, L, warm):
     folder = synthetic(tmp_path / "s") if dataset == "synthetic" else REPO / "dataset" / dataset
     assert takes_fast_path(folder)                          # not the fallback to the reference
-    new, reference = outcome(load_sequence_data, folder, L, 5, warm), outcome(line_by_line_sequence_data, folder, L, 5, warm)
+    new, reference = both(folder, L, 5, warm)
     assert new[0] == "data" and len(new[2]) > 10 and len(new[1]) > 10
     assert new == reference
 
@@ -59,7 +64,8 @@ def test_same_data_as_the_line_by_line_reader(tmp_path, dataset, L, warm):
 def test_many_blocks_same_data(small_blocks):
     folder = REPO / "dataset" / "ml-100k"
     assert takes_fast_path(folder)
-    assert outcome(load_sequence_data, folder, 20) == outcome(line_by_line_sequence_data, folder, 20)
+    new, reference = both(folder, 20)
+    assert new[0] == "data" and new == reference
 
 
 def test_rows_read_line_by_line_build_the_same_data():
@@ -78,9 +84,9 @@ def test_data_identity_of_ml100k_unchanged():
     from morec.data.identity import data_identity
     from morec.resolve import data_spec
     cfg = Config(root_data_dir=str(REPO / "dataset"), dataset="ml-100k")
-    new = data_identity(data_spec(cfg), load_sequence_data(REPO / "dataset" / "ml-100k", "users.tsv", "items.tsv", 20, 5))
-    old = data_identity(data_spec(cfg), line_by_line_sequence_data(REPO / "dataset" / "ml-100k", "users.tsv",
-                                                                   "items.tsv", 20, 5))
+    folder = REPO / "dataset" / "ml-100k"
+    new = data_identity(data_spec(cfg), load_sequence_data(folder, "users.tsv", "items.tsv", 20, 5))
+    old = data_identity(data_spec(cfg), line_by_line_sequence_data(folder, "users.tsv", "items.tsv", 20, 5))
     assert new == old and new["item_ids"]["count"] == 1409
 
 
@@ -119,7 +125,7 @@ def test_hand_made_users_files_read_as_the_reference_reads_them(tmp_path, monkey
     if blocks == "many blocks":
         monkeypatch.setattr(files, "BLOCK_BYTES", 8)
     folder = write_dataset(tmp_path / "d", ITEMS, CASES[name])
-    new, reference = outcome(load_sequence_data, tmp_path / "d", L=2), outcome(line_by_line_sequence_data, tmp_path / "d", L=2)
+    new, reference = both(tmp_path / "d", L=2)
     assert new == reference
     if name in ("plain", "spaces around", "unicode names", "trailing blank lines"):
         assert new[0] == "data" and takes_fast_path(folder)
@@ -138,14 +144,14 @@ def test_hand_made_users_files_read_as_the_reference_reads_them(tmp_path, monkey
 def test_line_ends_bom_and_encoding_as_the_reference(tmp_path, encode):
     folder = write_dataset(tmp_path / "d", ITEMS, [])
     (folder / "users.tsv").write_bytes(encode("".join(line + "\n" for line in CASES["plain"])))
-    new, reference = outcome(load_sequence_data, folder, L=2), outcome(line_by_line_sequence_data, folder, L=2)
+    new, reference = both(folder, L=2)
     assert new == reference
 
 
 def test_an_item_name_ending_in_nul_is_not_a_shorter_token(tmp_path):
     """Names are NUL-padded into words: 'a\\0' must not take the token 'a' (the reference: unknown item)."""
     write_dataset(tmp_path / "d", ["b", "a\x00", "c"], ["u\tb a c b c"])
-    new, reference = outcome(load_sequence_data, tmp_path / "d", L=2), outcome(line_by_line_sequence_data, tmp_path / "d", L=2)
+    new, reference = both(tmp_path / "d", L=2)
     assert new == reference and new[0] == "error" and "has item 'a', which the items file lacks" in new[1]
 
 
@@ -188,7 +194,7 @@ def test_random_users_files_read_as_the_reference_reads_them(tmp_path, monkeypat
         monkeypatch.setattr(files, "BLOCK_BYTES", [8, 64, 1 << 23][case % 3])
         text = random_users_file(rng)
         (folder / "users.tsv").write_bytes(text.encode())
-        new = outcome(load_sequence_data, folder, L=2, min_len=3)
-        assert new == outcome(line_by_line_sequence_data, folder, L=2, min_len=3), text
+        new, reference = both(folder, L=2, min_len=3)
+        assert new == reference, text
         kinds.add(new[0])
     assert kinds == {"data", "error"}
