@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from morec.data.files import ItemRow, UserRow, read_items, read_users
+from morec.data.files import ItemRow, UserIds, UserRow, read_items, read_user_ids, read_users, user_ids_from_rows
 from morec.errors import InputError
 
 
@@ -85,13 +85,26 @@ def pad_left(sequences: list[np.ndarray], width: int) -> np.ndarray:
     return out
 
 
-def warm_item_filter(seqs: list[np.ndarray], max_seq_len: int, min_seq_len: int, min_count: int,
-                     num_items: int) -> tuple[np.ndarray, list[np.ndarray]]:
+def last_items(ids: np.ndarray, lengths: np.ndarray, width: int, users_per_chunk: int = 1 << 16) -> np.ndarray:
+    """(U, width), the dtype of `ids`: the last `width` items of each flat sequence, left-padded
+    with 0 (user k holds ids[offset_k : offset_k + lengths[k]]); built `users_per_chunk` rows at a time."""
+    out = np.empty((len(lengths), width), dtype=ids.dtype)
+    end = np.cumsum(lengths)                                        # (U,) one past each last item
+    for first in range(0, len(lengths), users_per_chunk):
+        rows = slice(first, first + users_per_chunk)
+        at = end[rows, None] - width + np.arange(width)             # (chunk, width) positions in ids
+        out[rows] = ids[np.maximum(at, 0)]
+        out[rows][at < (end[rows] - lengths[rows])[:, None]] = 0    # before the user's first item
+    return out
+
+
+def warm_item_filter(ids: np.ndarray, lengths: np.ndarray, max_seq_len: int, min_seq_len: int, min_count: int,
+                     num_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Warm-item setting (SPEC "Evaluation"): keep only items with >= `min_count` train interactions.
 
-    `seqs` are the users' whole histories (item ids 1..num_items, users already filtered by
-    `min_seq_len`). An item's count is its number of occurrences in the train parts the protocol
-    trains on: the last L+3 items of a sequence minus its last two (valid and test targets).
+    `ids`, `lengths`: the users' whole histories, flat (item ids 1..num_items, users already
+    filtered by `min_seq_len`). An item's count is its number of occurrences in the train parts the
+    protocol trains on: the last L+3 items of a sequence minus its last two (valid and test targets).
     Items are removed from the whole histories, users left with fewer than `min_seq_len` items are
     dropped, and the histories are cut again (older items move into the L+3 window). The result:
     in the data the model sees, every item has at least `min_count` train interactions.
@@ -107,11 +120,10 @@ def warm_item_filter(seqs: list[np.ndarray], max_seq_len: int, min_seq_len: int,
       item (on ml-100k, warm-200 would keep nothing instead of 44 items).
     Items are only ever removed, so the loop ends (ml-100k: 20-40 passes, vectorised, < 0.2 s).
 
-    Returns (indices of the kept users into `seqs`, their filtered histories).
+    Returns (indices of the kept users, their filtered histories flat, their lengths).
     """
-    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
-    flat = np.concatenate(seqs) if seqs else np.zeros(0, dtype=np.int64)
-    owner = np.repeat(np.arange(len(seqs)), lengths)
+    flat = ids.astype(np.int64)
+    owner = np.repeat(np.arange(len(lengths)), lengths)
 
     def position_from_end(counts_per_user: np.ndarray, who: np.ndarray) -> np.ndarray:   # 0 = last item
         starts = np.cumsum(counts_per_user) - counts_per_user
@@ -121,38 +133,81 @@ def warm_item_filter(seqs: list[np.ndarray], max_seq_len: int, min_seq_len: int,
     allowed[0] = False                                                               # pass 0
     while True:
         keep = allowed[flat]
-        ids, who = flat[keep], owner[keep]
-        n = np.bincount(who, minlength=len(seqs))                       # filtered length per user
+        kept_ids, who = flat[keep], owner[keep]
+        n = np.bincount(who, minlength=len(lengths))                    # filtered length per user
         from_end = position_from_end(n, who)
         in_train = (n[who] >= min_seq_len) & (from_end >= 2) & (from_end <= max_seq_len + 2)
-        counts = np.bincount(ids[in_train], minlength=num_items + 1)
+        counts = np.bincount(kept_ids[in_train], minlength=num_items + 1)
         below = np.flatnonzero(allowed & (counts < min_count))          # ascending id = file order
         if len(below) == 0:
             break
         lowest = below[np.argsort(counts[below], kind="stable")[:-(-len(below) // 10)]]
         allowed[lowest] = False
     users = np.flatnonzero(n >= min_seq_len)
-    kept = n[who] >= min_seq_len
-    return users, np.split(ids[kept], np.cumsum(n[users])[:-1])
+    return users, kept_ids[n[who] >= min_seq_len], n[users]
 
 
-def build_sequence_data(items: list[ItemRow], users: list[UserRow], max_seq_len: int,
+def build_sequence_data(items: list[ItemRow], users: list[UserRow] | UserIds, max_seq_len: int,
                         min_seq_len: int, users_path: Path | str = "users file",
                         warm_min_count: int = 0) -> SequenceData:
     """SPEC "Data": drop short users, cut to the last L+3 items, drop unused items, re-index.
 
+    `users`: rows read line by line, or the arrays of `read_user_ids`.
     warm_min_count > 0: the warm-item setting (`warm_item_filter`) before the cut; 0: off.
     """
     if warm_min_count < 0:
         raise InputError(f"warm_min_count must be >= 0 (0: off), got {warm_min_count}")
-    index_of = {row.name: i + 1 for i, row in enumerate(items)}     # file order, 1-based
+    if not isinstance(users, UserIds):
+        users = user_ids_from_rows(users, [row.name for row in items], users_path)
+    long_enough = users.lengths >= min_seq_len
+    kept_users = np.flatnonzero(long_enough)
+    if len(kept_users) == 0:
+        raise InputError(f"{users_path}: no user has at least min_seq_len={min_seq_len} items; "
+                         "lower --min_seq_len or check the file")
+    ids, lengths = users.ids, users.lengths[kept_users]
+    if len(kept_users) < len(long_enough):
+        ids = ids[np.repeat(long_enough, users.lengths)]
+    if warm_min_count > 0:
+        warm_users, ids, lengths = warm_item_filter(ids, lengths, max_seq_len, min_seq_len, warm_min_count, len(items))
+        if len(warm_users) == 0:
+            raise InputError(f"{users_path}: no item has at least warm_min_count={warm_min_count} train "
+                             f"interactions in a user with min_seq_len={min_seq_len} items "
+                             f"(max_seq_len={max_seq_len}); lower --warm_min_count")
+        kept_users = kept_users[warm_users]
+    full = last_items(ids, lengths, max_seq_len + 3)
+    used = np.zeros(len(items) + 1, dtype=bool)
+    used[full.ravel()] = True
+    used[0] = False
+    new_id = np.zeros(len(items) + 1, dtype=np.int64)
+    new_id[used] = np.arange(1, used.sum() + 1)                    # keeps file order
+    kept_items = [None] + [row for row, keep in zip(items, used[1:]) if keep]
+    return SequenceData(kept_items, [users.names[k] for k in kept_users.tolist()], new_id[full], max_seq_len)
+
+
+def load_sequence_data(data_dir: Path, behaviors: str, news: str, max_seq_len: int,
+                       min_seq_len: int, warm_min_count: int = 0) -> SequenceData:
+    users_path = data_dir / behaviors
+    items = read_items(data_dir / news)
+    users = read_user_ids(users_path, [row.name for row in items])
+    return build_sequence_data(items, users, max_seq_len, min_seq_len, users_path, warm_min_count)
+
+
+def line_by_line_sequence_data(data_dir: Path, behaviors: str, news: str, max_seq_len: int,
+                               min_seq_len: int, warm_min_count: int = 0) -> SequenceData:
+    """The reference of `load_sequence_data` (its code before the array reader): the files read
+    line by line, one Python list per user. Tests and scripts/bench_setup.py check that both give
+    the same data and the same errors."""
+    users_path = data_dir / behaviors
+    items, users = read_items(data_dir / news), read_users(users_path)
+    if warm_min_count < 0:
+        raise InputError(f"warm_min_count must be >= 0 (0: off), got {warm_min_count}")
+    index_of = {row.name: i + 1 for i, row in enumerate(items)}
     kept_names, kept_seqs = [], []
     for user in users:
         ids = [index_of.get(name, 0) for name in user.items]
         if 0 in ids:
-            unknown = user.items[ids.index(0)]
             raise InputError(f"{users_path}, line {user.line_no}: user {user.name!r} has item "
-                             f"{unknown!r}, which the items file lacks; add the item or remove it")
+                             f"{user.items[ids.index(0)]!r}, which the items file lacks; add the item or remove it")
         if len(ids) >= min_seq_len:
             kept_names.append(user.name)
             kept_seqs.append(np.asarray(ids if warm_min_count > 0 else ids[-(max_seq_len + 3):], dtype=np.int64))
@@ -160,30 +215,23 @@ def build_sequence_data(items: list[ItemRow], users: list[UserRow], max_seq_len:
         raise InputError(f"{users_path}: no user has at least min_seq_len={min_seq_len} items; "
                          "lower --min_seq_len or check the file")
     if warm_min_count > 0:
-        kept_users, kept_seqs = warm_item_filter(kept_seqs, max_seq_len, min_seq_len, warm_min_count, len(items))
-        if len(kept_users) == 0:
+        lengths = np.array([len(s) for s in kept_seqs])
+        kept, ids, lengths = warm_item_filter(np.concatenate(kept_seqs), lengths, max_seq_len, min_seq_len,
+                                              warm_min_count, len(items))
+        if len(kept) == 0:
             raise InputError(f"{users_path}: no item has at least warm_min_count={warm_min_count} train "
                              f"interactions in a user with min_seq_len={min_seq_len} items "
                              f"(max_seq_len={max_seq_len}); lower --warm_min_count")
-        kept_names = [kept_names[u] for u in kept_users]
-        kept_seqs = [s[-(max_seq_len + 3):] for s in kept_seqs]
-
+        kept_names = [kept_names[u] for u in kept]
+        kept_seqs = [s[-(max_seq_len + 3):] for s in np.split(ids, np.cumsum(lengths)[:-1])]
     full = pad_left(kept_seqs, max_seq_len + 3)
     used = np.zeros(len(items) + 1, dtype=bool)
     used[full.ravel()] = True
     used[0] = False
     new_id = np.zeros(len(items) + 1, dtype=np.int64)
-    new_id[used] = np.arange(1, used.sum() + 1)                    # keeps file order
-    kept_items = [None] + [row for row, keep in zip(items, used[1:]) if keep]
-    return SequenceData(kept_items, kept_names, new_id[full], max_seq_len)
-
-
-def load_sequence_data(data_dir: Path, behaviors: str, news: str, max_seq_len: int,
-                       min_seq_len: int, warm_min_count: int = 0) -> SequenceData:
-    users_path = data_dir / behaviors
-    items = read_items(data_dir / news)
-    users = read_users(users_path)
-    return build_sequence_data(items, users, max_seq_len, min_seq_len, users_path, warm_min_count)
+    new_id[used] = np.arange(1, used.sum() + 1)
+    return SequenceData([None] + [row for row, keep in zip(items, used[1:]) if keep], kept_names, new_id[full],
+                        max_seq_len)
 
 
 SUBSET_SEED = 20230723                 # fixed: the same users at every run seed and every arm
