@@ -22,7 +22,7 @@ from text_helpers import TINY, ml100k, tiny_encoders
 from vision_helpers import IMAGE_SIZE, TINY_VISION, poster_root, tiny_vision_encoders
 
 FOLDER = REPO / "inbatch_sasrec_e2e_multimodal"
-SCRIPTS = ["id", "text", "vision", "text_vision", "text_vision_2stage"]
+SCRIPTS = ["id", "text", "vision", "text_vision", "text_vision_2stage", "text_vision_missrec"]
 
 
 @functools.lru_cache(maxsize=None)

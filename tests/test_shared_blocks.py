@@ -37,6 +37,10 @@ ALLOWANCES = {
         "the end-to-end and ID towers have no such MLP",
     ("inbatch_sasrec_e2e_multimodal", "dnn_layers"):
         "train_text_vision_2stage.py's head over each branch's cached features; the end-to-end and ID towers have none",
+    ("inbatch_sasrec_e2e_text", "model"):
+        "train_missrec.py: MISSRec is a whole system (its own user encoder over interest tokens), compared as such",
+    ("inbatch_sasrec_e2e_multimodal", "model"):
+        "train_text_vision_missrec.py: MISSRec is a whole system (its own user encoder over interest tokens)",
 }
 
 

@@ -22,7 +22,7 @@ SCRIPTS = {
     "bce_text/main-2stage": ["bert_base_dnn0", "bert_base_dnn8"],
     "bce_text/id_plus_mo-end2end": ["bert_add", "bert_cat"],
     "bce_text/id_plus_mo-2stage": ["bert_add", "bert_cat"],
-    "inbatch_sasrec_e2e_text": ["bert_base", "bert_small", "roberta_base", "minilm", "minilm_2stage", "iisan"],
+    "inbatch_sasrec_e2e_text": ["bert_base", "bert_small", "roberta_base", "minilm", "minilm_2stage", "iisan", "missrec"],
 }
 CASES = [(folder, name) for folder, names in SCRIPTS.items() for name in names]
 LAST_LINE = re.compile(r"^test HR@10 \d+\.\d\d NDCG@10 \d+\.\d\d$")
