@@ -114,3 +114,142 @@ def test_trainable_layers_beyond_the_cacheable_are_refused(tmp_path):
         build_run_model(config(tmp_path, cache_frozen_layers=True, **values("bert", trainable_layers=2)),
                         ml100k(), CPU)
     assert cache_files(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- adapters, gradient caching
+
+@pytest.mark.parametrize("family,peft", [("bert", "lora"), ("llama", "lora"), ("bert", "bitfit")])
+def test_peft_restricted_to_the_top_block_trains_on_the_cache(family, peft, tmp_path):
+    """--peft lora|bitfit --peft_layers 1: adapters (LoRA A / B) or trained biases exist only in the
+    top block; the cached step equals the uncached one (loss, every gradient) and the frozen
+    pretrained weights get no gradient."""
+    plain, cached, batch = build_pair(tmp_path, family, peft=peft, peft_layers=1)
+    blocks = "encoder.layer." if family == "bert" else "layers."
+    encoder = cached.item_tower.encoder
+    trained = [name for name, p in encoder.named_parameters() if p.requires_grad]
+    assert trained and all(name.startswith(f"{blocks}1.") for name in trained)
+    if peft == "lora":
+        adapted = [name for name, _ in encoder.named_parameters() if "lora_" in name]
+        assert adapted == trained and any(name.startswith(f"{blocks}1.") for name in adapted)
+    else:
+        assert all(name.endswith(".bias") for name in trained)
+    plain_loss, plain_grads = loss_and_grads(plain, batch, 0)
+    cached_loss, cached_grads = loss_and_grads(cached, batch, 0)
+    assert cached_loss == pytest.approx(plain_loss, abs=1e-5)
+    assert max_grad_difference(plain_grads, cached_grads) <= 1e-5
+    assert {n.removeprefix("item_tower.encoder.") for n in cached_grads if n.startswith("item_tower.encoder.")} \
+        == set(trained)
+
+
+def test_gradient_caching_on_the_cache_equals_the_uncached_step(tmp_path):
+    """--inbatch_chunk 2 on the cached tower (the top block re-run chunk by chunk in backward)
+    equals the uncached plain step: loss and every gradient."""
+    plain, cached, batch = build_pair(tmp_path, "bert")
+    plain_loss, plain_grads = loss_and_grads(plain, batch, 0)
+    chunked_loss, chunked_grads = loss_and_grads(cached, batch, 2)
+    assert chunked_loss == pytest.approx(plain_loss, abs=1e-5)
+    assert max_grad_difference(plain_grads, chunked_grads) <= 1e-5
+
+
+# ----------------------------------------------------------------------------- stale or damaged caches
+
+def cached_config(tmp_path: Path, **extra):
+    return config(tmp_path, cache_frozen_layers=True, **values("bert", **extra))
+
+
+def built_cache(tmp_path: Path) -> Path:
+    build_run_model(cached_config(tmp_path), ml100k(), CPU)
+    (path,) = cache_files(tmp_path)
+    return path
+
+
+def refusal(tmp_path: Path) -> str:
+    with pytest.raises(InputError) as refused:
+        build_run_model(cached_config(tmp_path), ml100k(), CPU)
+    return str(refused.value)
+
+
+def test_a_truncated_cache_is_refused_before_mapping(tmp_path):
+    path = built_cache(tmp_path)
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size - 64)
+    message = refusal(tmp_path)
+    assert f"holds {size - 64} bytes, its sidecar's layout {size}" in message
+    assert str(path) in message and f"delete {path} and {path.stem}.json" in message
+
+
+def test_a_changed_byte_is_refused_by_the_chunk_digest(tmp_path):
+    path = built_cache(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    message = refusal(tmp_path)
+    assert "differ from the digest written with them" in message and str(path) in message
+    assert "items 512 .. 767" in message          # the middle row of 1410 (705) is in the third chunk of 256
+
+
+@pytest.mark.parametrize("entry,value", [("top_blocks", 2), ("encoder_sha1", "0" * 40), ("tokenizer", "x"),
+                                         ("texts_sha1", {"title": "y"})])
+def test_a_sidecar_for_another_run_is_refused_naming_what_differs(entry, value, tmp_path):
+    """A cache file whose sidecar was written for another k, encoder, tokenizer or text (e.g. copied
+    over): refused, naming the differing entry, and nothing is built over it."""
+    path = built_cache(tmp_path)
+    sidecar = path.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    meta["key"][entry] = value
+    sidecar.write_text(json.dumps(meta))
+    before = path.read_bytes()
+    message = refusal(tmp_path)
+    assert f"was built for another run ({entry} differ" in message and str(path) in message
+    assert "nothing is trained on it" in message and path.read_bytes() == before
+
+
+def test_a_cache_without_its_sidecar_is_refused_and_a_sidecar_alone_rebuilt(tmp_path):
+    path = built_cache(tmp_path)
+    sidecar = path.with_suffix(".json")
+    meta = sidecar.read_text()
+    sidecar.unlink()
+    assert "its sidecar" in refusal(tmp_path) and "cannot be read" in refusal(tmp_path)
+    sidecar.write_text(meta)
+    path.unlink()                                            # the data deleted, the sidecar left
+    assert built_cache(tmp_path) == path and json.loads(sidecar.read_text())["key"] == json.loads(meta)["key"]
+
+
+def test_other_weights_or_another_k_build_their_own_cache(tmp_path):
+    """Two 3-block encoders under one folder name but with other weights, and k = 1 or 2: four
+    cache files, none read for another; each cached tower's catalogue equals its uncached one."""
+    from text_helpers import tiny_encoders
+    tiny_encoders()                                          # puts pretrained_models/ on sys.path
+    from make_tiny import make_tiny_bert
+    for seed in (0, 1):
+        make_tiny_bert(tmp_path / f"enc{seed}" / "tiny3", layers=3, seed=seed)
+    names = set()
+    for seed in (0, 1):
+        for top in (1, 2):
+            base = dict(bert_model_load="tiny3", pretrained_dir=str(tmp_path / f"enc{seed}"), encoder_dropout=0.0,
+                        trainable_layers=top)
+            plain = build_run_model(config(tmp_path, **base), ml100k(), CPU)
+            cached = build_run_model(config(tmp_path, cache_frozen_layers=True, layer_cache_dtype="float32", **base),
+                                     ml100k(), CPU)
+            assert (catalogue(plain) - catalogue(cached)).abs().max() <= 1e-5
+            names = {path.name for path in cache_files(tmp_path)}
+    assert len(names) == 4 and {name.split("-")[-3] for name in names} == {"top1", "top2"}
+
+
+def test_a_refused_cache_leaves_no_run_folder(tmp_path, capsys):
+    """A run on a truncated cache exits 2 with the message, before any run folder is written."""
+    from conftest import run_in_process
+    from text_helpers import tiny_encoders
+    args = ["--item_tower", "text", "--bert_model_load", TINY["bert"], "--pretrained_dir", str(tiny_encoders()),
+            "--cache_dir", str(tmp_path / "cache"), "--runs_dir", str(tmp_path / "runs"), "--trainable_layers", "1",
+            "--cache_frozen_layers", "true", "--num_words_title", "12", "--embedding_dim", "16"]
+    build_run_model(make_config(dict(item_tower="text", bert_model_load=TINY["bert"], pretrained_dir=str(tiny_encoders()),
+                                     cache_dir=str(tmp_path / "cache"), trainable_layers=1, cache_frozen_layers=True,
+                                     num_words_title=12, embedding_dim=16)), ml100k(), CPU)
+    (path,) = cache_files(tmp_path)
+    with open(path, "r+b") as f:
+        f.truncate(100)
+    code, _, err = run_in_process("bce_text/main-end2end", "train", *args, capsys=capsys)
+    assert code == 2 and f"layer cache {path} holds 100 bytes" in err
+    assert not (tmp_path / "runs").exists()
