@@ -253,3 +253,27 @@ def test_a_refused_cache_leaves_no_run_folder(tmp_path, capsys):
     code, _, err = run_in_process("bce_text/main-end2end", "train", *args, capsys=capsys)
     assert code == 2 and f"layer cache {path} holds 100 bytes" in err
     assert not (tmp_path / "runs").exists()
+
+
+# ----------------------------------------------------------------------------- the Q4 study's cached arms
+
+def test_q4_cached_arms_run_only_when_named_with_the_end_to_end_seeds(tmp_path, monkeypatch):
+    """top1_cached, top2_cached, lora_top2_cached: valid runs with the cache on, E2E seeds (they
+    train their top blocks), not in the default --arms (the default study is unchanged)."""
+    from conftest import REPO
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import study_common
+    import study_q4_adaptation
+    seen = {}
+    monkeypatch.setattr(study_q4_adaptation, "run_study",
+                        lambda name, title, parts, args, overrides, *rest: seen.update(parts=parts, overrides=overrides))
+    study_q4_adaptation.main(["--out", str(tmp_path), "--table_only"])
+    assert not any(part.get("cache_frozen_layers") for part in seen["parts"])
+    study_q4_adaptation.main(["--arms", "id,top1_cached,top2_cached,lora_top2_cached", "--out", str(tmp_path),
+                              "--table_only"])
+    runs = study_common.study_runs(seen["parts"], seen["overrides"], tmp_path)
+    cached = [cfg for cfg, _ in runs if cfg.cache_frozen_layers]
+    assert len(cached) == 3 * len(study_common.E2E_SEEDS)
+    assert {(cfg.trainable_layers, cfg.peft, cfg.peft_layers) for cfg in cached} == \
+        {(1, "none", -1), (2, "none", -1), (-1, "lora", 2)}
+    assert len({run_label(cfg) for cfg in cached}) == len(cached)
