@@ -41,6 +41,7 @@ log = logging.getLogger("morec")
 
 LAYER_CACHE_FORMAT = 1
 CHUNK_ROWS = 256                    # items per encoder pass while building, and per chunk digest
+BLOCK_ROWS = 8 * CHUNK_ROWS         # items computed (length-sorted) and held in memory before writing
 # dtype name -> (torch dtype computed in, numpy dtype stored as)
 DTYPES = {"float16": (torch.float16, np.float16), "bfloat16": (torch.bfloat16, np.int16),
           "float32": (torch.float32, np.float32)}
@@ -79,7 +80,8 @@ def cache_file(spec: ItemInputSpec, key: dict) -> Path:
 def frozen_layer_states(spec: ItemInputSpec, data, tokens: list[tuple[torch.Tensor, torch.Tensor]],
                         device: torch.device) -> list[torch.Tensor]:
     """Per attribute the cached states entering the first trained block, (N+1, W_a, H) CPU tensors
-    memory-mapped from the cache (built first when there is none for this key)."""
+    memory-mapped from the cache (built first when there is none for this key; under DDP by rank
+    0 while the other ranks wait)."""
     from morec.data.text import item_texts, texts_digest
     from morec.features import encoder_folder
     from morec.models.text import load_tokenizer
@@ -87,8 +89,11 @@ def frozen_layer_states(spec: ItemInputSpec, data, tokens: list[tuple[torch.Tens
     texts_sha1 = {name: texts_digest(item_texts(data.items, name, spec.unescape_text)) for name, _ in spec.attributes}
     key = layer_cache_key(spec, folder, load_tokenizer(folder), texts_sha1, data.num_items)
     path = cache_file(spec, key)
-    if not path.exists():
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if not path.exists() and (not distributed or torch.distributed.get_rank() == 0):
         build_cache(path, key, folder, tokens, device)
+    if distributed:
+        torch.distributed.barrier()
     return read_cache(path, key)
 
 
@@ -132,23 +137,23 @@ def build_cache(path: Path, key: dict, folder: Path, tokens, device: torch.devic
 
 def write_attribute(f, encoder, first: int, ids: torch.Tensor, mask: torch.Tensor, dtype: str,
                     device: torch.device) -> dict:
-    """Write one attribute's (N+1, W, H) states to `f` in chunks of CHUNK_ROWS items; its shape
-    and the sha1 of each chunk's bytes."""
-    from morec.models.cached_text import frozen_block_output
+    """Write one attribute's (N+1, W, H) states to `f`, in blocks of BLOCK_ROWS items computed by
+    text length (FrozenBlockStates); its shape and the sha1 of each CHUNK_ROWS rows' bytes. Row 0
+    (padding) is zeros."""
+    from morec.models.cached_text import FrozenBlockStates
     width = max(int(mask.sum(1).max()), 1)                 # the longest text: padding beyond is never read
+    frozen = FrozenBlockStates(encoder, first, (ids, mask), width, CHUNK_ROWS)
     compute, _ = DTYPES[dtype]
     hashes, hidden = [], None
-    for start in range(0, len(ids), CHUNK_ROWS):
-        rows = slice(start, start + CHUNK_ROWS)
-        w = max(int(mask[rows].sum(1).max()), 1)           # the chunk cut to its longest text
-        states = frozen_block_output(encoder, first, ids[rows, :w].to(device), mask[rows, :w].to(device))
-        states = torch.nn.functional.pad(states.float(), (0, 0, 0, width - w))     # (n, W, H)
-        stored = states.to(compute).cpu()
+    for start in range(0, len(ids), BLOCK_ROWS):
+        block = frozen.all_item_vectors(len(ids) - 1, torch.arange(start, min(start + BLOCK_ROWS, len(ids))))
+        stored = block.to(compute)                                             # (n, W, H)
         stored = stored.view(torch.int16) if dtype == "bfloat16" else stored
-        data = stored.numpy().tobytes()
-        hashes.append(hashlib.sha1(data).hexdigest())
-        f.write(data)
-        hidden = states.shape[-1]
+        for rows in stored.split(CHUNK_ROWS):
+            data = rows.numpy().tobytes()
+            hashes.append(hashlib.sha1(data).hexdigest())
+            f.write(data)
+        hidden = block.shape[-1]
     return {"shape": [len(ids), width, hidden], "chunk_rows": CHUNK_ROWS, "chunk_sha1": hashes}
 
 

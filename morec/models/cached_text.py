@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from morec.errors import InputError
-from morec.models.text import TextTower, block_layout, pool_hidden
+from morec.models.text import TextTower, TokenTower, block_layout, pool_hidden
 
 
 def encoder_blocks(encoder: nn.Module) -> nn.ModuleList:
@@ -101,6 +101,25 @@ def frozen_block_output(encoder: nn.Module, first: int, input_ids: torch.Tensor,
     if "states" not in captured:
         raise RuntimeError(f"block {first} of {type(encoder).__name__} did not run")
     return captured["states"]
+
+
+class FrozenBlockStates(TokenTower):
+    """What the layer cache holds for one attribute: ids (K,) -> the states entering block `first`
+    (K, width, H), float32 on the ids' device, padded with zeros beyond each chunk's longest text.
+    Through the item towers' one catalogue path (ItemTower.all_item_vectors): chunks of
+    `chunk_size` items by text length, each cut to its longest text; padding ids give zeros."""
+
+    def __init__(self, encoder: nn.Module, first: int, tokens: tuple[torch.Tensor, torch.Tensor],
+                 width: int, chunk_size: int = 256):
+        super().__init__()
+        self.encoder, self.first, self.width, self.chunk_size = encoder, first, width, chunk_size
+        self.register_tokens([tokens])
+
+    def encode_chunk(self, ids: torch.Tensor, pixels=None) -> torch.Tensor:
+        input_ids, mask = self.tokens(0, ids)
+        device = next(self.encoder.parameters()).device
+        states = frozen_block_output(self.encoder, self.first, input_ids.to(device), mask.to(device))
+        return F.pad(states.float(), (0, 0, 0, self.width - states.shape[1])).to(ids.device)   # (K, width, H)
 
 
 class CachedTextTower(TextTower):
