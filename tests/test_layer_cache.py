@@ -141,6 +141,16 @@ def test_peft_restricted_to_the_top_block_trains_on_the_cache(family, peft, tmp_
         == set(trained)
 
 
+def test_gradient_checkpointing_on_the_cache_equals_the_uncached_step(tmp_path):
+    """--gradient_checkpointing recomputes the top block in backward, after the frozen blocks are
+    swapped back: it must still see the cached states (they are its input, not a hook's)."""
+    plain, cached, batch = build_pair(tmp_path, "llama", gradient_checkpointing=True)
+    plain_loss, plain_grads = loss_and_grads(plain, batch, 0)
+    cached_loss, cached_grads = loss_and_grads(cached, batch, 0)
+    assert cached_loss == pytest.approx(plain_loss, abs=1e-5)
+    assert max_grad_difference(plain_grads, cached_grads) <= 1e-5
+
+
 def test_gradient_caching_on_the_cache_equals_the_uncached_step(tmp_path):
     """--inbatch_chunk 2 on the cached tower (the top block re-run chunk by chunk in backward)
     equals the uncached plain step: loss and every gradient."""
