@@ -69,6 +69,10 @@ class Config:
     lora_alpha: int = 16                # --peft lora: scaling alpha (the update is alpha / r * B A x)
     lora_dropout: float = 0.0           # --peft lora: dropout on the adapter's input (0.05 is common)
     lora_targets: str = ""              # --peft lora / ia3: module names, comma-separated ("": peft's defaults per model_type)
+    peft_layers: int = -1               # --peft: adapt only the encoder's top k blocks (LoRA / IA3 layers_to_transform; -1: all)
+    cache_frozen_layers: bool = False   # text E2E with the top k blocks trained: cache the states entering them once per
+                                        # item (eval mode) and run only the top k blocks (docs/parameters.md)
+    layer_cache_dtype: str = "float16"  # --cache_frozen_layers: float16 | bfloat16 | float32 (stored states)
 
     # --- item_tower "vision" (SPEC "Item towers"); also fusion / two_stage / freezing above ---
     cv_model_load: str = "resnet50"     # vision encoder folder under pretrained_dir (pretrained_models/README.md)
@@ -174,7 +178,8 @@ TEXT_FIELDS = {"bert_model_load", "news_attributes", "num_words_title", "num_wor
 VISION_FIELDS = {"cv_model_load", "image_lmdb", "image_size", "image_norm", "freeze_bn_stats"}
 ENCODER_FIELDS = {"pretrained_dir", "dedup_items", "freeze_paras_before", "trainable_layers", "gradient_checkpointing",
                   "two_stage", "fusion", "mo_dnn_layers", "fine_tune_lr", "fine_tune_l2_weight",
-                  "peft", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "ts_layers", "ts_mix_lr"}
+                  "peft", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "ts_layers", "ts_mix_lr",
+                  "peft_layers", "cache_frozen_layers", "layer_cache_dtype"}
 ENCODER_FIELDS |= {"side_network", "san_layers", "san_dim", "san_gate_init"}     # IISAN side network
 MULTIMODAL_FIELDS = {"mm_fusion", "cv_fine_tune_lr", "mm_cached_branch"}   # only item_tower "text+vision" reads them
 UNUSED_BY_TOWER = {"id": TEXT_FIELDS | VISION_FIELDS | ENCODER_FIELDS | MULTIMODAL_FIELDS,
@@ -431,6 +436,7 @@ RULES = {
     "ties": _one_of("expected", "optimistic", "pessimistic"), "repeat_targets": _one_of("miss", "rank", "skip"), "eval_amp": _any, "dedup_items": _any,
     "pooling": _one_of("auto", "cls", "mean", "last"), "peft": _one_of("none", "lora", "ia3", "bitfit", "ln"),
     "lora_r": _at_least(1), "lora_alpha": _at_least(1), "lora_dropout": _drop_rate, "lora_targets": _module_names,
+    "peft_layers": _at_least(-1), "cache_frozen_layers": _any, "layer_cache_dtype": _one_of("float16", "bfloat16", "float32"),
 }
 # --- IISAN side network (morec/models/side_network.py) ---
 RULES.update({"side_network": _one_of("none", "iisan"), "san_layers": _one_of("every_second", "all"),
@@ -465,7 +471,7 @@ def _combination_problems(cfg: Config) -> list[str]:
     if cfg.inbatch_chunk > 0 and cfg.nproc_per_node * cfg.nnodes > 1:
         problems.append("--inbatch_chunk (gradient caching) runs in one process: use it without "
                         "--nproc_per_node / --nnodes, or set --inbatch_chunk 0")
-    problems += _peft_problems(cfg)
+    problems += _peft_problems(cfg) + _layer_cache_problems(cfg)
     problems += _side_network_problems(cfg)
     unset = Config()
     for name in ("encoder_dropout", "freeze_bn_stats"):
@@ -539,6 +545,9 @@ def _peft_problems(cfg: Config) -> list[str]:
                  if getattr(cfg, name) != getattr(defaults, name)]
     if lora_only and cfg.peft != "lora":
         problems.append(f"{', '.join(lora_only)} only apply with --peft lora (it is {cfg.peft})")
+    if cfg.peft_layers != -1 and cfg.peft == "none":
+        problems.append(f"--peft_layers {cfg.peft_layers} restricts --peft to the top blocks, but --peft is none: "
+                        "set --peft, or --trainable_layers instead")
     if cfg.lora_targets and cfg.peft not in ("lora", "ia3"):
         problems.append(f"--lora_targets {cfg.lora_targets} only applies with --peft lora or ia3 (it is {cfg.peft})")
     return problems
@@ -561,6 +570,26 @@ def _side_network_problems(cfg: Config) -> list[str]:
     if only and cfg.side_network == "none":
         problems.append(f"{', '.join(only)} only apply with --side_network iisan (it is none)")
     return problems
+
+
+def _layer_cache_problems(cfg: Config) -> list[str]:
+    """--cache_frozen_layers needs a text tower end to end whose top k >= 1 blocks alone train."""
+    top = cfg.peft_layers if cfg.peft != "none" else cfg.trainable_layers
+    if not cfg.cache_frozen_layers:
+        return [] if cfg.layer_cache_dtype == "float16" else [
+            f"--layer_cache_dtype {cfg.layer_cache_dtype} only applies with --cache_frozen_layers true"]
+    if cfg.item_tower != "text" or cfg.two_stage:
+        return [f"--cache_frozen_layers caches the frozen blocks of a text encoder trained end to end: it needs "
+                f"--item_tower text and --two_stage false (it is --item_tower {cfg.item_tower}, --two_stage "
+                f"{str(cfg.two_stage).lower()})"]
+    if top < 1:
+        which = f"--peft_layers {cfg.peft_layers}" if cfg.peft != "none" else f"--trainable_layers {cfg.trainable_layers}"
+        how = "--peft_layers k" if cfg.peft != "none" else "--trainable_layers k"
+        return [f"--cache_frozen_layers caches the states entering the top k trained blocks, but {which} sets no "
+                f"top blocks: set {how} with k >= 1 (or --cache_frozen_layers false)"]
+    if cfg.freeze_paras_before > 0:
+        return ["--cache_frozen_layers: the top k blocks decide what trains; set --freeze_paras_before 0"]
+    return []
 
 
 def validate(cfg: Config) -> None:

@@ -59,6 +59,9 @@ def build_run_model(cfg: Config, data: SequenceData, device: torch.device, specs
     """The recommender of `cfg` on `device`, initialised from cfg.seed; `specs`: cfg's, if already resolved."""
     specs = specs or run_specs(cfg)
     item_inputs = item_tower_inputs(specs.item_inputs, data, device)   # modality towers: item tokens / cached features
+    if specs.item_inputs.tower.text.cache_frozen_layers:               # the frozen blocks' output, cached once
+        from morec.layer_cache import frozen_layer_states
+        item_inputs["layer_states"] = frozen_layer_states(specs.item_inputs, data, item_inputs["tokens"], device)
     torch.manual_seed(cfg.seed)
     popularity = torch.from_numpy(data.popularity()).clamp_min(1e-30)   # (N+1,), > 0 so log is finite
     model = build_model(specs.model, data.num_items, data.num_users, popularity, item_inputs).to(device)

@@ -34,11 +34,13 @@ def data_spec(cfg: Config) -> DataSpec:
 
 def encoder_spec(cfg: Config, modality: str) -> EncoderSpec:
     """The text or vision encoder of cfg: its folder, and what of it trains."""
-    adaptation = Adaptation(cfg.peft, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    adaptation = Adaptation(cfg.peft, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, cfg.peft_layers)
     return EncoderSpec(name=getattr(cfg, ENCODER_VALUES[modality]), root=from_repo_root(cfg.pretrained_dir),
                        pooling=cfg.pooling, image_size=cfg.image_size, freeze_paras_before=cfg.freeze_paras_before,
                        trainable_layers=cfg.trainable_layers, gradient_checkpointing=cfg.gradient_checkpointing,
-                       dropout=cfg.encoder_dropout, freeze_bn_stats=cfg.freeze_bn_stats, adaptation=adaptation)
+                       dropout=cfg.encoder_dropout, freeze_bn_stats=cfg.freeze_bn_stats, adaptation=adaptation,
+                       cache_frozen_layers=cfg.cache_frozen_layers and modality == "text",
+                       layer_cache_dtype=cfg.layer_cache_dtype)
 
 
 def tower_spec(cfg: Config) -> TowerSpec:

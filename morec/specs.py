@@ -49,6 +49,7 @@ class Adaptation:
     alpha: int = 16
     dropout: float = 0.0
     targets: str = ""
+    layers: int = -1                   # adapt only the top k transformer blocks (-1: all)
 
     def target_list(self) -> list[str] | None:
         names = [name.strip() for name in self.targets.split(",") if name.strip()]
@@ -68,6 +69,13 @@ class EncoderSpec:
     dropout: float = -1.0              # text: every dropout probability of the HF config (-1: the config's)
     freeze_bn_stats: bool = False      # vision: BatchNorm uses its running statistics, never updated
     adaptation: Adaptation = Adaptation()   # text: parameter-efficient fine-tuning
+    cache_frozen_layers: bool = False  # text: the frozen blocks' output read from the layer cache (morec.layer_cache)
+    layer_cache_dtype: str = "float16"  # text: float16 | bfloat16 | float32, the cached states' dtype
+
+    @property
+    def top_blocks(self) -> int:
+        """The top blocks that train (--peft_layers under --peft, else --trainable_layers; < 1: none)."""
+        return self.adaptation.layers if self.adaptation.mode != "none" else self.trainable_layers
 
 
 @dataclass(frozen=True)

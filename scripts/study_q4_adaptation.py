@@ -12,6 +12,11 @@ all, dnn_layers --ts_dnn) and ts_last (the same head over the last layer only, t
 Not in the default list: iisan (`--arms ...,iisan`; the IISAN side adapter networks over the same
 all-layer cache, `--side_network iisan`, dnn_layers --ts_dnn; docs/iisan.md); like the two-stage
 arms its encoder never trains, so it gets the cheap arms' seeds.
+Not in the default list, asked for by name: top1_cached, top2_cached (trainable_layers 1 / 2 with
+--cache_frozen_layers true: the frozen blocks' output computed once per item, in eval mode, and
+only the top blocks run; docs/parameters.md) and lora_top2_cached (LoRA in the top 2 blocks only,
+--peft_layers 2, on the cache); they train their encoder's top blocks, so they get the
+end-to-end seed count.
 Defaults: scripts/study_common.py SMALL; its IDRec, top2 and ts_last runs are those of
 study_q1 / study_q3 when they share --runs_dir.
 """
@@ -59,12 +64,16 @@ def arms(ts_dnn: int) -> dict[str, dict]:
         "ts_all": {**MOREC_TS, "dnn_layers": ts_dnn, "ts_layers": "all"},
         "ts_last": {**MOREC_TS, "dnn_layers": ts_dnn, "ts_layers": "last"},
         "iisan": {**MOREC_TS, "dnn_layers": ts_dnn, "ts_layers": "all", "side_network": "iisan"},   # not a default arm
+        "top1_cached": {**MOREC_E2E, "trainable_layers": 1, "peft": "none", "cache_frozen_layers": True},
+        "top2_cached": {**MOREC_E2E, "trainable_layers": 2, "peft": "none", "cache_frozen_layers": True},
+        "lora_top2_cached": {**MOREC_E2E, "trainable_layers": -1, "peft": "lora", "peft_layers": 2,
+                             "cache_frozen_layers": True},
     }
 
 
 def add_options(parser) -> None:
     parser.add_argument("--arms", default="id,full,top2,lora,bitfit,ts_all,ts_last",
-                        help="which adaptations to run (default: all)")
+                        help="which adaptations to run (default: all but the *_cached arms)")
     parser.add_argument("--ts_dnn", type=int, default=2,
                         help="dnn_layers of the two-stage heads (default 2, the best TS depth of Q3 on ml-100k)")
 

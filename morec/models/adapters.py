@@ -8,6 +8,9 @@
     bitfit  BitFit (Ben Zaken et al., ACL 2022): only the encoder's bias terms train
     ln      only the encoder's normalisation layers (LayerNorm, RMSNorm: weight and bias) train
 
+`--peft_layers k` restricts any mode to the top k transformer blocks (LoRA / IA3 through peft's
+`layers_to_transform`; BitFit / LayerNorm: the biases / norms of those blocks and of the final
+norm after them), e.g. for the layer cache (morec/models/cached_text.py); -1: every block.
 `--lora_targets` names the adapted modules (comma-separated; a name matches a module whose name
 is it or ends with "." + it, as in peft); empty: peft's defaults for the model_type (BERT query,
 value; Llama / Qwen2 q_proj, v_proj; GPT-2 c_attn; IA3 adds the feed-forward output). Every
@@ -40,16 +43,38 @@ def adapt_encoder(encoder: nn.Module, adaptation: Adaptation) -> nn.Module:
     if adaptation.mode == "none":
         return encoder
     encoder.requires_grad_(False)
+    within = in_top_blocks(encoder, adaptation.layers)
     if adaptation.mode in ("lora", "ia3"):
         inject_peft(encoder, adaptation)
     elif adaptation.mode == "bitfit":
-        train_only(encoder, [p for name, p in encoder.named_parameters()
-                             if name.rpartition(".")[2] == "bias" and not name.startswith("pooler.")], "bias")
+        train_only(encoder, [p for name, p in encoder.named_parameters() if name.rpartition(".")[2] == "bias"
+                             and not name.startswith("pooler.") and within(name)], "bias")
     else:
         train_only(encoder, [p for name, module in encoder.named_modules() if is_norm(module)
-                             and not name.startswith("pooler") for p in module.parameters(recurse=False)],
-                   "normalisation layer (LayerNorm / RMSNorm)")
+                             and not name.startswith("pooler") and within(name + ".")
+                             for p in module.parameters(recurse=False)], "normalisation layer (LayerNorm / RMSNorm)")
     return encoder
+
+
+def top_block_numbers(encoder: nn.Module, layers: int) -> list[int]:
+    """The numbers of the top `layers` transformer blocks (--peft_layers); refused beyond the encoder's."""
+    from morec.models.text import block_layout
+    prefix, _ = block_layout(encoder)
+    count = len(encoder.get_submodule(prefix.rstrip(".")))
+    if not 1 <= layers <= count:
+        raise InputError(f"--peft_layers {layers}: the encoder has {count} blocks; choose 1 .. {count} (or -1: all)")
+    return list(range(count - layers, count))
+
+
+def in_top_blocks(encoder: nn.Module, layers: int):
+    """name -> whether the parameter or module `name` lies in the top `layers` blocks or after them
+    (a final norm); every name when `layers` is -1."""
+    if layers == -1:
+        return lambda name: True
+    from morec.models.text import block_layout
+    prefix, after = block_layout(encoder)
+    top = tuple(f"{prefix}{block}." for block in top_block_numbers(encoder, layers))
+    return lambda name: name.startswith(top + after)
 
 
 def is_norm(module: nn.Module) -> bool:
@@ -87,11 +112,17 @@ def inject_peft(encoder: nn.Module, adaptation: Adaptation) -> None:
     targets = adaptation.target_list()
     if targets:
         check_targets(encoder, targets)
+    restrict = {}
+    if adaptation.layers != -1:          # only the top blocks: peft's layers_to_transform
+        from morec.models.text import block_layout
+        restrict = dict(layers_to_transform=top_block_numbers(encoder, adaptation.layers),
+                        layers_pattern=block_layout(encoder)[0].rstrip(".").rpartition(".")[2])
     if adaptation.mode == "lora":
         config = peft.LoraConfig(r=adaptation.r, lora_alpha=adaptation.alpha, lora_dropout=adaptation.dropout,
-                                 target_modules=targets, bias="none")
+                                 target_modules=targets, bias="none", **restrict)
     else:
-        config = peft.IA3Config(target_modules=targets, feedforward_modules=ia3_feedforward(encoder, targets))
+        config = peft.IA3Config(target_modules=targets, feedforward_modules=ia3_feedforward(encoder, targets),
+                                **restrict)
     try:
         peft.inject_adapter_in_model(config, encoder)
     except ValueError as err:

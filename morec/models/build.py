@@ -80,8 +80,14 @@ def build_encoder_tower(spec: TowerSpec, item_inputs: dict, modality: str = "") 
     from morec.models.text import TextTower, load_text_encoder, resolve_encoder_dir
     text = spec.text
     encoder = load_text_encoder(resolve_encoder_dir(text.name, text.root), text.dropout)
-    return TextTower(encoder, item_inputs["tokens"], spec.dim, text.freeze_paras_before,
-                     text.trainable_layers, text.gradient_checkpointing, text.pooling, text.adaptation)
+    options = dict(freeze_paras_before=text.freeze_paras_before, trainable_layers=text.trainable_layers,
+                   gradient_checkpointing=text.gradient_checkpointing, pooling=text.pooling,
+                   adaptation=text.adaptation)
+    if text.cache_frozen_layers:           # the frozen blocks' output read from the layer cache
+        from morec.models.cached_text import CachedTextTower
+        return CachedTextTower(encoder, item_inputs["tokens"], item_inputs["layer_states"], text.top_blocks,
+                               spec.dim, **options)
+    return TextTower(encoder, item_inputs["tokens"], spec.dim, **options)
 
 
 def build_item_tower(spec: TowerSpec, num_items: int, item_inputs: dict | None = None) -> ItemTower:

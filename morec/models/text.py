@@ -210,6 +210,12 @@ def transformer_blocks(encoder: nn.Module) -> tuple[str, tuple[str, ...]]:
     return prefix, tuple(names[last_block + 1:])
 
 
+def block_layout(encoder: nn.Module, model_type: str = "") -> tuple[str, tuple[str, ...]]:
+    """(name prefix of the blocks, parameters after them): TEXT_ENCODERS' or transformer_blocks'."""
+    model_type = model_type or encoder.config.model_type
+    return TEXT_ENCODERS[model_type][1:] if model_type in TEXT_ENCODERS else transformer_blocks(encoder)
+
+
 def freeze_encoder(encoder: nn.Module, model_type: str, freeze_paras_before: int = 0,
                    trainable_layers: int = -1) -> None:
     """Set requires_grad on the encoder's parameters (SPEC "Freezing").
@@ -221,10 +227,7 @@ def freeze_encoder(encoder: nn.Module, model_type: str, freeze_paras_before: int
     are frozen. -1 turns it off. The pooler is never used, so it is always frozen.
     BERT / RoBERTa / OPT name their blocks in TEXT_ENCODERS; other models: transformer_blocks.
     """
-    if model_type in TEXT_ENCODERS:
-        _, block_prefix, after_blocks = TEXT_ENCODERS[model_type]
-    else:
-        block_prefix, after_blocks = transformer_blocks(encoder)
+    block_prefix, after_blocks = block_layout(encoder, model_type)
     pattern = re.compile(re.escape(block_prefix) + r"(\d+)\.")
     named = [(name, param, int(m.group(1)) if (m := pattern.match(name)) else None)
              for name, param in encoder.named_parameters()]                 # (name, param, block or None)
