@@ -155,18 +155,19 @@ def checked_chunks(size: int, record: dict) -> list[int]:
     return sorted({0, count - 1, *(round(k * (count - 1) / (SAMPLED_CHUNKS + 1)) for k in range(1, SAMPLED_CHUNKS + 1))})
 
 
-def check_size(path: Path, record: dict, fix: str) -> None:
-    """The file holds as many bytes as when it was written, else an InputError naming it and `fix`."""
+def check_size(path: Path, record: dict, fix: str, what: str = "file") -> None:
+    """The file holds as many bytes as when it was written, else an InputError naming it (as
+    `what`) and `fix`."""
     size = path.stat().st_size
     if size != record["bytes"]:
-        raise InputError(f"{path} holds {size} bytes, but {record['bytes']} were written (truncated or "
-                         f"overwritten since); {fix}")
+        raise InputError(f"{what} {path} cannot be read: it holds {size} bytes, but {record['bytes']} were "
+                         f"written (truncated or overwritten since); {fix}")
 
 
-def verify_chunks(path: Path, record: dict, fix: str, data=None) -> None:
+def verify_chunks(path: Path, record: dict, fix: str, data=None, what: str = "file") -> None:
     """Check `path` (or its bytes `data`, already read whole) against its write-time `record`:
     the size, then the chunks of `checked_chunks`; a mismatch is an InputError naming the file."""
-    check_size(path, record, fix)
+    check_size(path, record, fix, what)
     step = record["chunk_bytes"]
     with open(path, "rb") if data is None else contextlib.nullcontext() as f:
         for index in checked_chunks(record["bytes"], record):
@@ -176,7 +177,7 @@ def verify_chunks(path: Path, record: dict, fix: str, data=None) -> None:
             else:
                 chunk = memoryview(data)[index * step:(index + 1) * step]
             if hashlib.sha256(chunk).hexdigest() != record["chunks"][index]:
-                raise InputError(f"{path} does not hold the bytes it was written with (bytes "
+                raise InputError(f"{what} {path} does not hold the bytes it was written with (bytes "
                                  f"{index * step}..{index * step + len(chunk)} differ from the sha256 "
                                  f"recorded when it was written); {fix}")
 

@@ -189,11 +189,11 @@ def _load_features(path: Path, sidecar: Path, num_items: int) -> np.ndarray:
     try:
         meta = json.loads(sidecar.read_text())
         content = meta["content"]
-        check_size(path, content, CACHE_FIX)
+        check_size(path, content, CACHE_FIX, "feature cache")
         if content["bytes"] <= FULL_CHECK_BYTES:
             features = _read_whole(path, content)
         else:
-            verify_chunks(path, content, CACHE_FIX)
+            verify_chunks(path, content, CACHE_FIX, what="feature cache")
             log.warning("%s is memory-mapped (%.1f GiB): if it is truncated or replaced while this run "
                         "reads it, the process dies with SIGBUS (faulthandler prints where)", path,
                         content["bytes"] / 2 ** 30)
@@ -222,7 +222,7 @@ def _read_whole(path: Path, content: dict) -> np.ndarray:
         data = bytearray(content["bytes"])
         if f.readinto(data) != len(data):
             raise InputError(f"feature cache {path} changed while being read; {CACHE_FIX}")
-    verify_chunks(path, content, CACHE_FIX, data)
+    verify_chunks(path, content, CACHE_FIX, data, "feature cache")
     array = np.frombuffer(data, dtype=dtype, count=int(np.prod(shape)), offset=offset)
     return array.reshape(shape, order="F" if fortran else "C")
 

@@ -70,7 +70,7 @@ def assert_refused(code: int, err: str, *fragments: str) -> None:
 def test_an_unchanged_two_stage_run_tests_and_resumes_with_the_same_numbers(tmp_path, capsys):
     args = text_run(tmp_path, "--two_stage", "--ts_layers", "all")
     assert train(args, capsys)[0] == 0
-    saved = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())["inputs"]
+    saved = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())["data_identity"]["inputs"]
     assert set(saved) == {"text_encoder", "tokenizer", "text_features"}
     assert saved["text_features"]["file"] == str(layer_cache(tmp_path))
     assert set(saved["text_encoder"]["files"]) == {"config.json", "model.safetensors"}
@@ -116,7 +116,7 @@ print(before == float(np.abs(features).sum()), features.shape)
     done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("True"), (done.returncode, done.stderr[-2000:])
     code, err, _ = run_test(args, capsys)
-    assert_refused(code, err, str(cache), "holds 4096 bytes, but", "truncated")
+    assert_refused(code, err, str(cache), f"feature cache {cache} cannot be read: it holds 4096 bytes, but", "truncated")
     cache.write_bytes(whole)                           # restored: tests again
     assert run_test(args, capsys)[0] == 0
 
@@ -170,7 +170,7 @@ def test_a_text_run_whose_tokenizer_changed_is_refused(tmp_path, capsys):
     assert_refused(code, err, f"the tokenizer of {tmp_path / 'enc' / 'bert'} maps text to other ids")
     code, err = train(args, capsys, TEXT, "--resume", "--epoch", "3")
     assert_refused(code, err, "the tokenizer of", "cannot resume")
-    assert json.loads((tmp_path / "runs" / "r" / "config.json").read_text())["inputs"]["tokenizer"]["fingerprint"]
+    assert json.loads((tmp_path / "runs" / "r" / "config.json").read_text())["data_identity"]["inputs"]["tokenizer"]["fingerprint"]
 
 
 # ----------------------------------------------------------------------------- the image LMDB
@@ -258,7 +258,7 @@ def test_chunk_records_verify_whole_and_sampled_and_name_the_changed_bytes(tmp_p
     changed = bytearray(data)
     changed[51_234] ^= 1
     path.write_bytes(changed)
-    with pytest.raises(InputError, match=r"blob does not hold the bytes it was written with \(bytes 51000\.\.52000"):
+    with pytest.raises(InputError, match=r"file .*blob does not hold the bytes it was written with \(bytes 51000\.\.52000"):
         digests.verify_chunks(path, record, "fix")
     monkeypatch.setattr(digests, "FULL_CHECK_BYTES", 10_000)     # "big": first, last and 8 chunks between
     sampled = digests.checked_chunks(len(data), record)

@@ -11,7 +11,7 @@ run records, under the key ``data_identity`` of its config.json:
     image_keys  vision and text+vision runs: the image LMDB's path, number of keys and sha256 of its sorted key set
     image_bytes the same runs: the sha256 of every image's bytes in key order (ImageStore.content_sha256)
 
-and, under the key ``inputs``, the content record of every other input the run read, by role
+and, under its key ``inputs``, the content record of every other input the run read, by role
 (morec.digests; noted by the loaders as they read):
 
     text_encoder, vision_encoder   {"folder", "files": {name: sha256}}: config.json and the weights
@@ -111,8 +111,7 @@ def record_data_identity(config_path: Path, current: dict) -> None:
     """Add the data identity and the inputs read (morec.digests) to a new run's config.json
     (rewritten atomically)."""
     values = json.loads(config_path.read_text())
-    values[KEY] = current
-    values[INPUTS] = inputs_read()
+    values[KEY] = {**current, INPUTS: inputs_read()}
     write_json_atomic(config_path, values)
 
 
@@ -147,7 +146,7 @@ def input_changes(saved: dict, current: dict) -> list[str]:
 
 def saved_inputs(config_path: Path) -> dict | None:
     try:
-        return json.loads(config_path.read_text()).get(INPUTS)
+        return json.loads(config_path.read_text()).get(KEY, {}).get(INPUTS)
     except (OSError, ValueError, AttributeError):
         return None                     # a missing or broken config.json is reported where it is read
 
