@@ -81,8 +81,11 @@ def folder_record(folder: Path, names: list[str]) -> dict:
 
 
 def folder_changes(record: dict, what: str) -> list[str]:
-    """The files of a `folder_record` whose bytes differ now, one phrase each ([] if none)."""
+    """The files of a `folder_record` whose bytes differ now, one phrase each ([] if none). A
+    folder no longer there (moved, a reinstalled package) is left to the check of what is read."""
     folder, changes = Path(record["folder"]), []
+    if not folder.is_dir():
+        return []
     for name, digest in record.get("files", {}).items():
         path = folder / name
         if not path.is_file():
