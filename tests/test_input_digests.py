@@ -67,7 +67,7 @@ def assert_refused(code: int, err: str, *fragments: str) -> None:
 
 # ----------------------------------------------------------------------------- the all-layer feature cache
 
-def test_an_unchanged_two_stage_run_tests_and_resumes_with_the_same_numbers(tmp_path, capsys):
+def test_an_unchanged_two_stage_run_tests_and_resumes_with_the_same_numbers(tmp_path, capsys, caplog):
     args = text_run(tmp_path, "--two_stage", "--ts_layers", "all")
     assert train(args, capsys)[0] == 0
     saved = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())["data_identity"]["inputs"]
@@ -78,6 +78,13 @@ def test_an_unchanged_two_stage_run_tests_and_resumes_with_the_same_numbers(tmp_
     assert first[0] == second[0] == 0 and first[2]["test"] == second[2]["test"]
     code, err = train(args, capsys, TEXT, "--resume", "--epoch", "3")
     assert code == 0, err
+    config = tmp_path / "runs" / "r" / "config.json"             # a run made before inputs were recorded
+    values = json.loads(config.read_text())
+    del values["data_identity"]["inputs"]
+    config.write_text(json.dumps(values))
+    code, err, result = run_test(args, capsys)
+    assert code == 0 and result["test"] == first[2]["test"], err
+    assert any("records no digest of the encoder, tokenizer or feature cache" in r.getMessage() for r in caplog.records)
 
 
 def test_a_zeroed_layer_cache_is_refused_by_test_and_by_a_new_run(tmp_path, capsys):
@@ -92,6 +99,10 @@ def test_a_zeroed_layer_cache_is_refused_by_test_and_by_a_new_run(tmp_path, caps
     assert_refused(code, err, str(cache), "does not hold the bytes it was written with", "delete it and its .json")
     code, err = train(text_run(tmp_path, "--two_stage", "--ts_layers", "all", label="new"), capsys)
     assert_refused(code, err, str(cache))
+    assert not (tmp_path / "runs" / "new").exists()
+    cache.with_suffix(".json").write_text("{\"key\": ")             # a corrupt sidecar: also refused
+    code, err = train(text_run(tmp_path, "--two_stage", "--ts_layers", "all", label="new"), capsys)
+    assert_refused(code, err, f"feature cache sidecar {cache.with_suffix('.json')} cannot be read")
     assert not (tmp_path / "runs" / "new").exists()
 
 
