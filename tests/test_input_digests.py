@@ -206,10 +206,10 @@ env.close()
     subprocess.run([sys.executable, "-c", child], check=True, timeout=60)
 
 
-def vision_run(tmp_path: Path, root: Path, label: str = "v") -> list[str]:
+def vision_run(tmp_path: Path, root: Path, label: str = "v", encoders: Path | None = None) -> list[str]:
     return ["--item_tower", "vision", "--two_stage", "--cv_model_load", TINY_VISION["resnet"],
             "--image_lmdb", "posters.lmdb", "--image_size", str(IMAGE_SIZE), "--root_data_dir", str(root),
-            "--pretrained_dir", str(tiny_vision_encoders()), "--cache_dir", str(tmp_path / "cache"),
+            "--pretrained_dir", str(encoders or tiny_vision_encoders()), "--cache_dir", str(tmp_path / "cache"),
             "--runs_dir", str(tmp_path / "runs"), "--label", label, *SMALL]
 
 
@@ -228,6 +228,21 @@ def test_an_image_lmdb_whose_images_changed_under_the_same_keys_is_refused(tmp_p
     assert not (tmp_path / "runs" / "new").exists()
     identity = json.loads((tmp_path / "runs" / "v" / "config.json").read_text())["data_identity"]
     assert len(identity["image_bytes"]["sha256"]) == 64
+
+
+def test_a_two_stage_vision_run_whose_encoder_changed_is_refused(tmp_path, capsys):
+    import torch
+    encoders = tmp_path / "vision_enc"
+    shutil.copytree(tiny_vision_encoders() / TINY_VISION["resnet"], encoders / TINY_VISION["resnet"])
+    args = vision_run(tmp_path, poster_root(), encoders=encoders)
+    code, err = train(args, capsys, "inbatch_sasrec_e2e_vision")
+    assert code == 0, err
+    weights = encoders / TINY_VISION["resnet"] / "resnet18.pth"
+    state = torch.load(weights, weights_only=True)
+    state["conv1.weight"] += 0.5
+    torch.save(state, weights)
+    code, err, _ = run_test(args, capsys, "inbatch_sasrec_e2e_vision")
+    assert_refused(code, err, f"the vision encoder file {weights} changed since training")
 
 
 def test_the_run_record_names_an_image_change_even_without_a_build_digest(tmp_path):
