@@ -22,6 +22,7 @@ training runs.
 """
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import json
 import logging
@@ -37,6 +38,8 @@ from morec.data import SequenceData
 from morec.data.text import item_texts, item_tokens, texts_digest, tokenizer_fingerprint
 from morec.data.images import ImageStore, ItemImages
 from morec.data.empty_text import check_item_texts
+from morec.digests import (FULL_CHECK_BYTES, ChunkHasher, check_size, folder_record, note_input,
+                           verify_chunks)
 from morec.errors import InputError
 from morec.specs import EncoderSpec, ImageSpec, ItemInputSpec
 
@@ -82,9 +85,20 @@ def item_images(spec: ImageSpec, data: SequenceData) -> ItemImages:
 
 
 def run_item_images(spec: ItemInputSpec, data: SequenceData) -> ItemImages | None:
-    """What the training loop feeds a vision tower end to end (None for other towers)."""
+    """What the training loop feeds a vision tower end to end (None for other towers); its
+    encoder's files are noted as an input of the run (morec.digests)."""
     encoded = set(spec.modalities) - spec.tower.cached
-    return item_images(spec.images, data) if "vision" in encoded else None
+    if "vision" not in encoded:
+        return None
+    from morec.models.vision import resolve_vision_encoder
+    note_input("vision_encoder", vision_encoder_record(resolve_vision_encoder(spec.tower.vision.name,
+                                                                              spec.tower.vision.root)[1]))
+    return item_images(spec.images, data)
+
+
+def vision_encoder_record(folder: Path) -> dict:
+    """The sha256 of every file of a vision encoder's folder (morec.digests.folder_record)."""
+    return folder_record(folder, [p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")])
 
 
 def item_tower_inputs(spec: ItemInputSpec, data: SequenceData, device: torch.device) -> dict:
@@ -163,34 +177,70 @@ def features_file(spec: ItemInputSpec, key: dict) -> Path:
     return spec.cache_dir / "features" / f"{safe}-{what}-{items}{layers}.npy"
 
 
+CACHE_FIX = "delete it and its .json, it is rebuilt on the next run"
+
+
 def _load_features(path: Path, sidecar: Path, num_items: int) -> np.ndarray:
+    """The cached features, checked against the content record of their sidecar (morec.digests):
+    the size before anything is read, then the bytes. A cache of up to FULL_CHECK_BYTES is read
+    into memory whole (all of it is hashed anyway; a file truncated or rewritten while a run
+    trains cannot touch it, where a memory map dies with SIGBUS); a bigger one is memory-mapped
+    after its size and sampled chunks are checked."""
     try:
         meta = json.loads(sidecar.read_text())
-        features = np.load(path, mmap_mode="c", allow_pickle=False)   # copy-on-write: never changes the file
+        content = meta["content"]
+        check_size(path, content, CACHE_FIX, "feature cache")
+        if content["bytes"] <= FULL_CHECK_BYTES:
+            features = _read_whole(path, content)
+        else:
+            verify_chunks(path, content, CACHE_FIX, what="feature cache")
+            log.warning("%s is memory-mapped (%.1f GiB): if it is truncated or replaced while this run "
+                        "reads it, the process dies with SIGBUS (faulthandler prints where)", path,
+                        content["bytes"] / 2 ** 30)
+            faulthandler.enable()
+            features = np.load(path, mmap_mode="c", allow_pickle=False)   # copy-on-write: never changes the file
+    except InputError:
+        raise
     except Exception as err:
         raise InputError(f"feature cache {path} cannot be read ({type(err).__name__}: {err}); "
-                         "delete it and its .json, it is rebuilt on the next run") from None
+                         f"{CACHE_FIX}") from None
     expected = meta.get("shape") or ["?", "?"]
     if features.shape[0] != num_items + 1 or list(features.shape) != expected:
         raise InputError(f"feature cache {path} has shape {features.shape}, expected "
-                         f"({num_items + 1}, {', '.join(map(str, expected[1:]))}); delete it and its "
-                         ".json, it is rebuilt on the next run")
+                         f"({num_items + 1}, {', '.join(map(str, expected[1:]))}); {CACHE_FIX}")
     return features
 
 
-def _write_features(path: Path, features: np.ndarray) -> None:
-    """Write the .npy next to its final place, fsync, then rename (never half-written)."""
+def _read_whole(path: Path, content: dict) -> np.ndarray:
+    """The .npy at `path` read into memory in one pass, its bytes checked against `content`."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+        f.seek(0)
+        data = bytearray(content["bytes"])
+        if f.readinto(data) != len(data):
+            raise InputError(f"feature cache {path} changed while being read; {CACHE_FIX}")
+    verify_chunks(path, content, CACHE_FIX, data, "feature cache")
+    array = np.frombuffer(data, dtype=dtype, count=int(np.prod(shape)), offset=offset)
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+def _write_features(path: Path, features: np.ndarray) -> dict:
+    """Write the .npy next to its final place, fsync, then rename (never half-written); returns
+    the content record (size, per-chunk sha256) computed while writing."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=features.shape)
-        out[:] = features
-        out.flush()
-        del out
-        with open(tmp, "rb+") as f:
+        with open(tmp, "wb") as f:
+            out = ChunkHasher(f)
+            np.lib.format.write_array(out, np.ascontiguousarray(features, dtype=np.float32), allow_pickle=False)
+            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    return out.record()
 
 
 @torch.no_grad()
@@ -244,32 +294,41 @@ def cached_features(spec: ItemInputSpec, data: SequenceData, key: dict, extract)
         except (ValueError, KeyError, TypeError) as err:
             raise InputError(f"feature cache sidecar {sidecar} cannot be read ({type(err).__name__}: "
                              f"{err}); delete it and {path.name}, they are rebuilt on the next run") from None
-        if saved == key:
+        if saved == key and "content" in json.loads(sidecar.read_text()):
             log.info("two-stage features read from %s", path)
-            return _load_features(path, sidecar, data.num_items), path
-        changed = sorted(k for k in key if (saved or {}).get(k) != key[k])
+            return _noted(path, _load_features(path, sidecar, data.num_items), sidecar, key)
+        changed = sorted(k for k in key if (saved or {}).get(k) != key[k]) or ["no content digest"]
         log.warning("feature cache %s was built from another encoder / input (%s differ); "
                     "rebuilding it", path, ", ".join(changed))
     start = time.perf_counter()
     features = extract()
     path.parent.mkdir(parents=True, exist_ok=True)
     sidecar.unlink(missing_ok=True)                  # no sidecar = no valid cache while writing
-    _write_features(path, features)
+    content = _write_features(path, features)
     seconds = time.perf_counter() - start
     write_json_atomic(sidecar, {"key": key, "shape": list(features.shape), "dtype": "float32",
-                                "seconds": round(seconds, 2)})
+                                "seconds": round(seconds, 2), "content": content})
     log.info("extracted %s two-stage features of %d items with %s in %.1fs (%.1f MiB), cached at %s",
              "x".join(map(str, features.shape[1:])), data.num_items, key["encoder"], seconds,
              features.nbytes / 2 ** 20, path)
-    return _load_features(path, sidecar, data.num_items), path
+    return _noted(path, _load_features(path, sidecar, data.num_items), sidecar, key)
+
+
+def _noted(path: Path, features: np.ndarray, sidecar: Path, key: dict) -> tuple[np.ndarray, Path]:
+    """(features, path), noted as an input of the run (morec.digests) with their content digest."""
+    content = json.loads(sidecar.read_text())["content"]
+    role = "text_features" if "attributes" in key else "vision_features"
+    note_input(role, {"file": str(path), "bytes": content["bytes"], "sha256": content["sha256"]})
+    return features, path
 
 
 def text_features(spec: ItemInputSpec, data: SequenceData, device: torch.device,
                   batch_size: int = 256) -> tuple[np.ndarray, Path]:
     """The cached two-stage text features of every item and their file."""
-    from morec.models.text import encoder_config, load_text_encoder, load_tokenizer, pooling_of
+    from morec.models.text import encoder_config, encoder_record, load_text_encoder, load_tokenizer, pooling_of
     folder = encoder_folder(spec.tower.text)
     tokenizer = load_tokenizer(folder)
+    note_input("text_encoder", encoder_record(folder))     # what a rebuild of the cache would read
 
     def extract() -> np.ndarray:
         tokens = text_tokens(spec, data, tokenizer)
@@ -285,6 +344,7 @@ def vision_features(spec: ItemInputSpec, data: SequenceData, device: torch.devic
     from morec.models.vision import load_vision_encoder, resolve_vision_encoder
     vision = spec.tower.vision
     _, folder = resolve_vision_encoder(vision.name, vision.root)
+    note_input("vision_encoder", vision_encoder_record(folder))
     images = item_images(spec.images, data)
 
     def extract() -> np.ndarray:

@@ -29,6 +29,8 @@ from morec.atomic_io import remove_stale_temp_files, write_bytes_atomic, write_j
 from morec.checkpoint import load_checkpoint, load_weights, require_entries, save_checkpoint
 from morec.config import RUN_CONTROL, UNUSED_BY_TOWER, Config, make_config, run_control, run_setting
 from morec.cost import peak_memory_mb, trainable_parameters
+from morec.data.identity import check_recorded_files, check_run_inputs
+from morec.digests import forget_inputs
 from morec.distributed import World, all_reduce_sum, barrier
 from morec.errors import InputError
 from morec.evaluate import cold_start_view, kept_users, repeat_record
@@ -212,8 +214,10 @@ def prepare_run(cfg: Config, files: RunFiles, world: World) -> dict | None:
 
 def start_or_resume(cfg: Config, files: RunFiles) -> dict | None:
     """Check the run folder; return the checkpoint to resume from, or None to start fresh."""
+    forget_inputs()                          # the inputs this run reads are noted from here on
     if files.last.exists() and cfg.resume:
         check_resume_values(cfg, files)
+        check_recorded_files(files.config, "resume")
         return load_checkpoint(files.last)
     if files.last.exists() and not cfg.overwrite:
         raise InputError(f"{files.dir} already holds a run; pass --resume to continue it, "
@@ -285,6 +289,8 @@ def saved_config(files: RunFiles, cfg: Config) -> Config:
     if not files.best.exists():
         raise InputError(no_checkpoint_message(files.dir, cfg))
     saved = read_run_config(files)
+    forget_inputs()                          # the inputs this test reads are noted from here on
+    check_recorded_files(files.config, "test")
     known = {f.name for f in fields(Config)}
     values = {k: v for k, v in saved.items() if k in known}
     values.update({k: getattr(cfg, k) for k in RUN_CONTROL if k in known})
@@ -410,7 +416,9 @@ def model_entries(model: Recommender) -> dict:
 
 def load_model_weights(model: Recommender, checkpoint: dict, path: Path) -> None:
     """Load a checkpoint's weights; the frozen pretrained tensors a PEFT checkpoint leaves out
-    must be those it was trained with (the encoder folder unchanged), else the run is refused."""
+    must be those it was trained with (the encoder folder unchanged), else the run is refused, as
+    is a run whose encoder, tokenizer or feature cache differ from those its config.json records."""
+    check_run_inputs(path.parent / "config.json", "test" if path.name == "checkpoint_best.pt" else "resume")
     load_weights(model, checkpoint["model"], path, reloaded=reloaded_keys(model))
     saved = checkpoint.get("reloaded_sha1")
     if saved is not None and saved != model_entries(model).get("reloaded_sha1"):

@@ -1180,6 +1180,109 @@ CONVERT_CASES = [  # scripts/convert_dataset.py: values the protocol depends on,
          convert_disk_full),
 ]
 CASES += CONVERT_CASES
+# ----------------------------------------------------------------------------- inputs checked by content
+
+def digest_args(root: Path, label: str, *extra: str) -> list[str]:
+    """A tiny text run (random BERT in root/encoders/tiny, ml-100k, 1 epoch) of TEXT_SCRIPT."""
+    tiny_encoder(root)
+    return ["--bert_model_load", "tiny", "--pretrained_dir", str(root / "encoders"), "--cache_dir", str(root / "cache"),
+            "--dnn_layers", "0", "--epoch", "1", "--batch_size", "256", "--runs_dir", str(root / "runs"),
+            "--label", label, *extra]
+
+
+def trained_then_changed(change: Callable[[Path], str], *extra: str,
+                         script: str = TEXT_SCRIPT) -> Callable[[Path], Outcome]:
+    """Train a tiny text run, apply `change` (returns what the refusal must say), then test and
+    --resume: both exit 2 with one error line saying it; a new run on the changed input trains or
+    is refused without leaving a folder."""
+    def run(root: Path) -> Outcome:
+        args = digest_args(root, "r", *extra)
+        code, err = run_in_process(args, script=script)
+        assert code == 0, error_line(err)
+        wanted = change(root)
+        test_code, test_err = run_test_in_process(args, script)
+        resume_code, resume_err = run_in_process([*args, "--epoch", "2", "--resume"], script=script)
+        ok = refused(test_code, test_err, wanted) and refused(resume_code, resume_err, wanted)
+        return Outcome(f"test exit {test_code}, resume exit {resume_code}: {error_line(test_err)}", ok)
+    return run
+
+
+def zero_layer_cache(root: Path) -> str:
+    (cache,) = (root / "cache" / "features").glob("*-layers.npy")
+    import numpy as np
+    features = np.load(cache, mmap_mode="r+")
+    features[:] = 0                                    # same size, same header
+    features.flush()
+    return f"feature cache {cache} does not hold the bytes it was written with"
+
+
+def truncate_layer_cache(root: Path) -> str:
+    (cache,) = (root / "cache" / "features").glob("*-layers.npy")
+    os.truncate(cache, 4096)
+    return f"feature cache {cache} cannot be read: it holds 4096 bytes"
+
+
+def change_encoder_weights(root: Path) -> str:
+    weights = tiny_encoder(root) / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-4:] = bytes(4)                                # other weights, same size
+    weights.write_bytes(bytes(data))
+    return f"the text encoder file {weights} changed since training"
+
+
+def change_encoder_config(root: Path) -> str:
+    config = tiny_encoder(root) / "config.json"
+    values = json.loads(config.read_text())
+    values["layer_norm_eps"] = 0.1                      # the LoRA checkpoint's frozen weights are unchanged
+    config.write_text(json.dumps(values))
+    return f"the text encoder file {config} changed since training"
+
+
+def swap_tokens(root: Path) -> str:
+    path = tiny_encoder(root) / "tokenizer.json"
+    tokenizer = json.loads(path.read_text())
+    vocab = tokenizer["model"]["vocab"]
+    first, second = [w for w in vocab if w.isalpha() and len(w) > 3][:2]
+    vocab[first], vocab[second] = vocab[second], vocab[first]
+    path.write_text(json.dumps(tokenizer))
+    return "maps text to other ids than at training"
+
+
+def image_bytes_changed(root: Path) -> Outcome:
+    """Posters rewritten under the same keys after a two-stage vision run trained: test refuses
+    (the LMDB's images no longer match its build digest), and so does a new run, leaving no folder."""
+    code, err = vision_run(root, "v", None, "--two_stage", "true", "--dnn_layers", "0")
+    assert code == 0, error_line(err)
+    posters = root / "data" / "ml-100k" / "posters.lmdb"
+    child = (f"import lmdb\nenv = lmdb.open({str(posters)!r}, subdir=False, lock=False)\n"
+             "with env.begin(write=True) as txn:\n    txn.put(b'1', txn.get(b'2'))\nenv.close()\n")
+    subprocess.run([sys.executable, "-c", child], check=True, timeout=60)       # this process holds it open
+    args = ["--root_data_dir", str(root / "data"), "--pretrained_dir", str(root / "encoders"), "--cv_model_load",
+            "tiny_swin", "--image_size", "32", "--two_stage", "true", "--dnn_layers", "0",
+            "--runs_dir", str(root / "runs"), "--label", "v"]
+    test_code, test_err = run_test_in_process(args, VISION_SCRIPT)
+    new_code, new_err = vision_run(root, "new", None, "--two_stage", "true", "--dnn_layers", "0")
+    wanted = f"the images in {posters} changed after it was built"
+    return Outcome(f"test exit {test_code}, new run exit {new_code}: {error_line(test_err)}",
+                   refused(test_code, test_err, wanted) and refused(new_code, new_err, wanted)
+                   and not (root / "runs" / "new").exists())
+
+
+DIGEST_CASES = [
+    Case("zeroed_layer_cache", "test and --resume exit 2: the all-layer cache does not hold its written bytes",
+         trained_then_changed(zero_layer_cache, "--ts_layers", "all")),
+    Case("truncated_layer_cache", "test and --resume exit 2 (not SIGBUS): the all-layer cache is truncated",
+         trained_then_changed(truncate_layer_cache, "--ts_layers", "all")),
+    Case("two_stage_encoder_changed", "test and --resume exit 2 naming model.safetensors, before any rebuild",
+         trained_then_changed(change_encoder_weights)),
+    Case("lora_encoder_config_changed", "test and --resume exit 2 naming the encoder's config.json",
+         trained_then_changed(change_encoder_config, "--two_stage", "false", "--peft", "lora", "--trainable_layers", "-1")),
+    Case("tokenizer_replaced", "test and --resume exit 2: the tokenizer maps text to other ids",
+         trained_then_changed(swap_tokens, "--two_stage", "false", "--trainable_layers", "0")),
+    Case("image_bytes_changed", "test and a new run exit 2: the LMDB's images changed under the same keys",
+         image_bytes_changed),
+]
+CASES += DIGEST_CASES
 
 
 def run_case(case: Case, root: Path) -> Outcome:

@@ -51,7 +51,8 @@ def resume(data, runs, capsys):
 def test_config_records_the_data(trained):
     data, runs = trained
     identity = json.loads((runs / "r" / "config.json").read_text())["data_identity"]
-    assert set(identity) == {"users", "items", "item_ids"}                  # an ID run: no LMDB
+    assert set(identity) == {"users", "items", "item_ids", "inputs"}        # an ID run: no LMDB,
+    assert identity["inputs"] == {}                                         # no encoder or cache
     assert identity["items"]["file"] == str(data / "items.tsv") and identity["item_ids"]["count"] == 1409
 
 

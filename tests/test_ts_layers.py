@@ -26,7 +26,7 @@ def test_all_layer_features_hold_every_layer_and_the_last_equals_the_last_layer_
     cfg = config(tmp_path, two_stage=True, ts_layers="all")
     layers, path = text_features(item_input_spec(cfg), data, CPU)
     last, last_path = text_features(item_input_spec(make_config({**cfg.to_dict(), "ts_layers": "last"})), data, CPU)
-    assert isinstance(layers, np.memmap) and layers.shape == (data.num_items + 1, 3, 32)    # embeddings + 2 blocks
+    assert not isinstance(layers, np.memmap) and layers.shape == (data.num_items + 1, 3, 32)    # embeddings + 2 blocks
     assert path != last_path and path.name.endswith("-layers.npy")
     np.testing.assert_allclose(layers[:, -1], last, atol=1e-5)
     assert (layers[0] == 0).all()

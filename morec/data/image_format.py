@@ -17,6 +17,9 @@ values are JSON (utf-8):
     __meta__/missing          item names that have no image (built with allow_missing=True);
                               they read as a blank image, with a warning
     __meta__/info             how it was built (source folder, resize, generator, ...)
+    __meta__/content_sha256   sha256 of the image entries in key order, each as its key's and value's
+                              lengths and bytes (morec.data.images.lmdb_content_sha256); readers
+                              refuse an LMDB whose images no longer match it (absent in older LMDBs)
 
 Nothing is pickled. The original MoRec release stored pickled ``LMDB_Image`` objects (raw pixels);
 morec.tools.legacy_lmdb converts those once, with a restricted unpickler, into this format.

@@ -7,6 +7,7 @@ morec.tools.lmdb_builder and morec.tools.legacy_lmdb. Nothing here writes an LMD
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -122,6 +123,19 @@ def read_metadata(txn: lmdb.Transaction, path: Path) -> dict:
 
 
 _WARNED_MISSING: set[Path] = set()  # LMDBs whose missing items this process has warned about
+_CONTENT_DIGESTS: dict[tuple, str] = {}    # (path, inode, size, mtime_ns) -> content sha256
+
+
+def lmdb_content_sha256(env: lmdb.Environment) -> str:
+    """sha256 of the image entries (not ``__meta__/``) of an LMDB in key order, each as the
+    lengths and bytes of its key and value (morec.data.image_format: ``content_sha256``)."""
+    digest, prefix = hashlib.sha256(), META_PREFIX.encode()
+    with env.begin() as txn:
+        for key, value in txn.cursor():
+            if not key.startswith(prefix):
+                digest.update(len(key).to_bytes(4, "little") + key + len(value).to_bytes(8, "little"))
+                digest.update(value)
+    return digest.hexdigest()
 
 
 class ImageStore:
@@ -184,6 +198,20 @@ class ImageStore:
             raise InputError(f"item {name!r} has no image in {self.path}; {REBUILD} with this "
                              "item's image (or with --allow_missing)")
         return value
+
+    def content_sha256(self) -> str:
+        """sha256 of every image in key order (each key and value with its length): what the
+        images are, whatever their keys. Read once per file version in a process (memo by inode,
+        size and mtime); checked against the ``content_sha256`` its builder recorded, if any."""
+        stat = self.path.stat()
+        stamp = (str(self.path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if stamp not in _CONTENT_DIGESTS:
+            _CONTENT_DIGESTS[stamp] = lmdb_content_sha256(self._open())
+        digest, built = _CONTENT_DIGESTS[stamp], self.meta.get("content_sha256")
+        if built is not None and built != digest:
+            raise InputError(f"the images in {self.path} changed after it was built (the sha256 of its "
+                             f"images is {digest[:12]}, {built[:12]} when it was written); {REBUILD}")
+        return digest
 
     def get_bytes(self, name: str) -> bytes | None:
         """The stored (encoded) image of `name`; None for an item listed as missing."""

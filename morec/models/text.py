@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from morec.digests import folder_record, note_input
 from morec.errors import InputError
 from morec.models.towers import ItemTower, freeze_by_blocks
 
@@ -125,6 +126,8 @@ def load_tokenizer(folder: Path):
                              "or unknown token to pad with; add \"pad_token\" to its tokenizer_config.json")
         tokenizer.pad_token = fill
     tokenizer.padding_side = "right"
+    from morec.data.text import tokenizer_fingerprint
+    note_input("tokenizer", {"folder": str(folder), "fingerprint": tokenizer_fingerprint(tokenizer)})
     return tokenizer
 
 
@@ -184,7 +187,14 @@ def load_text_encoder(folder: Path, dropout: float = -1.0) -> nn.Module:
         raise InputError(f"the weights in {folder} do not fit its config.json (model_type "
                          f"{config.model_type!r}): {len(absent)} tensors missing or of another shape, e.g. "
                          f"{', '.join(absent[:3])}; put the model's own weights and config.json together")
+    note_input("text_encoder", encoder_record(folder))
     return model
+
+
+def encoder_record(folder: Path) -> dict:
+    """The sha256 of the files an encoder is loaded from: config.json and its weights (morec.digests)."""
+    weights = [p.name for p in folder.iterdir() if p.name.startswith(("model", "pytorch_model"))]
+    return folder_record(folder, ["config.json", *weights])
 
 
 def encoder_output_dim(config) -> int:

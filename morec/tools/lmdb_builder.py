@@ -17,6 +17,7 @@ from PIL import Image
 from morec.data.files import read_items
 from morec.data.image_format import (FORMAT_VERSION, META_PREFIX, check_missing, decode_image, item_key,
                                      missing_report_path, progress_bar)
+from morec.data.images import lmdb_content_sha256
 from morec.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,11 @@ class LmdbWriter:
                 "missing": missing, "info": self.info}
 
     def finish(self) -> Path:
-        """Write the metadata, flush to disk, and rename the temp file to the final path."""
-        for field, value in self._metadata().items():
+        """Write the metadata (with the content sha256 of the images, read back in key order),
+        flush to disk, and rename the temp file to the final path."""
+        self._flush()
+        metadata = {**self._metadata(), "content_sha256": lmdb_content_sha256(self.env)}
+        for field, value in metadata.items():
             self._pending.append(((META_PREFIX + field).encode(), json.dumps(value).encode()))
         self._flush()
         self.env.sync(True)
