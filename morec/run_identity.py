@@ -1,0 +1,65 @@
+"""What ties a run's test results to its files, so that a table can check them (scripts/results_table.py).
+
+A test (morec.train.test) records in test_metrics.json
+    checkpoint        {"file", "bytes", "sha256"} of the checkpoint_best.pt it evaluated
+    per_user_sha256   the digest of the per-user arrays it wrote to test_ranks.npz (ranks_digest)
+and in test_ranks.npz the same checkpoint sha256 (`checkpoint_sha256`). A table recomputes both:
+a checkpoint trained further, resumed or replaced after the test, or a test_ranks.npz of another
+test, no longer matches, and the run is refused ("re-run its test script"). Runs tested before
+these records existed cannot be checked; the table says so on stderr.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+CHECKPOINT_KEY = "checkpoint"                # in test_metrics.json
+RANKS_KEY = "per_user_sha256"                # in test_metrics.json
+RANKS_CHECKPOINT = "checkpoint_sha256"       # in test_ranks.npz
+_DIGESTS: dict = {}                          # (path, inode, size, mtime) -> sha256: a file hashed once per process
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in chunks (GB-size checkpoints hash at ~1.5 GB/s); cached
+    while the file's inode, size and mtime stay the same."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        with open(path, "rb") as f:
+            _DIGESTS[key] = hashlib.file_digest(f, "sha256").hexdigest()
+    return _DIGESTS[key]
+
+
+def checkpoint_record(path: Path) -> dict:
+    """{"file": name, "bytes": size, "sha256": digest} of the checkpoint a test evaluated."""
+    return {"file": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def ranks_digest(h: np.ndarray, t: np.ndarray, users, repeat: np.ndarray) -> str:
+    """sha256 of the per-user test record: h, t (U,) as int64, the user names (U,) and repeat (U,)
+    as bool, in this order; the same value from the arrays written and from those np.load reads."""
+    digest = hashlib.sha256()
+    for values in (np.asarray(h, dtype=np.int64), np.asarray(t, dtype=np.int64), np.asarray(repeat, dtype=bool)):
+        digest.update(np.ascontiguousarray(values).tobytes())
+    digest.update("\n".join(str(u) for u in users).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def test_identity(best: Path, h: np.ndarray, t: np.ndarray, users, repeat: np.ndarray) -> dict:
+    """The entries a test adds to test_metrics.json (module doc)."""
+    return {CHECKPOINT_KEY: checkpoint_record(best), RANKS_KEY: ranks_digest(h, t, users, repeat)}
+
+
+def checkpoint_change(run_dir: Path, test: dict) -> str | None:
+    """Why the run's checkpoint_best.pt is not the one its test evaluated ('' when it is, None
+    when that cannot be checked: no record (a test before it), or the checkpoint was deleted)."""
+    record = test.get(CHECKPOINT_KEY)
+    path = run_dir / (record.get("file") or "checkpoint_best.pt") if isinstance(record, dict) else None
+    if path is None or not path.is_file():
+        return None
+    if path.stat().st_size != record.get("bytes") or file_sha256(path) != record.get("sha256"):
+        return (f"{path} is not the checkpoint its test evaluated (sha256 {str(record.get('sha256'))[:12]} at the test, "
+                f"{file_sha256(path)[:12]} now: trained further, resumed or replaced after the test)")
+    return ""
