@@ -265,14 +265,18 @@ def load_runs(folders: list[str | Path], quiet: bool = False) -> list[Run]:
 
 
 def once_each(run_dirs: list[Path]) -> tuple[list[Path], list[tuple[Path, Path]]]:
-    """(the folders, each real folder once; [(folder left out, the same folder kept)])."""
+    """(the folders, each real folder once, named by its real path where given; [(folder left out,
+    the same folder kept)]), in the order of `run_dirs`."""
     kept, twice = {}, []
     for run_dir in run_dirs:
         real = run_dir.resolve()
-        if real in kept:
-            twice.append((run_dir, kept[real]))
-        else:
+        if real not in kept:
             kept[real] = run_dir
+        elif run_dir == real:                        # the real path rather than a link's
+            twice.append((kept[real], run_dir))
+            kept[real] = run_dir
+        else:
+            twice.append((run_dir, kept[real]))
     return list(kept.values()), twice
 
 
