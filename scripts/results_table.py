@@ -11,6 +11,13 @@ difference to that row tested over the seeds (the run is the unit; per-user test
 A folder may be a run folder (it holds config.json), an experiment folder, or anything above them:
 every `config.json` below it whose folder also holds `test_metrics.json` (written by a test_*.py
 script) is one run; runs that were trained but not tested are listed on stderr and left out.
+Checks (a number in the table is the number of the files it claims): each run's test must be of its
+current checkpoint_best.pt and its test_ranks.npz the file that test wrote (the digests the test
+records, morec/run_identity.py; the file is read for every run); a trained run counts once (a link
+or a folder given twice is counted once, a copied folder or two runs of one row with one seed are
+refused); runs of one data set name must have read the same data files (config.json's data
+identity); a value of the wrong type is refused naming the file and key. Runs tested before these
+records, or whose checkpoint was deleted, cannot be checked: they are kept and named on stderr.
 
 Grouping: runs whose resolved configs (config.json, missing keys filled with today's defaults so
 older runs still load) are equal except for `seed` and run-control values form one row; patience,

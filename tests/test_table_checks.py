@@ -217,3 +217,12 @@ def test_cli_refusal_is_one_error_line(runs):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.count("error: ") == 1 and "s2/test_ranks.npz cannot be read" in result.stderr
+
+
+def test_a_history_value_of_the_wrong_type_is_one_line(runs):
+    path = runs / "s2" / "metrics.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    records[0]["train_seconds"] = "12.5"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(InputError, match=r"s2/metrics.jsonl, line 1: train_seconds is not a number; the file is damaged"):
+        table(runs)
