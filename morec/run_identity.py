@@ -15,21 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from morec.data.identity import file_sha256      # read in chunks: ~1.5 GB/s here, a GB-size checkpoint in a second
+
 CHECKPOINT_KEY = "checkpoint"                # in test_metrics.json
 RANKS_KEY = "per_user_sha256"                # in test_metrics.json
 RANKS_CHECKPOINT = "checkpoint_sha256"       # in test_ranks.npz
-_DIGESTS: dict = {}                          # (path, inode, size, mtime) -> sha256: a file hashed once per process
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in chunks (GB-size checkpoints hash at ~1.5 GB/s); cached
-    while the file's inode, size and mtime stay the same."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    if key not in _DIGESTS:
-        with open(path, "rb") as f:
-            _DIGESTS[key] = hashlib.file_digest(f, "sha256").hexdigest()
-    return _DIGESTS[key]
 
 
 def checkpoint_record(path: Path) -> dict:
@@ -52,14 +42,16 @@ def test_identity(best: Path, h: np.ndarray, t: np.ndarray, users, repeat: np.nd
     return {CHECKPOINT_KEY: checkpoint_record(best), RANKS_KEY: ranks_digest(h, t, users, repeat)}
 
 
-def checkpoint_change(run_dir: Path, test: dict) -> str | None:
-    """Why the run's checkpoint_best.pt is not the one its test evaluated ('' when it is, None
-    when that cannot be checked: no record (a test before it), or the checkpoint was deleted)."""
+def checkpoint_check(run_dir: Path, test: dict) -> tuple[str | None, str | None]:
+    """(sha256 of the run's checkpoint_best.pt now, None without one; why it is not the checkpoint
+    its test evaluated: "" when it is, None when that cannot be checked (no record: a test from
+    before it; or the checkpoint was deleted))."""
+    best = run_dir / "checkpoint_best.pt"
+    now = file_sha256(best) if best.is_file() else None
     record = test.get(CHECKPOINT_KEY)
-    path = run_dir / (record.get("file") or "checkpoint_best.pt") if isinstance(record, dict) else None
-    if path is None or not path.is_file():
-        return None
-    if path.stat().st_size != record.get("bytes") or file_sha256(path) != record.get("sha256"):
-        return (f"{path} is not the checkpoint its test evaluated (sha256 {str(record.get('sha256'))[:12]} at the test, "
-                f"{file_sha256(path)[:12]} now: trained further, resumed or replaced after the test)")
-    return ""
+    if now is None or not isinstance(record, dict):
+        return now, None
+    if now != record.get("sha256"):
+        return now, (f"{best} is not the checkpoint its test evaluated (sha256 {str(record.get('sha256'))[:12]} at "
+                     f"the test, {now[:12]} now: trained further, resumed or replaced after the test)")
+    return now, ""

@@ -80,8 +80,7 @@ from scipy import stats
 from morec.config import RUN_CONTROL, UNUSED_BY_TOWER, Config
 from morec.errors import InputError, run_cli
 from morec.evaluate import per_user_metrics
-from morec.run_identity import (CHECKPOINT_KEY, RANKS_CHECKPOINT, RANKS_KEY, checkpoint_change, file_sha256,
-                                ranks_digest)
+from morec.run_identity import CHECKPOINT_KEY, RANKS_CHECKPOINT, RANKS_KEY, checkpoint_check, ranks_digest
 
 METRICS = ("HR@10", "NDCG@10")
 # Keys shown in their own columns (or meaningless across runs): not listed under "other".
@@ -237,13 +236,10 @@ def data_files(identity: dict | None) -> dict | None:
 def check_test_files(run: Run) -> None:
     """Refuse a run whose checkpoint_best.pt changed after its test, or whose test_ranks.npz is not
     the file that test wrote (unreadable, truncated, another run's); note what cannot be checked."""
-    change = checkpoint_change(run.dir, run.test)
+    run.checkpoint, change = checkpoint_check(run.dir, run.test)
     if change:
         raise InputError(f"{change}; its test_metrics.json is of the old checkpoint: re-run the run's test "
                          f"script (test_*.py --label {run.dir.name}), or restore the checkpoint")
-    best = run.dir / "checkpoint_best.pt"
-    if best.is_file():
-        run.checkpoint = file_sha256(best)
     if change is None:
         run.unchecked = ("tested before test_metrics.json recorded its checkpoint" if CHECKPOINT_KEY not in run.test
                          else "its checkpoint_best.pt was deleted")
