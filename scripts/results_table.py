@@ -241,8 +241,11 @@ def check_test_files(run: Run) -> None:
         raise InputError(f"{change}; its test_metrics.json is of the old checkpoint: re-run the run's test "
                          f"script (test_*.py --label {run.dir.name}), or restore the checkpoint")
     if change is None:
-        run.unchecked = ("tested before test_metrics.json recorded its checkpoint" if CHECKPOINT_KEY not in run.test
-                         else "its checkpoint_best.pt was deleted")
+        run.unchecked = ("tested before test_metrics.json recorded the checkpoint: their test cannot be checked "
+                         "against checkpoint_best.pt (re-run their test script to record it)"
+                         if CHECKPOINT_KEY not in run.test else
+                         "without checkpoint_best.pt (deleted?): their test cannot be checked against the checkpoint "
+                         "it evaluated")
     per_user_cached(run)                                         # read and check it now, used or not
 
 
@@ -258,8 +261,7 @@ def load_runs(folders: list[str | Path], quiet: bool = False) -> list[Run]:
                  (f"counted once: {len(twice)} run folder(s) reached twice (a link, or a folder given twice)",
                   [f"{again} is {first}" for again, first in twice])]
         reasons = sorted({r.unchecked for r in runs if r.unchecked})
-        notes += [(f"warning: {sum(r.unchecked == why for r in runs)} run(s) {why}: their test results cannot be "
-                   "checked against it (re-run their test script to record it)", [r.dir for r in runs if r.unchecked == why])
+        notes += [(f"warning: {sum(r.unchecked == why for r in runs)} run(s) {why}", [r.dir for r in runs if r.unchecked == why])
                   for why in reasons]
         for text, items in notes:
             if items:
@@ -431,10 +433,12 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records).sort_values(["key", "seed", "label"], kind="stable")
 
 
-def grouped(runs: list[Run]) -> list[pd.DataFrame]:
-    """The runs of each row (a frame per group, seeds in order), rows in table order."""
-    check_runs(runs)
+def grouped(runs: list[Run], check: bool = True) -> list[pd.DataFrame]:
+    """The runs of each row (a frame per group, seeds in order), rows in table order; `check`: each
+    run counted once and each data set name of one data (check_runs: refused otherwise)."""
     groups = [frame for _, frame in runs_frame(runs).groupby("key", sort=False)]
+    if check:
+        check_runs(runs)
     return sorted(groups, key=lambda g: config_sort_key(g["run"].iloc[0].config))
 
 
@@ -1031,12 +1035,13 @@ def aa_check(folders: list[str | Path], half: int | None = None, metric: str = "
     where = ", ".join(map(str, folders)) if len(folders) <= 3 else f"{len(folders)} folders ({folders[0]} ...)"
     if not runs:
         raise InputError(f"--aa_check: no tested run under {where}")
-    groups = grouped(runs)
+    groups = grouped(runs, check=False)
     if len(groups) != 1:
         names = [f"{tower_name(g['run'].iloc[0].config)} {mode_name(g['run'].iloc[0].config)} "
                  f"({len(g)} runs)" for g in groups]
         raise InputError(f"--aa_check: {where} holds {len(groups)} systems (table rows: {'; '.join(names)}); "
                          "give the runs of one system, differing only in their seed")
+    check_runs(runs)
     group = groups[0]
     if len(group) < AA_MIN_SEEDS:
         raise InputError(f"--aa_check: {where} holds {len(group)} seed(s) of one system ({' '.join(map(str, group['seed']))}); "

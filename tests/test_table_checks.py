@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -33,19 +34,20 @@ def train_and_test(runs, label, seed, *extra):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """runs/: ml-100k seeds 1 and 2; other/: seed 3 on a modified copy of ml-100k under the same
-    name (user 1's last two items swapped: same users, same items, another test target)."""
+    """runs/: seeds 1 and 2 on a copy of ml-100k; other/: seed 3 on the same folder after its users
+    file was changed (user 1's last two items swapped: same users, same items, another test target)."""
     root = tmp_path_factory.mktemp("table_checks")
-    train_and_test(root / "runs", "s1", 1)
-    train_and_test(root / "runs", "s2", 2)
-    copy = root / "data" / "ml-100k"
-    copy.mkdir(parents=True)
-    shutil.copy(REPO / "dataset" / "ml-100k" / "items.tsv", copy / "items.tsv")
-    lines = (REPO / "dataset" / "ml-100k" / "users.tsv").read_text().splitlines()
+    data = root / "data" / "ml-100k"
+    data.mkdir(parents=True)
+    for name in ("items.tsv", "users.tsv"):
+        shutil.copy(REPO / "dataset" / "ml-100k" / name, data / name)
+    train_and_test(root / "runs", "s1", 1, "--root_data_dir", str(root / "data"))
+    train_and_test(root / "runs", "s2", 2, "--root_data_dir", str(root / "data"))
+    lines = (data / "users.tsv").read_text().splitlines()
     user, items = lines[0].split("\t")
     items = items.split()
     lines[0] = user + "\t" + " ".join(items[:-2] + items[-1:] + items[-2:-1])
-    (copy / "users.tsv").write_text("\n".join(lines) + "\n")
+    (data / "users.tsv").write_text("\n".join(lines) + "\n")
     train_and_test(root / "other", "s3", 3, "--root_data_dir", str(root / "data"))
     return root
 
@@ -93,7 +95,7 @@ def test_verified_runs_give_the_table_of_unverified_ones_without_a_warning(runs,
     for run in old.iterdir():
         strip_records(run)
     old_rows, err = table(old, capsys=capsys)
-    assert "warning: 2 run(s) tested before test_metrics.json recorded its checkpoint" in err
+    assert "warning: 2 run(s) tested before test_metrics.json recorded the checkpoint: their test cannot" in err
     assert results_table.markdown(old_rows) == results_table.markdown(rows)
 
 
@@ -104,7 +106,7 @@ def test_checkpoint_changed_after_the_test_is_refused(runs, capsys):
         table(runs)
     (runs / "s1" / "checkpoint_best.pt").unlink()                       # deleted to save space: accepted
     rows, err = table(runs, capsys=capsys)
-    assert rows[0]["n"] == 2 and "warning: 1 run(s) its checkpoint_best.pt was deleted" in err
+    assert rows[0]["n"] == 2 and "warning: 1 run(s) without checkpoint_best.pt (deleted?)" in err
 
 
 def test_checkpoint_trained_further_is_refused(runs):
@@ -179,11 +181,13 @@ def test_two_runs_of_one_row_with_one_seed_are_refused(tmp_path):
 
 
 def test_runs_on_other_data_under_one_name_never_share_a_row(runs, trained):
-    """Seed 3 on the modified ml-100k would join seeds 1 and 2 as one row of three seeds."""
+    """Seed 3, trained after the users file changed, would join seeds 1 and 2 as one row of three seeds."""
     with pytest.raises(InputError, match=r"(runs/s1 and .*other/s3|other/s3 and .*runs/s1) were trained on different "
                                          r"data under one data set name 'ml-100k' \(users sha256 [0-9a-f]{12} vs "
                                          r"[0-9a-f]{12}\)"):
         table(runs, trained / "other")
+    with pytest.raises(InputError, match="trained on different data under one data set name 'ml-100k'"):
+        results_table.aa_check([runs, trained / "other"])                  # one system of 3 seeds
 
 
 @pytest.mark.parametrize("file, key, value, message", [
@@ -226,3 +230,20 @@ def test_a_history_value_of_the_wrong_type_is_one_line(runs):
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     with pytest.raises(InputError, match=r"s2/metrics.jsonl, line 1: train_seconds is not a number; the file is damaged"):
         table(runs)
+
+
+@pytest.mark.parametrize("column, value, message", [
+    ("n", "three", "line 3: n holds 'three', not a whole number >= 1"),
+    ("n", "2.5", "line 3: n holds '2.5', not a whole number >= 1"),
+    ("hr10_mean", "[1]", "line 3: hr10_mean holds '[1]', not a number"),
+    ("ndcg10_std", "", "line 3: ndcg10_std holds an empty cell, not a number"),
+])
+def test_summary_welch_refuses_a_value_of_the_wrong_type_in_one_line(tmp_path, column, value, message):
+    """scripts/summary_welch.py reads a table's CSV: a damaged cell is one line naming it, not a traceback."""
+    import pandas as pd
+    import summary_welch
+    frame = pd.read_csv(REPO / "docs" / "studies" / "ml-100k" / "q3_ts_vs_e2e.csv", dtype=str, keep_default_na=False)
+    frame.loc[1, column] = value
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(InputError, match="t.csv, " + re.escape(message)):
+        summary_welch.main([str(tmp_path / "t.csv"), "--out", str(tmp_path / "w.md")])
