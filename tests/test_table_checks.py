@@ -120,6 +120,23 @@ def test_checkpoint_trained_further_is_refused(runs):
         table(runs)
 
 
+def test_run_resumed_after_its_test_is_refused_when_its_best_checkpoint_changed(trained, tmp_path):
+    """A real --resume to a third epoch after the test writes a better epoch's checkpoint_best.pt:
+    the test results in the folder are of the first epoch's."""
+    other = shutil.copytree(trained / "other", tmp_path / "other")
+    before = (other / "s3" / "checkpoint_best.pt").read_bytes()
+    code, _, err = run_in_process(FOLDER, "train", "--epoch", "3", "--progress", "false", "--resume", "true",
+                                  "--runs_dir", str(other), "--label", "s3", "--seed", "3",
+                                  "--root_data_dir", str(trained / "data"))
+    assert code == 0, err
+    assert len((other / "s3" / "metrics.jsonl").read_text().splitlines()) == 3
+    history = [json.loads(line) for line in (other / "s3" / "metrics.jsonl").read_text().splitlines()]
+    assert history[-1]["valid"]["HR@10"] > history[0]["valid"]["HR@10"]      # a better epoch: a new best
+    assert (other / "s3" / "checkpoint_best.pt").read_bytes() != before
+    with pytest.raises(InputError, match="s3/checkpoint_best.pt is not the checkpoint its test evaluated"):
+        table(other)
+
+
 @pytest.mark.parametrize("damage, message", [
     ("random", r"s1/test_ranks.npz cannot be read \(not an .npz archive: refused unread\)"),
     ("truncated", r"s1/test_ranks.npz cannot be read \(BadZipFile"),
