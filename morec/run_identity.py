@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from morec.data.identity import file_sha256      # read in chunks: ~1.5 GB/s here, a GB-size checkpoint in a second
+from morec.data.identity import file_sha256      # read in chunks: seconds for a GB-size checkpoint
 
 CHECKPOINT_KEY = "checkpoint"                # in test_metrics.json
 RANKS_KEY = "per_user_sha256"                # in test_metrics.json

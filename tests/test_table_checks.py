@@ -264,3 +264,15 @@ def test_summary_welch_refuses_a_value_of_the_wrong_type_in_one_line(tmp_path, c
     frame.to_csv(tmp_path / "t.csv", index=False)
     with pytest.raises(InputError, match="t.csv, " + re.escape(message)):
         summary_welch.main([str(tmp_path / "t.csv"), "--out", str(tmp_path / "w.md")])
+
+
+def test_a_study_tests_again_a_run_whose_checkpoint_changed(runs):
+    """scripts/study_common.py: a run whose test is of an earlier checkpoint is not 'done'."""
+    import study_common
+    from morec.config import Config, make_config
+    known = set(Config.__dataclass_fields__)
+    saved = json.loads((runs / "s1" / "config.json").read_text())
+    cfg = make_config({k: v for k, v in saved.items() if k in known})
+    assert study_common.tested(cfg, runs / "s1")
+    shutil.copy(runs / "s2" / "checkpoint_best.pt", runs / "s1" / "checkpoint_best.pt")
+    assert not study_common.tested(cfg, runs / "s1")
