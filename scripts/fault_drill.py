@@ -1046,7 +1046,8 @@ def tabled_run(root: Path, name: str, seed: int, users_sha: str = "a" * 64) -> P
     run = root / name
     run.mkdir(parents=True)
     h = np.random.default_rng(seed).integers(0, 30, 200)                 # (U,) items above the target
-    counts, users, repeat = torch.from_numpy(np.stack([h, np.zeros_like(h)], 1)), [f"u{i}" for i in range(200)], np.zeros(200, bool)
+    counts = torch.from_numpy(np.stack([h, np.zeros_like(h)], 1))       # (U, 2): h, t
+    users, repeat = [f"u{i}" for i in range(200)], np.zeros(200, bool)
     torch.save({"model": {"w": torch.full((4,), float(seed))}, "epoch": 1, "valid": {}}, run / "checkpoint_best.pt")
     identity = {"users": {"file": "users.tsv", "sha256": users_sha}, "items": {"file": "items.tsv", "sha256": "b" * 64}}
     (run / "config.json").write_text(json.dumps({"dataset": "ml-100k", "seed": seed, "data_identity": identity}))
@@ -1095,8 +1096,9 @@ def table_ranks_not_its_own(root: Path) -> Outcome:
         runs = root / damage.replace(" ", "_").replace("'", "")
         tabled_run(runs, "s1", 1), tabled_run(runs, "s2", 2)
         ranks = runs / "s1" / "test_ranks.npz"
+        other = (runs / "s2" / "test_ranks.npz").read_bytes()
         ranks.write_bytes(random.Random(0).randbytes(3000) if damage == "random" else
-                          ranks.read_bytes()[:1500] if damage == "truncated" else (runs / "s2" / "test_ranks.npz").read_bytes())
+                          ranks.read_bytes()[:1500] if damage == "truncated" else other)
         text, _ = table_of(root, runs)
         seen.append(f"{damage}: {text[:90]}")
         ok &= one_error(text, "s1/test_ranks.npz", expected, "re-run the run's test script")

@@ -100,7 +100,7 @@ class Run:
     dir: Path
     config: dict          # config.json over today's defaults, "setting" filled, "ties" of the test
     test: dict            # test_metrics.json
-    data: dict | None = None        # sha256 of the data files it read ({"users", "items"[, "image_keys"]}); None: not recorded
+    data: dict | None = None        # sha256 of the data files it read {"users", "items"[, "image_keys"]}; None: not recorded
     checkpoint: str | None = None   # sha256 of its checkpoint_best.pt now (None: no such file)
     unchecked: str = ""             # why its test results could not be checked against its files ("" = checked)
 
@@ -182,7 +182,8 @@ def check_config_types(path: Path, saved: dict) -> None:
         fits = is_number(value) if expected is float else \
             isinstance(value, expected) and not (expected is int and isinstance(value, bool))
         if not fits:
-            raise type_error(path, field.name, value, {int: "an int", float: "a number"}.get(expected, f"a {expected.__name__}"), fix)
+            article = {int: "an int", float: "a number"}.get(expected, f"a {expected.__name__}")
+            raise type_error(path, field.name, value, article, fix)
     setting = saved.get("setting")
     if setting is not None and not (isinstance(setting, dict) and isinstance(setting.get("world_size", 1), int)
                                     and isinstance(setting.get("precision", ""), str)):
@@ -261,8 +262,9 @@ def load_runs(folders: list[str | Path], quiet: bool = False) -> list[Run]:
                  (f"counted once: {len(twice)} run folder(s) reached twice (a link, or a folder given twice)",
                   [f"{again} is {first}" for again, first in twice])]
         reasons = sorted({r.unchecked for r in runs if r.unchecked})
-        notes += [(f"warning: {sum(r.unchecked == why for r in runs)} run(s) {why}", [r.dir for r in runs if r.unchecked == why])
-                  for why in reasons]
+        for why in reasons:
+            unchecked = [r.dir for r in runs if r.unchecked == why]
+            notes.append((f"warning: {len(unchecked)} run(s) {why}", unchecked))
         for text, items in notes:
             if items:
                 print(f"{text}: " + ", ".join(map(str, items[:5])) + (" ..." if len(items) > 5 else ""), file=sys.stderr)
@@ -397,8 +399,10 @@ def read_history(run_dir: Path) -> list[dict]:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
                 raise InputError(f"{path}, line {number}: not JSON; the file is damaged") from None
-            bad = [k for k in ("epoch", "train_seconds", "peak_memory_mb") if k in records[-1] and not is_number(records[-1][k])] \
-                if isinstance(records[-1], dict) else ["the line"]
+            record = records[-1]
+            if not isinstance(record, dict):
+                raise InputError(f"{path}, line {number}: not a JSON object; the file is damaged")
+            bad = [k for k in ("epoch", "train_seconds", "peak_memory_mb") if k in record and not is_number(record[k])]
             if bad:
                 raise InputError(f"{path}, line {number}: {bad[0]} is not a number; the file is damaged")
     return records
