@@ -28,16 +28,16 @@ def checkpoint_record(path: Path) -> dict:
 
 
 def ranks_digest(h: np.ndarray, t: np.ndarray, users, repeat: np.ndarray) -> str:
-    """sha256 of the per-user test record: h, t (U,) as int64, the user names (U,) and repeat (U,)
-    as bool, in this order; the same value from the arrays written and from those np.load reads."""
-    digest = hashlib.sha256()
+    """sha256 of the per-user test record: U, then h, t (U,) as int64, repeat (U,) as bool and the
+    user names (U,), in this order; the same value from the arrays written and from those np.load reads."""
+    digest = hashlib.sha256(f"{len(h)} users\n".encode())
     for values in (np.asarray(h, dtype=np.int64), np.asarray(t, dtype=np.int64), np.asarray(repeat, dtype=bool)):
         digest.update(np.ascontiguousarray(values).tobytes())
     digest.update("\n".join(str(u) for u in users).encode("utf-8"))
     return digest.hexdigest()
 
 
-def test_identity(best: Path, h: np.ndarray, t: np.ndarray, users, repeat: np.ndarray) -> dict:
+def tested_identity(best: Path, h: np.ndarray, t: np.ndarray, users, repeat: np.ndarray) -> dict:
     """The entries a test adds to test_metrics.json (module doc)."""
     return {CHECKPOINT_KEY: checkpoint_record(best), RANKS_KEY: ranks_digest(h, t, users, repeat)}
 

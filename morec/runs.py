@@ -34,7 +34,7 @@ from morec.errors import InputError
 from morec.evaluate import cold_start_view, kept_users, repeat_record
 from morec.models.adapters import reloaded_digest, reloaded_keys, trained_state
 from morec.nearest_run import no_checkpoint_message
-from morec.run_identity import RANKS_CHECKPOINT, file_sha256, test_identity
+from morec.run_identity import RANKS_CHECKPOINT, file_sha256, tested_identity
 from morec.runlock import run_lock
 from morec.streams import STREAMS
 
@@ -465,7 +465,7 @@ def test_record(files: RunFiles, cfg: Config, data: SequenceData, checkpoint: di
               "users_with_ties": int((counts[keep, 1] > 0).sum()), "per_user": files.test_ranks.name,
               **repeat_record(repeat, cfg.repeat_targets),
               "valid_repeats": repeat_record(torch.from_numpy(data.split_repeats("valid")), cfg.repeat_targets),
-              **test_identity(files.best, counts[:, 0].numpy(), counts[:, 1].numpy(), data.user_names, repeat.numpy())}
+              **tested_identity(files.best, counts[:, 0].numpy(), counts[:, 1].numpy(), data.user_names, repeat.numpy())}
     result["cold_start"] = (cold_start_view(counts[keep], data.train_counts(), data.split_target("test")[keep.numpy()],
                                             cfg.cold_start_count, ties=cfg.ties)
                             if cfg.cold_start_count > 0 else None)

@@ -1034,14 +1034,14 @@ CASES += RUN_CASES
 
 # ----------------------------------------------------------------------------- results tables
 # A number in a table is the number of the files it claims. The run folders below are written by
-# the code a test writes them with (morec.runs.save_test_ranks, morec.run_identity.test_identity):
+# the code a test writes them with (morec.runs.save_test_ranks, morec.run_identity.tested_identity):
 # 200 users with known ranks, a small checkpoint file, the data identity of config.json.
 
 def tabled_run(root: Path, name: str, seed: int, users_sha: str = "a" * 64) -> Path:
     """An ml-100k ID run folder as train_id.py + test_id.py leave it (the files a table reads)."""
     import numpy as np
     from morec.evaluate import metrics_from_counts
-    from morec.run_identity import test_identity
+    from morec.run_identity import tested_identity
     from morec.runs import save_test_ranks
     run = root / name
     run.mkdir(parents=True)
@@ -1053,7 +1053,7 @@ def tabled_run(root: Path, name: str, seed: int, users_sha: str = "a" * 64) -> P
     (run / "config.json").write_text(json.dumps({"dataset": "ml-100k", "seed": seed, "data_identity": identity}))
     save_test_ranks(run / "test_ranks.npz", counts, users, repeat)
     result = {"label": name, "best_epoch": 1, "test": metrics_from_counts(counts), "num_users": 200, "ties": "expected",
-              "per_user": "test_ranks.npz", **test_identity(run / "checkpoint_best.pt", h, np.zeros_like(h), users, repeat)}
+              "per_user": "test_ranks.npz", **tested_identity(run / "checkpoint_best.pt", h, np.zeros_like(h), users, repeat)}
     (run / "test_metrics.json").write_text(json.dumps(result))
     return run
 
