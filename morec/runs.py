@@ -36,6 +36,7 @@ from morec.errors import InputError
 from morec.evaluate import cold_start_view, kept_users, repeat_record
 from morec.models.adapters import reloaded_digest, reloaded_keys, trained_state
 from morec.nearest_run import no_checkpoint_message
+from morec.run_identity import RANKS_CHECKPOINT, file_sha256, tested_identity
 from morec.runlock import run_lock
 from morec.streams import STREAMS
 
@@ -464,14 +465,15 @@ def test_record(files: RunFiles, cfg: Config, data: SequenceData, checkpoint: di
     """What test_metrics.json holds: the best epoch, its valid and test metrics, the tie rule,
     the repeat rule with the number and share of repeat targets (test; valid in "valid_repeats"),
     and (cold_start_count > 0) the cold-start view of the test targets (of the users the repeat
-    rule keeps)."""
+    rule keeps), and the digests that tie it to its checkpoint and test_ranks.npz (morec.run_identity)."""
     repeat = torch.from_numpy(data.split_repeats("test"))
     keep = kept_users(repeat, cfg.repeat_targets)
     result = {"label": files.dir.name, "best_epoch": checkpoint["epoch"], "valid": checkpoint["valid"],
               "test": metrics, "num_users": data.num_users, "num_items": data.num_items, "ties": cfg.ties,
               "users_with_ties": int((counts[keep, 1] > 0).sum()), "per_user": files.test_ranks.name,
               **repeat_record(repeat, cfg.repeat_targets),
-              "valid_repeats": repeat_record(torch.from_numpy(data.split_repeats("valid")), cfg.repeat_targets)}
+              "valid_repeats": repeat_record(torch.from_numpy(data.split_repeats("valid")), cfg.repeat_targets),
+              **tested_identity(files.best, counts[:, 0].numpy(), counts[:, 1].numpy(), data.user_names, repeat.numpy())}
     result["cold_start"] = (cold_start_view(counts[keep], data.train_counts(), data.split_target("test")[keep.numpy()],
                                             cfg.cold_start_count, ties=cfg.ties)
                             if cfg.cold_start_count > 0 else None)
@@ -500,8 +502,9 @@ def save_test_ranks(path: Path, counts: torch.Tensor, user_names: list[str], rep
     `h` and `t` (U,) int64 (items strictly above / tied with the target, SPEC "Evaluation"; a
     target removed by the repeat rule has h = morec.evaluate.MISSED, t = 0), `repeat` (U,) bool
     (the target also occurs in the history; `skip` leaves these users out of the metrics) and
-    `user` (U,) the user names in the same order; loads with np.load(path, allow_pickle=False)."""
+    `user` (U,) the user names in the same order, `checkpoint_sha256` (the tested checkpoint's,
+    morec.run_identity); loads with np.load(path, allow_pickle=False)."""
     buffer = io.BytesIO()
     np.savez(buffer, h=counts[:, 0].numpy(), t=counts[:, 1].numpy(), user=np.array(user_names, dtype=str),
-             repeat=np.asarray(repeat, dtype=bool))
+             repeat=np.asarray(repeat, dtype=bool), **{RANKS_CHECKPOINT: np.array(file_sha256(RunFiles(path.parent).best))})
     write_bytes_atomic(path, buffer.getvalue())

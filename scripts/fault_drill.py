@@ -1285,6 +1285,129 @@ DIGEST_CASES = [
 CASES += DIGEST_CASES
 
 
+# ----------------------------------------------------------------------------- results tables
+# A number in a table is the number of the files it claims. The run folders below are written by
+# the code a test writes them with (morec.runs.save_test_ranks, morec.run_identity.tested_identity):
+# 200 users with known ranks, a small checkpoint file, the data identity of config.json.
+
+def tabled_run(root: Path, name: str, seed: int, users_sha: str = "a" * 64) -> Path:
+    """An ml-100k ID run folder as train_id.py + test_id.py leave it (the files a table reads)."""
+    import numpy as np
+    from morec.evaluate import metrics_from_counts
+    from morec.run_identity import tested_identity
+    from morec.runs import save_test_ranks
+    run = root / name
+    run.mkdir(parents=True)
+    h = np.random.default_rng(seed).integers(0, 30, 200)                 # (U,) items above the target
+    counts = torch.from_numpy(np.stack([h, np.zeros_like(h)], 1))       # (U, 2): h, t
+    users, repeat = [f"u{i}" for i in range(200)], np.zeros(200, bool)
+    torch.save({"model": {"w": torch.full((4,), float(seed))}, "epoch": 1, "valid": {}}, run / "checkpoint_best.pt")
+    identity = {"users": {"file": "users.tsv", "sha256": users_sha}, "items": {"file": "items.tsv", "sha256": "b" * 64}}
+    (run / "config.json").write_text(json.dumps({"dataset": "ml-100k", "seed": seed, "data_identity": identity}))
+    save_test_ranks(run / "test_ranks.npz", counts, users, repeat)
+    result = {"label": name, "best_epoch": 1, "test": metrics_from_counts(counts), "num_users": 200, "ties": "expected",
+              "per_user": "test_ranks.npz", **tested_identity(run / "checkpoint_best.pt", h, np.zeros_like(h), users, repeat)}
+    (run / "test_metrics.json").write_text(json.dumps(result))
+    return run
+
+
+def table_of(root: Path, *folders: Path) -> tuple[str, str]:
+    """results_table.py on `folders`, in this process: ("error: ..." or the table, stderr), paths
+    shown relative to the case's `root`."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import results_table
+    from morec.errors import InputError
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            results_table.main([*map(str, folders), "--resamples", "99"])
+        except InputError as error:
+            return f"error: {error}".replace(f"{root}/", ""), err.getvalue().replace(f"{root}/", "")
+    return out.getvalue(), err.getvalue().replace(f"{root}/", "")
+
+
+def one_error(text: str, *fragments: str) -> bool:
+    return text.startswith("error: ") and "\n" not in text.strip() and all(f in text for f in fragments)
+
+
+def table_checkpoint_changed(root: Path) -> Outcome:
+    """A run's checkpoint_best.pt replaced (or trained further, resumed) after its test."""
+    runs = root / "runs"
+    tabled_run(runs, "s1", 1), tabled_run(runs, "s2", 2)
+    shutil.copy(runs / "s2" / "checkpoint_best.pt", runs / "s1" / "checkpoint_best.pt")
+    text, _ = table_of(root, runs)
+    return Outcome(text[:150], one_error(text, "s1/checkpoint_best.pt is not the checkpoint its test evaluated",
+                                         "re-run the run's test script"))
+
+
+def table_ranks_not_its_own(root: Path) -> Outcome:
+    """test_ranks.npz replaced by random bytes, truncated, or another run's: refused even in a row
+    no paired test reads (it was used, or never read, silently)."""
+    seen, ok = [], True
+    for damage, expected in (("random", "not an .npz archive: refused unread"), ("truncated", "BadZipFile"),
+                             ("other run's", "is not the file its test wrote")):
+        runs = root / damage.replace(" ", "_").replace("'", "")
+        tabled_run(runs, "s1", 1), tabled_run(runs, "s2", 2)
+        ranks = runs / "s1" / "test_ranks.npz"
+        other = (runs / "s2" / "test_ranks.npz").read_bytes()
+        ranks.write_bytes(random.Random(0).randbytes(3000) if damage == "random" else
+                          ranks.read_bytes()[:1500] if damage == "truncated" else other)
+        text, _ = table_of(root, runs)
+        seen.append(f"{damage}: {text[:90]}")
+        ok &= one_error(text, "s1/test_ranks.npz", expected, "re-run the run's test script")
+    return Outcome("; ".join(seen), ok)
+
+
+def table_run_counted_once(root: Path) -> Outcome:
+    """The same run reached twice (a link, a folder given twice) counts once; a copied folder is refused."""
+    runs = root / "runs"
+    tabled_run(runs, "s1", 1), tabled_run(runs, "s2", 2)
+    (root / "link").symlink_to(runs / "s1", target_is_directory=True)
+    text, err = table_of(root, runs, root / "link", runs / ".." / "runs")
+    once = "| ml-100k | regular | sasrec | inbatch | ID | E2E | 2 |" in text and "counted once: 3 run folder(s)" in err
+    shutil.copytree(runs / "s1", runs / "s1-copy")
+    copied, _ = table_of(root, runs)
+    return Outcome(f"{'one row of 2 seeds' if once else text[:80]}; copy: {copied[:100]}",
+                   once and one_error(copied, "hold the same trained run", "counts once"))
+
+
+def table_other_data_same_name(root: Path) -> Outcome:
+    """Two runs on different users files under one data set name were averaged as one row of 2 seeds."""
+    runs = root / "runs"
+    tabled_run(runs, "s1", 1), tabled_run(runs, "s2", 2, users_sha="c" * 64)
+    text, _ = table_of(root, runs)
+    return Outcome(text[:150], one_error(text, "s1 and", "s2 were trained on different data under one data set name "
+                                         "'ml-100k' (users sha256 aaaaaaaaaaaa vs cccccccccccc)"))
+
+
+def table_wrong_type(root: Path) -> Outcome:
+    """A string where a number is expected, a list: one line naming the file and key, no traceback."""
+    seen, ok = [], True
+    for file, key, value in (("config.json", "seed", "1"), ("test_metrics.json", "test", {"HR@10": [0.1], "NDCG@10": 0.1}),
+                             ("test_metrics.json", "num_users", "200")):
+        runs = root / f"{key}"
+        tabled_run(runs, "s1", 1), tabled_run(runs, "s2", 2)
+        path = runs / "s2" / file
+        path.write_text(json.dumps({**json.loads(path.read_text()), key: value}))
+        text, _ = table_of(root, runs)
+        seen.append(text[len("error: "):][:90])
+        ok &= one_error(text, f"s2/{file}: {key}", "holds")
+    return Outcome("; ".join(seen), ok)
+
+
+TABLE_CASES = [
+    Case("table_checkpoint_changed", "exit 2 naming the run's checkpoint_best.pt and 're-run the run's test script'",
+         table_checkpoint_changed),
+    Case("table_ranks_not_its_own", "random bytes, truncated, another run's test_ranks.npz: exit 2 naming the file",
+         table_ranks_not_its_own),
+    Case("table_run_counted_once", "a link / a folder given twice: one row of 2 seeds, 'counted once'; a copy: exit 2",
+         table_run_counted_once),
+    Case("table_other_data_same_name", "exit 2 naming both runs and the users file's digests", table_other_data_same_name),
+    Case("table_wrong_type", "exit 2: one line naming the file and key", table_wrong_type),
+]
+CASES += TABLE_CASES
+
+
 def run_case(case: Case, root: Path) -> Outcome:
     try:
         return case.run(root)
@@ -1335,3 +1458,4 @@ def main_cli() -> None:
 
 if __name__ == "__main__":
     main_cli()
+

@@ -11,6 +11,13 @@ difference to that row tested over the seeds (the run is the unit; per-user test
 A folder may be a run folder (it holds config.json), an experiment folder, or anything above them:
 every `config.json` below it whose folder also holds `test_metrics.json` (written by a test_*.py
 script) is one run; runs that were trained but not tested are listed on stderr and left out.
+Checks (a number in the table is the number of the files it claims): each run's test must be of its
+current checkpoint_best.pt and its test_ranks.npz the file that test wrote (the digests the test
+records, morec/run_identity.py; the file is read for every run); a trained run counts once (a link
+or a folder given twice is counted once, a copied folder or two runs of one row with one seed are
+refused); runs of one data set name must have read the same data files (config.json's data
+identity); a value of the wrong type is refused naming the file and key. Runs tested before these
+records, or whose checkpoint was deleted, cannot be checked: they are kept and named on stderr.
 
 Grouping: runs whose resolved configs (config.json, missing keys filled with today's defaults so
 older runs still load) are equal except for `seed` and run-control values form one row; patience,
@@ -62,7 +69,8 @@ import argparse
 import json
 import math
 import zipfile
-from dataclasses import dataclass, fields
+import zlib
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +80,7 @@ from scipy import stats
 from morec.config import RUN_CONTROL, UNUSED_BY_TOWER, Config
 from morec.errors import InputError, run_cli
 from morec.evaluate import per_user_metrics
+from morec.run_identity import CHECKPOINT_KEY, RANKS_CHECKPOINT, RANKS_KEY, checkpoint_check, ranks_digest
 
 METRICS = ("HR@10", "NDCG@10")
 # Keys shown in their own columns (or meaningless across runs): not listed under "other".
@@ -91,6 +100,9 @@ class Run:
     dir: Path
     config: dict          # config.json over today's defaults, "setting" filled, "ties" of the test
     test: dict            # test_metrics.json
+    data: dict | None = None        # sha256 of the data files it read {"users", "items"[, "image_keys"]}; None: not recorded
+    checkpoint: str | None = None   # sha256 of its checkpoint_best.pt now (None: no such file)
+    unchecked: str = ""             # why its test results could not be checked against its files ("" = checked)
 
     @property
     def label(self) -> str:
@@ -133,38 +145,178 @@ def load_run(run_dir: Path) -> Run:
     missing = [m for m in METRICS if m not in test["test"]]
     if missing:
         raise InputError(f"{run_dir / 'test_metrics.json'} lacks {', '.join(missing)}; re-run the test script")
-    saved.pop("data_identity", None)          # digests of the data read (morec.data.identity), not a setting
+    check_config_types(run_dir / "config.json", saved)
+    check_test_types(run_dir / "test_metrics.json", test)
+    data = data_files(saved.pop("data_identity", None))   # digests of the data read (morec.data.identity), not a setting
     source = saved.pop("init_source", None)   # --init_from: the source run, named apart from its seed
     if isinstance(source, dict) and saved.get("init_from"):
         saved["init_from"] = f"{source.get('dataset')} run {source.get('values_sha1')}"
     config = {**defaults, **saved, "setting": {**DEFAULT_SETTING, **(saved.get("setting") or {})},
               "ties": test.get("ties", "optimistic")}
-    return Run(run_dir, config, test)
+    run = Run(run_dir, config, test, data)
+    check_test_files(run)
+    return run
+
+
+# What a table checks of each run (principle: a number in a table is the number of the files it
+# claims): value types, its test against its current checkpoint and test_ranks.npz
+# (morec.run_identity), and across runs (check_runs) that each trained run counts once and that
+# runs of one data set name read the same data.
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def type_error(path: Path, key: str, value, expected: str, fix: str) -> InputError:
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    return InputError(f"{path}: {key} holds {shown} (a {type(value).__name__}), not {expected}; {fix}")
+
+
+def check_config_types(path: Path, saved: dict) -> None:
+    """Each known value of config.json has its Config type (an int where a float is expected is fine)."""
+    fix = "restore the file or retrain the run"
+    for field in fields(Config):
+        if field.name not in saved or field.default is MISSING or field.default is None:
+            continue
+        value, expected = saved[field.name], type(field.default)
+        fits = is_number(value) if expected is float else \
+            isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+        if not fits:
+            article = {int: "an int", float: "a number"}.get(expected, f"a {expected.__name__}")
+            raise type_error(path, field.name, value, article, fix)
+    setting = saved.get("setting")
+    if setting is not None and not (isinstance(setting, dict) and isinstance(setting.get("world_size", 1), int)
+                                    and isinstance(setting.get("precision", ""), str)):
+        raise type_error(path, "setting", setting, "an object {world_size: int, precision: str}", fix)
+    identity = saved.get("data_identity")
+    if identity is not None and not (isinstance(identity, dict) and all(
+            isinstance(identity.get(k), dict) and isinstance(identity[k].get("sha256"), str) for k in ("users", "items"))):
+        raise type_error(path, "data_identity", identity, "the data digests a run records (morec.data.identity)", fix)
+
+
+def check_test_types(path: Path, test: dict) -> None:
+    """The values of test_metrics.json a table reads have their types (metrics: shares in [0, 1])."""
+    fix = "re-run the run's test script"
+    for m in METRICS:
+        value = test["test"][m]
+        if not (is_number(value) and 0.0 <= value <= 1.0):
+            raise type_error(path, f"test.{m}", value, "a share in [0, 1]", fix)
+    for key in ("num_users", "num_items", "best_epoch", "repeat_count"):
+        if key in test and not (isinstance(test[key], int) and not isinstance(test[key], bool)):
+            raise type_error(path, key, test[key], "an int", fix)
+    for key in ("ties", RANKS_KEY):
+        if key in test and not isinstance(test[key], str):
+            raise type_error(path, key, test[key], "a str", fix)
+    if test.get("per_user") is not None and not isinstance(test["per_user"], str):
+        raise type_error(path, "per_user", test["per_user"], "a file name", fix)
+    record = test.get(CHECKPOINT_KEY)
+    if record is not None and not (isinstance(record, dict) and isinstance(record.get("sha256"), str)
+                                   and isinstance(record.get("bytes"), int) and isinstance(record.get("file", ""), str)):
+        raise type_error(path, CHECKPOINT_KEY, record, "an object {file, bytes, sha256}", fix)
+    cold = test.get("cold_start")
+    if cold is None:
+        return
+    if not (isinstance(cold, dict) and isinstance(cold.get("metrics") or {}, dict)):
+        raise type_error(path, "cold_start", cold, "an object with metrics", fix)
+    for key in ("below", "users"):
+        if not isinstance(cold.get(key), int) or isinstance(cold.get(key), bool):
+            raise type_error(path, f"cold_start.{key}", cold.get(key), "an int", fix)
+    for m, value in (cold.get("metrics") or {}).items():
+        if m in METRICS and not (is_number(value) and 0.0 <= value <= 1.0):
+            raise type_error(path, f"cold_start.metrics.{m}", value, "a share in [0, 1]", fix)
+
+
+def data_files(identity: dict | None) -> dict | None:
+    """The sha256 of the data files a run read (its users and items files, the image LMDB's key
+    set), from config.json's data_identity; None for a run made before that record."""
+    if not identity:
+        return None
+    return {k: identity[k]["sha256"] for k in ("users", "items", "image_keys") if isinstance(identity.get(k), dict)}
+
+
+def check_test_files(run: Run) -> None:
+    """Refuse a run whose checkpoint_best.pt changed after its test, or whose test_ranks.npz is not
+    the file that test wrote (unreadable, truncated, another run's); note what cannot be checked."""
+    run.checkpoint, change = checkpoint_check(run.dir, run.test)
+    if change:
+        raise InputError(f"{change}; its test_metrics.json is of the old checkpoint: re-run the run's test "
+                         f"script (test_*.py --label {run.dir.name}), or restore the checkpoint")
+    if change is None:
+        run.unchecked = ("tested before test_metrics.json recorded the checkpoint: their test cannot be checked "
+                         "against checkpoint_best.pt (re-run their test script to record it)"
+                         if CHECKPOINT_KEY not in run.test else
+                         "without checkpoint_best.pt (deleted?): their test cannot be checked against the checkpoint "
+                         "it evaluated")
+    per_user_cached(run)                                         # read and check it now, used or not
 
 
 def load_runs(folders: list[str | Path], quiet: bool = False) -> list[Run]:
-    """Every tested run under `folders`; the untested ones are listed on stderr unless quiet."""
+    """Every tested run under `folders`, each folder once (a link or a folder given twice counts
+    once); the untested ones, the folders reached twice and the runs whose test cannot be checked
+    against their files are listed on stderr unless quiet."""
     tested, untested = find_run_dirs(folders)
-    if untested and not quiet:
-        print(f"left out {len(untested)} run(s) without test_metrics.json (run their test script): "
-              + ", ".join(str(p) for p in untested[:5]) + (" ..." if len(untested) > 5 else ""), file=sys.stderr)
-    return [load_run(d) for d in tested]
+    tested, twice = once_each(tested)
+    runs = [load_run(d) for d in tested]
+    if not quiet:
+        notes = [(f"left out {len(untested)} run(s) without test_metrics.json (run their test script)", untested),
+                 (f"counted once: {len(twice)} run folder(s) reached twice (a link, or a folder given twice)",
+                  [f"{again} is {first}" for again, first in twice])]
+        reasons = sorted({r.unchecked for r in runs if r.unchecked})
+        for why in reasons:
+            unchecked = [r.dir for r in runs if r.unchecked == why]
+            notes.append((f"warning: {len(unchecked)} run(s) {why}", unchecked))
+        for text, items in notes:
+            if items:
+                print(f"{text}: " + ", ".join(map(str, items[:5])) + (" ..." if len(items) > 5 else ""), file=sys.stderr)
+    return runs
+
+
+def once_each(run_dirs: list[Path]) -> tuple[list[Path], list[tuple[Path, Path]]]:
+    """(the folders, each real folder once, named by its real path where given; [(folder left out,
+    the same folder kept)]), in the order of `run_dirs`."""
+    kept, twice = {}, []
+    for run_dir in run_dirs:
+        real = run_dir.resolve()
+        if real not in kept:
+            kept[real] = run_dir
+        elif run_dir == real:                        # the real path rather than a link's
+            twice.append((kept[real], run_dir))
+            kept[real] = run_dir
+        else:
+            twice.append((run_dir, kept[real]))
+    return list(kept.values()), twice
 
 
 def per_user(run: Run) -> pd.DataFrame | None:
     """The run's per-user test HR@10 and NDCG@10 in percent, indexed by user name (None when the
     run was tested before test_ranks.npz existed). Refuses a file that does not match the run's
-    test_metrics.json (another test, a truncated file)."""
+    test_metrics.json: unreadable or truncated, of another test or run (the digests its test recorded,
+    morec.run_identity; for older tests the metrics it must reproduce)."""
     name = run.test.get("per_user")
     if not name:
         return None
     path = run.dir / name
     try:
-        with np.load(path, allow_pickle=False) as saved:
+        saved = np.load(path, allow_pickle=False)
+        if not isinstance(saved, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not the test's .npz archive")
+        with saved:
             h, t, users = saved["h"], saved["t"], saved["user"]
             repeat = saved["repeat"] if "repeat" in saved.files else np.zeros(len(h), dtype=bool)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
-        raise InputError(f"{path} cannot be read ({type(err).__name__}: {err}); re-run the run's test script") from None
+            tested = str(saved[RANKS_CHECKPOINT]) if RANKS_CHECKPOINT in saved.files else None
+    except (OSError, ValueError, KeyError, EOFError, zlib.error, zipfile.BadZipFile) as err:
+        why = "not an .npz archive: refused unread" if "pickle" in str(err) else f"{type(err).__name__}: {err}"
+        raise InputError(f"{path} cannot be read ({why}); re-run the run's test script") from None
+    fix = "re-run the run's test script"
+    if not all(a.ndim == 1 and np.issubdtype(a.dtype, np.integer) for a in (h, t)) or users.ndim != 1:
+        raise InputError(f"{path} does not hold the test's per-user arrays (h, t integer, user names); {fix}")
+    record = run.test.get(CHECKPOINT_KEY)
+    if RANKS_KEY in run.test and ranks_digest(h, t, users, repeat) != run.test[RANKS_KEY]:
+        raise InputError(f"{path} is not the file its test wrote (its arrays differ from the digest "
+                         f"{run.dir / 'test_metrics.json'} records: another run's file, or changed since); {fix}")
+    if isinstance(record, dict) and tested is not None and tested != record.get("sha256"):
+        raise InputError(f"{path} was written by the test of another checkpoint (sha256 {tested[:12]}) than the one "
+                         f"{run.dir / 'test_metrics.json'} records ({str(record.get('sha256'))[:12]}); {fix}")
     if len(h) != run.test.get("num_users", len(h)) or not (len(h) == len(t) == len(users)) or (h < 0).any() or (t < 0).any():
         raise InputError(f"{path} does not hold one (h, t) pair per test user of {run.dir / 'test_metrics.json'}; "
                          "re-run the run's test script")
@@ -247,6 +399,12 @@ def read_history(run_dir: Path) -> list[dict]:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
                 raise InputError(f"{path}, line {number}: not JSON; the file is damaged") from None
+            record = records[-1]
+            if not isinstance(record, dict):
+                raise InputError(f"{path}, line {number}: not a JSON object; the file is damaged")
+            bad = [k for k in ("epoch", "train_seconds", "peak_memory_mb") if k in record and not is_number(record[k])]
+            if bad:
+                raise InputError(f"{path}, line {number}: {bad[0]} is not a number; the file is damaged")
     return records
 
 
@@ -279,10 +437,38 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records).sort_values(["key", "seed", "label"], kind="stable")
 
 
-def grouped(runs: list[Run]) -> list[pd.DataFrame]:
-    """The runs of each row (a frame per group, seeds in order), rows in table order."""
+def grouped(runs: list[Run], check: bool = True) -> list[pd.DataFrame]:
+    """The runs of each row (a frame per group, seeds in order), rows in table order; `check`: each
+    run counted once and each data set name of one data (check_runs: refused otherwise)."""
     groups = [frame for _, frame in runs_frame(runs).groupby("key", sort=False)]
+    if check:
+        check_runs(runs)
     return sorted(groups, key=lambda g: config_sort_key(g["run"].iloc[0].config))
+
+
+def check_runs(runs: list[Run]) -> None:
+    """Each trained run counts once (no two folders with the same checkpoint_best.pt, no two runs of
+    one row with the same seed), and runs of one data set name read the same data files."""
+    first: dict = {}
+    for run in runs:
+        for kind, key in (("checkpoint", run.checkpoint), ("seed", (group_key(run.config), str(run.config.get("seed"))))):
+            other = first.setdefault((kind, key), run) if key is not None else run
+            if other is not run and kind == "checkpoint":
+                raise InputError(f"{other.dir} and {run.dir} hold the same trained run (checkpoint_best.pt sha256 "
+                                 f"{key[:12]}): a copied folder counts once; leave one of them out of the table's folders")
+            if other is not run:
+                raise InputError(f"{other.dir} and {run.dir} are two runs of one row with the same seed "
+                                 f"{run.config.get('seed')} (a copied folder, or one run trained twice under two "
+                                 "labels): a row holds one run per seed; leave one of them out of the table's folders")
+    for run in runs:
+        other = first.setdefault(("data", run.config.get("dataset")), run) if run.data else run
+        differ = [k for k in ("users", "items", "image_keys") if k in run.data and k in other.data
+                  and run.data[k] != other.data[k]] if other is not run else []
+        if differ:
+            what = "; ".join(f"{k} sha256 {other.data[k][:12]} vs {run.data[k][:12]}" for k in differ)
+            raise InputError(f"{other.dir} and {run.dir} were trained on different data under one data set name "
+                             f"{run.config.get('dataset')!r} ({what}): a row or its IDRec baseline would mix them; "
+                             "give the other data its own data set name (folder), or tabulate them apart")
 
 
 def other_values(configs: list[dict]) -> list[str]:
@@ -853,12 +1039,13 @@ def aa_check(folders: list[str | Path], half: int | None = None, metric: str = "
     where = ", ".join(map(str, folders)) if len(folders) <= 3 else f"{len(folders)} folders ({folders[0]} ...)"
     if not runs:
         raise InputError(f"--aa_check: no tested run under {where}")
-    groups = grouped(runs)
+    groups = grouped(runs, check=False)
     if len(groups) != 1:
         names = [f"{tower_name(g['run'].iloc[0].config)} {mode_name(g['run'].iloc[0].config)} "
                  f"({len(g)} runs)" for g in groups]
         raise InputError(f"--aa_check: {where} holds {len(groups)} systems (table rows: {'; '.join(names)}); "
                          "give the runs of one system, differing only in their seed")
+    check_runs(runs)
     group = groups[0]
     if len(group) < AA_MIN_SEEDS:
         raise InputError(f"--aa_check: {where} holds {len(group)} seed(s) of one system ({' '.join(map(str, group['seed']))}); "

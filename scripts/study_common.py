@@ -176,8 +176,10 @@ def trained(cfg: Config, run_dir: Path) -> bool:
 
 
 def tested(cfg: Config, run_dir: Path) -> bool:
-    """Tested after its last epoch, with this cold-start threshold, under SPEC's tie rule and with
-    per-user counts (a test from before test_ranks.npz is run again)."""
+    """Tested after its last epoch, with this cold-start threshold, under SPEC's tie rule, with
+    per-user counts (a test from before test_ranks.npz is run again) and of the checkpoint_best.pt
+    now in the folder (where the test recorded it: morec.run_identity)."""
+    from morec.run_identity import checkpoint_check
     test_file, metrics_file = run_dir / "test_metrics.json", run_dir / "metrics.jsonl"
     if not test_file.is_file() or test_file.stat().st_mtime < metrics_file.stat().st_mtime:
         return False
@@ -185,7 +187,8 @@ def tested(cfg: Config, run_dir: Path) -> bool:
     cold = result.get("cold_start") or {}
     return (cold.get("below", 0) == max(cfg.cold_start_count, 0) and result.get("ties") == cfg.ties
             and result.get("repeat_targets") == cfg.repeat_targets      # a test before the repeat rule: again
-            and (run_dir / result.get("per_user", "test_ranks.npz")).is_file())
+            and (run_dir / result.get("per_user", "test_ranks.npz")).is_file()
+            and checkpoint_check(run_dir, result)[1] in ("", None))        # None: not recorded, or no checkpoint
 
 
 def study_runs(parts: list[dict], overrides: dict, runs_dir: Path) -> list[tuple[Config, Path]]:

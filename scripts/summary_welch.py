@@ -97,12 +97,36 @@ def comparisons(frame: pd.DataFrame, against: list[str]) -> list[tuple[object, o
     return kept
 
 
-def table(csv: Path, against: list[str], title: str = "") -> str:
-    frame = pd.read_csv(csv, dtype={"other": str})
+def read_summary(csv: Path) -> pd.DataFrame:
+    """The table's CSV; refuses a file that is not one, or a row whose n / means / sds are not
+    numbers (n a whole number >= 1, a mean present, an sd present from 2 seeds on)."""
+    try:
+        frame = pd.read_csv(csv, dtype={"other": str})
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise InputError(f"{csv} cannot be read as a CSV ({type(err).__name__}: {err})") from None
     needed = {"n", "hr10_mean", "hr10_std", "ndcg10_mean", "ndcg10_std", "mode", "item_tower", *GROUP}
     missing = needed - set(frame.columns)
     if missing:
         raise InputError(f"{csv}: not a results_table.py CSV (lacks {', '.join(sorted(missing))})")
+    for column in ("n", "hr10_mean", "hr10_std", "ndcg10_mean", "ndcg10_std"):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        if column == "n":
+            bad = values.isna() | (values % 1 != 0) | (values < 1)
+        else:                                     # a single seed has no sd
+            bad = values.isna() & ~(column.endswith("_std") & (frame["n"] == 1))
+        if bad.any():
+            line = int(bad.to_numpy().argmax())
+            value = frame[column].iloc[line]
+            shown = "an empty cell" if pd.isna(value) else repr(str(value))
+            raise InputError(f"{csv}, line {line + 2}: {column} holds {shown}, not a "
+                             f"{'whole number >= 1' if column == 'n' else 'number'}; regenerate the CSV with "
+                             "scripts/results_table.py")
+        frame[column] = values
+    return frame
+
+
+def table(csv: Path, against: list[str], title: str = "") -> str:
+    frame = read_summary(csv)
     frame = frame.assign(warm_min_count=frame.get("warm_min_count", 0))
     lines = [f"# {title or csv.stem}: seed-level Welch from the committed summaries", "",
              "| row | against | seeds | " + " | ".join(f"Δ{m}, seed-level Welch p | old pooled p" for m, _ in METRICS)
