@@ -287,3 +287,17 @@ def test_q4_cached_arms_run_only_when_named_with_the_end_to_end_seeds(tmp_path, 
     assert {(cfg.trainable_layers, cfg.peft, cfg.peft_layers) for cfg in cached} == \
         {(1, "none", -1), (2, "none", -1), (-1, "lora", 2)}
     assert len({run_label(cfg) for cfg in cached}) == len(cached)
+
+
+@pytest.mark.parametrize("family,blocks,final", [("bert", "encoder.layer.", ()), ("llama", "layers.", ("norm.weight",))])
+def test_norm_layers_of_the_top_block_and_the_final_norm_train_with_peft_layers(family, blocks, final, tmp_path):
+    """--peft ln --peft_layers 1: the norms of the top block and the final norm after it (Llama's
+    `norm`) train, nothing below; the cached step equals the uncached one."""
+    plain, cached, batch = build_pair(tmp_path, family, peft="ln", peft_layers=1)
+    trained = [name for name, p in cached.item_tower.encoder.named_parameters() if p.requires_grad]
+    assert trained and all(name.startswith(f"{blocks}1.") or name in final for name in trained)
+    assert set(final) <= set(trained)
+    plain_loss, plain_grads = loss_and_grads(plain, batch, 0)
+    cached_loss, cached_grads = loss_and_grads(cached, batch, 0)
+    assert cached_loss == pytest.approx(plain_loss, abs=1e-5)
+    assert max_grad_difference(plain_grads, cached_grads) <= 1e-5
