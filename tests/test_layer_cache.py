@@ -301,3 +301,37 @@ def test_norm_layers_of_the_top_block_and_the_final_norm_train_with_peft_layers(
     cached_loss, cached_grads = loss_and_grads(cached, batch, 0)
     assert cached_loss == pytest.approx(plain_loss, abs=1e-5)
     assert max_grad_difference(plain_grads, cached_grads) <= 1e-5
+
+
+def test_two_attributes_are_cached_side_by_side(tmp_path):
+    """--news_attributes title,abstract: one file, both attributes' states at their offsets; the
+    cached step equals the uncached one."""
+    plain, cached, batch = build_pair(tmp_path, "bert", news_attributes="title,abstract", num_words_abstract=10)
+    layout = json.loads(cache_files(tmp_path)[0].with_suffix(".json").read_text())["layout"]
+    assert [part["attribute"] for part in layout] == ["title", "abstract"] and layout[1]["offset"] > 0
+    plain_loss, plain_grads = loss_and_grads(plain, batch, 0)
+    cached_loss, cached_grads = loss_and_grads(cached, batch, 0)
+    assert cached_loss == pytest.approx(plain_loss, abs=1e-5)
+    assert max_grad_difference(plain_grads, cached_grads) <= 1e-5
+
+
+def test_a_build_that_fails_midway_leaves_nothing_behind(tmp_path, monkeypatch):
+    """The data goes to a temp file, renamed last: a build stopped after the first attribute leaves
+    no cache file, no sidecar and no temp file; the next run builds the cache whole."""
+    import morec.layer_cache as layer_cache
+    real = layer_cache.write_attribute
+    calls = []
+
+    def stop_at_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(layer_cache, "write_attribute", stop_at_the_second)
+    cfg = cached_config(tmp_path, news_attributes="title,abstract", num_words_abstract=10)
+    with pytest.raises(KeyboardInterrupt):
+        build_run_model(cfg, ml100k(), CPU)
+    assert list((tmp_path / "cache" / "layers").iterdir()) == []
+    monkeypatch.setattr(layer_cache, "write_attribute", real)
+    build_run_model(cfg, ml100k(), CPU)
+    assert len(cache_files(tmp_path)) == 1
