@@ -45,11 +45,12 @@ def cache_files(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "cache" / "layers").glob("*.bin"))
 
 
-@pytest.mark.parametrize("family", ["bert", "llama"])
+@pytest.mark.parametrize("family", ["bert", "llama", "opt"])
 def test_cached_step_equals_the_uncached_step(family, tmp_path):
     """float32 cache, dropout off: loss and every trainable parameter's gradient equal the uncached
-    path's to 1e-5; the gradients reach only the top block, the projection and the user encoder;
-    the catalogue vectors (ItemTower.all_item_vectors) agree to 1e-5."""
+    path's to 1e-5; the gradients reach only the top block (and the final norm after it), the
+    projection and the user encoder; the catalogue vectors (ItemTower.all_item_vectors) agree to
+    1e-5."""
     plain, cached, batch = build_pair(tmp_path, family)
     assert type(cached.item_tower).__name__ == "CachedTextTower"
     plain_loss, plain_grads = loss_and_grads(plain, batch, 0)
@@ -57,8 +58,9 @@ def test_cached_step_equals_the_uncached_step(family, tmp_path):
     assert cached_loss == pytest.approx(plain_loss, abs=1e-5)
     assert max_grad_difference(plain_grads, cached_grads) <= 1e-5
     encoder_grads = {name for name in cached_grads if name.startswith("item_tower.encoder.")}
-    blocks = "encoder.layer." if family == "bert" else "layers."
-    assert encoder_grads and all(f"{blocks}1." in name or name.endswith("encoder.norm.weight")
+    blocks = {"bert": "encoder.layer.", "llama": "layers.", "opt": "decoder.layers."}[family]
+    assert encoder_grads and all(f"{blocks}1." in name or name.endswith(("encoder.norm.weight", "final_layer_norm.weight",
+                                                                          "final_layer_norm.bias"))
                                  for name in encoder_grads)
     assert (catalogue(plain) - catalogue(cached)).abs().max() <= 1e-5
     assert len(cache_files(tmp_path)) == 1
