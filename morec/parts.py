@@ -76,7 +76,7 @@ def build_run_model(cfg: Config, data: SequenceData, device: torch.device, specs
 
 
 def log_encoder_semantics(cfg: Config) -> None:
-    """Say in the log what --freeze_bn_stats, --encoder_dropout and --inbatch_chunk compute."""
+    """Say in the log what --freeze_bn_stats, --encoder_dropout, --cache_frozen_layers and --inbatch_chunk compute."""
     modalities = TOWER_MODALITIES.get(cfg.item_tower, ())
     end_to_end = not cfg.two_stage
     if cfg.freeze_bn_stats and "vision" in modalities and end_to_end:
@@ -85,6 +85,9 @@ def log_encoder_semantics(cfg: Config) -> None:
     if cfg.encoder_dropout >= 0 and "text" in modalities and end_to_end:
         log.info("--encoder_dropout %g: every dropout probability of the text encoder's config set to it",
                  cfg.encoder_dropout)
+    if cfg.cache_frozen_layers and "text" in modalities and end_to_end:
+        log.info("--cache_frozen_layers: the frozen blocks' output is read from the layer cache, computed once in "
+                 "eval mode (no dropout there, unlike the uncached path unless --encoder_dropout 0)")
     if cfg.inbatch_chunk > 0:
         log.info("--inbatch_chunk %d (gradient caching): loss and gradients equal the plain step's when the item "
                  "tower has no dropout (--encoder_dropout 0); with dropout on, the masks are drawn per chunk "

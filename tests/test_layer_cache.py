@@ -45,11 +45,12 @@ def cache_files(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "cache" / "layers").glob("*.bin"))
 
 
-@pytest.mark.parametrize("family", ["bert", "llama"])
+@pytest.mark.parametrize("family", ["bert", "llama", "opt"])
 def test_cached_step_equals_the_uncached_step(family, tmp_path):
     """float32 cache, dropout off: loss and every trainable parameter's gradient equal the uncached
-    path's to 1e-5; the gradients reach only the top block, the projection and the user encoder;
-    the catalogue vectors (ItemTower.all_item_vectors) agree to 1e-5."""
+    path's to 1e-5; the gradients reach only the top block (and the final norm after it), the
+    projection and the user encoder; the catalogue vectors (ItemTower.all_item_vectors) agree to
+    1e-5."""
     plain, cached, batch = build_pair(tmp_path, family)
     assert type(cached.item_tower).__name__ == "CachedTextTower"
     plain_loss, plain_grads = loss_and_grads(plain, batch, 0)
@@ -57,8 +58,9 @@ def test_cached_step_equals_the_uncached_step(family, tmp_path):
     assert cached_loss == pytest.approx(plain_loss, abs=1e-5)
     assert max_grad_difference(plain_grads, cached_grads) <= 1e-5
     encoder_grads = {name for name in cached_grads if name.startswith("item_tower.encoder.")}
-    blocks = "encoder.layer." if family == "bert" else "layers."
-    assert encoder_grads and all(f"{blocks}1." in name or name.endswith("encoder.norm.weight")
+    blocks = {"bert": "encoder.layer.", "llama": "layers.", "opt": "decoder.layers."}[family]
+    assert encoder_grads and all(f"{blocks}1." in name or name.endswith(("encoder.norm.weight", "final_layer_norm.weight",
+                                                                          "final_layer_norm.bias"))
                                  for name in encoder_grads)
     assert (catalogue(plain) - catalogue(cached)).abs().max() <= 1e-5
     assert len(cache_files(tmp_path)) == 1
@@ -287,3 +289,51 @@ def test_q4_cached_arms_run_only_when_named_with_the_end_to_end_seeds(tmp_path, 
     assert {(cfg.trainable_layers, cfg.peft, cfg.peft_layers) for cfg in cached} == \
         {(1, "none", -1), (2, "none", -1), (-1, "lora", 2)}
     assert len({run_label(cfg) for cfg in cached}) == len(cached)
+
+
+@pytest.mark.parametrize("family,blocks,final", [("bert", "encoder.layer.", ()), ("llama", "layers.", ("norm.weight",))])
+def test_norm_layers_of_the_top_block_and_the_final_norm_train_with_peft_layers(family, blocks, final, tmp_path):
+    """--peft ln --peft_layers 1: the norms of the top block and the final norm after it (Llama's
+    `norm`) train, nothing below; the cached step equals the uncached one."""
+    plain, cached, batch = build_pair(tmp_path, family, peft="ln", peft_layers=1)
+    trained = [name for name, p in cached.item_tower.encoder.named_parameters() if p.requires_grad]
+    assert trained and all(name.startswith(f"{blocks}1.") or name in final for name in trained)
+    assert set(final) <= set(trained)
+    plain_loss, plain_grads = loss_and_grads(plain, batch, 0)
+    cached_loss, cached_grads = loss_and_grads(cached, batch, 0)
+    assert cached_loss == pytest.approx(plain_loss, abs=1e-5)
+    assert max_grad_difference(plain_grads, cached_grads) <= 1e-5
+
+
+def test_two_attributes_are_cached_side_by_side(tmp_path):
+    """--news_attributes title,abstract: one file, both attributes' states at their offsets; the
+    cached step equals the uncached one."""
+    plain, cached, batch = build_pair(tmp_path, "bert", news_attributes="title,abstract", num_words_abstract=10)
+    layout = json.loads(cache_files(tmp_path)[0].with_suffix(".json").read_text())["layout"]
+    assert [part["attribute"] for part in layout] == ["title", "abstract"] and layout[1]["offset"] > 0
+    plain_loss, plain_grads = loss_and_grads(plain, batch, 0)
+    cached_loss, cached_grads = loss_and_grads(cached, batch, 0)
+    assert cached_loss == pytest.approx(plain_loss, abs=1e-5)
+    assert max_grad_difference(plain_grads, cached_grads) <= 1e-5
+
+
+def test_a_build_that_fails_midway_leaves_nothing_behind(tmp_path, monkeypatch):
+    """The data goes to a temp file, renamed last: a build stopped after the first attribute leaves
+    no cache file, no sidecar and no temp file; the next run builds the cache whole."""
+    import morec.layer_cache as layer_cache
+    real = layer_cache.write_attribute
+    calls = []
+
+    def stop_at_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(layer_cache, "write_attribute", stop_at_the_second)
+    cfg = cached_config(tmp_path, news_attributes="title,abstract", num_words_abstract=10)
+    with pytest.raises(KeyboardInterrupt):
+        build_run_model(cfg, ml100k(), CPU)
+    assert list((tmp_path / "cache" / "layers").iterdir()) == []
+    monkeypatch.setattr(layer_cache, "write_attribute", real)
+    build_run_model(cfg, ml100k(), CPU)
+    assert len(cache_files(tmp_path)) == 1

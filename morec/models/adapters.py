@@ -50,9 +50,9 @@ def adapt_encoder(encoder: nn.Module, adaptation: Adaptation) -> nn.Module:
         train_only(encoder, [p for name, p in encoder.named_parameters() if name.rpartition(".")[2] == "bias"
                              and not name.startswith("pooler.") and within(name)], "bias")
     else:
-        train_only(encoder, [p for name, module in encoder.named_modules() if is_norm(module)
-                             and not name.startswith("pooler") and within(name + ".")
-                             for p in module.parameters(recurse=False)], "normalisation layer (LayerNorm / RMSNorm)")
+        train_only(encoder, [p for name, module in encoder.named_modules() if is_norm(module) and not name.startswith("pooler")
+                             for own, p in module.named_parameters(recurse=False) if within(f"{name}.{own}")],
+                   "normalisation layer (LayerNorm / RMSNorm)")
     return encoder
 
 

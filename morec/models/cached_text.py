@@ -40,6 +40,10 @@ def encoder_blocks(encoder: nn.Module) -> nn.ModuleList:
 def first_trained_block(encoder: nn.Module, top: int) -> int:
     """L - top: the first of the `top` trained blocks; refused unless 1 <= top < L."""
     num_blocks = len(encoder_blocks(encoder))
+    if getattr(encoder.config, "layerdrop", 0) > 0:       # OPT's LayerDrop would skip the stand-in too
+        raise InputError(f"--cache_frozen_layers: the encoder's config sets layerdrop {encoder.config.layerdrop} "
+                         "(whole blocks skipped at random in training); the cached blocks cannot be skipped at "
+                         "random: set it to 0 in its config.json, or --cache_frozen_layers false")
     if not 1 <= top < num_blocks:
         raise InputError(f"--cache_frozen_layers caches the input of the top {top} blocks, but the encoder has "
                          f"{num_blocks} blocks: the top blocks must be 1 .. {num_blocks - 1} (with every block "
@@ -53,8 +57,10 @@ class CachedStates(nn.Module):
     def __init__(self, states: torch.Tensor):
         super().__init__()
         self.states = states                                         # (K, W, H)
+        self.calls = 0
 
     def forward(self, hidden_states, *args, **kwargs) -> torch.Tensor:
+        self.calls += 1
         return self.states
 
 
@@ -70,6 +76,8 @@ def top_blocks_only(encoder: nn.Module, first: int, states: torch.Tensor):
         for i in range(first):
             blocks[i] = stand_in
         yield
+        if stand_in.calls != first:          # a model that skipped or bypassed its blocks: never a silent result
+            raise RuntimeError(f"{type(encoder).__name__} ran {stand_in.calls} of its {first} cached blocks")
     finally:
         for i, block in enumerate(frozen):
             blocks[i] = block
