@@ -13,6 +13,13 @@ swapped each round, so a load change hits both), each round 1 warm-up step then 
 ones; medians over all timed steps. Text: all_minilm_l6_v2, titles, top-2 blocks trainable (the
 study SMALL settings); ID: an ID table. --profile: the ops that take the most time in one step
 of each precision (torch.profiler, self CPU time), to see where bf16 gains or loses.
+
+    python scripts/bench_cpu_bf16.py --quality RUNS_DIR
+
+Quality instead of speed: the tested runs under RUNS_DIR (train_id.py / test_id.py, the same values
+with and without --cpu_amp true) split by their recorded precision, HR@10 and NDCG@10 (percent) per
+seed, and bf16 - fp32 with scripts/results_table.py's seed-level test (paired t over the shared
+seeds, two-level bootstrap interval). The train seconds per epoch are the runs' own (wall, load included).
 """
 import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -104,6 +111,28 @@ def profile_step(model, initial, batches, cfg, name: str, tower: str) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40))
 
 
+def quality(runs_dir: str) -> None:
+    """bf16 vs fp32 runs of RUNS_DIR at the run (seed) level (module docstring)."""
+    import results_table as table
+    runs = {"fp32": [], "bf16": []}
+    for run in table.load_runs([runs_dir]):
+        runs[run.config["setting"]["precision"]].append(run)
+    for name, group in runs.items():
+        group.sort(key=lambda run: run.config["seed"])
+        for run in group:
+            history = table.read_history(run.dir)
+            print(f"{name} seed {run.config['seed']}: HR@10 {100 * run.test['test']['HR@10']:.2f}, NDCG@10 "
+                  f"{100 * run.test['test']['NDCG@10']:.2f}, best epoch {run.test['best_epoch']} of {len(history)}, "
+                  f"train s/epoch (median) {statistics.median(r['train_seconds'] for r in history):.2f}")
+    pair = table.pairing(runs["bf16"], runs["fp32"])
+    print(f"bf16 - fp32 ({pair.test_name}):")
+    for metric in table.METRICS:
+        result = table.compare(pair, metric)
+        means = {name: 100 * statistics.mean(run.test["test"][metric] for run in group) for name, group in runs.items()}
+        print(f"  {metric}: fp32 {means['fp32']:.2f}, bf16 {means['bf16']:.2f}, diff {result['diff']:+.2f} "
+              f"points [{result['ci_low']:+.2f}, {result['ci_high']:+.2f}], p {result['p']:.2f}")   # per-user values: percent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=64)
@@ -113,7 +142,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="1 is steadier on a shared machine")
     parser.add_argument("--towers", default="id,text", help="comma-separated: id, text")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--quality", metavar="RUNS_DIR", help="compare the tested bf16 and fp32 runs there instead")
     args = parser.parse_args()
+    if args.quality:
+        return quality(args.quality)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, bf16 instructions: {cpu_supports_bf16()}")
