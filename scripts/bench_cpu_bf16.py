@@ -25,6 +25,7 @@ import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file_
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import argparse
+import contextlib
 import copy
 import statistics
 import tempfile
@@ -56,6 +57,24 @@ def setup(tower: str, args):
         if len(batches) == args.steps + 1:
             break
     return cfg, model, copy.deepcopy(model.state_dict()), batches
+
+
+def matmul_ratio(rows: int, inner: int, cols: int, reps: int = 20) -> str:
+    """The ceiling of bf16's gain at one shape: CPU seconds of a bare (rows, inner) @ (inner, cols)
+    matmul in fp32 over bf16 (median of `reps`)."""
+    seconds = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(rows, inner, dtype=dtype), torch.randn(inner, cols, dtype=dtype)
+        times = []
+        for _ in range(reps + 1):
+            start = time.process_time()
+            a @ b
+            times.append(time.process_time() - start)
+        seconds[dtype] = statistics.median(times[1:])
+    flops = 2 * rows * inner * cols
+    return (f"bare matmul ({rows}, {inner}) @ ({inner}, {cols}): fp32 {flops / seconds[torch.float32] / 1e9:.1f} "
+            f"GFLOP/s, bf16 {flops / seconds[torch.bfloat16] / 1e9:.1f} GFLOP/s, "
+            f"bf16 speed-up {seconds[torch.float32] / seconds[torch.bfloat16]:.2f}x")
 
 
 def step_times(model, batches: list[dict], cfg, steps: int) -> list[tuple[float, float]]:
@@ -96,18 +115,24 @@ def bench(tower: str, args) -> None:
 
 
 def profile_step(model, initial, batches, cfg, name: str, tower: str) -> None:
-    """The 12 ops with the most self CPU time in one training step (after a warm-up step)."""
+    """The 12 ops with the most self CPU time over the timed steps (after a warm-up step), per step.
+    The profiler clocks wall time per op: on a loaded machine one preempted op can look slow."""
     model.load_state_dict(initial)
     model.train()
     optimizer = build_optimizer(model, cfg)
-    for batch in batches[:2]:
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            with autocast(cfg, CPU):
-                loss = model.calculate_loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    print(f"--- {tower} step, {name}: top ops by self CPU time")
+    for index, batch in enumerate(batches):
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if index == 1 \
+                else contextlib.nullcontext() as prof:                      # the timed steps: 1 .. steps
+            for step_batch in ([batch] if index == 0 else batches[1:]):
+                with autocast(cfg, CPU):
+                    loss = model.calculate_loss(step_batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        if index == 1:
+            break
+    steps = len(batches) - 1
+    print(f"--- {tower} step, {name}: top ops by self CPU time, {steps} steps (divide by {steps} for one)")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40))
 
 
@@ -151,6 +176,9 @@ def main() -> None:
           f"{torch.backends.cpu.get_cpu_capability()}, bf16 instructions: {cpu_supports_bf16()}")
     for tower in args.towers.split(","):
         bench(tower, args)
+    tokens = args.batch * (args.seq_len + 1) * 30          # at most B (L+1) titles of <= 30 tokens
+    print(matmul_ratio(args.batch * (args.seq_len + 1), 64, 64), "(the ID model's width)")
+    print(matmul_ratio(tokens, 384, 1536), "(a MiniLM feed-forward layer over B (L+1) 30-token titles)")
 
 
 if __name__ == "__main__":
