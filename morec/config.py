@@ -141,8 +141,9 @@ class Config:
     nproc_per_node: int = 1             # > 1: the script starts itself under torchrun (DDP; per-GPU batch_size)
     nnodes: int = 1                     # > 1: multi-node; every node runs the script with the same rdzv_endpoint
     rdzv_endpoint: str = ""             # host:port of the rendezvous for nnodes > 1 (e.g. the first node)
-    amp: bool = True                    # mixed precision on CUDA; ignored on CPU
+    amp: bool = True                    # mixed precision on CUDA; on the CPU only with cpu_amp
     amp_dtype: str = "bf16"             # bf16 | fp16 (fp16 uses a GradScaler)
+    cpu_amp: bool = False               # opt-in: bf16 autocast for training on a CPU with bf16 instructions (needs amp, bf16)
     compile_model: bool = False         # torch.compile the model for training
     deterministic: bool = False         # deterministic algorithms (torch.use_deterministic_algorithms, cuDNN deterministic, no cuDNN benchmark)
     sync_bn: bool = False               # vision towers under DDP on CUDA: BatchNorm statistics over every rank's batch (SyncBatchNorm)
@@ -163,7 +164,7 @@ class Config:
 # `train --epoch 3` and `test` (or a resumed run) find the same folder. The world size and
 # precision they imply do change the numbers: run_setting() puts them in the label and in
 # config.json ("setting"). epoch and patience are recorded in config.json.
-RUN_CONTROL = {"label", "runs_dir", "resume", "overwrite", "device", "amp", "amp_dtype", "compile_model", "deterministic",
+RUN_CONTROL = {"label", "runs_dir", "resume", "overwrite", "device", "amp", "amp_dtype", "cpu_amp", "compile_model", "deterministic",
                "nproc_per_node", "nnodes", "rdzv_endpoint", "num_workers", "progress", "log_every", "skip_nonfinite",
                "epoch", "patience", "eval_batch_size", "eval_chunk_elems", "cache_dir", "cold_start_count"}
 LABEL_PREFIX = [("model", ""), ("item_tower", ""), ("loss", ""), ("embedding_dim", "d"),
@@ -213,11 +214,12 @@ def run_setting(cfg: Config) -> dict:
 
     These change the numbers (per-rank batches and in-batch negatives, AMP rounding), so runs that
     differ in them must not share a label or a table row. Precision is fp32 unless `amp` is on and
-    the device resolves to CUDA ("auto" is CUDA iff torch.cuda.is_available())."""
+    the device resolves to CUDA ("auto" is CUDA iff torch.cuda.is_available()), or to the CPU with
+    the `cpu_amp` opt-in (bf16; morec.parts.check_cpu_bf16 refuses a CPU without bf16 instructions)."""
     import torch
     on_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
     return {"world_size": cfg.nproc_per_node * cfg.nnodes,
-            "precision": cfg.amp_dtype if cfg.amp and on_cuda else "fp32"}
+            "precision": cfg.amp_dtype if cfg.amp and (on_cuda or cfg.cpu_amp) else "fp32"}
 
 
 def setting_tag(setting: dict) -> list[str]:
@@ -426,7 +428,7 @@ RULES = {
     "eval_batch_size": _at_least(1), "eval_chunk_elems": _at_least(1), "cold_start_count": _at_least(0),
     "label": _label, "runs_dir": _any, "resume": _any, "overwrite": _any, "device": _device,
     "nproc_per_node": _at_least(1), "nnodes": _at_least(1), "rdzv_endpoint": _endpoint, "amp": _any,
-    "amp_dtype": _one_of("bf16", "fp16"), "compile_model": _any, "deterministic": _any, "sync_bn": _any,
+    "amp_dtype": _one_of("bf16", "fp16"), "cpu_amp": _any, "compile_model": _any, "deterministic": _any, "sync_bn": _any,
     "num_workers": _at_least(0),
     "progress": _any, "log_every": _at_least(0), "cache_dir": _not_empty,
     # fields of the evaluation and data branches (checked when present)
@@ -488,6 +490,9 @@ def _combination_problems(cfg: Config) -> list[str]:
     elif cfg.ts_layers == "all" and cfg.item_tower == "vision" and cfg.side_network == "none":
         problems.append("--ts_layers all is for text encoders (equal-width layers); a vision encoder's stages "
                         "differ in width: use --ts_layers last with --item_tower vision")
+    if cfg.cpu_amp and not (cfg.amp and cfg.amp_dtype == "bf16"):
+        problems.append(f"--cpu_amp true trains under bf16 autocast on the CPU, but --amp is {cfg.amp} and "
+                        f"--amp_dtype {cfg.amp_dtype}: use --amp true --amp_dtype bf16 with it, or drop --cpu_amp")
     if cfg.resume and cfg.overwrite:
         problems.append("--resume and --overwrite contradict each other: pass one of them")
     if cfg.nnodes > 1 and not cfg.rdzv_endpoint:

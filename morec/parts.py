@@ -38,6 +38,7 @@ def resolve_device(name: str) -> torch.device:
 def start_devices(cfg: Config) -> tuple[torch.device, World]:
     """This process's device and its place among torchrun's processes (one GPU per process)."""
     device = resolve_device(cfg.device)
+    check_cpu_bf16(cfg, device)
     set_determinism(cfg.deterministic)
     world = init_world(device.type)
     check_world(run_setting(cfg)["world_size"], cfg.inbatch_chunk, world.size)
@@ -154,6 +155,38 @@ def distributed_trainer(model: Recommender, cfg: Config, world: World, device: t
     if world.distributed:
         trainer = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     return torch.compile(trainer) if cfg.compile_model else trainer
+
+
+def cpu_supports_bf16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
+    """Whether this CPU has bf16 instructions: x86 AVX512-BF16 or AMX (as torch.cpu detects them),
+    or the flag `avx512_bf16` / `amx_bf16` (x86) or `bf16` (ARM) in `cpuinfo` (Linux's). Without
+    them autocast emulates bf16 by converting to and from fp32: no faster, only less exact."""
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        if getattr(torch.cpu, probe, lambda: False)():
+            return True
+    try:
+        with open(cpuinfo, encoding="utf-8") as lines:
+            flags = {flag for line in lines if line.lower().startswith(("flags", "features"))
+                     for flag in line.partition(":")[2].split()}
+    except OSError:                            # not Linux: the torch probes above are the answer
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def check_cpu_bf16(cfg: Config, device: torch.device) -> None:
+    """Refuse --cpu_amp on a CPU without bf16 instructions (cpu_supports_bf16), before anything is written."""
+    if device.type == "cpu" and run_setting(cfg)["precision"] == "bf16" and not cpu_supports_bf16():
+        raise InputError("--cpu_amp true asks for bf16 autocast on the CPU, but this CPU has no bf16 instructions "
+                         "(AVX512-BF16, AMX or ARM bf16): it would only emulate bf16, slower than fp32; drop "
+                         "--cpu_amp (train in fp32) or train on a CPU or GPU with bf16 support")
+
+
+def autocast(cfg: Config, device: torch.device) -> torch.autocast:
+    """Training's mixed precision (run_setting's "precision"): on CUDA when cfg.amp (bf16, or fp16
+    with the run's GradScaler); on the CPU only with the cfg.cpu_amp opt-in (bf16, no scaler);
+    else off (fp32, the CPU default)."""
+    dtype = torch.float16 if cfg.amp_dtype == "fp16" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype, enabled=cfg.amp and (device.type == "cuda" or cfg.cpu_amp))
 
 
 def grad_scaler(cfg: Config, device: torch.device) -> torch.amp.GradScaler:

@@ -252,7 +252,7 @@ def check_resume_values(cfg: Config, files: RunFiles) -> None:
     if saved and saved_setting(saved) != run_setting(cfg):
         raise InputError(f"--resume of {files.dir} with setting {run_setting(cfg)}, but it was trained with "
                          f"{saved_setting(saved)} (world size = nproc_per_node x nnodes; precision from "
-                         "--amp, --amp_dtype and the device): these change the numbers; resume with the "
+                         "--amp, --amp_dtype, --cpu_amp and the device): these change the numbers; resume with the "
                          "saved setting or start a new run (another --label, or without --label)")
     if saved and any(saved.get(k) != getattr(cfg, k) for k in ("epoch", "patience")):
         write_json_atomic(files.config, {**saved, "setting": saved_setting(saved), "epoch": cfg.epoch,

@@ -36,7 +36,7 @@ from morec.features import run_item_images
 from morec.memory import check_memory
 from morec.resolve import memory_spec, run_specs
 from morec.models import Recommender
-from morec.parts import (build_optimizer, build_run_model, distributed_trainer, grad_scaler, load_data,
+from morec.parts import (autocast, build_optimizer, build_run_model, distributed_trainer, grad_scaler, load_data,
                          lr_scheduler, make_batches, resolve_device, start_devices)
 from morec.runlock import run_lock
 from morec.runs import (RunFiles, StepLog, cost_record, fresh_state, load_model_weights, log_checkpoint_contents,
@@ -112,12 +112,6 @@ def eval_precision(cfg: Config, device: torch.device) -> torch.autocast:
     """Catalogue encoding precision (SPEC "Evaluation"): fp32 (autocast off, also inside an outer
     autocast) unless cfg.eval_amp asks for the run's mixed precision."""
     return autocast(cfg, device) if cfg.eval_amp else torch.autocast(device.type, enabled=False)
-
-
-def autocast(cfg: Config, device: torch.device) -> torch.autocast:
-    """Mixed precision on CUDA when cfg.amp (bf16, or fp16 with the run's GradScaler); off on CPU."""
-    dtype = torch.float16 if cfg.amp_dtype == "fp16" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype, enabled=cfg.amp and device.type == "cuda")
 
 
 def selection_score(cfg: Config, metrics: dict[str, float]) -> list[float]:
