@@ -9,7 +9,8 @@ every slot encoded (off); (2) the tokenisation cache: first run against the cach
 (1) One model, reset to the same weights for each mode; 1 warm-up step then `--steps` timed
 steps (forward, backward, AdamW) on the same batches; the loss of the first batch in eval mode
 (no dropout) must be the same either way. The deduplicated step is also set against its FLOP floor
-(EncoderFloor: encoder FLOP/s of the step over a bare fp32 matmul's, in the same run). (2) item_tokens() into an empty cache, then again;
+(EncoderFloor: encoder FLOP/s of the step over a bare fp32 matmul's, in the same run, by wall and
+by CPU time). (2) item_tokens() into an empty cache, then again;
 with --synthetic_items the ml-100k titles are repeated (numbered) to a MIND-sized catalogue.
 """
 import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
@@ -65,8 +66,9 @@ def step_times(model, batches: list[dict], cfg, steps: int, device: torch.device
 class EncoderFloor:
     """The text step against its FLOP floor: each step's encoder FLOPs (morec.flops, from the
     (sequences, tokens) shape of every encoder call, padding included, forward + backward) per
-    second over a bare square fp32 torch.matmul's FLOPs per second, the matmul timed right after
-    each step (interleaved). Medians over the timed steps (the warm-up step is dropped)."""
+    second over a bare square fp32 torch.matmul's FLOPs per second, 3 matmuls timed right after
+    each step (interleaved). Seconds are both wall and this process's CPU time (on a loaded
+    machine the CPU-time ratio is the steadier one: one thread). Medians over the timed steps."""
 
     def __init__(self, encoder, trainable_layers: int):
         config = encoder.config
@@ -74,6 +76,7 @@ class EncoderFloor:
         self.trainable_layers, self.calls, self.steps, self.matmuls = trainable_layers, [], [], []
         size = config.intermediate_size                     # the encoder's largest matmul dimension
         self.a, self.b = torch.randn(size, size), torch.randn(size, size)
+        self.cpu_mark = time.process_time()
         encoder.register_forward_pre_hook(self.record, with_kwargs=True)
 
     def record(self, module, args, kwargs):
@@ -81,23 +84,27 @@ class EncoderFloor:
         self.calls.append(tuple(input_ids.shape))
 
     def after_step(self, seconds: float) -> None:
-        flops = sum(encoder_step_flops(n, t, *self.shape, self.trainable_layers)
-                    for n, t in self.calls)
-        self.steps.append((flops, seconds, sum(n * t for n, t in self.calls)))
+        cpu_seconds = time.process_time() - self.cpu_mark
+        flops = sum(encoder_step_flops(n, t, *self.shape, self.trainable_layers) for n, t in self.calls)
+        self.steps.append((flops, seconds, cpu_seconds, sum(n * t for n, t in self.calls)))
         self.calls = []
         torch.matmul(self.a, self.b)                       # warm
-        start = time.perf_counter()
-        torch.matmul(self.a, self.b)
-        self.matmuls.append(matmul_flops(len(self.a), len(self.a), len(self.a)) / (time.perf_counter() - start))
+        for _ in range(3):
+            wall, cpu = time.perf_counter(), time.process_time()
+            torch.matmul(self.a, self.b)
+            self.matmuls.append((time.perf_counter() - wall, time.process_time() - cpu))
+        self.cpu_mark = time.process_time()
 
     def report(self) -> None:
-        step_rate = statistics.median(f / s for f, s, _ in self.steps[1:])
-        matmul_rate = statistics.median(self.matmuls[1:])
-        flops, _, tokens = self.steps[1]
+        flops, _, _, tokens = self.steps[1]
+        matmul = matmul_flops(len(self.a), len(self.a), len(self.a))
         print(f"encoder: {tokens} tokens encoded per step (padding included), {flops / 1e9:.1f} GFLOP "
-              f"forward + backward; {step_rate / 1e9:.1f} GFLOP/s over the whole step")
-        print(f"bare fp32 matmul {len(self.a)}^3: {matmul_rate / 1e9:.1f} GFLOP/s (interleaved)")
-        print(f"step encoder FLOP/s / matmul floor: {step_rate / matmul_rate:.2f}")
+              f"forward + backward")
+        for clock, name in ((1, "wall"), (2, "CPU")):
+            step_rate = statistics.median(step[0] / step[clock] for step in self.steps[1:])
+            matmul_rate = statistics.median(matmul / m[clock - 1] for m in self.matmuls[3:])
+            print(f"{name} time: step {step_rate / 1e9:.1f} GFLOP/s, bare fp32 matmul {len(self.a)}^3 "
+                  f"{matmul_rate / 1e9:.1f} GFLOP/s; step encoder FLOP/s / matmul floor: {step_rate / matmul_rate:.2f}")
 
 
 def bench_steps(args) -> None:
