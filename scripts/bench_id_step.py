@@ -9,8 +9,9 @@ gradient norm and AdamW. The floor: model.encoder (the SASRec blocks) forward on
 vectors (B, L, d) that require a gradient, and backward of the states' sum; no data, no loss, no
 optimizer; for the in-batch loss also the loss's bare logits matmul (forward + backward) of the
 same shape, a second floor. Step and floors alternate (`--steps` of each, the first of each dropped as warm-up),
-medians. With --profile, a torch.profiler table of 5 steps follows. Last line:
-`step / encoder forward+backward: <x>x`.
+medians, by wall and by CPU time. With --profile, a torch.profiler table of 5 steps follows. The
+ratio's last line (before the table):
+`CPU time: step / encoder forward+backward: <x>x` (and the same by wall time above it).
 """
 import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
 
@@ -27,6 +28,17 @@ from morec.parts import build_optimizer, build_run_model, distributed_trainer, g
 from morec.train import EpochProgress, optimizer_steps, train_step
 
 
+class Clock:
+    """Wall and process CPU seconds since start (one thread: the CPU time is the steadier on a
+    machine shared with other jobs)."""
+
+    def __init__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def read(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
 def make_run(args) -> SimpleNamespace:
     """What train_step and optimizer_steps read of a run, for one CPU process."""
     cfg = make_config(dict(item_tower="id", loss=args.loss, batch_size=args.batch, max_seq_len=args.seq_len,
@@ -41,17 +53,19 @@ def make_run(args) -> SimpleNamespace:
 
 
 def real_steps(run):
-    """Endless: each call times one step of the training loop, the batch's fetch included."""
+    """Endless: each call times one step of the training loop, the batch's fetch included;
+    yields (step seconds, of which fetching the batch)."""
     epoch = 1
     while True:
         steps = optimizer_steps(run, epoch, EpochProgress())
         while True:
-            start = time.perf_counter()
+            clock = Clock()
             micro_batches = next(steps, None)
             if micro_batches is None:
                 break
+            fetched = clock.read()[0]
             train_step(run, micro_batches)
-            yield time.perf_counter() - start
+            yield clock.read(), fetched
         epoch += 1
 
 
@@ -62,10 +76,10 @@ def bare_encoder(run):
     vecs = run.model.item_tower.encode_items(input_ids).detach().requires_grad_(True)  # (B, L, d)
     params = [p for p in run.model.encoder.parameters() if p.requires_grad]
 
-    def forward_backward() -> float:
-        start = time.perf_counter()
+    def forward_backward() -> tuple[float, float]:
+        clock = Clock()
         run.model.states(vecs, input_ids).sum().backward()
-        seconds = time.perf_counter() - start
+        seconds = clock.read()
         for p in params + [vecs]:
             p.grad = None
         return seconds
@@ -81,10 +95,10 @@ def bare_logits(run):
     slot_vecs = torch.randn(slots, run.model.item_tower.dim, requires_grad=True)
     upstream = torch.randn(rows, slots)
 
-    def forward_backward() -> float:
-        start = time.perf_counter()
+    def forward_backward() -> tuple[float, float]:
+        clock = Clock()
         torch.autograd.grad(states @ slot_vecs.T, [states, slot_vecs], upstream)
-        return time.perf_counter() - start
+        return clock.read()
     return forward_backward
 
 
@@ -114,18 +128,23 @@ def main() -> None:
         floor_s.append(floor())
         if args.loss == "inbatch":
             logits_s.append(logits())
-    step, bare = statistics.median(step_s[1:]), statistics.median(floor_s[1:])
+    fetch = statistics.median(f for _, f in step_s[1:])
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; ID SASRec, {args.loss} loss, "
-          f"B={args.batch} L={args.seq_len} d=64, ml-100k")
-    print(f"training step (data, lookups, encoder, loss, backward, AdamW): {1e3 * step:.2f} ms; bare encoder "
-          f"forward+backward: {1e3 * bare:.2f} ms (medians of {args.steps - 1}, interleaved)")
-    if logits_s:
-        matmul = statistics.median(logits_s[1:])
-        print(f"in-batch logits matmul forward+backward alone: {1e3 * matmul:.2f} ms; step / (encoder + logits "
-              f"matmul): {step / (bare + matmul):.2f}x")
-    if args.profile:
+          f"B={args.batch} L={args.seq_len} d=64, ml-100k; medians of {args.steps - 1}, interleaved; the "
+          f"batch's fetch from the data pipeline: {1e3 * fetch:.2f} ms")
+    for clock, name in ((0, "wall"), (1, "CPU")):
+        step = statistics.median(s[clock] for s, _ in step_s[1:])
+        bare = statistics.median(f[clock] for f in floor_s[1:])
+        line = (f"{name} time: step (data, lookups, encoder, loss, backward, AdamW) {1e3 * step:.2f} ms, bare "
+                f"encoder forward+backward {1e3 * bare:.2f} ms")
+        if logits_s:
+            matmul = statistics.median(m[clock] for m in logits_s[1:])
+            line += (f", in-batch logits matmul forward+backward {1e3 * matmul:.2f} ms; step / (encoder + "
+                     f"logits matmul) {step / (bare + matmul):.2f}x")
+        print(line)
+        print(f"{name} time: step / encoder forward+backward: {step / bare:.2f}x")
+    if args.profile:                                     # the table goes last; the ratio is printed above
         profile_steps(run, steps)
-    print(f"step / encoder forward+backward: {step / bare:.2f}x")
 
 
 if __name__ == "__main__":
