@@ -51,19 +51,57 @@ def inbatch_debiased_loss(states: torch.Tensor, slot_vecs: torch.Tensor, slot_it
     filter_false_negatives: also drop every column whose vector equals the row's target vector
                   exactly (e.g. a duplicate title)
     """
-    logits = states @ slot_vecs.T - slot_log_pop                                       # (R, S)
-    own_item = (user_items.unsqueeze(-1) == slot_items.view(1, 1, -1)).any(1)         # (G, S)
-    excluded = own_item[row_users] | (slot_items == 0)                                # (R, S)
+    logits = subtract_in_place(states @ slot_vecs.T, slot_log_pop)                    # (R, S)
+    excluded = (holds_any(user_items, slot_items) | (slot_items == 0))[row_users]     # (R, S)
     if extra is not None:
         logits = torch.cat([logits, states @ extra.vecs.T - extra.log_q], 1)          # (R, S+K)
-        accidental_hits = (user_items.unsqueeze(-1) == extra.items.view(1, 1, -1)).any(1)[row_users]   # (R, K)
+        accidental_hits = holds_any(user_items, extra.items)[row_users]               # (R, K)
         excluded = torch.cat([excluded, accidental_hits], 1)
     if filter_false_negatives:
         vecs = slot_vecs if extra is None else torch.cat([slot_vecs, extra.vecs.to(slot_vecs.dtype)])
         excluded |= same_vector_as_label(vecs, label_slots)
     excluded[torch.arange(len(label_slots), device=excluded.device), label_slots] = False
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32)).masked_fill(excluded, float("-inf"))
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    logits = ExcludeBeforeSoftmax.apply(logits, excluded)
     return F.cross_entropy(logits, label_slots, reduction=reduction)
+
+
+def holds_any(user_items: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """(G, C) True where items[c] is one of user_items[g] (the (G, H) rows; 0 counts as an item).
+
+    Same answer as (user_items[:, :, None] == items).any(1), without its (G, H, C) compare: the ids
+    are numbered 0..U-1 by torch.unique, each user's ids set in a (G, U) table, the columns read
+    from it. Cost O(G H + G C) instead of O(G H C) (B = 512, L = 20: 21 times less)."""
+    ids, inverse = torch.unique(torch.cat([user_items.reshape(-1), items]), return_inverse=True)
+    user_ids, item_ids = inverse[:user_items.numel()].view(user_items.shape), inverse[user_items.numel():]
+    table = torch.zeros(len(user_items), len(ids), dtype=torch.bool, device=items.device)   # (G, U)
+    table.scatter_(1, user_ids, True)
+    return table[:, item_ids]                                                         # (G, C)
+
+
+def subtract_in_place(logits: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """logits - log_q, reusing the (R, C) logits' memory when that keeps the dtype (the matmul's
+    backward needs its inputs, not its output); out of place where the dtypes promote (bf16 - fp32)."""
+    if logits.dtype == torch.result_type(logits, log_q):
+        return logits.sub_(log_q)
+    return logits - log_q
+
+
+class ExcludeBeforeSoftmax(torch.autograd.Function):
+    """logits.masked_fill_(excluded, -inf) in place; the backward passes the gradient through.
+
+    Only for logits that go straight into a softmax cross-entropy: there the gradient at a -inf
+    logit is exactly zero (0 - softmax 0 x the row's gradient sum = +0), so the zeroing of autograd's
+    masked_fill backward (a copy of the (R, C) gradient) and the forward copy change nothing."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, excluded: torch.Tensor) -> torch.Tensor:
+        ctx.mark_dirty(logits)
+        return logits.masked_fill_(excluded, float("-inf"))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
 
 
 class ExtraNegatives(NamedTuple):

@@ -11,7 +11,8 @@ items, d = 64, ~20 history items per user (--quick: 10k x 5k). The reference run
 are compared on those users. Vectors lie on the grid k/16, so float32 dot products are exact and
 both paths must agree exactly. The vectorised path of (b) runs in a child process (for two user
 counts) that samples its own RSS, to show that memory is bounded by the chunk, not by users x items.
-Last line: `speedup: <x>x` for (b).
+Each case also prints the vectorised path's time over its floor, the bare chunked matmul (the
+same chunks' score matmuls alone, timed in the same process). Last line: `speedup: <x>x` for (b).
 
 --scaling: the vectorised path alone at MIND size (d = 64, 80k items; 10k, 100k and 630k users),
 each size in its own child process: seconds, users/s, RSS with the data loaded, peak RSS while
@@ -72,6 +73,16 @@ def vectorised(user_vecs, item_vecs, targets, history):
     return time.perf_counter() - start, 1 + counts[:, 0], metrics
 
 
+def bare_chunked_matmul(user_vecs, item_vecs, targets=None, history=None) -> float:
+    """The floor of the vectorised path: the same chunks' score matmuls and nothing else; seconds."""
+    start = time.perf_counter()
+    num_rows = max(1, CHUNK_ELEMS // item_vecs.shape[0])
+    item_vecs_t = item_vecs.float().T.contiguous()                                  # (d, N+1)
+    for first in range(0, len(user_vecs), num_rows):
+        user_vecs[first:first + num_rows].float() @ item_vecs_t                      # (C, N+1)
+    return time.perf_counter() - start
+
+
 def child(args) -> None:
     """Run the vectorised path of case (b) in this process, sampling RSS every 2 ms."""
     torch.set_num_threads(args.threads)
@@ -88,8 +99,9 @@ def child(args) -> None:
     seconds, ranks, metrics = vectorised(*case)
     done.set()
     sampler.join()
+    floor = bare_chunked_matmul(*case)
     np.save(args.out, ranks.numpy())
-    print(json.dumps({"seconds": seconds, "metrics": metrics, "rss_before": before,
+    print(json.dumps({"seconds": seconds, "floor_seconds": floor, "metrics": metrics, "rss_before": before,
                       "rss_peak": max(peak[0], rss_bytes()),
                       "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 
@@ -120,6 +132,11 @@ def compare(name: str, fast_ranks: np.ndarray, slow_ranks: np.ndarray) -> None:
         raise SystemExit(f"mismatch: {int((fast_ranks[:n] != slow_ranks).sum())} users differ")
 
 
+def print_floor(name: str, fast_s: float, floor_s: float, how: str) -> None:
+    print(f"  [{name}] bare chunked matmul {floor_s:.3f}s; vectorised / bare chunked matmul: "
+          f"{fast_s / floor_s:.2f}x ({how})")
+
+
 def report(name: str, users: int, fast_s: float, ref_s: float, ref_users: int) -> float:
     ref_total = ref_s * users / ref_users
     note = "" if ref_users == users else f" (measured {ref_s:.2f}s on {ref_users} users, extrapolated)"
@@ -136,8 +153,12 @@ def bench_ml100k(args) -> None:
             torch.from_numpy(data.split_target("valid")), torch.from_numpy(data.split_history("valid")))
     print(f"(a) ml-100k valid: {data.num_users} users x {data.num_items} items, d={args.dim}, "
           f"history width {case[3].shape[1]}")
-    times = [vectorised(*case) for _ in range(10)]
+    times, floors = [], []
+    for _ in range(10):                                    # interleaved with the floor
+        times.append(vectorised(*case))
+        floors.append(bare_chunked_matmul(*case))
     fast_s = float(np.median([t[0] for t in times]))
+    print_floor("ml-100k", fast_s, float(np.median(floors)), "medians of 10, interleaved")
     ref_s, slow_ranks = reference(case, data.num_users)
     compare("ml-100k", times[0][1].numpy(), slow_ranks)
     report("ml-100k", data.num_users, fast_s, ref_s, data.num_users)
@@ -161,6 +182,7 @@ def bench_synthetic(args) -> float:
     ref_s, slow_ranks = reference(case, args.ref_users)
     compare("synthetic", fast_ranks, slow_ranks)
     full = runs[args.users]
+    print_floor("synthetic", full["seconds"], full["floor_seconds"], "one pass each, the floor right after")
     return report("synthetic", args.users, full["seconds"], ref_s, args.ref_users)
 
 
@@ -172,15 +194,16 @@ def bench_scaling(args) -> float:
     per_chunk = CHUNK_ELEMS // (args.items + 1)
     print(f"scaling: {args.items} items, d={args.dim}, ~{args.hist} history items per user, chunk_elems "
           f"{CHUNK_ELEMS} ({per_chunk} users per chunk), torch threads {args.threads}; one child process per size")
-    print(f"| {'users':>7} | {'seconds':>8} | {'users/s':>8} | {'s per 100k users':>16} | {'RSS with data':>13} "
+    print(f"| {'users':>7} | {'seconds':>8} | {'/ bare matmul':>13} | {'users/s':>8} | {'s per 100k users':>16} | {'RSS with data':>13} "
           f"| {'peak while ranking':>18} | {'ranking extra':>13} | {'unchunked scores':>16} |")
-    print(f"|{'-' * 9}|{'-' * 10}|{'-' * 10}|{'-' * 18}|{'-' * 15}|{'-' * 20}|{'-' * 15}|{'-' * 18}|")
+    print(f"|{'-' * 9}|{'-' * 10}|{'-' * 15}|{'-' * 10}|{'-' * 18}|{'-' * 15}|{'-' * 20}|{'-' * 15}|{'-' * 18}|")
     with tempfile.TemporaryDirectory() as tmp:
         for index, users in enumerate(sizes):
             out = os.path.join(tmp, f"ranks{index}.npy")
             r = run_child(args, users, out)
             extra = r["rss_peak"] - r["rss_before"]
-            print(f"| {users:>7,} | {r['seconds']:>8.2f} | {users / r['seconds']:>8,.0f} | "
+            print(f"| {users:>7,} | {r['seconds']:>8.2f} | {r['seconds'] / r['floor_seconds']:>12.2f}x | "
+                  f"{users / r['seconds']:>8,.0f} | "
                   f"{r['seconds'] * 1e5 / users:>16.2f} | {r['rss_before'] / MiB:>9.0f} MiB | "
                   f"{r['rss_peak'] / MiB:>14.0f} MiB | {extra / MiB:>9.0f} MiB | "
                   f"{users * (args.items + 1) * 4 / 2 ** 30:>12.1f} GiB |", flush=True)

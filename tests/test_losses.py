@@ -138,3 +138,63 @@ def test_sasrec_bce_ignores_padded_positions():
     # every real position: pos logit 0 -> ln 2; neg logit ln 3 -> ln 4
     assert sasrec_bce_loss(states, pos_vecs, neg_vecs, input_ids).item() == pytest.approx(
         math.log(2) + math.log(4), rel=1e-6)
+
+
+def inbatch_loss_before_masks_were_cheapened(states, slot_vecs, slot_items, slot_log_pop, label_slots,
+                                             row_users, user_items, extra=None, filter_false_negatives=False):
+    """The earlier formulation of inbatch_debiased_loss: a (G, H, C) compare for the own items,
+    out-of-place subtraction and masked_fill. The current one must give the same bits."""
+    logits = states @ slot_vecs.T - slot_log_pop
+    own_item = (user_items.unsqueeze(-1) == slot_items.view(1, 1, -1)).any(1)
+    excluded = own_item[row_users] | (slot_items == 0)
+    if extra is not None:
+        logits = torch.cat([logits, states @ extra.vecs.T - extra.log_q], 1)
+        excluded = torch.cat([excluded, (user_items.unsqueeze(-1) == extra.items.view(1, 1, -1)).any(1)[row_users]], 1)
+    if filter_false_negatives:
+        from morec.losses import same_vector_as_label
+        vecs = slot_vecs if extra is None else torch.cat([slot_vecs, extra.vecs])
+        excluded |= same_vector_as_label(vecs, label_slots)
+    excluded[torch.arange(len(label_slots)), label_slots] = False
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32)).masked_fill(excluded, float("-inf"))
+    return torch.nn.functional.cross_entropy(logits, label_slots, reduction="none")
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("with_extra,filter_duplicates", [(False, False), (True, False), (True, True)])
+def test_cheaper_masks_give_the_same_bits(seed, with_extra, filter_duplicates):
+    """Random batches with repeated items, padding slots, extra negatives and duplicate vectors:
+    row losses and gradients equal bit for bit to the earlier formulation's."""
+    gen = torch.Generator().manual_seed(seed)
+    rows, num_slots, hist, num_items, dim = 40, 30, 6, 8, 4
+    user_items = torch.randint(0, num_items + 1, (10, hist), generator=gen)         # 0: padding
+    slot_items = torch.randint(0, num_items + 1, (num_slots,), generator=gen)
+    row_users = torch.randint(0, 10, (rows,), generator=gen)
+    label_slots = torch.randint(0, num_slots, (rows,), generator=gen)
+    states = torch.randn(rows, dim, generator=gen, requires_grad=True)
+    base = torch.randn(num_items + 1, dim, generator=gen)
+    slot_vecs = base[slot_items].clone().requires_grad_(True)                       # same item, same vector
+    log_pop = torch.rand(num_items + 1, generator=gen).log()
+    extra = None
+    if with_extra:
+        extra_items = torch.randint(1, num_items + 1, (5,), generator=gen)
+        extra = ExtraNegatives(base[extra_items].clone().requires_grad_(True), extra_items, log_pop[extra_items])
+    assert (slot_items == 0).any() and len(torch.unique(slot_items)) < num_slots
+    args = (states, slot_vecs, slot_items, log_pop[slot_items], label_slots, row_users, user_items)
+    leaves = [states, slot_vecs] + ([extra.vecs] if extra is not None else [])
+    weights = torch.rand(rows, generator=gen)                                       # as a weighted reduction
+    got = inbatch_debiased_loss(*args, "none", extra, filter_duplicates)
+    want = inbatch_loss_before_masks_were_cheapened(*args, extra, filter_duplicates)
+    assert torch.isfinite(got).all() and torch.equal(got, want)
+    for a, b in zip(torch.autograd.grad((got * weights).sum(), leaves),
+                    torch.autograd.grad((want * weights).sum(), leaves)):
+        assert torch.equal(a, b)
+
+
+def test_holds_any_matches_the_broadcast_compare():
+    from morec.losses import holds_any
+    gen = torch.Generator().manual_seed(0)
+    user_items = torch.randint(0, 50, (7, 9), generator=gen)
+    items = torch.randint(0, 60, (33,), generator=gen)
+    want = (user_items.unsqueeze(-1) == items.view(1, 1, -1)).any(1)
+    assert want.any() and not want.all()
+    assert torch.equal(holds_any(user_items, items), want)
