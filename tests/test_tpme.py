@@ -143,3 +143,21 @@ def test_a_real_run_records_the_count_the_table_shows(tmp_path):
     (row,) = results_table.table_rows(results_table.load_runs([tmp_path / "run"]))
     assert row["trainable_parameters"] == expected and row["tpme"] == 1.0
     assert "(inbatch, no full fine-tuning row: the most trainable parameters)" in results_table.markdown([row])
+
+
+def test_bench_peft_reuses_the_iisan_configuration_and_reports_its_ratios():
+    """scripts/bench_peft.py's IISAN is bench_iisan's configuration; its summary line divides the
+    recorded seconds and training peaks (no timing here: hand-made results)."""
+    import bench_iisan
+    import bench_peft
+    assert bench_peft.config_values("iisan") == bench_iisan.CONFIGS["iisan"][1]
+    assert bench_peft.config_values("iisan")["side_network"] == "iisan"
+    row = {"trainable_encoder": 0, "encoder": 0, "trainable_all": 10, "peak_rss_mib": 900.0, "ready_rss_mib": 700.0}
+    results = {"full": {**row, "seconds_per_step": 6.0, "train_peak_rss_mib": 3000.0},
+               "lora": {**row, "seconds_per_step": 4.0, "train_peak_rss_mib": 2400.0},
+               "iisan": {**row, "seconds_per_step": 0.1, "train_peak_rss_mib": 900.0}}
+    assert bench_peft.speedup_line(results) == (
+        "IISAN (cached): 60x faster per step than full fine-tuning, 0.30x its training peak RSS; "
+        "40x faster per step than LoRA r=8, 0.38x its training peak RSS")
+    iisan_line = bench_peft.table(results).splitlines()[4]
+    assert iisan_line.startswith("| IISAN, --side_network iisan (cached) | 0 of 0 | 10 | 0.1 | 0.017x | 0.025x |")
