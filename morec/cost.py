@@ -17,15 +17,32 @@ second, trainable parameters and peak memory.
   started, which may come from earlier work of the same process (an earlier run of a study).
   Not getrusage on Linux: its ru_maxrss also keeps the peak that any exited thread of the process
   saw, which clear_refs does not reset.
+
+``tpme``: IISAN's composite of the three (Fu et al., SIGIR 2024, "training-time, parameter and
+memory efficiency"), used by scripts/results_table.py and scripts/bench_iisan.py.
 """
 from __future__ import annotations
 
+import math
 import resource
 import sys
 
 import torch
 
 MIB = 2 ** 20
+TPME_WEIGHTS = (1 / 3, 1 / 3, 1 / 3)     # training time, trainable parameters, memory: equal weights
+
+
+def tpme(cost: tuple[float, float, float], reference: tuple[float, float, float],
+         weights: tuple[float, float, float] = TPME_WEIGHTS) -> float:
+    """TPME = w_T * T / T_ref + w_P * P / P_ref + w_M * M / M_ref (Fu et al., SIGIR 2024, IISAN):
+    `cost` and `reference` are (training time, trainable parameters, memory), the reference being
+    full fine-tuning; lower is better, 1 for the reference. The weights here are equal (1/3 each);
+    the paper weighs its terms with its own factors, so values compare rows measured alike, not
+    with the paper's. NaN when a value is NaN or a reference value is not positive."""
+    if len(cost) != 3 or len(reference) != 3 or any(not ref > 0 for ref in reference):
+        return math.nan
+    return sum(w * (value / ref) for w, value, ref in zip(weights, cost, reference))
 
 
 def trainable_parameters(model: torch.nn.Module) -> int:

@@ -120,9 +120,10 @@ def run_worker(name: str, args) -> dict:
 
 
 def tpme(row: dict, base: dict) -> float:
-    """(T / T_full + P / P_full + M / M_full) / 3 (module docstring)."""
-    return (row["seconds_per_step"] / base["seconds_per_step"] + row["trainable"] / base["trainable"]
-            + row["added_mib"] / base["added_mib"]) / 3
+    """(T / T_full + P / P_full + M / M_full) / 3 (module docstring): morec.cost.tpme on the rows' values."""
+    from morec.cost import tpme as cost_tpme
+    return cost_tpme((row["seconds_per_step"], row["trainable"], row["added_mib"]),
+                (base["seconds_per_step"], base["trainable"], base["added_mib"]))
 
 
 def table(results: dict[str, dict]) -> str:

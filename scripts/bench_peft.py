@@ -2,16 +2,19 @@
 training step and peak memory (RSS) of in-batch SASRec on ml-100k with the real all-MiniLM-L6-v2,
 on CPU, for full fine-tuning, the top 2 blocks, LoRA r=8, BitFit and the layer-cached two-stage
 head (`--ts_layers all`, when this tree has it; "n/a" otherwise), as a markdown table with ratios
-to full fine-tuning; `--only full,lora,lora_ckpt,lora_chunk,full_chunk` adds LoRA with gradient
+to full fine-tuning and to LoRA r=8 (when run); `--only iisan` adds the cached IISAN side network
+(`--side_network iisan`, the configuration of scripts/bench_iisan.py); `--only full,lora,lora_ckpt,lora_chunk,full_chunk` adds LoRA with gradient
 checkpointing, and LoRA and full fine-tuning with gradient caching (`--inbatch_chunk 64`: the
 same loss and gradients, activations of one chunk of 64 titles at a time).
 
     python scripts/bench_peft.py [--encoder all_minilm_l6_v2] [--batch 64] [--seq_len 20]
                                  [--steps 3] [--threads 1] [--only lora,full]
+    python scripts/bench_peft.py --only full,lora,iisan       # IISAN against full fine-tuning and LoRA
 
 Each configuration runs in a fresh subprocess (peak RSS is per process): build the model, then
 1 warm-up step and `--steps` timed steps (forward, backward, AdamW) on the same first batches of
-the epoch. Two peaks are reported: the process's (ru_maxrss: imports, loading, training) and the
+the epoch. Two-stage configurations read feature caches extracted beforehand, once, in their own
+process (bench_iisan.prepare), so no configuration's time or peak includes the extraction. Two peaks are reported: the process's (ru_maxrss: imports, loading, training) and the
 training's alone (VmHWM, reset through /proc/self/clear_refs once the model is built, Linux only).
 """
 import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
@@ -36,8 +39,19 @@ CONFIGS = {                                # name -> (label, Config values)
     "lora_ckpt": ("LoRA r=8 + gradient checkpointing", {"peft": "lora", "lora_r": 8, "gradient_checkpointing": True}),
     "lora_chunk": ("LoRA r=8 + gradient caching, chunks of 64", {"peft": "lora", "lora_r": 8, "inbatch_chunk": 64}),
     "full_chunk": ("full fine-tuning + gradient caching, chunks of 64", {"inbatch_chunk": 64}),
+    "iisan": ("IISAN, --side_network iisan (cached)", {}),            # bench_iisan.CONFIGS' values (iisan_values)
 }
 DEFAULT = ("full", "top2", "lora", "bitfit", "ts_all")      # --only lora_ckpt,... for the others
+
+
+def iisan_values() -> dict:
+    """The IISAN configuration of scripts/bench_iisan.py (imported here: bench_iisan imports this module)."""
+    from bench_iisan import CONFIGS as IISAN_CONFIGS
+    return IISAN_CONFIGS["iisan"][1]
+
+
+def config_values(name: str) -> dict:
+    return iisan_values() if name == "iisan" else CONFIGS[name][1]
 
 
 def has_fields(values: dict) -> bool:
@@ -73,7 +87,7 @@ def worker(args) -> dict:
     from morec.parts import build_optimizer, build_run_model, load_data, make_batches
     values = dict(item_tower="text", loss="inbatch", bert_model_load=args.encoder, batch_size=args.batch,
                   max_seq_len=args.seq_len, embedding_dim=64, device="cpu", cache_dir=args.cache_dir,
-                  **CONFIGS[args.worker][1])
+                  **config_values(args.worker))
     cfg = make_config(values)
     data = load_data(cfg)
     model = build_run_model(cfg, data, torch.device("cpu"))
@@ -107,8 +121,8 @@ def worker(args) -> dict:
 
 
 def run_worker(name: str, args) -> dict | None:
-    """`name` in a fresh interpreter; None when this tree lacks its fields."""
-    if not has_fields(CONFIGS[name][1]):
+    """`name` (or "prepare") in a fresh interpreter; None when this tree lacks its fields."""
+    if name != "prepare" and not has_fields(config_values(name)):
         return None
     command = [sys.executable, __file__, "--worker", name, "--encoder", args.encoder, "--batch", str(args.batch),
                "--seq_len", str(args.seq_len), "--steps", str(args.steps), "--threads", str(args.threads),
@@ -121,26 +135,44 @@ def run_worker(name: str, args) -> dict | None:
 
 
 def ratio(value: float, base: float) -> str:
-    return f"{value / base:.2f}x" if base else "n/a"
+    """'0.90x'; a third decimal below 0.1x (a cached head's step is a hundredth of full fine-tuning's)."""
+    if not base:
+        return "n/a"
+    return f"{value / base:.2f}x" if value / base >= 0.1 else f"{value / base:.3f}x"
+
+
+def speedup_line(results: dict[str, dict | None]) -> str:
+    """IISAN's step speed-up and training-peak ratio against full fine-tuning and LoRA (those run)."""
+    iisan = results.get("iisan")
+    bases = [(CONFIGS[n][0], results[n]) for n in ("full", "lora") if results.get(n)]
+    if not iisan or not bases:
+        return ""
+    return "IISAN (cached): " + "; ".join(
+        f"{base['seconds_per_step'] / iisan['seconds_per_step']:.0f}x faster per step than {label}, "
+        f"{iisan['train_peak_rss_mib'] / base['train_peak_rss_mib']:.2f}x its training peak RSS" for label, base in bases)
 
 
 def table(results: dict[str, dict | None]) -> str:
-    """Markdown table; ratios to full fine-tuning (when it was run)."""
-    base = results.get("full") or {}
-    lines = ["| configuration | trainable encoder params | s / step | vs full | peak RSS (MiB) | vs full "
-             "| RSS, model built (MiB) | training peak RSS (MiB) | vs full |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    """Markdown table; ratios to full fine-tuning and to LoRA r=8 (each when it was run)."""
+    base, lora = results.get("full") or {}, results.get("lora") or {}
+    vs_lora = bool(lora) and len(results) > 1
+    lora_head, lora_cell = (" vs LoRA |", "---:|") if vs_lora else ("", "")
+    lines = [f"| configuration | trainable encoder params | trainable params (all) | s / step | vs full |{lora_head} "
+             f"peak RSS (MiB) | vs full | RSS, model built (MiB) | training peak RSS (MiB) | vs full |{lora_head}",
+             f"|---|---:|---:|---:|---:|{lora_cell}---:|---:|---:|---:|---:|{lora_cell}"]
     for name, row in results.items():
         label = CONFIGS[name][0]
         if row is None:
-            lines.append(f"| {label} | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |")
+            lines.append(f"| {label} |" + " n/a |" * (11 if vs_lora else 9))
             continue
+        seconds, train_peak = row["seconds_per_step"], row["train_peak_rss_mib"]
         lines.append(
-            f"| {label} | {row['trainable_encoder']:,} of {row['encoder']:,} | {row['seconds_per_step']:.2f} | "
-            f"{ratio(row['seconds_per_step'], base.get('seconds_per_step', 0))} | {row['peak_rss_mib']:.0f} | "
-            f"{ratio(row['peak_rss_mib'], base.get('peak_rss_mib', 0))} | {row['ready_rss_mib']:.0f} | "
-            f"{row['train_peak_rss_mib']:.0f} | "
-            f"{ratio(row['train_peak_rss_mib'], base.get('train_peak_rss_mib', 0))} |")
+            f"| {label} | {row['trainable_encoder']:,} of {row['encoder']:,} | {row['trainable_all']:,} | "
+            f"{seconds:.3g} | {ratio(seconds, base.get('seconds_per_step', 0))} |"
+            + (f" {ratio(seconds, lora['seconds_per_step'])} |" if vs_lora else "")
+            + f" {row['peak_rss_mib']:.0f} | {ratio(row['peak_rss_mib'], base.get('peak_rss_mib', 0))} | "
+            f"{row['ready_rss_mib']:.0f} | {train_peak:.0f} | {ratio(train_peak, base.get('train_peak_rss_mib', 0))} |"
+            + (f" {ratio(train_peak, lora['train_peak_rss_mib'])} |" if vs_lora else ""))
     return "\n".join(lines)
 
 
@@ -159,6 +191,12 @@ def main() -> None:
     args = parser.parse_args()
     from morec.errors import InputError
     try:
+        if args.worker == "prepare":
+            from bench_iisan import prepare
+            args.device = "cpu"
+            prepare(args)
+            print("{}")
+            return
         if args.worker:
             print(json.dumps(worker(args)))
             return
@@ -168,6 +206,8 @@ def main() -> None:
             raise InputError(f"--only {','.join(unknown)}: unknown; choose from {', '.join(CONFIGS)}")
         with tempfile.TemporaryDirectory() as tmp:
             args.cache_dir = args.cache_dir or tmp
+            if any(config_values(n).get("two_stage") and has_fields(config_values(n)) for n in names):
+                run_worker("prepare", args)
             results = {name: run_worker(name, args) for name in names}
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -178,6 +218,8 @@ def main() -> None:
               f"{first['distinct_items']} distinct items in the first batch, {first['threads']} thread(s), "
               f"median of {args.steps} steps after 1 warm-up; one fresh process per configuration\n")
     print(table(results))
+    if speedup_line(results):
+        print("\n" + speedup_line(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     missing = [CONFIGS[n][0] for n, r in results.items() if r is None]

@@ -60,6 +60,14 @@ best epoch = the sum of `train_seconds` over epochs 1 .. best epoch (the trainin
 tested checkpoint; evaluation not included), and the run's peak memory = the largest
 `peak_memory_mb` of its epochs (MiB; "rss" = max RSS of the process on CPU, "alloc" = max
 allocated on CUDA); both the mean over the row's runs. Runs from before cost accounting get "-".
+Where the runs record their trainable parameters (`trainable_parameters` of metrics.jsonl, the
+largest over the epochs), the cost cell shows them too, and a TPME column (IISAN, Fu et al., SIGIR
+2024; morec.cost.tpme) = (T / T_ref + P / P_ref + M / M_ref) / 3, equal weights, on T = train seconds
+to best, P = trainable parameters and M = peak memory, against one reference row per data set and
+setting: its full fine-tuning row (a text / vision tower trained end to end, no frozen blocks, no
+PEFT; the one with the most trainable parameters if several), else the row with the most trainable
+parameters. Lower is better, 1 for the reference; "-" for a row lacking a value, or whose memory
+kind (rss / alloc) differs from the reference's.
 """
 from __future__ import annotations
 
@@ -78,6 +86,7 @@ import pandas as pd
 from scipy import stats
 
 from morec.config import RUN_CONTROL, UNUSED_BY_TOWER, Config
+from morec.cost import tpme
 from morec.errors import InputError, run_cli
 from morec.evaluate import per_user_metrics
 from morec.run_identity import CHECKPOINT_KEY, RANKS_CHECKPOINT, RANKS_KEY, checkpoint_check, ranks_digest
@@ -402,7 +411,8 @@ def read_history(run_dir: Path) -> list[dict]:
             record = records[-1]
             if not isinstance(record, dict):
                 raise InputError(f"{path}, line {number}: not a JSON object; the file is damaged")
-            bad = [k for k in ("epoch", "train_seconds", "peak_memory_mb") if k in record and not is_number(record[k])]
+            bad = [k for k in ("epoch", "train_seconds", "peak_memory_mb", "trainable_parameters")
+                   if k in record and not is_number(record[k])]
             if bad:
                 raise InputError(f"{path}, line {number}: {bad[0]} is not a number; the file is damaged")
     return records
@@ -410,8 +420,9 @@ def read_history(run_dir: Path) -> list[dict]:
 
 def run_cost(run: Run) -> dict:
     """{"train_seconds_to_best": sum of train_seconds over epochs 1 .. best epoch,
-    "peak_memory_mb": the largest epoch peak, "peak_memory_kind"}; NaN / "" where metrics.jsonl
-    lacks them (runs from before cost accounting, or a history that misses an epoch)."""
+    "peak_memory_mb": the largest epoch peak, "peak_memory_kind", "trainable_parameters": the largest
+    count recorded}; NaN / "" where metrics.jsonl lacks them (runs from before cost accounting, or a
+    history that misses an epoch)."""
     history = {r.get("epoch"): r for r in read_history(run.dir)}
     best = run.test.get("best_epoch")
     epochs = [history.get(e) for e in range(1, best + 1)] if isinstance(best, int) else [None]
@@ -420,7 +431,9 @@ def run_cost(run: Run) -> dict:
     peaks = [r for r in history.values() if "peak_memory_mb" in r]
     return {"train_seconds_to_best": seconds,
             "peak_memory_mb": max((r["peak_memory_mb"] for r in peaks), default=math.nan),
-            "peak_memory_kind": "/".join(sorted({r.get("peak_memory_kind", "?") for r in peaks}))}
+            "peak_memory_kind": "/".join(sorted({r.get("peak_memory_kind", "?") for r in peaks})),
+            "trainable_parameters": max((r["trainable_parameters"] for r in history.values()
+                                         if "trainable_parameters" in r), default=math.nan)}
 
 
 def runs_frame(runs: list[Run]) -> pd.DataFrame:
@@ -839,8 +852,44 @@ def table_rows(runs: list[Run], resamples: int = RESAMPLES) -> list[dict]:
         row["train_seconds_to_best"] = group["train_seconds_to_best"].mean(skipna=False)   # NaN unless every run has it
         row["peak_memory_mb"] = group["peak_memory_mb"].mean(skipna=False)
         row["peak_memory_kind"] = "/".join(sorted({k for part in group["peak_memory_kind"] for k in part.split("/") if k}))
+        row["trainable_parameters"] = group["trainable_parameters"].mean(skipna=False)
+        row["full_fine_tuning"] = is_full_fine_tuning(c)
         rows.append(row)
+    add_tpme(rows)
     return rows
+
+
+def is_full_fine_tuning(config: dict) -> bool:
+    """A text / vision tower trained end to end with every encoder weight: no two-stage cache, no
+    cached branch, no frozen blocks or tensors, no PEFT (the TPME reference, module docstring)."""
+    return (config.get("item_tower", "id") != "id" and not config.get("two_stage")
+            and (config.get("mm_cached_branch") or "none") == "none" and config.get("trainable_layers", -1) == -1
+            and not config.get("freeze_paras_before") and config.get("peft", "none") == "none")
+
+
+def cost_values(row: dict) -> tuple[float, float, float]:
+    """(T, P, M) of TPME: train seconds to best, trainable parameters, peak memory."""
+    return row["train_seconds_to_best"], row["trainable_parameters"], row["peak_memory_mb"]
+
+
+def add_tpme(rows: list[dict]) -> None:
+    """Each row's "tpme" against its data set and setting's reference row, and "tpme_reference"
+    naming that row (module docstring); NaN / "" where a value is missing or the memory kinds differ."""
+    for row in rows:
+        row["tpme"], row["tpme_reference"] = math.nan, ""
+    for place in {(r["dataset"], r["setting"]) for r in rows}:
+        measured = [r for r in rows if (r["dataset"], r["setting"]) == place
+                    and not any(math.isnan(v) for v in cost_values(r))]
+        full = [r for r in measured if r["full_fine_tuning"]]
+        if not measured:
+            continue
+        reference = max(full or measured, key=lambda r: r["trainable_parameters"])
+        name = f"{reference['item_tower']} {reference['mode']} ({reference['loss']}" + (
+            ", full fine-tuning)" if full else ", no full fine-tuning row: the most trainable parameters)")
+        for row in measured:
+            row["tpme_reference"] = name
+            if row["peak_memory_kind"] == reference["peak_memory_kind"]:
+                row["tpme"] = tpme(cost_values(row), cost_values(reference))
 
 
 def repeat_columns(config: dict, group: pd.DataFrame) -> dict:
@@ -910,18 +959,35 @@ def significance_note(rows: list[dict]) -> str:
 MEMORY_KINDS = {"max_rss": "rss", "max_rss_process": "rss since start", "max_allocated": "alloc"}
 
 
+def count_text(count: float) -> str:
+    """22690880 -> '22.69M', 274307 -> '274.3k', 5 -> '5'."""
+    return f"{count / 1e6:.2f}M" if count >= 1e6 else f"{count / 1e3:.1f}k" if count >= 1e3 else f"{count:.0f}"
+
+
 def cost_cell(r: dict) -> str:
-    """'412 s, 1234 MiB rss': train seconds to the best epoch and peak memory (module docstring)."""
+    """'412 s, 1234 MiB rss[, 22.69M params]': train seconds to the best epoch, peak memory and
+    (when recorded) the trainable parameters (module docstring)."""
     if math.isnan(r["train_seconds_to_best"]):
         return "-"
     memory = "" if math.isnan(r["peak_memory_mb"]) else \
         f", {r['peak_memory_mb']:.0f} MiB " + "/".join(MEMORY_KINDS.get(k, k) for k in r["peak_memory_kind"].split("/"))
-    return f"{r['train_seconds_to_best']:.0f} s" + memory
+    parameters = "" if math.isnan(r.get("trainable_parameters", math.nan)) else \
+        f", {count_text(r['trainable_parameters'])} params"
+    return f"{r['train_seconds_to_best']:.0f} s" + memory + parameters
+
+
+def tpme_note(rows: list[dict]) -> str:
+    references = sorted({f"{r['dataset']} {r['setting']}: {r['tpme_reference']}" for r in rows if r.get("tpme_reference")})
+    return ("TPME (IISAN, Fu et al., SIGIR 2024; lower is better): (T / T_ref + P / P_ref + M / M_ref) / 3, equal "
+            "weights 1/3, on T = train seconds to best, P = trainable parameters, M = peak memory, against the "
+            f"reference row (TPME 1) of the data set and setting: {'; '.join(references) or 'none'}. '-': a value "
+            "not recorded (runs from before the parameter record), or a memory kind other than the reference's.")
 
 
 def markdown(rows: list[dict]) -> str:
     show_other = any(r["other"] for r in rows)
     show_cost = any(not math.isnan(r.get("train_seconds_to_best", math.nan)) for r in rows)
+    show_tpme = show_cost and any(not math.isnan(r.get("trainable_parameters", math.nan)) for r in rows)
     show_cold = any(r["cold_users"] != "" for r in rows)
     show_paired = any(r.get("test", "") != "" for r in rows)
     show_repeat = any(r.get("repeat_count", "") not in ("", 0) or r.get("repeat_targets", "miss") != "miss" for r in rows)
@@ -932,7 +998,8 @@ def markdown(rows: list[dict]) -> str:
         + (["test", "ΔHR@10 vs IDRec [95% CI], p", "ΔNDCG@10 vs IDRec [95% CI], p",
             "per-user ΔHR@10 (these models) [95% CI], p", "per-user ΔNDCG@10 (these models) [95% CI], p"]
            if show_paired else []) \
-        + (["cost: train s to best, peak memory"] if show_cost else [])
+        + ([f"cost: train s to best, peak memory{', trainable params' if show_tpme else ''}"] if show_cost else []) \
+        + (["TPME vs reference"] if show_tpme else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["dataset"], r["setting"], r["model"], r["loss"], r["item_tower"], r["mode"]] \
@@ -950,6 +1017,8 @@ def markdown(rows: list[dict]) -> str:
                       paired_cell(r, "hr10", "user_"), paired_cell(r, "ndcg10", "user_")]
         if show_cost:
             cells.append(cost_cell(r))
+        if show_tpme:
+            cells.append("-" if math.isnan(r.get("tpme", math.nan)) else f"{r['tpme']:.3f}")
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
     notes = ["", "HR@10 / NDCG@10 on the test split, in percent: mean ± sample standard deviation (n - 1) "
              "over the seeds (seeds = number of runs). vs IDRec: relative change of the mean against the "
@@ -968,6 +1037,8 @@ def markdown(rows: list[dict]) -> str:
         notes.append("Cost: the training seconds summed over epochs 1 .. best epoch (evaluation excluded) and the "
                      "run's peak memory in MiB (rss: max resident set of the process on CPU; alloc: max "
                      "allocated on CUDA), means over the row's runs; '-': runs from before cost accounting.")
+    if show_tpme:
+        notes.append(tpme_note(rows))
     return "\n".join(lines + notes) + "\n"
 
 
@@ -981,7 +1052,8 @@ CSV_COLUMNS = ["dataset", "setting", "warm_min_count", "model", "loss", "item_to
                "ndcg10_diff", "ndcg10_ci_low", "ndcg10_ci_high", "ndcg10_p",
                "hr10_user_diff", "hr10_user_ci_low", "hr10_user_ci_high", "hr10_user_p",
                "ndcg10_user_diff", "ndcg10_user_ci_low", "ndcg10_user_ci_high", "ndcg10_user_p",
-               "train_seconds_to_best", "peak_memory_mb", "peak_memory_kind"]
+               "train_seconds_to_best", "peak_memory_mb", "peak_memory_kind", "trainable_parameters", "tpme",
+               "tpme_reference"]
 
 
 def to_csv(rows: list[dict]) -> str:

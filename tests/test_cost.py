@@ -126,12 +126,14 @@ def test_table_cost_column(cost_root):
     assert rows["text: enc", "TS layers=all dnn=0"]["train_seconds_to_best"] == pytest.approx(180)
     assert math.isnan(rows["text: enc", "TS dnn=0"]["train_seconds_to_best"])
     md = results_table.markdown(list(rows.values()))
-    assert md.splitlines()[0].endswith("| cost: train s to best, peak memory |")
-    assert "| 40 s, 250 MiB rss |" in md and "| 1000 s, 2100 MiB rss |" in md
-    assert md.splitlines()[4].endswith("| - |")                               # the old run
+    # the runs record trainable_parameters (5): the cost cell shows them, and the TPME column follows
+    assert md.splitlines()[0].endswith("| cost: train s to best, peak memory, trainable params | TPME vs reference |")
+    assert "| 40 s, 250 MiB rss, 5 params |" in md and "| 1000 s, 2100 MiB rss, 5 params | 1.000 |" in md
+    assert md.splitlines()[4].endswith("| - | - |")                           # the old run
     csv_text = results_table.to_csv(list(rows.values()))
-    assert csv_text.splitlines()[0].endswith(",train_seconds_to_best,peak_memory_mb,peak_memory_kind")
-    assert csv_text.splitlines()[1].endswith(",40.0,250.0,max_rss")
+    assert csv_text.splitlines()[0].endswith(",train_seconds_to_best,peak_memory_mb,peak_memory_kind,"
+                                             "trainable_parameters,tpme,tpme_reference")
+    assert ",40.0,250.0,max_rss,5.0," in csv_text.splitlines()[1]
 
 
 def test_pareto_front_and_figure(cost_root, tmp_path, capsys):
