@@ -4,10 +4,11 @@ block, computed once per item and kept on disk (morec.models.cached_text trains 
 File: ``<cache_dir>/layers/<dataset>-<encoder>-top<k>-<dtype>-<key hash>.bin``, raw little-endian
 arrays, one per text attribute, (N+1, W_a, H) each (W_a: the attribute's longest tokenised text),
 read memory-mapped; float16 (default), float32, or bfloat16 stored as its 16-bit patterns (numpy
-has no bfloat16). Its ``.json`` sidecar holds the key (encoder name and a sha1 of its config and
+has no bfloat16). Its ``.json`` sidecar holds the key (encoder name and the sha256 of its config and
 weight files, tokenizer fingerprint, a digest of every attribute's item texts, the attributes and
 their token widths, k, the number of blocks below, dtype), the layout (shape and byte offset of
-each attribute) and the sha1 of every chunk of rows, computed while writing.
+each attribute) and the file's content record (morec.digests: its size and the sha256 of every
+16 MiB chunk, computed while writing).
 
 The states are computed in eval mode (no dropout): with the encoder's dropout on, the uncached
 path drops units in the frozen blocks and the cached path does not (equal only with
@@ -17,9 +18,13 @@ The key's hash is part of the file name, so another k, encoder, tokenizer, text 
 another file, never reads this one. Refused with one InputError naming the file and the fix
 (delete it; it is rebuilt on the next run), before anything trains: a cache file without a
 readable sidecar, a sidecar whose key differs from the run's (the differing entries named), a file
-whose size is not the layout's (checked before mapping it), a chunk whose sha1 differs. The data
-file is written to a temp file, its sidecar next, then the data renamed into place: a killed build
-leaves no cache that looks complete.
+whose size is not the one written (checked before mapping it), a chunk whose sha256 differs
+(morec.digests.verify_chunks: every chunk of a file up to FULL_CHECK_BYTES, 1 GiB; above that the
+first, the last and 8 chunks spread over the file). The cache read is noted as an input of the run
+(role "layer_cache", its size and sha256), so config.json records it and `--resume` and the test
+scripts refuse a cache rebuilt with other bytes (morec.data.identity). The data file is written to
+a temp file, its sidecar next, then the data renamed into place: a killed build leaves no cache
+that looks complete.
 """
 from __future__ import annotations
 
@@ -34,37 +39,27 @@ import numpy as np
 import torch
 
 from morec.atomic_io import write_json_atomic
+from morec.digests import ChunkHasher, note_input, verify_chunks
 from morec.errors import InputError
 from morec.specs import ItemInputSpec
 
 log = logging.getLogger("morec")
 
-LAYER_CACHE_FORMAT = 1
-CHUNK_ROWS = 256                    # items per encoder pass while building, and per chunk digest
+LAYER_CACHE_FORMAT = 2              # 2: sha256 of the encoder files, a morec.digests content record
+CHUNK_ROWS = 256                    # items per encoder pass while building
 BLOCK_ROWS = 8 * CHUNK_ROWS         # items computed (length-sorted) and held in memory before writing
 # dtype name -> (torch dtype computed in, numpy dtype stored as)
 DTYPES = {"float16": (torch.float16, np.float16), "bfloat16": (torch.bfloat16, np.int16),
           "float32": (torch.float32, np.float32)}
 
 
-def files_sha1(paths: list[Path]) -> str:
-    """sha1 over the names and bytes of `paths` (read in 16 MiB pieces)."""
-    digest = hashlib.sha1()
-    for path in paths:
-        digest.update(path.name.encode() + b"\0")
-        with open(path, "rb") as f:
-            while piece := f.read(1 << 24):
-                digest.update(piece)
-    return digest.hexdigest()
-
-
 def layer_cache_key(spec: ItemInputSpec, folder: Path, tokenizer, texts_sha1: dict, num_items: int) -> dict:
     """Everything the cached states depend on."""
     from morec.data.text import tokenizer_fingerprint
+    from morec.models.text import encoder_record
     text = spec.tower.text
-    weights = sorted(p for p in folder.iterdir() if p.name.startswith(("model", "pytorch_model")))
     return {"format": LAYER_CACHE_FORMAT, "dataset": spec.data.dataset, "encoder": text.name,
-            "encoder_sha1": files_sha1([folder / "config.json", *weights]),
+            "encoder_files": encoder_record(folder)["files"],          # {name: sha256}, memoised for big weights
             "tokenizer": tokenizer_fingerprint(tokenizer),
             "attributes": [[name, width] for name, width in spec.attributes], "texts_sha1": texts_sha1,
             "num_items": num_items, "top_blocks": text.top_blocks, "dtype": text.layer_cache_dtype}
@@ -119,15 +114,16 @@ def build_cache(path: Path, key: dict, folder: Path, tokens, device: torch.devic
     layout, offset = [], 0
     try:
         with open(tmp, "wb") as f:
+            out = ChunkHasher(f)                           # the content record, computed while writing
             for (name, _), (ids, mask) in zip(key["attributes"], tokens):
-                part = write_attribute(f, encoder, first, ids, mask, key["dtype"], device)
+                part = write_attribute(out, encoder, first, ids, mask, key["dtype"], device)
                 layout.append({"attribute": name, "offset": offset, **part})
                 offset += int(np.prod(part["shape"])) * np.dtype(DTYPES[key["dtype"]][1]).itemsize
             f.flush()
             os.fsync(f.fileno())
         seconds = time.perf_counter() - start
         write_json_atomic(sidecar_of(path), {"key": key, "blocks_below": first, "layout": layout,
-                                             "bytes": offset, "seconds": round(seconds, 2)})
+                                             "content": out.record(), "seconds": round(seconds, 2)})
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -137,31 +133,28 @@ def build_cache(path: Path, key: dict, folder: Path, tokens, device: torch.devic
 
 def write_attribute(f, encoder, first: int, ids: torch.Tensor, mask: torch.Tensor, dtype: str,
                     device: torch.device) -> dict:
-    """Write one attribute's (N+1, W, H) states to `f`, in blocks of BLOCK_ROWS items computed by
-    text length (FrozenBlockStates); its shape and the sha1 of each CHUNK_ROWS rows' bytes. Row 0
-    (padding) is zeros."""
+    """Write one attribute's (N+1, W, H) states to `f` (a ChunkHasher), in blocks of BLOCK_ROWS
+    items computed by text length (FrozenBlockStates); returns its shape. Row 0 (padding) is zeros."""
     from morec.models.cached_text import FrozenBlockStates
     width = max(int(mask.sum(1).max()), 1)                 # the longest text: padding beyond is never read
     frozen = FrozenBlockStates(encoder, first, (ids, mask), width, CHUNK_ROWS)
     compute, _ = DTYPES[dtype]
-    hashes, hidden = [], None
+    hidden = None
     for start in range(0, len(ids), BLOCK_ROWS):
         block = frozen.all_item_vectors(len(ids) - 1, torch.arange(start, min(start + BLOCK_ROWS, len(ids))))
         stored = block.to(compute)                                             # (n, W, H)
         stored = stored.view(torch.int16) if dtype == "bfloat16" else stored
         for rows in stored.split(CHUNK_ROWS):
-            data = rows.numpy().tobytes()
-            hashes.append(hashlib.sha1(data).hexdigest())
-            f.write(data)
+            f.write(rows.numpy().tobytes())
         hidden = block.shape[-1]
-    return {"shape": [len(ids), width, hidden], "chunk_rows": CHUNK_ROWS, "chunk_sha1": hashes}
+    return {"shape": [len(ids), width, hidden]}
 
 
 def read_sidecar(path: Path) -> dict:
     sidecar = sidecar_of(path)
     try:
         meta = json.loads(sidecar.read_text())
-        meta["key"], meta["layout"], meta["bytes"]
+        meta["key"], meta["layout"], meta["content"]["bytes"], meta["content"]["chunks"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise InputError(f"layer cache {path}: its sidecar {sidecar.name} cannot be read ({type(err).__name__}: "
                          f"{err}), so the cache cannot be checked; {delete_hint(path)}") from None
@@ -177,31 +170,13 @@ def read_cache(path: Path, key: dict) -> list[torch.Tensor]:
         raise InputError(f"layer cache {path} was built for another run ({', '.join(differ)} differ: e.g. "
                          f"{differ[0]} {saved.get(differ[0])!r} there, {key.get(differ[0])!r} here); nothing is "
                          f"trained on it: {delete_hint(path)}")
-    size = path.stat().st_size
-    if size != meta["bytes"]:
-        raise InputError(f"layer cache {path} holds {size} bytes, its sidecar's layout {meta['bytes']} "
-                         f"(truncated or overwritten); {delete_hint(path)}")
+    content, fix = meta["content"], delete_hint(path)
     start = time.perf_counter()
-    check_digests(path, meta["layout"], key["dtype"])
+    verify_chunks(path, content, fix, what="layer cache")          # its size first: before anything is mapped
     stored = DTYPES[key["dtype"]][1]
     states = [torch.from_numpy(np.memmap(path, dtype=stored, mode="c", offset=part["offset"],
                                          shape=tuple(part["shape"]))) for part in meta["layout"]]
-    log.info("layer cache read from %s (%.1f MiB, %s; digests checked in %.1fs)", path, size / 2 ** 20,
+    log.info("layer cache read from %s (%.1f MiB, %s; digests checked in %.1fs)", path, content["bytes"] / 2 ** 20,
              key["dtype"], time.perf_counter() - start)
+    note_input("layer_cache", {"file": str(path), "bytes": content["bytes"], "sha256": content["sha256"]})
     return states
-
-
-def check_digests(path: Path, layout: list[dict], dtype: str) -> None:
-    """Every chunk's sha1 against the sidecar's: an InputError naming the first that differs."""
-    itemsize = np.dtype(DTYPES[dtype][1]).itemsize
-    with open(path, "rb") as f:
-        for part in layout:
-            rows, width, hidden = part["shape"]
-            f.seek(part["offset"])
-            for index, expected in enumerate(part["chunk_sha1"]):
-                count = min(part["chunk_rows"], rows - index * part["chunk_rows"])
-                if hashlib.sha1(f.read(count * width * hidden * itemsize)).hexdigest() != expected:
-                    first = index * part["chunk_rows"]
-                    raise InputError(f"layer cache {path}: the {part['attribute']} states of items {first} .. "
-                                     f"{first + count - 1} differ from the digest written with them (the file "
-                                     f"changed after it was built); {delete_hint(path)}")

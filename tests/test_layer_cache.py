@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from morec.config import Config, make_config, run_label
+from morec.digests import CHUNK_BYTES, chunk_record
 from morec.errors import InputError
 from morec.parts import build_run_model
 from test_grad_cache import first_batch, loss_and_grads, max_grad_difference
@@ -187,7 +188,7 @@ def test_a_truncated_cache_is_refused_before_mapping(tmp_path):
     with open(path, "r+b") as f:
         f.truncate(size - 64)
     message = refusal(tmp_path)
-    assert f"holds {size - 64} bytes, its sidecar's layout {size}" in message
+    assert f"layer cache {path} cannot be read: it holds {size - 64} bytes, but {size} were written" in message
     assert str(path) in message and f"delete {path} and {path.stem}.json" in message
 
 
@@ -197,11 +198,11 @@ def test_a_changed_byte_is_refused_by_the_chunk_digest(tmp_path):
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     message = refusal(tmp_path)
-    assert "differ from the digest written with them" in message and str(path) in message
-    assert "items 512 .. 767" in message          # the middle row of 1410 (705) is in the third chunk of 256
+    assert f"layer cache {path} does not hold the bytes it was written with" in message
+    assert len(data) < CHUNK_BYTES and f"(bytes 0..{len(data)} differ" in message      # one 16 MiB chunk
 
 
-@pytest.mark.parametrize("entry,value", [("top_blocks", 2), ("encoder_sha1", "0" * 40), ("tokenizer", "x"),
+@pytest.mark.parametrize("entry,value", [("top_blocks", 2), ("encoder_files", {"config.json": "0" * 64}), ("tokenizer", "x"),
                                          ("texts_sha1", {"title": "y"})])
 def test_a_sidecar_for_another_run_is_refused_naming_what_differs(entry, value, tmp_path):
     """A cache file whose sidecar was written for another k, encoder, tokenizer or text (e.g. copied
@@ -263,8 +264,40 @@ def test_a_refused_cache_leaves_no_run_folder(tmp_path, capsys):
     with open(path, "r+b") as f:
         f.truncate(100)
     code, _, err = run_in_process("bce_text/main-end2end", "train", *args, capsys=capsys)
-    assert code == 2 and f"layer cache {path} holds 100 bytes" in err
+    assert code == 2 and f"layer cache {path} cannot be read: it holds 100 bytes" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_cached_run_records_the_layer_cache_and_test_refuses_it_changed(tmp_path, capsys):
+    """A run with --cache_frozen_layers true records the cache's size and sha256 in config.json;
+    its test refuses the cache with a byte changed (same size) and one rebuilt with other bytes
+    (its sidecar's record rewritten to match, as a rebuild would), naming the file each time; with
+    the original bytes back it tests again."""
+    from test_input_digests import assert_refused, run_test, text_run, train
+    args = text_run(tmp_path, "--cache_frozen_layers", "true", "--trainable_layers", "1")
+    code, err = train(args, capsys)
+    assert code == 0, err
+    (path,) = cache_files(tmp_path)
+    saved = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())["data_identity"]["inputs"]
+    content = json.loads(path.with_suffix(".json").read_text())["content"]
+    assert saved["layer_cache"] == {"file": str(path), "bytes": path.stat().st_size, "sha256": content["sha256"]}
+    assert {"text_encoder", "tokenizer"} <= set(saved)
+    whole = path.read_bytes()
+    changed = bytearray(whole)
+    changed[len(changed) // 2] ^= 0xFF
+    path.write_bytes(bytes(changed))
+    code, err, _ = run_test(args, capsys)
+    assert_refused(code, err, f"layer cache {path} does not hold the bytes it was written with", "delete")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta["content"] = chunk_record(changed)                      # a cache rebuilt with other bytes
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    code, err, _ = run_test(args, capsys)
+    assert_refused(code, err, f"the frozen-layer cache {path} holds other", f"sha256 {content['sha256'][:12]} then")
+    path.write_bytes(whole)
+    meta["content"] = content
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    code, err, _ = run_test(args, capsys)
+    assert code == 0, err
 
 
 # ----------------------------------------------------------------------------- the Q4 study's cached arms

@@ -17,6 +17,7 @@ and, under its key ``inputs``, the content record of every other input the run r
     text_encoder, vision_encoder   {"folder", "files": {name: sha256}}: config.json and the weights
     tokenizer                      {"folder", "fingerprint"}: how it maps text to ids
     text_features, vision_features {"file", "bytes", "sha256"}: the two-stage feature cache
+    layer_cache                    {"file", "bytes", "sha256"}: the frozen-layer cache (--cache_frozen_layers)
 
 `--resume` and `test_*.py` compute the same records from the data they read and refuse a
 mismatch, saying which file changed: the encoder files and the tokenizer before anything is
@@ -121,7 +122,8 @@ INPUTS = "inputs"
 INPUT_FIX = ("Restore the files the run was trained with, or retrain it on these (the train script "
              "with --overwrite)")
 ROLE_NAMES = {"text_encoder": "the text encoder", "vision_encoder": "the vision encoder", "tokenizer": "the tokenizer",
-              "text_features": "the two-stage text feature cache", "vision_features": "the two-stage vision feature cache"}
+              "text_features": "the two-stage text feature cache", "vision_features": "the two-stage vision feature cache",
+              "layer_cache": "the frozen-layer cache"}
 
 
 def input_changes(saved: dict, current: dict) -> list[str]:
