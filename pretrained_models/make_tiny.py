@@ -45,13 +45,25 @@ def ml100k_titles(path: Path = TITLES) -> list[str]:
 
 
 def _wordpiece(texts: list[str], vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """A WordPiece tokenizer whose vocabulary is a pure function of `texts`: the special tokens, every
+    character (alone and as a "##" continuation), then the most frequent words (ties by spelling) up
+    to `vocab_size`. The `tokenizers` WordPieceTrainer is not used: it breaks ties between equally
+    frequent merges in hash order, so each process built another vocabulary, and the tiny BERT
+    mapped the same titles to other ids in every test session (results of tests that train it
+    changed from one session to the next)."""
+    from collections import Counter
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special))
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    words = Counter(word for text in texts
+                    for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({char for word in words for char in word})
+    vocab = special + chars + [f"##{char}" for char in chars]
+    taken = set(vocab)
+    frequent = [word for word, _ in sorted(words.items(), key=lambda item: (-item[1], item[0])) if word not in taken]
+    vocab += frequent[:max(0, vocab_size - len(vocab))]
+    tok = Tokenizer(models.WordPiece({token: i for i, token in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre_tokenizer, decoders.WordPiece()
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
         special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
