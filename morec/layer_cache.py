@@ -3,7 +3,7 @@ block, computed once per item and kept on disk (morec.models.cached_text trains 
 
 File: ``<cache_dir>/layers/<dataset>-<encoder>-top<k>-<dtype>-<key hash>.bin``, raw little-endian
 arrays, one per text attribute, (N+1, W_a, H) each (W_a: the attribute's longest tokenised text),
-read memory-mapped; float16 (default), float32, or bfloat16 stored as its 16-bit patterns (numpy
+read into memory whole up to 1 GiB (memory-mapped above); float16 (default), float32, or bfloat16 stored as its 16-bit patterns (numpy
 has no bfloat16). Its ``.json`` sidecar holds the key (encoder name and the sha256 of its config and
 weight files, tokenizer fingerprint, a digest of every attribute's item texts, the attributes and
 their token widths, k, the number of blocks below, dtype), the layout (shape and byte offset of
@@ -28,6 +28,7 @@ that looks complete.
 """
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import json
 import logging
@@ -39,7 +40,7 @@ import numpy as np
 import torch
 
 from morec.atomic_io import write_json_atomic
-from morec.digests import ChunkHasher, note_input, verify_chunks
+from morec.digests import FULL_CHECK_BYTES, ChunkHasher, check_size, note_input, verify_chunks
 from morec.errors import InputError
 from morec.specs import ItemInputSpec
 
@@ -75,7 +76,7 @@ def cache_file(spec: ItemInputSpec, key: dict) -> Path:
 def frozen_layer_states(spec: ItemInputSpec, data, tokens: list[tuple[torch.Tensor, torch.Tensor]],
                         device: torch.device) -> list[torch.Tensor]:
     """Per attribute the cached states entering the first trained block, (N+1, W_a, H) CPU tensors
-    memory-mapped from the cache (built first when there is none for this key; under DDP by rank
+    read from the cache (built first when there is none for this key; under DDP by rank
     0 while the other ranks wait)."""
     from morec.data.text import item_texts, texts_digest
     from morec.features import encoder_folder
@@ -172,11 +173,33 @@ def read_cache(path: Path, key: dict) -> list[torch.Tensor]:
                          f"trained on it: {delete_hint(path)}")
     content, fix = meta["content"], delete_hint(path)
     start = time.perf_counter()
-    verify_chunks(path, content, fix, what="layer cache")          # its size first: before anything is mapped
+    check_size(path, content, fix, "layer cache")                   # before anything is read or mapped
     stored = DTYPES[key["dtype"]][1]
-    states = [torch.from_numpy(np.memmap(path, dtype=stored, mode="c", offset=part["offset"],
-                                         shape=tuple(part["shape"]))) for part in meta["layout"]]
+    if content["bytes"] <= FULL_CHECK_BYTES:
+        states = _read_whole(path, meta, stored, fix)
+    else:
+        verify_chunks(path, content, fix, what="layer cache")
+        log.warning("%s is memory-mapped (%.1f GiB): if it is truncated or replaced while this run reads it, "
+                    "the process dies with SIGBUS (faulthandler prints where)", path, content["bytes"] / 2 ** 30)
+        faulthandler.enable()
+        states = [torch.from_numpy(np.memmap(path, dtype=stored, mode="c", offset=part["offset"],
+                                             shape=tuple(part["shape"]))) for part in meta["layout"]]
     log.info("layer cache read from %s (%.1f MiB, %s; digests checked in %.1fs)", path, content["bytes"] / 2 ** 20,
              key["dtype"], time.perf_counter() - start)
     note_input("layer_cache", {"file": str(path), "bytes": content["bytes"], "sha256": content["sha256"]})
     return states
+
+
+def _read_whole(path: Path, meta: dict, stored, fix: str) -> list[torch.Tensor]:
+    """The cache read into memory in one pass and its bytes checked (every chunk is hashed anyway
+    up to FULL_CHECK_BYTES): a file truncated or rewritten while the run trains cannot touch it,
+    where a memory map dies with SIGBUS. One (items, W, H) tensor per attribute."""
+    content = meta["content"]
+    data = bytearray(content["bytes"])
+    with open(path, "rb") as f:
+        if f.readinto(data) != len(data):
+            raise InputError(f"layer cache {path} changed while being read; {fix}")
+    verify_chunks(path, content, fix, data, "layer cache")
+    return [torch.from_numpy(np.frombuffer(data, dtype=stored, count=int(np.prod(part["shape"])),
+                                           offset=part["offset"]).reshape(part["shape"]))
+            for part in meta["layout"]]

@@ -5,11 +5,14 @@ vectors agree; a stale or damaged cache is refused before anything trains."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import REPO
 from morec.config import Config, make_config, run_label
 from morec.digests import CHUNK_BYTES, chunk_record
 from morec.errors import InputError
@@ -190,6 +193,22 @@ def test_a_truncated_cache_is_refused_before_mapping(tmp_path):
     message = refusal(tmp_path)
     assert f"layer cache {path} cannot be read: it holds {size - 64} bytes, but {size} were written" in message
     assert str(path) in message and f"delete {path} and {path.stem}.json" in message
+
+
+def test_a_cache_truncated_after_it_was_read_leaves_the_run_untouched(tmp_path):
+    """Up to 1 GiB the cache is read into memory whole: truncating the file while a run trains
+    changes nothing in that run (a memory map would die with SIGBUS on the next read of a lost
+    page). Run in a child process, so that a SIGBUS could not take the test session down."""
+    path = built_cache(tmp_path)
+    key = json.loads(path.with_suffix(".json").read_text())["key"]
+    child = (f"import sys, torch; sys.path.insert(0, {str(REPO)!r})\n"
+             "from pathlib import Path\nfrom morec.layer_cache import read_cache\n"
+             f"path, key = Path({str(path)!r}), {key!r}\n"
+             "before = [s.float().sum().item() for s in read_cache(path, key)]\n"
+             "states = read_cache(path, key)\nopen(path, 'r+b').truncate(0)\n"
+             "after = [s.float().sum().item() for s in states]\nprint(before == after)")
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "True", (done.returncode, done.stderr[-500:])
 
 
 def test_a_changed_byte_is_refused_by_the_chunk_digest(tmp_path):
