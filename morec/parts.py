@@ -53,7 +53,20 @@ def load_data(cfg: Config) -> SequenceData:
     validate(cfg)                             # every value checked before anything is written
     data = load_sequence_data(cfg.data_dir(), cfg.behaviors, cfg.news, cfg.max_seq_len,
                               cfg.min_seq_len, cfg.warm_min_count)
+    warn_if_few_items(data.num_items, data.num_users, cfg.warm_min_count)
     return with_train_users(data, cfg.train_user_fraction) if cfg.train_user_fraction < 1 else data
+
+
+def warn_if_few_items(num_items: int, num_users: int, warm_min_count: int) -> None:
+    """A warning when fewer items are ranked than the largest K of the metrics (morec.evaluate.KS):
+    HR@K over so few items counts every target that is not masked as a hit, so the number says
+    little (e.g. a strict warm setting on a sparse data set: Amazon Scientific at warm_min_count 20
+    keeps 7 items)."""
+    from morec.evaluate import KS
+    if num_items <= max(KS):
+        log.warning("only %d items (and %d users) are left%s: HR@K / NDCG@K with K >= %d rank every item, "
+                    "so they say little; use a lower --warm_min_count or a larger data set", num_items,
+                    num_users, f" after --warm_min_count {warm_min_count}" if warm_min_count else "", num_items)
 
 
 def build_run_model(cfg: Config, data: SequenceData, device: torch.device, specs: RunSpecs | None = None) -> Recommender:

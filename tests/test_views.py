@@ -138,3 +138,15 @@ def test_test_script_reports_the_cold_start_view_and_warm_runs(tmp_path, capsys)
     assert result["cold_start"]["below"] == 30 and 0 < result["cold_start"]["users"] < result["num_users"]
     config = json.loads((tmp_path / "runs" / "w" / "config.json").read_text())
     assert config["warm_min_count"] == 20
+
+
+def test_a_catalogue_smaller_than_the_metrics_cut_off_is_warned_about(caplog):
+    """Amazon Scientific's sparse users leave 7 items at warm_min_count 20: HR@10 then ranks every
+    item, and the run says so (a warning, not a refusal: hand-made test sets are tiny on purpose)."""
+    import logging
+    from morec.parts import warn_if_few_items
+    with caplog.at_level(logging.WARNING, logger="morec"):
+        warn_if_few_items(7, 90, 20)
+        warn_if_few_items(1409, 943, 0)
+    (record,) = caplog.records
+    assert "only 7 items (and 90 users) are left after --warm_min_count 20" in record.getMessage()
