@@ -90,6 +90,16 @@ def test_every_study_script_holds_its_reading(name):
     assert not re.search(r"issues? ?#?[0-9]+", str(module.READING) + module.__doc__, flags=re.I)
 
 
+def test_a_study_page_reads_its_own_data_set():
+    """The reading of a study on another data set is READING_BY_DATASET's (ml-100k's would quote
+    other results); a data set without one gets no reading rather than ml-100k's."""
+    from study_page import reading
+    amazon = reading("q4_adaptation", "text", "amazon-scientific")
+    assert amazon.startswith("### Reading: q4_adaptation\n\n") and "Amazon" in amazon
+    assert "Amazon" not in reading("q4_adaptation", "text", "ml-100k")
+    assert reading("q4_adaptation", "text", "MIND") == "" and reading("q1_morec_vs_idrec", "text", "amazon-scientific") == ""
+
+
 def fake_outputs(out, name: str, row: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.md").write_text(f"# {name} title\n\n| mode | HR@10 |\n|---|---|\n| {row} |\n\nA note.\n",
