@@ -6,10 +6,13 @@ processes.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 from pathlib import Path
+
+from morec.errors import InputError
 
 TEMP_NAME = re.compile(r"^\..+\.tmp(\d+)$")
 
@@ -67,3 +70,17 @@ def temp_siblings(path: Path) -> list[tuple[Path, int]]:
         return []
     return sorted((sibling, int(sibling.name[len(prefix):])) for sibling in path.parent.iterdir()
                   if sibling.name.startswith(prefix) and re.fullmatch(r"[0-9]+", sibling.name[len(prefix):]))
+
+
+@contextlib.contextmanager
+def cache_write(path: Path, what: str):
+    """Around the writing of a cache file (tokens, features, layer states): an OSError (a
+    read-only file system, a full disk, a file where a folder should be) becomes one InputError
+    naming the file and the fix, not a traceback. A cache that exists is only read, so a
+    read-only --cache_dir that already holds the run's caches still works."""
+    try:
+        yield
+    except OSError as err:
+        raise InputError(f"cannot write the {what} {path} ({err.strerror or err}); point --cache_dir at a "
+                         "writable folder with free space (or build the cache where it can be written, "
+                         "e.g. with scripts/extract_features.py, and copy it there)") from None

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from morec.atomic_io import write_json_atomic
+from morec.atomic_io import cache_write, write_json_atomic
 from morec.data import SequenceData
 from morec.data.text import item_texts, item_tokens, texts_digest, tokenizer_fingerprint
 from morec.data.images import ImageStore, ItemImages
@@ -302,12 +302,13 @@ def cached_features(spec: ItemInputSpec, data: SequenceData, key: dict, extract)
                     "rebuilding it", path, ", ".join(changed))
     start = time.perf_counter()
     features = extract()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sidecar.unlink(missing_ok=True)                  # no sidecar = no valid cache while writing
-    content = _write_features(path, features)
-    seconds = time.perf_counter() - start
-    write_json_atomic(sidecar, {"key": key, "shape": list(features.shape), "dtype": "float32",
-                                "seconds": round(seconds, 2), "content": content})
+    with cache_write(path, "feature cache"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sidecar.unlink(missing_ok=True)              # no sidecar = no valid cache while writing
+        content = _write_features(path, features)
+        seconds = time.perf_counter() - start
+        write_json_atomic(sidecar, {"key": key, "shape": list(features.shape), "dtype": "float32",
+                                    "seconds": round(seconds, 2), "content": content})
     log.info("extracted %s two-stage features of %d items with %s in %.1fs (%.1f MiB), cached at %s",
              "x".join(map(str, features.shape[1:])), data.num_items, key["encoder"], seconds,
              features.nbytes / 2 ** 20, path)

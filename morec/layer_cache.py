@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from morec.atomic_io import write_json_atomic
+from morec.atomic_io import cache_write, write_json_atomic
 from morec.digests import FULL_CHECK_BYTES, ChunkHasher, check_size, note_input, verify_chunks
 from morec.errors import InputError
 from morec.specs import ItemInputSpec
@@ -109,6 +109,15 @@ def build_cache(path: Path, key: dict, folder: Path, tokens, device: torch.devic
     start = time.perf_counter()
     encoder = load_text_encoder(folder).eval().to(device)
     first = first_trained_block(encoder, key["top_blocks"])
+    with cache_write(path, "layer cache"):
+        layout, offset, seconds = write_cache_files(path, key, encoder, first, tokens, device, start)
+    log.info("layer cache: the states entering block %d of %s for %d items built in %.1fs (%.1f MiB, %s), at %s",
+             first, key["encoder"], key["num_items"], seconds, offset / 2 ** 20, key["dtype"], path)
+
+
+def write_cache_files(path: Path, key: dict, encoder, first: int, tokens, device: torch.device,
+                      start: float) -> tuple[list[dict], int, float]:
+    """Write the data file (temp + rename) and its sidecar; returns (layout, bytes, seconds)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     sidecar_of(path).unlink(missing_ok=True)           # a sidecar alone (its data deleted) is rebuilt
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -128,8 +137,7 @@ def build_cache(path: Path, key: dict, folder: Path, tokens, device: torch.devic
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    log.info("layer cache: the states entering block %d of %s for %d items built in %.1fs (%.1f MiB, %s), at %s",
-             first, key["encoder"], key["num_items"], seconds, offset / 2 ** 20, key["dtype"], path)
+    return layout, offset, seconds
 
 
 def write_attribute(f, encoder, first: int, ids: torch.Tensor, mask: torch.Tensor, dtype: str,

@@ -312,3 +312,18 @@ def test_file_digests_of_big_files_are_memoised_by_size_and_mtime(tmp_path, monk
     path.write_bytes(b"b" * 5000)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert digests.file_sha256(path, memo_min_bytes=1000) == "x" and calls == [path]   # new mtime: hashed again
+
+
+@pytest.mark.parametrize("extra", [[], ["--two_stage", "--ts_layers", "all"],
+                                   ["--trainable_layers", "1", "--cache_frozen_layers", "true"]],
+                         ids=["tokens", "features", "layer_cache"])
+def test_a_cache_folder_that_cannot_be_written_is_one_error_and_no_run_folder(tmp_path, capsys, extra):
+    """--cache_dir below a regular file (as a read-only or full one: an OSError when the cache is
+    written): exit 2, one line naming the cache file and --cache_dir; no traceback, no run folder."""
+    args = text_run(tmp_path, *extra)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    args[args.index("--cache_dir") + 1] = str(blocker / "cache")
+    code, err = train(args, capsys)
+    assert_refused(code, err, f"cannot write the ", str(blocker / "cache"), "writable folder")
+    assert not (tmp_path / "runs" / "r").exists()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from morec.atomic_io import write_bytes_atomic
+from morec.atomic_io import cache_write, write_bytes_atomic
 from morec.data.files import ItemRow
 from morec.errors import InputError
 
@@ -121,11 +121,12 @@ def _read_cache(path: Path, rows: int, width: int, key: str) -> tuple[np.ndarray
 
 
 def _write_cache(path: Path, ids: np.ndarray, mask: np.ndarray, key: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     np.savez(buffer, input_ids=ids.astype(np.int32), attention_mask=mask.astype(np.int8),
              key=np.asarray(key))
-    write_bytes_atomic(path, buffer.getvalue())
+    with cache_write(path, "token cache"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path, buffer.getvalue())
 
 
 def item_tokens(items: list[ItemRow | None], tokenizer, attributes: list[tuple[str, int]],
