@@ -74,9 +74,10 @@ columns are the seed-level test (paired t over the per-seed means; two-level boo
   last-layer head is level with it; the all-layer mix is level on HR@10 and significantly behind
   on NDCG@10. The paper's pattern (MoRec's lead shrinks as items get warm) holds here.
 - Not measured yet: text MoRec end to end (the top 1 or 2 blocks trained on the layer cache,
-  `--arms top1_cached,top2_cached`) and LoRA. On this CPU a cached top-1 step takes 2-4 s
-  (189 steps an epoch), a run to early stopping several CPU-hours, so whether end to end beats
-  two-stage, and whether more trained blocks help, is open on this catalogue.
+  `--arms top1_cached,top2_cached`) and LoRA. A cached top-1 step takes about 0.65 s with two
+  idle threads (2-4 s on one loaded thread; 189 steps an epoch); one top-1 run, stopped at epoch
+  10 to be resumed, was ahead of the two-stage runs on validation (HR@10 8.50 at epoch 9), but
+  whether end to end beats two-stage on test, and whether more trained blocks help, is open.
 - Two of the five `ts_last` runs had their best epoch at the 40-epoch cap and two `ts_all` runs
   at epoch 39: these arms may be under-trained (the `_curves` figure shows it). The cost column was measured
   while several runs shared a 2-core CPU."""}
