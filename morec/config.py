@@ -545,9 +545,7 @@ def _peft_problems(cfg: Config) -> list[str]:
         problems.append(f"--peft {cfg.peft} decides which encoder parameters train, so "
                         f"{' and '.join(f'--{name} {value}' for name, value, _ in clashing)} must be off: override with "
                         f"{' '.join(f'--{name} {off}' for name, _, off in clashing)} (or use --peft none)")
-    defaults = Config()
-    lora_only = [f"--{name} {getattr(cfg, name)}" for name in ("lora_r", "lora_alpha", "lora_dropout")
-                 if getattr(cfg, name) != getattr(defaults, name)]
+    lora_only = _changed_from_default(cfg, ("lora_r", "lora_alpha", "lora_dropout"))
     if lora_only and cfg.peft != "lora":
         problems.append(f"{', '.join(lora_only)} only apply with --peft lora (it is {cfg.peft})")
     if cfg.peft_layers != -1 and cfg.peft == "none":
@@ -556,6 +554,12 @@ def _peft_problems(cfg: Config) -> list[str]:
     if cfg.lora_targets and cfg.peft not in ("lora", "ia3"):
         problems.append(f"--lora_targets {cfg.lora_targets} only applies with --peft lora or ia3 (it is {cfg.peft})")
     return problems
+
+
+def _changed_from_default(cfg: Config, names: tuple[str, ...]) -> list[str]:
+    """"--NAME VALUE" for each of `names` that `cfg` sets away from its default."""
+    defaults = Config()
+    return [f"--{name} {getattr(cfg, name)}" for name in names if getattr(cfg, name) != getattr(defaults, name)]
 
 
 def _side_network_problems(cfg: Config) -> list[str]:
@@ -569,9 +573,7 @@ def _side_network_problems(cfg: Config) -> list[str]:
         problems.append(f"--side_network {cfg.side_network} reads every layer's cached state and the encoder never "
                         f"runs in training: it needs --two_stage true and --ts_layers all (they are --two_stage "
                         f"{str(cfg.two_stage).lower()} --ts_layers {cfg.ts_layers})")
-    defaults = Config()
-    only = [f"--{name} {getattr(cfg, name)}" for name in ("san_layers", "san_dim", "san_gate_init")
-            if getattr(cfg, name) != getattr(defaults, name)]
+    only = _changed_from_default(cfg, ("san_layers", "san_dim", "san_gate_init"))
     if only and cfg.side_network == "none":
         problems.append(f"{', '.join(only)} only apply with --side_network iisan (it is none)")
     return problems
