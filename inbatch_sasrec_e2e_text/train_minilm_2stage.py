@@ -4,7 +4,7 @@ SASRec trains on GELU(Linear(feature)) + dnn_layers x [Dropout, Linear, GELU].
 
 Edit the values below (a list is a grid: one run per combination) or override any of them:
     python inbatch_sasrec_e2e_text/train_minilm_2stage.py --dnn_layers 0,4,8
-docs/text_results.md compares dnn_layers 0 and 4 with the end-to-end and ID runs. Paper, MIND:
+Q3 of the ml-100k studies (docs/studies/ml-100k) compares dnn_layers 0-12 with the end-to-end and ID runs. Paper, MIND:
 two-stage BERT-base with BCE reaches HR@10 13.93 without DNN layers, 16.66 with 8
 (bce_text/main-2stage).
 """

@@ -62,7 +62,7 @@ class Config:
     san_dim: int = 64                   # iisan: the adapters' bottleneck width (IISAN: 64)
     san_gate_init: float = 0.0          # iisan: every gate's w at the start, gate = sigmoid(w / 0.1) (0: 0.5, as IISAN)
     dedup_items: bool = True            # encode each distinct item of a training batch once (repeats share one
-                                        # dropout mask; docs/text_results.md); false: every slot, as the original
+                                        # dropout mask; docs/text_tower.md); false: every slot, as the original
     pooling: str = "auto"               # text: auto (BERT/RoBERTa cls, OPT mean, other encoders cls, decoders last) | cls | mean | last
     peft: str = "none"                  # none | lora | ia3 (through peft) | bitfit (biases) | ln (norm layers): what of the encoder trains
     lora_r: int = 8                     # --peft lora: rank r
