@@ -1,5 +1,6 @@
-"""The run folder: its files, lock, resume checks, signals, random-state snapshots, checkpoint
-contents and records (the training loop itself is morec.train).
+"""The run folder: its files, lock, resume checks, config records, logging and signals (random
+state and checkpoint contents: morec.run_state; metrics and test records: morec.run_records; the
+training loop itself: morec.train).
 
 A run lives in one folder: config.json (resolved values), train.log, metrics.jsonl (one line per
 evaluation), checkpoint_last.pt (everything needed to resume), checkpoint_best.pt (weights of the
@@ -8,8 +9,6 @@ best valid HR@10) and, after testing, test_metrics.json and test_ranks.npz (per-
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import io
 import json
 import logging
 import os
@@ -21,29 +20,20 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
-from morec.atomic_io import remove_stale_temp_files, write_bytes_atomic, write_json_atomic, write_text_atomic
-from morec.checkpoint import load_checkpoint, load_weights, require_entries, save_checkpoint
+from morec.atomic_io import remove_stale_temp_files, write_json_atomic
+from morec.checkpoint import load_checkpoint
 from morec.config import RUN_CONTROL, UNUSED_BY_TOWER, Config, make_config, run_control, run_setting
-from morec.cost import peak_memory_mb, trainable_parameters
-from morec.data.identity import check_recorded_files, check_run_inputs
+from morec.data.identity import check_recorded_files
 from morec.digests import forget_inputs
-from morec.distributed import World, all_reduce_sum, barrier
+from morec.distributed import World, barrier
 from morec.errors import InputError
-from morec.evaluate import cold_start_view, kept_users, repeat_record
-from morec.models.adapters import reloaded_digest, reloaded_keys, trained_state
 from morec.nearest_run import no_checkpoint_message
-from morec.run_identity import RANKS_CHECKPOINT, file_sha256, tested_identity
 from morec.runlock import run_lock
-from morec.streams import STREAMS
 
 if TYPE_CHECKING:
-    from morec.data import SequenceData
-    from morec.models import Recommender
-    from morec.train import EpochProgress, Run
+    from morec.train import EpochProgress
 
 log = logging.getLogger("morec")
 
@@ -335,176 +325,3 @@ def stop_signals():
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def rng_state(device: torch.device) -> dict:
-    """This process's global random state: the CPU generator and, on CUDA, every GPU's."""
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []}
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore a `rng_state` snapshot."""
-    torch.set_rng_state(state["torch"])
-    if state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def rng_states_of_all_ranks(world: World, device: torch.device) -> list[dict]:
-    """Every rank's `rng_state`, indexed by rank (gathered under DDP), for a mid-epoch checkpoint."""
-    states = [None] * world.size
-    if world.distributed:
-        torch.distributed.all_gather_object(states, rng_state(device))
-    else:
-        states[0] = rng_state(device)
-    return states
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-def fresh_state() -> dict:
-    """The loop state of a run before its first epoch (what checkpoint_last.pt saves besides weights)."""
-    return {"epoch": 0, "best": None, "bad_evals": 0, "history": [], "partial": None}
-
-
-def resumed_state(run: Run, checkpoint: dict) -> dict:
-    """Load checkpoint_last.pt's weights, optimizer, scaler and lr scheduler into `run`; return its
-    loop state."""
-    require_entries(checkpoint, run.files.last, ("model", "optimizer", "epoch"))
-    load_model_weights(run.model, checkpoint, run.files.last)
-    run.optimizer.load_state_dict(checkpoint["optimizer"])
-    if checkpoint.get("scaler"):
-        run.scaler.load_state_dict(checkpoint["scaler"])
-    if checkpoint.get("scheduler"):                       # older checkpoints: no schedule (constant lr)
-        run.scheduler.load_state_dict(checkpoint["scheduler"])
-    state = {key: checkpoint.get(key, default) for key, default in fresh_state().items()}
-    step = f", step {state['partial']['progress']['step']}" if state["partial"] else ""
-    log.info("resumed %s after epoch %d%s", run.files.dir.name, state["epoch"], step)
-    return state
-
-
-def save_last(run: Run, state: dict) -> None:
-    """checkpoint_last.pt (rank 0): weights, optimizer, scaler, lr scheduler and the loop state."""
-    if run.world.is_main:
-        save_checkpoint(run.files.last, {**model_entries(run.model), "optimizer": run.optimizer.state_dict(),
-                                         "scaler": run.scaler.state_dict(), "scheduler": run.scheduler and run.scheduler.state_dict(),
-                                         **state})
-        if state["epoch"] == 1 and not state["partial"]:
-            log.info("%s: %.2f MiB", run.files.last.name, run.files.last.stat().st_size / 2 ** 20)
-
-
-def save_mid_epoch(run: Run, state: dict, done: EpochProgress) -> None:
-    """checkpoint_last.pt of an epoch cut short: its progress and every rank's random state."""
-    state["partial"] = {"progress": dataclasses.asdict(done), "rng": rng_states_of_all_ranks(run.world, run.device),
-                        "world_size": run.world.size, "streams": STREAMS}
-    save_last(run, state)
-
-
-def save_best(run: Run, epoch: int, valid: dict[str, float]) -> None:
-    """checkpoint_best.pt (rank 0): the weights of the best epoch and its valid metrics."""
-    if run.world.is_main:
-        save_checkpoint(run.files.best, {**model_entries(run.model), "epoch": epoch, "valid": valid})
-
-
-def model_entries(model: Recommender) -> dict:
-    """A checkpoint's weights: {"model": what trains + the recommender}, and under PEFT the sha1 of
-    the frozen pretrained tensors left out ("reloaded_sha1"; morec.models.adapters)."""
-    digest = getattr(model, "_reloaded_sha1", None)
-    if digest is None:                        # computed once: frozen tensors never change
-        digest = model._reloaded_sha1 = reloaded_digest(model) or ""
-    return {"model": trained_state(model), **({"reloaded_sha1": digest} if digest else {})}
-
-
-def load_model_weights(model: Recommender, checkpoint: dict, path: Path) -> None:
-    """Load a checkpoint's weights; the frozen pretrained tensors a PEFT checkpoint leaves out
-    must be those it was trained with (the encoder folder unchanged), else the run is refused, as
-    is a run whose encoder, tokenizer or feature cache differ from those its config.json records."""
-    check_run_inputs(path.parent / "config.json", "test" if path.name == "checkpoint_best.pt" else "resume")
-    load_weights(model, checkpoint["model"], path, reloaded=reloaded_keys(model))
-    saved = checkpoint.get("reloaded_sha1")
-    if saved is not None and saved != model_entries(model).get("reloaded_sha1"):
-        raise InputError(f"checkpoint {path} was trained on other frozen encoder weights than those now "
-                         "in the encoder folder (they are reloaded from it, not saved): put back the "
-                         "encoder folder the run was trained with, or retrain")
-
-
-def log_checkpoint_contents(model: Recommender) -> None:
-    """Say what a checkpoint holds: all weights, or (PEFT) what trains plus the recommender."""
-    skipped = reloaded_keys(model)
-    state = model.state_dict()
-    kept = sum(t.numel() * t.element_size() for k, t in state.items() if k not in skipped)
-    left = sum(state[k].numel() * state[k].element_size() for k in skipped)
-    if skipped:
-        log.info("checkpoints hold %d tensors (%.2f MiB of weights, plus the optimizer state); the %d "
-                 "frozen pretrained encoder tensors (%.2f MiB) are not saved: they are reloaded from the "
-                 "encoder folder", len(state) - len(skipped), kept / 2 ** 20, len(skipped), left / 2 ** 20)
-    else:
-        log.info("checkpoints hold all %d model tensors (%.2f MiB of weights, plus the optimizer state)",
-                 len(state), kept / 2 ** 20)
-
-
-# ----------------------------------------------------------------------------- records
-
-def write_metrics(files: RunFiles, history: list[dict], world: World) -> None:
-    """Rewrite metrics.jsonl (rank 0) from the history: one json line per evaluated epoch."""
-    if world.is_main:
-        write_text_atomic(files.metrics, "".join(json.dumps(r) + "\n" for r in history))
-
-
-def cost_record(run: Run, train_seconds: float, memory_kind: str) -> dict:
-    """The epoch's cost fields of metrics.jsonl (morec.cost): items encoded per second of training
-    (all ranks), trainable parameters, and this rank's peak memory over training and evaluation."""
-    items = all_reduce_sum(torch.tensor(float(run.items_encoded), device=run.device), run.world)
-    return {"items_encoded_per_second": round(float(items) / max(train_seconds, 1e-9), 1),
-            "trainable_parameters": trainable_parameters(run.model),
-            "peak_memory_mb": peak_memory_mb(run.device), "peak_memory_kind": memory_kind}
-
-
-def test_record(files: RunFiles, cfg: Config, data: SequenceData, checkpoint: dict,
-                metrics: dict[str, float], counts: torch.Tensor) -> dict:
-    """What test_metrics.json holds: the best epoch, its valid and test metrics, the tie rule,
-    the repeat rule with the number and share of repeat targets (test; valid in "valid_repeats"),
-    and (cold_start_count > 0) the cold-start view of the test targets (of the users the repeat
-    rule keeps), and the digests that tie it to its checkpoint and test_ranks.npz (morec.run_identity)."""
-    repeat = torch.from_numpy(data.split_repeats("test"))
-    keep = kept_users(repeat, cfg.repeat_targets)
-    result = {"label": files.dir.name, "best_epoch": checkpoint["epoch"], "valid": checkpoint["valid"],
-              "test": metrics, "num_users": data.num_users, "num_items": data.num_items, "ties": cfg.ties,
-              "users_with_ties": int((counts[keep, 1] > 0).sum()), "per_user": files.test_ranks.name,
-              **repeat_record(repeat, cfg.repeat_targets),
-              "valid_repeats": repeat_record(torch.from_numpy(data.split_repeats("valid")), cfg.repeat_targets),
-              **tested_identity(files.best, counts[:, 0].numpy(), counts[:, 1].numpy(), data.user_names, repeat.numpy())}
-    result["cold_start"] = (cold_start_view(counts[keep], data.train_counts(), data.split_target("test")[keep.numpy()],
-                                            cfg.cold_start_count, ties=cfg.ties)
-                            if cfg.cold_start_count > 0 else None)
-    return result
-
-
-def print_test_result(result: dict) -> None:
-    """The test's lines on stdout: valid of the best epoch, the cold-start view, test."""
-    print(f"{result['label']} (best epoch {result['best_epoch']}): valid {percent(result['valid'])}")
-    if (cold := result["cold_start"]) is not None:
-        print(f"cold-start view (test targets with < {cold['below']} train interactions, {cold['users']} users): "
-              + (percent(cold["metrics"]) if cold["metrics"] else "none"))
-    if result.get("repeat_count"):
-        print(f"repeat targets (also in the user's history): {result['repeat_count']} of {result['num_users']} "
-              f"({100 * result['repeat_share']:.1f}%), rule {result['repeat_targets']}")
-    print(f"test {percent(result['test'])}")
-
-
-def percent(metrics: dict[str, float], k: int = 10) -> str:
-    """'HR@k .. NDCG@k ..' in percent."""
-    return f"HR@{k} {100 * metrics[f'HR@{k}']:.2f} NDCG@{k} {100 * metrics[f'NDCG@{k}']:.2f}"
-
-
-def save_test_ranks(path: Path, counts: torch.Tensor, user_names: list[str], repeat: np.ndarray) -> None:
-    """Per-user test tie counts for paired statistics (scripts/results_table.py): an .npz holding
-    `h` and `t` (U,) int64 (items strictly above / tied with the target, SPEC "Evaluation"; a
-    target removed by the repeat rule has h = morec.evaluate.MISSED, t = 0), `repeat` (U,) bool
-    (the target also occurs in the history; `skip` leaves these users out of the metrics) and
-    `user` (U,) the user names in the same order, `checkpoint_sha256` (the tested checkpoint's,
-    morec.run_identity); loads with np.load(path, allow_pickle=False)."""
-    buffer = io.BytesIO()
-    np.savez(buffer, h=counts[:, 0].numpy(), t=counts[:, 1].numpy(), user=np.array(user_names, dtype=str),
-             repeat=np.asarray(repeat, dtype=bool), **{RANKS_CHECKPOINT: np.array(file_sha256(RunFiles(path.parent).best))})
-    write_bytes_atomic(path, buffer.getvalue())

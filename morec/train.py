@@ -1,7 +1,8 @@
 """The training loop and the test run (SPEC "Training", "Evaluation"): the optimizer step with
 gradient accumulation, the non-finite policy and clipping, the epoch, evaluation and the test.
-The run folder (lock, resume checks, signals, checkpoints, records) is morec.runs; the parts a
-run is built from (device, data, model, optimizer, batches) are morec.parts.
+The run folder (lock, resume checks, signals) is morec.runs, checkpoints morec.run_state and
+records morec.run_records; the parts a run is built from (device, data, model, optimizer,
+batches) are morec.parts.
 
 Reproducibility: the model is initialised from `seed`; every epoch derives its random streams
 (batch order, negatives, dropout, DataLoader workers) from (seed, epoch, rank, purpose)
@@ -39,10 +40,10 @@ from morec.models import Recommender
 from morec.parts import (autocast, build_optimizer, build_run_model, distributed_trainer, grad_scaler, load_data,
                          lr_scheduler, make_batches, resolve_device, start_devices)
 from morec.runlock import run_lock
-from morec.runs import (RunFiles, StepLog, cost_record, fresh_state, load_model_weights, log_checkpoint_contents,
-                        percent, prepare_run, print_test_result, progress, resumed_state, run_logging, save_best,
-                        save_last, save_mid_epoch, save_test_ranks, saved_config, set_rng_state, stop_signals,
-                        test_record, training_folder, write_metrics)
+from morec.run_records import cost_record, percent, print_test_result, save_test_ranks, test_record, write_metrics
+from morec.run_state import (fresh_state, load_model_weights, log_checkpoint_contents, resumed_state, save_best,
+                             save_last, save_mid_epoch, set_rng_state)
+from morec.runs import RunFiles, StepLog, prepare_run, progress, run_logging, saved_config, stop_signals, training_folder
 from morec.streams import DROPOUT, STREAMS, WORKERS, stream_generator, stream_seed
 from morec.transfer import check_source, init_from_source, record_source
 

@@ -1287,7 +1287,7 @@ CASES += DIGEST_CASES
 
 # ----------------------------------------------------------------------------- results tables
 # A number in a table is the number of the files it claims. The run folders below are written by
-# the code a test writes them with (morec.runs.save_test_ranks, morec.run_identity.tested_identity):
+# the code a test writes them with (morec.run_records.save_test_ranks, morec.run_identity.tested_identity):
 # 200 users with known ranks, a small checkpoint file, the data identity of config.json.
 
 def tabled_run(root: Path, name: str, seed: int, users_sha: str = "a" * 64) -> Path:
@@ -1295,7 +1295,7 @@ def tabled_run(root: Path, name: str, seed: int, users_sha: str = "a" * 64) -> P
     import numpy as np
     from morec.evaluate import metrics_from_counts
     from morec.run_identity import tested_identity
-    from morec.runs import save_test_ranks
+    from morec.run_records import save_test_ranks
     run = root / name
     run.mkdir(parents=True)
     h = np.random.default_rng(seed).integers(0, 30, 200)                 # (U,) items above the target

@@ -25,7 +25,7 @@ from morec.models.text import (encode_pooled, freeze_encoder, load_text_encoder,
                                pool_hidden, transformer_blocks)
 from morec import train as training
 from morec.parts import build_optimizer, build_run_model, make_batches
-from morec.runs import load_model_weights
+from morec.run_state import load_model_weights
 from morec.train import evaluate, train
 from test_text_tower import build
 from text_helpers import TINY, TINY_DECODERS, ml100k, tiny_decoders

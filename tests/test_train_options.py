@@ -72,7 +72,8 @@ def test_fp16_scaler_state_is_checkpointed_and_a_resumed_step_equals_the_uninter
     same scaling arithmetic): its scale and growth tracker go into checkpoint_last.pt, come back on
     --resume, and the next step equals that of the run that was never stopped. config.json records
     the precision (fp16 on CUDA)."""
-    from morec.runs import config_record, fresh_state, resumed_state, save_last
+    from morec.run_state import fresh_state, resumed_state, save_last
+    from morec.runs import config_record
     from test_training_loop import one_process_run
     cfg = Config(loss="bce", batch_size=64, amp_dtype="fp16", device="cpu", drop_rate=0.0)
     assert config_record(Config(amp_dtype="fp16", device="cuda"))["setting"]["precision"] == "fp16"

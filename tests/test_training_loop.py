@@ -10,7 +10,7 @@ import signal
 import pytest
 import torch
 
-import morec.runs
+import morec.run_state
 import morec.train
 from morec.config import Config
 from morec.distributed import World
@@ -158,7 +158,7 @@ def test_a_mid_epoch_checkpoint_of_the_old_streams_restarts_its_epoch(tmp_path):
     trained on: its epoch restarts; one of this scheme continues from its step."""
     from morec.streams import STREAMS
     run = one_process_run(Config(loss="bce", batch_size=32), tmp_path)
-    partial = {"progress": {"step": 3}, "rng": [morec.runs.rng_state(CPU)], "world_size": 1}
+    partial = {"progress": {"step": 3}, "rng": [morec.run_state.rng_state(CPU)], "world_size": 1}
     state = {"epoch": 1, "best": None, "bad_evals": 0, "history": [], "partial": partial}
     assert morec.train.epoch_start(run, state, 2).step == 0
     state["partial"] = {**partial, "streams": STREAMS}
