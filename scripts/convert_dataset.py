@@ -1,5 +1,5 @@
 """Convert a public data set into this project's users.tsv / items.tsv (and images.lmdb), then
-write its CARD.md (morec/tools/convert.py lists each format's layout and where it was read).
+write its CARD.md (morec/tools/formats.py lists each format's layout and where it was read).
 
     python scripts/convert_dataset.py --from FORMAT SRC DST
         [--inter FILE] [--items FILE] [--images DIR] [--no_images] [--allow_missing_images]
