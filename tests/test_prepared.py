@@ -1,0 +1,218 @@
+"""The prepared form (morec.data.prepared): the data a run maps equals the data it parses (items,
+user names, split, batches, evaluation arrays), and a prepared folder that is foreign, truncated,
+overwritten, half-written or cannot be written is refused or rebuilt, never read stale."""
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, write_dataset
+from morec.config import Config
+from morec.data import SequenceBatches, load_sequence_data
+from morec.data import prepared
+from morec.data.prepared import prepared_sequence_data
+from morec.errors import InputError
+from test_fast_setup import CASES, ITEMS, random_users_file
+
+ML = REPO / "dataset" / "ml-100k"
+
+
+def mapped(folder, cache, L=20, min_len=5, warm=0):
+    return prepared_sequence_data(folder, "users.tsv", "items.tsv", L, min_len, warm, cache)
+
+
+def outcome(load, folder, L, min_len, warm=0):
+    """('data', items, user names, full) or ('error', message)."""
+    try:
+        data = load(folder, L, min_len, warm)
+    except InputError as err:
+        return ("error", str(err))
+    return ("data", data.items, list(data.user_names), data.full.dtype, data.full.tolist())
+
+
+def parsed(folder, L, min_len, warm=0):
+    return load_sequence_data(folder, "users.tsv", "items.tsv", L, min_len, warm)
+
+
+@pytest.fixture
+def small_reads(monkeypatch):
+    """The users file is read 256 bytes (whole lines) at a time: many blocks."""
+    monkeypatch.setattr(prepared, "READ_BYTES", 256)
+
+
+def only_folder(cache):
+    return next((cache / "prepared").iterdir())
+
+
+# ------------------------------------------------------------------------------ the same data
+
+@pytest.mark.parametrize("L, warm", [(20, 0), (10, 20)])
+@pytest.mark.parametrize("reads", ["one read", "many reads"])
+def test_ml100k_mapped_equals_parsed(tmp_path, monkeypatch, L, warm, reads):
+    if reads == "many reads":
+        monkeypatch.setattr(prepared, "READ_BYTES", 1000)
+    want = parsed(ML, L, 5, warm)
+    for _ in range(2):                                            # built, then opened
+        got = mapped(ML, tmp_path, L, 5, warm)
+        assert got.items == want.items and list(got.user_names) == want.user_names
+        assert got.full.dtype == want.full.dtype and np.array_equal(got.full, want.full)
+        for split in ("valid", "test"):
+            for array in ("split_input", "split_target", "split_history", "split_repeats"):
+                assert np.array_equal(getattr(got, array)(split), getattr(want, array)(split))
+        assert np.array_equal(got.popularity(), want.popularity())
+    batches_want = list(SequenceBatches(torch.from_numpy(want.train), 64, want.num_items, True).epoch(3, 1, 2))
+    batches_got = list(SequenceBatches(torch.from_numpy(got.train), 64, got.num_items, True).epoch(3, 1, 2))
+    assert len(batches_got) == len(batches_want) > 1
+    assert all(a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+               for a, b in zip(batches_got, batches_want))
+
+
+def test_run_setup_with_prepared_data_equals_the_parsed_one(tmp_path):
+    from morec.parts import load_data
+    base = dict(root_data_dir=str(REPO / "dataset"), dataset="ml-100k", cache_dir=str(tmp_path),
+                train_user_fraction=0.5)
+    want, got = load_data(Config(**base)), load_data(Config(**base, prepared_data=True))
+    assert (tmp_path / "prepared").is_dir()
+    assert np.array_equal(got.train, want.train) and np.array_equal(got.full, want.full)
+    assert list(got.user_names) == want.user_names and got.items == want.items
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_hand_made_users_files_as_parsed(tmp_path, small_reads, name):
+    """Same data or the same error as the parsing reader, also when the file is not plain (the
+    whole-file reader then decides) and across read blocks."""
+    folder = write_dataset(tmp_path / "d", ITEMS, CASES[name] * (1 if "duplicate" in name else 9))
+    want = outcome(parsed, folder, 2, 5)
+    got = outcome(lambda *a: mapped(*a[:1], tmp_path / "cache", *a[1:]), folder, 2, 5)
+    assert got == want
+
+
+def test_random_users_files_as_parsed(tmp_path, monkeypatch):
+    rng = np.random.default_rng(7)
+    folder = write_dataset(tmp_path / "d", ITEMS, [])
+    kinds = set()
+    for case in range(120):
+        monkeypatch.setattr(prepared, "READ_BYTES", [16, 64, 1 << 20][case % 3])
+        text = random_users_file(rng)
+        (folder / "users.tsv").write_bytes(text.encode())
+        want = outcome(parsed, folder, 2, 3)
+        got = outcome(lambda *a: mapped(*a[:1], tmp_path / f"c{case}", *a[1:]), folder, 2, 3)
+        assert got == want, text
+        kinds.add(want[0])
+    assert kinds == {"data", "error"}
+
+
+# ------------------------------------------------------------------------------ refusals
+
+def copy_ml(tmp_path):
+    folder = tmp_path / "ml-100k"
+    shutil.copytree(ML, folder, ignore=shutil.ignore_patterns("*.md", "*.py", "user_groups.tsv"))
+    return folder
+
+
+def test_changed_users_file_is_never_read_stale(tmp_path):
+    folder = copy_ml(tmp_path)
+    mapped(folder, tmp_path / "cache")
+    lines = (folder / "users.tsv").read_text().splitlines(keepends=True)
+    (folder / "users.tsv").write_text("".join(lines[1:]))          # another data identity
+    got, want = mapped(folder, tmp_path / "cache"), parsed(folder, 20, 5)
+    assert list(got.user_names) == want.user_names and np.array_equal(got.full, want.full)
+    assert len(list((tmp_path / "cache" / "prepared").iterdir())) == 2
+
+
+def test_a_folder_from_other_source_files_is_refused(tmp_path):
+    folder = copy_ml(tmp_path)
+    old = only_folder(tmp_path / "cache") if mapped(folder, tmp_path / "cache") else None
+    (folder / "items.tsv").write_text((folder / "items.tsv").read_text() + "9999\tnew item\n")
+    new = prepared.prepared_folder(tmp_path / "cache", "ml-100k",
+                                   prepared.source_identity(folder / "users.tsv", folder / "items.tsv"))
+    shutil.copytree(old, new)                                      # put where the new files' form goes
+    with pytest.raises(InputError, match=rf"{new} was built from other source files than .*items.tsv.*delete the folder"):
+        mapped(folder, tmp_path / "cache")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "overwrite", "no sidecar", "no split sidecar"])
+def test_a_damaged_folder_is_one_error_naming_the_file_and_the_fix(tmp_path, damage):
+    mapped(ML, tmp_path)
+    folder = only_folder(tmp_path)
+    split = folder / prepared.split_name(20, 5, 0)
+    target = {"truncate": split / "full.i64", "overwrite": folder / "names.u8", "no sidecar": folder / "prepared.json",
+              "no split sidecar": split / "split.json"}[damage]
+    if damage == "truncate":
+        os.truncate(target, target.stat().st_size - 8)
+    elif damage == "overwrite":
+        target.write_bytes(b"X" + target.read_bytes()[1:])
+    else:
+        target.unlink()
+    with pytest.raises(InputError) as err:
+        mapped(ML, tmp_path)
+    assert f"delete the folder {folder}" in str(err.value)
+    if damage in ("truncate", "overwrite"):
+        assert str(target) in str(err.value)
+    shutil.rmtree(folder)                                          # the fix works
+    assert np.array_equal(mapped(ML, tmp_path).full, parsed(ML, 20, 5).full)
+
+
+def test_a_build_that_fails_midway_leaves_no_folder(tmp_path, monkeypatch, small_reads):
+    calls = []
+
+    def fail_on_third(writer, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt                                # killed midway
+        return real(writer, *args)
+    real = prepared._append_users
+    monkeypatch.setattr(prepared, "_append_users", fail_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        mapped(ML, tmp_path)
+    assert list((tmp_path / "prepared").iterdir()) == []           # neither the folder nor its temp folder
+    monkeypatch.setattr(prepared, "_append_users", real)
+    assert np.array_equal(mapped(ML, tmp_path).full, parsed(ML, 20, 5).full)
+
+
+def test_a_killed_builders_temp_folder_is_removed_and_the_build_redone(tmp_path):
+    identity = prepared.source_identity(ML / "users.tsv", ML / "items.tsv")
+    folder = prepared.prepared_folder(tmp_path, "ml-100k", identity)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    temp = folder.with_name(f".{folder.name}.tmp{int(dead.stdout)}")
+    temp.mkdir(parents=True)
+    (temp / "users.i32").write_bytes(b"half")
+    got = mapped(ML, tmp_path)
+    assert not temp.exists() and [p.name for p in (tmp_path / "prepared").iterdir()] == [folder.name]
+    assert np.array_equal(got.full, parsed(ML, 20, 5).full)
+
+
+def test_a_full_disk_is_one_error_and_leaves_nothing(tmp_path, monkeypatch):
+    def full_disk(self, name, array):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(prepared._FolderWriter, "append", full_disk)
+    with pytest.raises(InputError, match=r"cannot write the prepared data .*No space left on device.*--cache_dir"):
+        mapped(ML, tmp_path)
+    assert list((tmp_path / "prepared").iterdir()) == []
+
+
+def test_mapped_arrays_are_private_to_the_process(tmp_path):
+    """A write to a mapped array stays in this process (copy-on-write): the file is unchanged."""
+    got = mapped(ML, tmp_path)
+    got.full[0, 0] = -1
+    again = mapped(ML, tmp_path)
+    assert again.full[0, 0] != -1 and np.array_equal(again.full, parsed(ML, 20, 5).full)
+
+
+@pytest.mark.parametrize("lines", [
+    [CASES["plain"][0], "", "u2\ti1 i2 i3 i1 i1"],                  # a blank line: an error, wherever blocks end
+    [CASES["plain"][0], "u2\ti1 i2 i3 i1 i1\t", "u3\ti1 i2 i3 i1 i1"],  # a tab before a line end: an error
+    [CASES["plain"][0], "u2\ti1 i2 i3 i1 i1  ", "u3\ti1 i2 i3 i1 i1", "", " "],   # spaces, trailing blanks: data
+    ["\ufeffu1\ti1 i2 i3 i10 i1x", "\ufeffu2\ti1 i2 i3 i1 i1"],       # a BOM inside the file is part of a name
+    [CASES["plain"][0], "u2\ti1 i2 i3 i1 i1", "u1\ti1 i2 i3 i1 i1"],   # a user twice, in two blocks
+])
+def test_every_block_edge_as_parsed(tmp_path, monkeypatch, lines):
+    folder = write_dataset(tmp_path / "d", ITEMS, lines)
+    want = outcome(parsed, folder, 2, 5)
+    for size in range(1, len((folder / "users.tsv").read_bytes()) + 2):
+        monkeypatch.setattr(prepared, "READ_BYTES", size)
+        assert outcome(lambda *a: mapped(*a[:1], tmp_path / f"c{size}", *a[1:]), folder, 2, 5) == want, size
