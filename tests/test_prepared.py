@@ -216,3 +216,116 @@ def test_every_block_edge_as_parsed(tmp_path, monkeypatch, lines):
     for size in range(1, len((folder / "users.tsv").read_bytes()) + 2):
         monkeypatch.setattr(prepared, "READ_BYTES", size)
         assert outcome(lambda *a: mapped(*a[:1], tmp_path / f"c{size}", *a[1:]), folder, 2, 5) == want, size
+
+
+# ------------------------------------------------------------------------------ the streaming converter
+
+from morec.tools.convert import convert                                      # noqa: E402
+from morec.tools.stream_convert import stream_convert                        # noqa: E402
+from test_convert import EXPECTED, make_amazon_hllm, make_pixelrec          # noqa: E402
+
+
+def both_converters(src, tmp_path, fmt="pixelrec", **options):
+    """(outcome of convert, outcome of stream_convert): ('files', users.tsv, items.tsv) or ('error', message)."""
+    results = []
+    for name, run in (("convert", convert), ("stream", stream_convert)):
+        dst = tmp_path / f"out_{name}"
+        shutil.rmtree(dst, ignore_errors=True)
+        try:
+            run(fmt, src, dst, **options)
+            results.append(("files", (dst / "users.tsv").read_bytes(), (dst / "items.tsv").read_bytes()))
+        except InputError as err:
+            results.append(("error", str(err).replace(str(dst), "DST")))
+    return results
+
+
+@pytest.mark.parametrize("fmt, make", [("pixelrec", make_pixelrec), ("amazon_hllm", make_amazon_hllm)])
+def test_stream_converter_writes_what_convert_writes(tmp_path, fmt, make):
+    make(tmp_path / "src")
+    old, new = both_converters(tmp_path / "src", tmp_path, fmt, no_images=fmt == "pixelrec")
+    assert new == old and new[0] == "files"
+    users = dict(line.split("\t") for line in new[1].decode().splitlines())
+    assert users == EXPECTED and list(users) == ["u2", "u1", "u3"]         # time order, ties in file order
+    assert sorted(os.listdir(tmp_path / "out_stream")) == ["CARD.md", "items.tsv", "users.tsv"]
+
+
+def test_stream_converter_on_a_synthetic_log_and_its_covers(tmp_path):
+    from test_fast_setup import synthetic  # noqa: F401  (the script module loader)
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("make_synthetic", REPO / "scripts" / "make_synthetic.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--preset", "pixel1m", "--users", "3000", "--items", "400", "--out", str(tmp_path / "src")])
+    old, new = both_converters(tmp_path / "src", tmp_path, no_images=True)
+    assert new == old and new[0] == "files" and len(new[1].splitlines()) == 3000
+    make_pixelrec(tmp_path / "toy")                                          # with covers: the same images.lmdb keys
+    stream_convert("pixelrec", tmp_path / "toy", tmp_path / "toy_out", allow_missing_images=True)
+    from morec.data.images import ImageStore
+    assert (tmp_path / "toy_out" / "images.lmdb").exists() and len(ImageStore(tmp_path / "toy_out" / "images.lmdb").names()) > 0
+
+
+LOG = "pixelrec_interaction/Pixel_toy.csv"
+EDITS = {
+    "blank inner line": lambda text: text.replace("\n", "\n\n", 3).replace("\n\n", "\n", 2),
+    "trailing blank lines": lambda text: text + "\n\n",
+    "not a number": lambda text: text.replace(",u1,30", ",u1,thirty"),
+    "float times": lambda text: text.replace(",u1,30", ",u1,30.5").replace(",u3,9", ",u3,9.25"),
+    "empty user": lambda text: text.replace(",u1,30", ",,30"),
+    "user with a space": lambda text: text.replace(",u1,30", ",u 1,30"),
+    "unknown item": lambda text: text.replace("i4,u3,7", "i9,u3,7"),
+    "spaces around names": lambda text: text.replace("i4,u3,7", " i4 , u3 ,7"),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_stream_converter_refuses_what_convert_refuses(tmp_path, edit):
+    make_pixelrec(tmp_path / "src")
+    log = tmp_path / "src" / LOG
+    log.write_text(EDITS[edit](log.read_text()))
+    old, new = both_converters(tmp_path / "src", tmp_path, no_images=True)
+    assert new == old
+    assert new[0] == ("files" if edit in ("trailing blank lines", "float times", "spaces around names") else "error")
+
+
+def test_stream_converter_refuses_a_duplicate_item_as_convert(tmp_path):
+    make_pixelrec(tmp_path / "src")
+    info = tmp_path / "src" / "pixelrec_iteminfo" / "Pixel_toy.csv"
+    info.write_text(info.read_text() + "i4,0,1,2,3,4,5,6,again,tag,twice\n")
+    old, new = both_converters(tmp_path / "src", tmp_path, no_images=True)
+    assert new == old and new[0] == "error" and "already listed" in new[1]
+
+
+def test_stream_conversion_killed_midway_leaves_no_dst_and_the_next_run_converts(tmp_path, monkeypatch):
+    import morec.tools.stream_convert as module
+    make_pixelrec(tmp_path / "src")
+
+    def killed(path, *args):
+        path.write_text("u2\ti3")                                            # half a file, then the end
+        raise KeyboardInterrupt
+    monkeypatch.setattr(module, "_write_users", killed)
+    with pytest.raises(KeyboardInterrupt):
+        stream_convert("pixelrec", tmp_path / "src", tmp_path / "out", no_images=True)
+    assert sorted(os.listdir(tmp_path)) == ["src"]                           # no DST, no temp folder
+    monkeypatch.undo()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".out.tmp{int(dead.stdout)}"                         # what SIGKILL leaves
+    stale.mkdir()
+    (stale / "users.tsv").write_text("u2\ti3")
+    stream_convert("pixelrec", tmp_path / "src", tmp_path / "out", no_images=True)
+    assert sorted(os.listdir(tmp_path)) == ["out", "src"]
+    assert dict(line.split("\t") for line in (tmp_path / "out" / "users.tsv").read_text().splitlines()) == EXPECTED
+
+
+def test_stream_conversion_on_a_full_disk_is_one_error_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+    import morec.tools.stream_convert as module
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(module, "write_text_atomic", full)
+    make_pixelrec(tmp_path / "src")
+    dst = tmp_path / "new" / "out"
+    with pytest.raises(InputError, match=rf"could not write {dst} \(No space left on device\); nothing was written; "
+                                         "free space on the disk"):
+        stream_convert("pixelrec", tmp_path / "src", dst, no_images=True)
+    assert sorted(os.listdir(tmp_path)) == ["src"]
