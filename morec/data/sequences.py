@@ -60,7 +60,9 @@ class SequenceData:
 
     def train_counts(self) -> np.ndarray:
         """(N+1,) interactions of each item in all train parts; entry 0 counts nothing."""
-        counts = np.bincount(self.train.ravel(), minlength=self.num_items + 1)
+        train, counts = self.train, np.zeros(self.num_items + 1, dtype=np.int64)
+        for first in range(0, len(train), 1 << 16):                  # no copy of the strided (U', L+1) view
+            counts += np.bincount(train[first:first + (1 << 16)].ravel(), minlength=self.num_items + 1)
         counts[0] = 0
         return counts
 
