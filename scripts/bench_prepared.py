@@ -22,7 +22,9 @@ child's own, imports included: torch alone is about 0.4-0.6 GB):
    config's loss and batch size), `--steps` training steps of the loop's own train_step (steps/s
    after 5 warm-up steps, and the epoch time it implies), then an exact full-ranking evaluation
    (morec.train.evaluate, valid split) of the first `--eval_users` users, extrapolated to all;
-   RSS and PSS from /proc/self/smaps_rollup;
+   RSS, PSS and anonymous memory from /proc/self/smaps_rollup (RSS counts the mapped file pages a
+   process touched: the popularity of the loss reads every train row, so the whole mapped split is
+   resident; they are page cache, clean, and shared with any other process mapping the file);
 4. two gloo ranks on this machine (DDP, WORLD_SIZE 2), each mapping the prepared form: steps/s and
    each rank's RSS / PSS (the mapped pages are shared: RSS counts them in each rank, PSS splits
    them); --ddp_parsed also runs the pair parsing the tsv files instead, for comparison.
@@ -56,7 +58,8 @@ def memory_now() -> dict:
         if rest.strip().endswith("kB"):
             values[key] = int(rest.split()[0]) * 1024
     shared = values.get("Shared_Clean", 0) + values.get("Shared_Dirty", 0)
-    return {"rss": values["Rss"], "pss": values["Pss"], "shared": shared, "peak_rss": peak_rss()}
+    return {"rss": values["Rss"], "pss": values["Pss"], "shared": shared, "anon": values.get("Anonymous", 0),
+            "peak_rss": peak_rss()}
 
 
 def digest(data) -> str:
@@ -242,7 +245,8 @@ def one_rank_phase(args) -> None:
     one = run_child(args, "train")
     print(f"one rank (mapped): setup {one['setup']:.1f} s; {one['steps_per_s']:.2f} steps/s over {args.steps} steps "
           f"-> {one['batches_per_epoch'] / one['steps_per_s'] / 3600:.1f} h per epoch of {one['batches_per_epoch']:,} steps; "
-          f"RSS {gb(one['rss'])}, PSS {gb(one['pss'])}, shared {gb(one['shared'])}, peak RSS {gb(one['peak_rss'])}")
+          f"RSS {gb(one['rss'])} (anonymous {gb(one['anon'])}, the rest mapped files and libraries), PSS {gb(one['pss'])}, "
+          f"shared {gb(one['shared'])}, peak RSS {gb(one['peak_rss'])}")
     if "eval_seconds" in one:
         whole = one["eval_seconds"] * one["users"] / one["eval_users"]
         print(f"exact evaluation (valid, {one['items']:,} items): {one['eval_users']:,} users in {one['eval_seconds']:.0f} s "
@@ -255,7 +259,8 @@ def pair_phase(args, parsed: bool) -> None:
     label = "parsing the tsv files" if parsed else "mapping the prepared form"
     for r, rank in enumerate(ranks):
         print(f"two gloo ranks, {label}, rank {r}: setup {rank['setup']:.1f} s, {rank['steps_per_s']:.2f} steps/s, "
-              f"RSS {gb(rank['rss'])}, PSS {gb(rank['pss'])}, shared {gb(rank['shared'])}, peak RSS {gb(rank['peak_rss'])}")
+              f"RSS {gb(rank['rss'])} (anonymous {gb(rank['anon'])}), PSS {gb(rank['pss'])}, shared {gb(rank['shared'])}, "
+              f"peak RSS {gb(rank['peak_rss'])}")
     print(f"two gloo ranks, {label}: RSS summed {gb(sum(r['rss'] for r in ranks))}, PSS summed "
           f"{gb(sum(r['pss'] for r in ranks))} (the memory the pair holds); epoch of "
           f"{ranks[0]['batches_per_epoch']:,} steps per rank -> "

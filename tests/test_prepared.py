@@ -45,7 +45,12 @@ def small_reads(monkeypatch):
 
 
 def only_folder(cache):
-    return next((cache / "prepared").iterdir())
+    return next(p for p in (cache / "prepared").iterdir() if not p.name.endswith(".lock"))
+
+
+def built(cache) -> list[str]:
+    """What the prepared folder holds, less the builders' lock files (.NAME.lock, kept)."""
+    return sorted(p.name for p in (cache / "prepared").iterdir() if not p.name.endswith(".lock"))
 
 
 # ------------------------------------------------------------------------------ the same data
@@ -121,7 +126,7 @@ def test_changed_users_file_is_never_read_stale(tmp_path):
     (folder / "users.tsv").write_text("".join(lines[1:]))          # another data identity
     got, want = mapped(folder, tmp_path / "cache"), parsed(folder, 20, 5)
     assert list(got.user_names) == want.user_names and np.array_equal(got.full, want.full)
-    assert len(list((tmp_path / "cache" / "prepared").iterdir())) == 2
+    assert len(built(tmp_path / "cache")) == 2
 
 
 def test_a_folder_from_other_source_files_is_refused(tmp_path):
@@ -169,7 +174,7 @@ def test_a_build_that_fails_midway_leaves_no_folder(tmp_path, monkeypatch, small
     monkeypatch.setattr(prepared, "_append_users", fail_on_third)
     with pytest.raises(KeyboardInterrupt):
         mapped(ML, tmp_path)
-    assert list((tmp_path / "prepared").iterdir()) == []           # neither the folder nor its temp folder
+    assert built(tmp_path) == []                                   # neither the folder nor its temp folder
     monkeypatch.setattr(prepared, "_append_users", real)
     assert np.array_equal(mapped(ML, tmp_path).full, parsed(ML, 20, 5).full)
 
@@ -182,7 +187,7 @@ def test_a_killed_builders_temp_folder_is_removed_and_the_build_redone(tmp_path)
     temp.mkdir(parents=True)
     (temp / "users.i32").write_bytes(b"half")
     got = mapped(ML, tmp_path)
-    assert not temp.exists() and [p.name for p in (tmp_path / "prepared").iterdir()] == [folder.name]
+    assert not temp.exists() and built(tmp_path) == [folder.name]
     assert np.array_equal(got.full, parsed(ML, 20, 5).full)
 
 
@@ -192,7 +197,7 @@ def test_a_full_disk_is_one_error_and_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(prepared._FolderWriter, "append", full_disk)
     with pytest.raises(InputError, match=r"cannot write the prepared data .*No space left on device.*--cache_dir"):
         mapped(ML, tmp_path)
-    assert list((tmp_path / "prepared").iterdir()) == []
+    assert built(tmp_path) == []
 
 
 def test_mapped_arrays_are_private_to_the_process(tmp_path):
@@ -329,3 +334,18 @@ def test_stream_conversion_on_a_full_disk_is_one_error_and_leaves_nothing(tmp_pa
                                          "free space on the disk"):
         stream_convert("pixelrec", tmp_path / "src", dst, no_images=True)
     assert sorted(os.listdir(tmp_path)) == ["src"]
+
+
+def test_ranks_started_together_build_once_and_read_the_same(tmp_path):
+    """Two processes (DDP ranks) asking for a prepared form that does not exist yet: one builds
+    (under the lock), the other waits and maps it; both see the parsed data."""
+    code = ("import sys, hashlib; sys.path.insert(0, sys.argv[1]); from pathlib import Path;"
+            "from morec.data.prepared import prepared_sequence_data as p;"
+            "d = p(Path(sys.argv[2]), 'users.tsv', 'items.tsv', 20, 5, 0, Path(sys.argv[3]));"
+            "print(hashlib.sha256(d.full.tobytes()).hexdigest())")
+    runs = [subprocess.Popen([sys.executable, "-c", code, str(REPO), str(ML), str(tmp_path)], stdout=subprocess.PIPE,
+                             text=True) for _ in range(2)]
+    digests = {run.communicate(timeout=300)[0].strip() for run in runs}
+    import hashlib
+    assert digests == {hashlib.sha256(parsed(ML, 20, 5).full.tobytes()).hexdigest()}
+    assert len(built(tmp_path)) == 1 and not list((tmp_path / "prepared").glob(".*tmp*"))

@@ -19,7 +19,8 @@ and, for each protocol setting (L, min_seq_len, warm_min_count), a subfolder
 
 Every folder is written into a temp folder ``.NAME.tmpPID`` next to it and renamed at the end,
 so a reader sees a whole folder or none; a builder killed midway leaves a temp folder that the
-next build removes. Opening checks the identity recorded against the current files' sha256 and
+next build removes. Builders take an exclusive lock (``.NAME.lock``), so DDP ranks started
+together build once: the first builds, the others wait and map its folder. Opening checks the identity recorded against the current files' sha256 and
 each file's size and chunks (morec.digests.verify_chunks) before mapping it: a truncated,
 overwritten or foreign folder is one InputError naming the file and the fix, never read.
 Arrays are mapped copy-on-write (np.memmap mode "c"): the pages come from the page cache,
@@ -27,6 +28,8 @@ shared by every process that maps them, and a write would stay private to its pr
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -294,19 +297,41 @@ def prepared_sequence_data(data_dir: Path, behaviors: str, news: str, max_seq_le
     identity = source_identity(users_path, items_path)
     folder = prepared_folder(cache_dir, data_dir.name, identity)
     items = read_items(items_path)
+    split = folder / split_name(max_seq_len, min_seq_len, warm_min_count)
+    if not (split / SPLIT_SIDECAR).is_file():
+        with _building(folder):                 # DDP ranks started together: one builds, the others wait
+            _build_missing(folder, split, identity, items, users_path, (max_seq_len, min_seq_len, warm_min_count))
+    return _open_split(folder, split, items, identity)
+
+
+@contextlib.contextmanager
+def _building(folder: Path):
+    """An exclusive lock (fcntl.flock on ``.NAME.lock`` next to `folder`) while it is built."""
+    lock = folder.with_name(f".{folder.name}.lock")
+    _write_errors(folder, lambda: folder.parent.mkdir(parents=True, exist_ok=True))
+    try:
+        handle = open(lock, "a")
+    except OSError as err:
+        raise InputError(f"cannot write the prepared data {folder} ({err.strerror or err}); point --cache_dir at a "
+                         "writable folder, or run without --prepared_data") from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _build_missing(folder: Path, split: Path, identity: dict, items: list, users_path: Path,
+                   setting: tuple[int, int, int]) -> None:
+    """Build the users' arrays and the split of `setting` (L, min_seq_len, warm_min_count) if absent."""
     if not (folder / SIDECAR).is_file():
         if folder.exists():
             raise InputError(f"the prepared data {folder} has no {SIDECAR} (not written by morec, or damaged); "
                              f"{fix_for(folder)}")
         _write_errors(folder, lambda: build_users(users_path, [row.name for row in items], folder, identity))
-    split = folder / split_name(max_seq_len, min_seq_len, warm_min_count)
     if not (split / SPLIT_SIDECAR).is_file():
         if split.exists():
             raise InputError(f"the prepared split {split} has no {SPLIT_SIDECAR}; {fix_for(folder)}")
         users = open_users(folder, identity)
-        _write_errors(split, lambda: _build_split(users, len(items), split, users_path, max_seq_len, min_seq_len,
-                                                  warm_min_count))
-    return _open_split(folder, split, items, identity)
+        _write_errors(split, lambda: _build_split(users, len(items), split, users_path, *setting))
 
 
 def _build_split(users: UserIds, num_items: int, split: Path, users_path: Path, max_seq_len: int,
