@@ -349,3 +349,19 @@ def test_ranks_started_together_build_once_and_read_the_same(tmp_path):
     import hashlib
     assert digests == {hashlib.sha256(parsed(ML, 20, 5).full.tobytes()).hexdigest()}
     assert len(built(tmp_path)) == 1 and not list((tmp_path / "prepared").glob(".*tmp*"))
+
+
+def test_bench_prepared_converts_and_checks_the_same_data(tmp_path):
+    """scripts/bench_prepared.py on a tiny raw log: both converters write the same files, and
+    parsing, building and mapping give the same data (it exits 1 otherwise)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("make_synthetic", REPO / "scripts" / "make_synthetic.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--preset", "pixel1m", "--users", "2000", "--items", "300", "--out", str(tmp_path / "raw")])
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_prepared.py"), "--raw", str(tmp_path / "raw"),
+                           "--work", str(tmp_path / "w"), "--phases", "convert,setup", "--reference"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "same files" in done.stdout and "data: 2,000 users, 300 items kept" in done.stdout
+    assert "setup, map the prepared form" in done.stdout

@@ -1,23 +1,23 @@
 """The interaction-log formats (``pixelrec``, ``amazon_hllm``: a csv of ``item_id,user_id,timestamp``
 with a header, plus an item csv) converted with bounded memory: ``convert_dataset.py --stream``.
 
-`morec.tools.convert.convert` holds every interaction as Python strings (about 0.87 GB per
-million interactions); this path writes the same users.tsv and items.tsv (byte for byte:
-tests/test_prepared.py) while holding, per interaction, 16 bytes of integer codes:
+`morec.tools.convert.convert` holds every interaction as Python strings (0.27 GB per million
+interactions over the imports, measured at 3.75M: docs/benchmarks.md); this path writes the same
+users.tsv and items.tsv (byte for byte: tests/test_prepared.py) while holding, per interaction,
+20 bytes of integer codes:
 
 1. the interaction csv is scanned by Polars (lazy, its streaming engine): each user's first row
    gives the user order (first seen), the item csv (read as `convert` reads it) the item codes;
-2. one more streaming pass turns every row into (user code u32, item code u32, time, row u32)
+2. one more streaming pass turns every row into (user code u32, item code u32, time i64, row u32)
    and sorts them (user, time, row: equal times keep file order, as convert's stable sort);
 3. users.tsv is written 131,072 users at a time, the item names gathered by Polars.
 
-Why Polars (not DuckDB, not pandas): its lazy csv scan and its streaming engine run the
-group-by, the joins and the sort over the file without loading it as Python objects, in a
-library the project already reads columnar data with (pandas interoperates), installed as one
-wheel with no server or database file; DuckDB would do the same through SQL strings and a
-second type system. The sort of the integer codes (16 bytes per interaction, ~1.6 GB at 100M)
-is done in memory; the bound (0.1 GB per million interactions) leaves room for it, so no spill
-to disk is needed at Pixel8M's size.
+Why Polars (not DuckDB, not pandas): its lazy csv scan and streaming engine run the group-by,
+the joins and the sort over the file without making Python objects of its rows, as a dataframe
+API in Python from one wheel (no SQL strings, no database file, no second type system); pandas
+reads the whole file into memory. The sorted codes (20 bytes per interaction, ~2 GB at 100M)
+are held in memory: within the bound of 0.1 GB per million interactions (7.5 GB peak RSS
+measured at 100M, imports included), so nothing needs to spill to disk at Pixel8M's size.
 
 The same checks as `convert`, with the same messages (a blank line, an empty or whitespace-holding
 name, a timestamp that is not a number, an item the item file lacks, an item listed twice), and
