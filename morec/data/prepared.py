@@ -89,6 +89,7 @@ class _FolderWriter:
         self.tmp.mkdir()
         self.records: dict[str, dict] = {}
         self.open: dict[str, tuple] = {}
+        self.name_bytes = 0                                  # bytes of user names written so far
 
     def append(self, name: str, array: np.ndarray) -> None:
         """Append `array` (the dtype of `name`'s suffix) to the file `name`."""
@@ -147,7 +148,7 @@ def build_users(users_file: Path, item_names: list[str], folder: Path, identity:
             writer.close()
             writer = _FolderWriter(folder)
             whole = read_user_ids(users_file, item_names)
-            _append_users(writer, whole, 0, 0)
+            _append_users(writer, whole, 0)
             users = (len(whole.names), len(whole.ids))
         writer.append("offsets.i64", np.array([users[1]]))
         writer.append("name_offsets.i64", np.array([writer.name_bytes]))
@@ -156,8 +157,9 @@ def build_users(users_file: Path, item_names: list[str], folder: Path, identity:
         writer.close()
 
 
-def _append_users(writer: _FolderWriter, block: UserIds, first_item: int, first_name_byte: int) -> None:
-    """One block's users; offsets continue from `first_item`, name offsets from `first_name_byte`."""
+def _append_users(writer: _FolderWriter, block: UserIds, first_item: int) -> None:
+    """One block's users; offsets continue from `first_item`, name offsets from the names written."""
+    first_name_byte = writer.name_bytes
     encoded = [name.encode("utf-8") for name in block.names]
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
     writer.append("users.i32", block.ids)
@@ -174,7 +176,6 @@ def _stream_users(users_file: Path, item_names: list[str], writer: _FolderWriter
     _check_is_file(users_file, "users")
     lookup, hashes = _ItemLookup(item_names), []
     users = items = 0
-    writer.name_bytes = 0
     with open(users_file, "rb") as f:
         rest = b""
         while True:
@@ -191,7 +192,7 @@ def _stream_users(users_file: Path, item_names: list[str], writer: _FolderWriter
                 parsed = _plain_user_ids(block, item_names, lookup)
                 if parsed is None:
                     return None
-                _append_users(writer, parsed, items, writer.name_bytes)
+                _append_users(writer, parsed, items)
                 hashes.append(np.fromiter(map(hash, parsed.names), dtype=np.int64, count=len(parsed.names)))
                 users, items = users + len(parsed.names), items + len(parsed.ids)
             elif not at_end:                               # blank lines before more users: the reader's error
