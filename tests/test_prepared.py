@@ -365,3 +365,20 @@ def test_bench_prepared_converts_and_checks_the_same_data(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "same files" in done.stdout and "data: 2,000 users, 300 items kept" in done.stdout
     assert "setup, map the prepared form" in done.stdout
+
+
+def test_convert_dataset_stream_and_prepare_from_the_command_line(tmp_path, capsys):
+    """`convert_dataset.py --stream --prepare CACHE`: a run with --prepared_data then maps the form
+    built there, without building (its folder's files are not rewritten)."""
+    from test_convert import run_main
+    make_pixelrec(tmp_path / "src")
+    code, out, err = run_main(REPO / "scripts" / "convert_dataset.py",
+                              ["--from", "pixelrec", str(tmp_path / "src"), str(tmp_path / "toy"), "--no_images",
+                               "--stream", "--prepare", str(tmp_path / "cache"), "--min_seq_len", "3"], capsys)
+    assert code == 0, err
+    assert "wrote 3 users, 7 items and 16 interactions" in out and "prepared form under" in out
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*") if p.is_file()}
+    got = mapped(tmp_path / "toy", tmp_path / "cache", 20, 3)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*") if p.is_file()} == stamps
+    want = parsed(tmp_path / "toy", 20, 3)
+    assert list(got.user_names) == want.user_names == ["u2", "u1", "u3"] and np.array_equal(got.full, want.full)
