@@ -382,3 +382,15 @@ def test_convert_dataset_stream_and_prepare_from_the_command_line(tmp_path, caps
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*") if p.is_file()} == stamps
     want = parsed(tmp_path / "toy", 20, 3)
     assert list(got.user_names) == want.user_names == ["u2", "u1", "u3"] and np.array_equal(got.full, want.full)
+
+
+def test_train_counts_by_blocks_are_the_whole_counts(monkeypatch):
+    """SequenceData.train_counts counts blocks of rows (no copy of the mapped split): the counts of
+    one bincount over all train rows, with or without a training-user subset."""
+    from morec.data import sequences
+    from morec.data.sequences import with_train_users
+    monkeypatch.setattr(sequences, "COUNT_ROWS", 7)
+    for data in (parsed(ML, 20, 5), with_train_users(parsed(ML, 20, 5), 0.3)):
+        whole = np.bincount(np.ascontiguousarray(data.train).ravel(), minlength=data.num_items + 1)
+        whole[0] = 0
+        assert np.array_equal(data.train_counts(), whole) and data.train_counts().dtype == whole.dtype

@@ -19,6 +19,9 @@ from morec.data.files import ItemRow, UserIds, UserRow, read_items, read_user_id
 from morec.errors import InputError
 
 
+COUNT_ROWS = 1 << 16                   # train_counts counts this many rows at a time
+
+
 @dataclass
 class SequenceData:
     items: list[ItemRow | None]      # index = item id; 0 is padding (None)
@@ -61,8 +64,8 @@ class SequenceData:
     def train_counts(self) -> np.ndarray:
         """(N+1,) interactions of each item in all train parts; entry 0 counts nothing."""
         train, counts = self.train, np.zeros(self.num_items + 1, dtype=np.int64)
-        for first in range(0, len(train), 1 << 16):                  # no copy of the strided (U', L+1) view
-            counts += np.bincount(train[first:first + (1 << 16)].ravel(), minlength=self.num_items + 1)
+        for first in range(0, len(train), COUNT_ROWS):                # no copy of the strided (U', L+1) view
+            counts += np.bincount(train[first:first + COUNT_ROWS].ravel(), minlength=self.num_items + 1)
         counts[0] = 0
         return counts
 
