@@ -151,6 +151,7 @@ class Config:
     progress: bool = True               # tqdm bars (only shown on a terminal)
     log_every: int = 0                  # no terminal (log file, SLURM): a progress line every N optimizer steps (0: about every 30 s)
     cache_dir: str = "cache"            # token and two-stage feature caches; relative to the repository root
+    prepared_data: bool = False         # map the users file's prepared form under cache_dir/prepared (built once; morec.data.prepared)
 
     def data_dir(self) -> Path:
         root = Path(self.root_data_dir)
@@ -166,7 +167,8 @@ class Config:
 # config.json ("setting"). epoch and patience are recorded in config.json.
 RUN_CONTROL = {"label", "runs_dir", "resume", "overwrite", "device", "amp", "amp_dtype", "cpu_amp", "compile_model", "deterministic",
                "nproc_per_node", "nnodes", "rdzv_endpoint", "num_workers", "progress", "log_every", "skip_nonfinite",
-               "epoch", "patience", "eval_batch_size", "eval_chunk_elems", "cache_dir", "cold_start_count"}
+               "epoch", "patience", "eval_batch_size", "eval_chunk_elems", "cache_dir", "cold_start_count",
+               "prepared_data"}
 LABEL_PREFIX = [("model", ""), ("item_tower", ""), ("loss", ""), ("embedding_dim", "d"),
                 ("batch_size", "bs"), ("lr", "lr"), ("l2_weight", "l2"), ("drop_rate", "dr"),
                 ("max_seq_len", "L"), ("seed", "s")]
@@ -430,7 +432,7 @@ RULES = {
     "nproc_per_node": _at_least(1), "nnodes": _at_least(1), "rdzv_endpoint": _endpoint, "amp": _any,
     "amp_dtype": _one_of("bf16", "fp16"), "cpu_amp": _any, "compile_model": _any, "deterministic": _any, "sync_bn": _any,
     "num_workers": _at_least(0),
-    "progress": _any, "log_every": _at_least(0), "cache_dir": _not_empty,
+    "progress": _any, "log_every": _at_least(0), "cache_dir": _not_empty, "prepared_data": _any,
     # fields of the evaluation and data branches (checked when present)
     "mm_fusion": _one_of("sum", "concat", "gate"), "cv_fine_tune_lr": _lr_or_unset,
     "mm_cached_branch": _one_of("none", "text", "vision"),

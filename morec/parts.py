@@ -51,8 +51,14 @@ def start_devices(cfg: Config) -> tuple[torch.device, World]:
 def load_data(cfg: Config) -> SequenceData:
     """The run's users and items, split; a fraction of the training users when asked."""
     validate(cfg)                             # every value checked before anything is written
-    data = load_sequence_data(cfg.data_dir(), cfg.behaviors, cfg.news, cfg.max_seq_len,
-                              cfg.min_seq_len, cfg.warm_min_count)
+    if cfg.prepared_data:                     # the same data, mapped from <cache_dir>/prepared (tests/test_prepared.py)
+        from morec.data.prepared import prepared_sequence_data
+        from morec.resolve import from_repo_root
+        data = prepared_sequence_data(cfg.data_dir(), cfg.behaviors, cfg.news, cfg.max_seq_len, cfg.min_seq_len,
+                                      cfg.warm_min_count, from_repo_root(cfg.cache_dir))
+    else:
+        data = load_sequence_data(cfg.data_dir(), cfg.behaviors, cfg.news, cfg.max_seq_len,
+                                  cfg.min_seq_len, cfg.warm_min_count)
     warn_if_few_items(data.num_items, data.num_users, cfg.warm_min_count)
     return with_train_users(data, cfg.train_user_fraction) if cfg.train_user_fraction < 1 else data
 

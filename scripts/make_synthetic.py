@@ -7,6 +7,18 @@ Presets (sizes of the paper's data sets; `small` is for tests and quick runs):
     mind   630,235 users, 79,707 items, ~20 items per user (MIND, L = 20)  -> dataset/synthetic_mind
     hm     500,000 users, 86,879 items, ~13 items per user (HM hm_50w, L = 10) -> dataset/synthetic_hm
     small    2,000 users,    500 items, ~20 items per user                  -> dataset/synthetic_small
+    pixel8m  8,000,000 users, 400,000 items, ~12.5 per user (~100M interactions)  -> dataset/synthetic_pixel8m
+    pixel1m  1,000,000 users, 100,000 items, ~12.5 per user (~12.5M interactions) -> dataset/synthetic_pixel1m
+
+The pixel presets write the raw PixelRec layout, the input of `scripts/convert_dataset.py --from
+pixelrec --no_images` (and its `--stream` path): ``pixelrec_interaction/interactions.csv``
+(``item_id,user_id,timestamp``, rows of 250,000 users at a time shuffled together, as a log
+interleaves users) and ``pixelrec_iteminfo/item_info.csv`` (``item_id,title,description``),
+generated 250,000 users at a time (bounded memory: about 1 GB whatever the size). Sizes: the
+PixelRec paper (arXiv 2309.06789) reports ~200M interactions, ~30M users and ~400,000 cover images
+for the whole PixelRec; Pixel8M is its 8M-user subset, here with 400,000 items and ~100M
+interactions (users and interactions as this project's scale target states them; the real
+subset's counts were not checked here). Pixel1M: 1M users and 100,000 items, same lengths.
 
 What is drawn (numpy, vectorised, deterministic for a seed):
 - sequence lengths: 5 + a log-normal tail (mean `mean_len`, capped at `max_len`), so after the
@@ -27,6 +39,7 @@ none. A README.md in the folder records the command. Train on it with
 import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
 
 import argparse
+import os
 import shlex
 import time
 from pathlib import Path
@@ -40,7 +53,10 @@ PRESETS = {
     "mind": dict(users=630_235, items=79_707, mean_len=20.0, max_seq_len=20, prefix="N"),
     "hm": dict(users=500_000, items=86_879, mean_len=13.0, max_seq_len=10, prefix="v"),
     "small": dict(users=2_000, items=500, mean_len=20.0, max_seq_len=20, prefix="N"),
+    "pixel8m": dict(users=8_000_000, items=400_000, mean_len=12.5, max_seq_len=20, prefix="", layout="pixelrec"),
+    "pixel1m": dict(users=1_000_000, items=100_000, mean_len=12.5, max_seq_len=20, prefix="", layout="pixelrec"),
 }
+CHUNK_USERS = 250_000                  # pixelrec layout: users generated (and shuffled together) at a time
 MIN_LEN = 5
 CONSONANTS = list("bcdfghjklmnprstvwz") + ["ch", "sh", "th", "tr", "st", "br"]
 VOWELS = list("aeiou") + ["ai", "ea", "ou", "io"]
@@ -151,6 +167,78 @@ def generate(users: int, items: int, mean_len: float, max_seq_len: int, prefix: 
     return item_lines, user_lines, stats
 
 
+def draw_chunk(rng: np.random.Generator, lengths: np.ndarray, cdf: np.ndarray, successor: np.ndarray,
+               place: np.ndarray, follow: float, window: int) -> np.ndarray:
+    """`draw_sequences` for one chunk of users with the data set's popularity `cdf` and `successor`
+    table; the items `place` each go once into a random position of the chunk's last `window` items."""
+    total = int(lengths.sum())
+    starts = np.cumsum(lengths) - lengths
+    base = np.searchsorted(cdf, rng.random(total), side="right") + 1
+    follows = rng.random(total) < follow
+    follows[starts] = False
+    flat = base.copy()
+    for _ in range(int(lengths.max())):
+        updated = np.where(follows, successor[np.roll(flat, 1)], base)
+        if np.array_equal(updated, flat):
+            break
+        flat = updated
+    position = np.arange(total) - np.repeat(starts, lengths)
+    in_window = np.flatnonzero(position >= np.repeat(lengths - window, lengths))
+    if len(in_window) < len(place):
+        raise SystemExit(f"error: {len(in_window)} kept positions cannot hold {len(place)} items; "
+                         "ask for more users or fewer items")
+    flat[rng.choice(in_window, size=len(place), replace=False)] = place
+    return flat
+
+
+def write_pixelrec(out: Path, users: int, items: int, mean_len: float, max_seq_len: int,
+                   args: argparse.Namespace, start: float) -> dict:
+    """The raw PixelRec layout, CHUNK_USERS users at a time (see the module doc); files written
+    under temp names and renamed at the end."""
+    import polars as pl
+    rng = np.random.default_rng(args.seed)
+    cdf = np.cumsum(popularity(rng, items, args.alpha))
+    cdf[-1] = 1.0
+    successor = np.concatenate([[0], np.searchsorted(cdf, rng.random(items), side="right") + 1])
+    chunks = -(-users // CHUNK_USERS)
+    order = rng.permutation(items) + 1                               # items placed once, chunk by chunk
+    inter, info = out / "pixelrec_interaction" / "interactions.csv", out / "pixelrec_iteminfo" / "item_info.csv"
+    for path in (inter, info):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = inter.with_name(f".{inter.name}.tmp{os.getpid()}")
+    total, count_sum = 0, np.zeros(items + 1, dtype=np.int64)
+    with open(tmp, "wb") as f:
+        f.write(b"item_id,user_id,timestamp\n")
+        for chunk in range(chunks):
+            first = chunk * CHUNK_USERS
+            lengths = sequence_lengths(rng, min(CHUNK_USERS, users - first), mean_len, 500)
+            flat = draw_chunk(rng, lengths, cdf, successor, order[chunk * items // chunks:(chunk + 1) * items // chunks],
+                              args.follow, max_seq_len + 3)
+            user = np.repeat(np.arange(first + 1, first + len(lengths) + 1), lengths)
+            gaps = np.cumsum(rng.integers(1, 86_400, len(flat)))      # strictly increasing times per user
+            starts = np.cumsum(lengths) - lengths
+            times = np.repeat(rng.integers(1_600_000_000, 1_650_000_000, len(lengths)) - gaps[starts], lengths) + gaps
+            shuffle = rng.permutation(len(flat))
+            pl.DataFrame({"item_id": flat[shuffle], "user_id": user[shuffle], "timestamp": times[shuffle]}).write_csv(
+                f, include_header=False)
+            total += len(flat)
+            count_sum += np.bincount(flat, minlength=items + 1)
+    vocab = pseudo_words(rng, 5000)
+    write_text_atomic(info, "item_id,title,description\n" + "".join(
+        f"{k + 1},{title},{abstract}\n" for k, (title, abstract) in
+        enumerate(zip(texts(rng, items, vocab, 5, 14), texts(rng, items, vocab, 10, 30)))))
+    os.replace(tmp, inter)
+    counts = np.sort(count_sum[1:])[::-1]
+    stats = {"users": users, "items": items, "interactions": total, "mean_len": total / users,
+             "top1pct_share": float(counts[:max(1, items // 100)].sum() / counts.sum()), "seconds": time.perf_counter() - start}
+    command = shlex.join(["python", "scripts/make_synthetic.py", *sys.argv[1:]])
+    write_text_atomic(out / "README.md", f"# Synthetic data set (not real data), PixelRec layout\n\nWritten by `{command}` "
+                      f"(seed {args.seed}). Convert: `python scripts/convert_dataset.py --from pixelrec --no_images "
+                      f"--stream {out} DST`.\n\n" + "".join(f"- {k}: {v}\n" for k, v in stats.items()))
+    print(f"wrote {inter} and {info} in {stats['seconds']:.1f}s: {users:,} users, {items:,} items, {total:,} interactions")
+    return stats
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
@@ -171,6 +259,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--users and --items must be >= 1 and --mean_len >= {MIN_LEN}")
     out = Path(args.out) if args.out else REPO / "dataset" / f"synthetic_{args.preset}"
     start = time.perf_counter()
+    if preset.get("layout") == "pixelrec":
+        return write_pixelrec(out, users, items, mean_len, preset["max_seq_len"], args, start)
     item_lines, user_lines, stats = generate(users, items, mean_len, preset["max_seq_len"], preset["prefix"],
                                              args.seed, args.alpha, args.follow)
     out.mkdir(parents=True, exist_ok=True)

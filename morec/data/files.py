@@ -170,11 +170,12 @@ BLOCK_BYTES = 1 << 20                                 # parsed 1 MiB of whole li
 LOW_BYTES = np.array([(1 << (8 * n)) - 1 for n in range(9)], dtype="<u8")   # n: a mask of the n first bytes of a word
 
 
-def _plain_user_ids(raw: bytes, item_names: list[str]) -> UserIds | None:
+def _plain_user_ids(raw: bytes, item_names: list[str], lookup: "_ItemLookup | None" = None) -> UserIds | None:
     """The users file's bytes as UserIds, or None when the file is not plain: every line
     `name\\titem item ...` with one tab, spaces, UTF-8 text without other whitespace or control
     characters, known items and unique user names. None hands the file to the line-by-line reader
-    (which then reports the problem)."""
+    (which then reports the problem). `lookup`: the items' table, when the caller reads several
+    blocks of one file (morec.data.prepared)."""
     start = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     if b"\r" in raw:                                  # the line ends of LINE_END, as \n
         raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
@@ -184,7 +185,7 @@ def _plain_user_ids(raw: bytes, item_names: list[str]) -> UserIds | None:
     while end > start and raw[end - 1] in b" \t\n":   # trailing blank lines are dropped
         end -= 1
     end = len(raw) if raw.find(b"\n", end) < 0 else raw.find(b"\n", end)
-    lookup = _ItemLookup(item_names)
+    lookup = lookup or _ItemLookup(item_names)
     names, lengths, filled = [], [], 0
     ids = np.empty(raw.count(b" ", start, end) + raw.count(b"\t", start, end), dtype=np.int32)  # >= items:
     while start < end:                                                      # each follows a space or tab

@@ -19,6 +19,9 @@ from morec.data.files import ItemRow, UserIds, UserRow, read_items, read_user_id
 from morec.errors import InputError
 
 
+COUNT_ROWS = 1 << 16                   # train_counts counts this many rows at a time
+
+
 @dataclass
 class SequenceData:
     items: list[ItemRow | None]      # index = item id; 0 is padding (None)
@@ -60,7 +63,9 @@ class SequenceData:
 
     def train_counts(self) -> np.ndarray:
         """(N+1,) interactions of each item in all train parts; entry 0 counts nothing."""
-        counts = np.bincount(self.train.ravel(), minlength=self.num_items + 1)
+        train, counts = self.train, np.zeros(self.num_items + 1, dtype=np.int64)
+        for first in range(0, len(train), COUNT_ROWS):                # no copy of the strided (U', L+1) view
+            counts += np.bincount(train[first:first + COUNT_ROWS].ravel(), minlength=self.num_items + 1)
         counts[0] = 0
         return counts
 
@@ -159,29 +164,44 @@ def build_sequence_data(items: list[ItemRow], users: list[UserRow] | UserIds, ma
         raise InputError(f"warm_min_count must be >= 0 (0: off), got {warm_min_count}")
     if not isinstance(users, UserIds):
         users = user_ids_from_rows(users, [row.name for row in items], users_path)
-    long_enough = users.lengths >= min_seq_len
+    kept_users, used, full = protocol_arrays(len(items), users.offsets, users.ids, max_seq_len, min_seq_len,
+                                             users_path, warm_min_count)
+    kept_items = [None] + [row for row, keep in zip(items, used[1:]) if keep]
+    return SequenceData(kept_items, [users.names[k] for k in kept_users.tolist()], full, max_seq_len)
+
+
+def protocol_arrays(num_items: int, offsets: np.ndarray, ids: np.ndarray, max_seq_len: int, min_seq_len: int,
+                    users_path: Path | str = "users file", warm_min_count: int = 0
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The arrays of `build_sequence_data` (SPEC "Data") from the users file as flat ids: user k's
+    items are ids[offsets[k]:offsets[k + 1]] (1-based, items file order; `num_items` in that file).
+    Returns (kept users' rows (U',), (num_items+1,) bool: item kept, (U', L+3) int64 re-indexed
+    `full`). morec.data.prepared stores them."""
+    if warm_min_count < 0:
+        raise InputError(f"warm_min_count must be >= 0 (0: off), got {warm_min_count}")
+    all_lengths = np.diff(offsets)
+    long_enough = all_lengths >= min_seq_len
     kept_users = np.flatnonzero(long_enough)
     if len(kept_users) == 0:
         raise InputError(f"{users_path}: no user has at least min_seq_len={min_seq_len} items; "
                          "lower --min_seq_len or check the file")
-    ids, lengths = users.ids, users.lengths[kept_users]
+    lengths = all_lengths[kept_users]
     if len(kept_users) < len(long_enough):
-        ids = ids[np.repeat(long_enough, users.lengths)]
+        ids = ids[np.repeat(long_enough, all_lengths)]
     if warm_min_count > 0:
-        warm_users, ids, lengths = warm_item_filter(ids, lengths, max_seq_len, min_seq_len, warm_min_count, len(items))
+        warm_users, ids, lengths = warm_item_filter(ids, lengths, max_seq_len, min_seq_len, warm_min_count, num_items)
         if len(warm_users) == 0:
             raise InputError(f"{users_path}: no item has at least warm_min_count={warm_min_count} train "
                              f"interactions in a user with min_seq_len={min_seq_len} items "
                              f"(max_seq_len={max_seq_len}); lower --warm_min_count")
         kept_users = kept_users[warm_users]
     full = last_items(ids, lengths, max_seq_len + 3)
-    used = np.zeros(len(items) + 1, dtype=bool)
+    used = np.zeros(num_items + 1, dtype=bool)
     used[full.ravel()] = True
     used[0] = False
-    new_id = np.zeros(len(items) + 1, dtype=np.int64)
+    new_id = np.zeros(num_items + 1, dtype=np.int64)
     new_id[used] = np.arange(1, used.sum() + 1)                    # keeps file order
-    kept_items = [None] + [row for row, keep in zip(items, used[1:]) if keep]
-    return SequenceData(kept_items, [users.names[k] for k in kept_users.tolist()], new_id[full], max_seq_len)
+    return kept_users, used, new_id[full]
 
 
 def load_sequence_data(data_dir: Path, behaviors: str, news: str, max_seq_len: int,
