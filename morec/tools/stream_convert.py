@@ -40,8 +40,9 @@ import polars as pl
 
 from morec.atomic_io import write_text_atomic
 from morec.errors import InputError
-from morec.tools.convert import (IMAGE_LMDB, _check_destination, _check_names, _check_options, _covers,
-                                 _extra_images, _first_duplicate, _item_table, _locate, _one_line, _write_error)
+from morec.tools.convert import (IMAGE_LMDB, _check_destination, _check_names, _check_options, _first_duplicate,
+                                 _one_line, _write_error)
+from morec.tools.formats import _covers, _extra_images, _item_table, _locate
 from morec.tools.lmdb_builder import build_lmdb, find_image_files
 
 USERS_PER_WRITE = 1 << 17                # users.tsv is written this many users at a time
