@@ -9,7 +9,8 @@ import os
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from morec.config import TOWER_MODALITIES, Config, run_setting, validate
+from morec.config import TOWER_MODALITIES, Config, run_setting
+from morec.config_checks import validate
 from morec.data import PairBatches, SequenceBatches, SequenceData, load_sequence_data
 from morec.data.sequences import with_train_users
 from morec.distributed import World, check_world, init_world

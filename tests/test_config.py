@@ -60,7 +60,7 @@ def test_label_ignores_the_values_an_item_tower_does_not_read():
 def test_every_config_field_has_a_validation_rule():
     from dataclasses import fields
 
-    from morec.config import RULES
+    from morec.config_checks import RULES
     assert {f.name for f in fields(Config)} <= RULES.keys()
 
 
@@ -117,7 +117,7 @@ def test_all_bad_values_reported_in_one_line():
 
 
 def test_fields_of_other_branches_have_rules():
-    from morec.config import RULES
+    from morec.config_checks import RULES
     assert RULES["ties"]("random") and RULES["ties"]("expected") is None
 
 

@@ -84,7 +84,7 @@ def test_default_cpu_setting_and_label_are_unchanged():
     ({"cpu_amp": True, "amp_dtype": "fp16"}, "--amp_dtype fp16: use --amp true --amp_dtype bf16"),
 ])
 def test_opt_in_needs_bf16_amp(values, wanted):
-    from morec.config import validate
+    from morec.config_checks import validate
     with pytest.raises(InputError, match=wanted):
         validate(make_config(values))
 
