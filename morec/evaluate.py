@@ -85,7 +85,9 @@ class ItemBlocks:
         num_items, dim = item_vecs.shape
         self.widths = [min(items, num_items - first) for first in range(0, num_items, items)]
         self.spare = -(-(items + rows + 1) // 16) * 16 - 1      # a multiple of 16 columns: faster kernels
-        self.weights = item_vecs.new_zeros(len(self.widths), dim, self.spare + 1, dtype=torch.float32)
+        self.weights = item_vecs.new_empty(len(self.widths), dim, self.spare + 1, dtype=torch.float32)
+        self.weights[:, :, items:] = 0                                               # target and spare columns
+        self.weights[-1, :, self.widths[-1]:] = 0                                    # the last block's padding
         for block, width in enumerate(self.widths):
             self.weights[block, :, :width] = item_vecs[block * items: block * items + width].float().T
         self.scores = item_vecs.new_empty(rows, self.spare + 1, dtype=torch.float32)
@@ -127,9 +129,14 @@ def scores_surely_finite(user_vecs: torch.Tensor, item_vecs: torch.Tensor) -> bo
     adds far less than that), so no partial sum overflows. False does not mean a bad score."""
     if len(user_vecs) == 0 or len(item_vecs) <= 1:
         return True
-    bound = (user_vecs.shape[1] * user_vecs.float().abs().amax().item()
-             * item_vecs[1:].float().abs().amax().item())                            # NaN, inf: False
-    return bound < SAFE_SCORE
+    bound = user_vecs.shape[1] * largest_magnitude(user_vecs) * largest_magnitude(item_vecs[1:])
+    return bound < SAFE_SCORE                                                       # NaN, inf: False
+
+
+def largest_magnitude(vecs: torch.Tensor) -> float:
+    """max |x| over the tensor (NaN if it holds one), in one pass."""
+    low, high = torch.aminmax(vecs.float())
+    return torch.maximum(-low, high).item()
 
 
 def check_scores_finite(user_vecs: torch.Tensor, item_vecs: torch.Tensor, chunk_elems: int,
