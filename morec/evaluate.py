@@ -66,17 +66,19 @@ CPU_BLOCK = (128, 4096)   # users x items per block on the CPU: scores and flags
 
 def block_shape(num_items: int, chunk_elems: int, device: torch.device,
                 block_items: int | None = None) -> tuple[int, int]:
-    """(users, items) per score block: on the CPU `CPU_BLOCK` (2.0x faster than blocks of all
+    """(users, items) per score block: on the CPU at most `CPU_BLOCK` (2.8x faster than blocks of all
     items at MIND size, whose scores go to memory and back: docs/benchmarks.md "Floors");
     elsewhere all items, as many users as `chunk_elems` allows (fewer, larger kernels)."""
     cpu = device.type == "cpu"
-    items = min(num_items, block_items or (CPU_BLOCK[1] if cpu else num_items))
+    most = min(num_items, block_items or (CPU_BLOCK[1] if cpu else num_items))
+    items = -(-num_items // -(-num_items // most))                    # equal blocks: no padded last one
     return max(1, min(chunk_elems // items, CPU_BLOCK[0] if cpu else chunk_elems)), items
 
 
 class ItemBlocks:
     """The item vectors in blocks of `items` columns, each followed by `rows` columns for the
-    current users' own targets and one spare column, (B, d, items + rows + 1). Each target's score
+    current users' own targets and spare columns, (B, d, items + rows + 1 rounded up to a multiple
+    of 16; the last one takes the removed items of other blocks). Each target's score
     is read from the same matmul as the scores it is compared with, so a tie is exact equality of
     one kernel's outputs, as with one matmul over all items."""
 
@@ -95,7 +97,7 @@ class ItemBlocks:
 
     def removed_columns(self, targets: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """(B, C, H + 2): each block's columns of the users' history items, own target and item 0;
-        an item outside the block points to the spare last column."""
+        an item outside the block points to the last spare column."""
         removed = torch.cat([history, targets.unsqueeze(1), torch.zeros_like(targets).unsqueeze(1)], 1)
         block_of = removed // self.items                                             # (C, H + 2)
         blocks = torch.arange(len(self.widths), device=removed.device).view(-1, 1, 1)

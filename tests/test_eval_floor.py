@@ -38,10 +38,12 @@ def test_blocked_counts_match_the_per_user_reference(seed, block_items, rows):
 
 def test_block_shape_caps_users_and_items_on_the_cpu_only():
     cpu, meta = torch.device("cpu"), torch.device("meta")
-    assert block_shape(80_001, 2 ** 24, cpu) == (128, 4096)
+    assert block_shape(80_001, 2 ** 24, cpu) == (128, 4001)                             # 20 equal blocks
+    assert block_shape(5_001, 2 ** 24, cpu) == (128, 2501)
+    assert block_shape(4_096, 2 ** 24, cpu) == (128, 4096)
     assert block_shape(31, 31 * 5, cpu) == (5, 31)                                      # chunk_elems still bounds
     assert block_shape(80_001, 2 ** 24, meta) == (2 ** 24 // 80_001, 80_001)            # e.g. CUDA: all items
-    assert block_shape(80_001, 10, cpu) == (1, 4096)
+    assert block_shape(80_001, 10, cpu) == (1, 4001)
 
 
 def test_minus_inf_item_vector_is_an_error():
