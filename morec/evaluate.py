@@ -35,35 +35,121 @@ MISSED = 2 ** 31 - 1      # h of a target removed from the ranking: below every 
 
 
 def tie_counts(user_vecs: torch.Tensor, item_vecs: torch.Tensor, targets: torch.Tensor,
-               history: torch.Tensor, chunk_elems: int = 2 ** 24, first_user: int = 0) -> torch.Tensor:
+               history: torch.Tensor, chunk_elems: int = 2 ** 24, first_user: int = 0,
+               block_items: int | None = None) -> torch.Tensor:
     """(h, t) of each user's target: rankable items scoring strictly higher, and tied with it.
 
     user_vecs (U, d); item_vecs (N+1, d), row 0 = padding (never ranked); targets (U,);
     history (U, H) item ids to remove, 0-padded; the target itself stays rankable (the repeat
-    rule is applied to the counts afterwards: `apply_repeat_rule`). Scores are held for at most `chunk_elems`
-    (users x items) at a time (plus one buffer of that size for the tie compare), so memory does
-    not grow with U. Returns (U, 2) int64.
+    rule is applied to the counts afterwards: `apply_repeat_rule`). Scores are taken a block of
+    users x items at a time (`block_shape`: at most `chunk_elems` scores, plus one flag buffer of
+    that size), so memory does not grow with U; on the CPU the block is small enough to stay in
+    the cache for the compares. Returns (U, 2) int64.
     Raises FloatingPointError if any score of items 1..N is NaN or inf (SPEC: an error), naming
-    the user by its index (`first_user` = the index of row 0, e.g. in the split's user order).
+    the first in row-major order and its user by index (`first_user` = the index of row 0, e.g.
+    in the split's user order).
     """
+    if not scores_surely_finite(user_vecs, item_vecs):
+        check_scores_finite(user_vecs, item_vecs, chunk_elems, first_user)
+    rows, items = block_shape(len(item_vecs), chunk_elems, user_vecs.device, block_items)
+    blocks = ItemBlocks(item_vecs, rows, items)
+    counts = torch.empty(len(user_vecs), 2, dtype=torch.long, device=user_vecs.device)
+    with torch.autocast(user_vecs.device.type, enabled=False):                     # scores in fp32
+        for start in range(0, len(user_vecs), rows):
+            chunk = slice(start, start + rows)
+            counts[chunk] = blocks.counts(user_vecs[chunk].float(), targets[chunk], history[chunk])
+    return counts
+
+
+CPU_BLOCK = (128, 4096)   # users x items per block on the CPU: scores and flags (4 MiB) stay in cache
+
+
+def block_shape(num_items: int, chunk_elems: int, device: torch.device,
+                block_items: int | None = None) -> tuple[int, int]:
+    """(users, items) per score block: on the CPU at most `CPU_BLOCK` (2.8x faster than blocks of all
+    items at MIND size, whose scores go to memory and back: docs/benchmarks.md "Floors");
+    elsewhere all items, as many users as `chunk_elems` allows (fewer, larger kernels)."""
+    cpu = device.type == "cpu"
+    most = min(num_items, block_items or (CPU_BLOCK[1] if cpu else num_items))
+    items = -(-num_items // -(-num_items // most))                    # equal blocks: no padded last one
+    return max(1, min(chunk_elems // items, CPU_BLOCK[0] if cpu else chunk_elems)), items
+
+
+class ItemBlocks:
+    """The item vectors in blocks of `items` columns, each followed by `rows` columns for the
+    current users' own targets and spare columns, (B, d, items + rows + 1 rounded up to a multiple
+    of 16; the last one takes the removed items of other blocks). Each target's score
+    is read from the same matmul as the scores it is compared with, so a tie is exact equality of
+    one kernel's outputs, as with one matmul over all items."""
+
+    def __init__(self, item_vecs: torch.Tensor, rows: int, items: int):
+        self.item_vecs, self.rows, self.items = item_vecs, rows, items
+        num_items, dim = item_vecs.shape
+        self.widths = [min(items, num_items - first) for first in range(0, num_items, items)]
+        self.spare = -(-(items + rows + 1) // 16) * 16 - 1      # a multiple of 16 columns: faster kernels
+        self.weights = item_vecs.new_empty(len(self.widths), dim, self.spare + 1, dtype=torch.float32)
+        self.weights[:, :, items:] = 0                                               # target and spare columns
+        self.weights[-1, :, self.widths[-1]:] = 0                                    # the last block's padding
+        for block, width in enumerate(self.widths):
+            self.weights[block, :, :width] = item_vecs[block * items: block * items + width].float().T
+        self.scores = item_vecs.new_empty(rows, self.spare + 1, dtype=torch.float32)
+        self.flags = item_vecs.new_empty(rows * items, dtype=torch.float32)
+
+    def removed_columns(self, targets: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        """(B, C, H + 2): each block's columns of the users' history items, own target and item 0;
+        an item outside the block points to the last spare column."""
+        removed = torch.cat([history, targets.unsqueeze(1), torch.zeros_like(targets).unsqueeze(1)], 1)
+        block_of = removed // self.items                                             # (C, H + 2)
+        blocks = torch.arange(len(self.widths), device=removed.device).view(-1, 1, 1)
+        return torch.where(block_of == blocks, removed - block_of * self.items, self.spare)
+
+    def counts(self, user_vecs: torch.Tensor, targets: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        """(C, 2) counts (h, t) of C <= rows users; user_vecs (C, d) float32."""
+        users, own = len(user_vecs), slice(self.items, self.items + len(user_vecs))
+        self.weights[:, :, own] = self.item_vecs[targets].float().T                  # (d, C) in every block
+        removed = self.removed_columns(targets, history)                             # (B, C, H + 2)
+        totals = user_vecs.new_zeros(2, users, dtype=torch.float64)                  # (t, h)
+        for block, width in enumerate(self.widths):
+            scores = torch.mm(user_vecs, self.weights[block], out=self.scores[:users])  # (C, spare + 1)
+            target_scores = scores[:, own].diagonal().unsqueeze(1).clone()           # (C, 1)
+            scores.scatter_(1, removed[block], float("-inf"))
+            ranked = scores[:, :width]
+            # compares into a float buffer (summing a bool tensor is several times slower); float
+            # sums are exact below 2^24 items per block
+            tied = torch.eq(ranked, target_scores, out=self.flags[: users * width].view(users, width))
+            totals[0] += tied.sum(1)
+            totals[1] += ranked.gt_(target_scores).sum(1)
+        return totals.flip(0).T.long()
+
+
+SAFE_SCORE = torch.finfo(torch.float32).max / 2
+
+
+def scores_surely_finite(user_vecs: torch.Tensor, item_vecs: torch.Tensor) -> bool:
+    """True when no score of items 1..N can be NaN or inf: both inputs finite, and
+    |u . v| <= d * max|u| * max|v| stays below half the float32 maximum (the matmul's rounding
+    adds far less than that), so no partial sum overflows. False does not mean a bad score."""
+    if len(user_vecs) == 0 or len(item_vecs) <= 1:
+        return True
+    bound = user_vecs.shape[1] * largest_magnitude(user_vecs) * largest_magnitude(item_vecs[1:])
+    return bound < SAFE_SCORE                                                       # NaN, inf: False
+
+
+def largest_magnitude(vecs: torch.Tensor) -> float:
+    """max |x| over the tensor (NaN if it holds one), in one pass."""
+    low, high = torch.aminmax(vecs.float())
+    return torch.maximum(-low, high).item()
+
+
+def check_scores_finite(user_vecs: torch.Tensor, item_vecs: torch.Tensor, chunk_elems: int,
+                        first_user: int) -> None:
+    """Every score of items 1..N, chunk by chunk of `chunk_elems`, through `check_finite`: the
+    exact check where `scores_surely_finite` cannot rule out NaN, inf or overflow."""
     num_rows = max(1, chunk_elems // item_vecs.shape[0])
     item_vecs_t = item_vecs.float().T.contiguous()                                    # (d, N+1)
-    counts = torch.empty(len(user_vecs), 2, dtype=torch.long, device=user_vecs.device)
-    ties = torch.empty(min(num_rows, len(user_vecs)), item_vecs.shape[0], device=user_vecs.device)  # (C, N+1)
-    for start in range(0, len(user_vecs), num_rows):
-        rows = slice(start, start + num_rows)
-        scores = user_vecs[rows].float() @ item_vecs_t                              # (C, N+1)
-        check_finite(scores, first_user + start)
-        target_scores = scores.gather(1, targets[rows].unsqueeze(1))                 # (C, 1)
-        scores.scatter_(1, history[rows], float("-inf"))
-        scores.scatter_(1, targets[rows].unsqueeze(1), float("-inf"))                # not its own tie
-        scores[:, 0] = float("-inf")
-        # compares into float buffers (summing a bool tensor is several times slower); float
-        # counts are exact below 2^24 items
-        tied = torch.eq(scores, target_scores, out=ties[: len(scores)])
-        counts[rows, 1] = tied.sum(1).long()
-        counts[rows, 0] = scores.gt_(target_scores).sum(1).long()
-    return counts
+    with torch.autocast(user_vecs.device.type, enabled=False):
+        for start in range(0, len(user_vecs), num_rows):
+            check_finite(user_vecs[start: start + num_rows].float() @ item_vecs_t, first_user + start)
 
 
 def check_finite(scores: torch.Tensor, first_user: int) -> None:

@@ -11,8 +11,12 @@ items, d = 64, ~20 history items per user (--quick: 10k x 5k). The reference run
 are compared on those users. Vectors lie on the grid k/16, so float32 dot products are exact and
 both paths must agree exactly. The vectorised path of (b) runs in a child process (for two user
 counts) that samples its own RSS, to show that memory is bounded by the chunk, not by users x items.
-Each case also prints the vectorised path's time over its floor, the bare chunked matmul (the
-same chunks' score matmuls alone, timed in the same process). Last line: `speedup: <x>x` for (b).
+Each case also prints the vectorised path's time over two floors timed in the same process: the
+bare blocked matmul (the same users x items, in the score blocks the path uses, `block_shape`,
+without the path's extra target columns, into one reused buffer) and the bare full-row chunked
+matmul (chunks of `eval_chunk_elems` scores over all items, a fresh result each: the path before
+item blocks). (b) and --scaling time `--repeats` interleaved rounds of path and floors by process
+CPU time (steadier than wall time on a shared machine), medians. Last line: `speedup: <x>x` for (b).
 
 --scaling: the vectorised path alone at MIND size (d = 64, 80k items; 10k, 100k and 630k users),
 each size in its own child process: seconds, users/s, RSS with the data loaded, peak RSS while
@@ -35,7 +39,7 @@ import numpy as np
 import torch
 
 from morec.config import Config
-from morec.evaluate import metrics_from_counts, metrics_from_ranks, tie_counts
+from morec.evaluate import block_shape, metrics_from_counts, metrics_from_ranks, tie_counts
 from morec.tools.reference import ranks_per_user
 from morec.parts import load_data
 
@@ -74,13 +78,43 @@ def vectorised(user_vecs, item_vecs, targets, history):
 
 
 def bare_chunked_matmul(user_vecs, item_vecs, targets=None, history=None) -> float:
-    """The floor of the vectorised path: the same chunks' score matmuls and nothing else; seconds."""
+    """The old floor: full-row chunks of CHUNK_ELEMS scores, a fresh result each; seconds."""
     start = time.perf_counter()
     num_rows = max(1, CHUNK_ELEMS // item_vecs.shape[0])
     item_vecs_t = item_vecs.float().T.contiguous()                                  # (d, N+1)
     for first in range(0, len(user_vecs), num_rows):
         user_vecs[first:first + num_rows].float() @ item_vecs_t                      # (C, N+1)
     return time.perf_counter() - start
+
+
+def bare_blocked_matmul(user_vecs, item_vecs, targets=None, history=None) -> float:
+    """The floor of the vectorised path: its score blocks' matmuls alone (no target columns), into
+    one reused buffer; seconds (the blocks are copied out before the clock starts)."""
+    rows, items = block_shape(len(item_vecs), CHUNK_ELEMS, user_vecs.device)
+    blocks = [item_vecs[first:first + items].float().T.contiguous() for first in range(0, len(item_vecs), items)]
+    scores = torch.empty(rows, items)                                                # (C, items)
+    start = time.perf_counter()
+    for first in range(0, len(user_vecs), rows):
+        users = user_vecs[first:first + rows].float()
+        for block in blocks:
+            torch.mm(users, block, out=scores[:len(users), :block.shape[1]])
+    return time.perf_counter() - start
+
+
+def cpu_seconds(fn, *args) -> float:
+    """Process CPU time of fn(*args) (one torch thread: the work's own time, not the waits)."""
+    start = time.process_time()
+    fn(*args)
+    return time.process_time() - start
+
+
+def timed_rounds(case, repeats: int) -> dict:
+    """Medians of `repeats` interleaved rounds: path, blocked floor, full-row floor (CPU seconds)."""
+    rounds = [[cpu_seconds(fn, *case) for fn in (vectorised, bare_blocked_matmul, bare_chunked_matmul)]
+              for _ in range(repeats)]
+    path, blocked, full_row = (float(np.median(column)) for column in zip(*rounds))
+    return {"cpu_seconds": path, "blocked_floor": blocked, "full_row_floor": full_row,
+            "rounds": [[round(x, 3) for x in r] for r in rounds]}
 
 
 def child(args) -> None:
@@ -99,16 +133,16 @@ def child(args) -> None:
     seconds, ranks, metrics = vectorised(*case)
     done.set()
     sampler.join()
-    floor = bare_chunked_matmul(*case)
     np.save(args.out, ranks.numpy())
-    print(json.dumps({"seconds": seconds, "floor_seconds": floor, "metrics": metrics, "rss_before": before,
+    print(json.dumps({"seconds": seconds, **timed_rounds(case, args.repeats), "metrics": metrics, "rss_before": before,
                       "rss_peak": max(peak[0], rss_bytes()),
                       "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 
 
 def run_child(args, users: int, out: str) -> dict:
     cmd = [sys.executable, __file__, "--child", "--users", str(users), "--items", str(args.items),
-           "--dim", str(args.dim), "--hist", str(args.hist), "--threads", str(args.threads), "--out", out]
+           "--dim", str(args.dim), "--hist", str(args.hist), "--threads", str(args.threads), "--out", out,
+           "--repeats", str(args.repeats)]
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
 
 
@@ -132,9 +166,9 @@ def compare(name: str, fast_ranks: np.ndarray, slow_ranks: np.ndarray) -> None:
         raise SystemExit(f"mismatch: {int((fast_ranks[:n] != slow_ranks).sum())} users differ")
 
 
-def print_floor(name: str, fast_s: float, floor_s: float, how: str) -> None:
-    print(f"  [{name}] bare chunked matmul {floor_s:.3f}s; vectorised / bare chunked matmul: "
-          f"{fast_s / floor_s:.2f}x ({how})")
+def print_floor(name: str, fast_s: float, blocked_s: float, full_row_s: float, how: str) -> None:
+    print(f"  [{name}] bare blocked matmul {blocked_s:.3f}s, bare full-row chunked matmul {full_row_s:.3f}s; "
+          f"vectorised / blocked: {fast_s / blocked_s:.2f}x, / full-row: {fast_s / full_row_s:.2f}x ({how})")
 
 
 def report(name: str, users: int, fast_s: float, ref_s: float, ref_users: int) -> float:
@@ -153,12 +187,14 @@ def bench_ml100k(args) -> None:
             torch.from_numpy(data.split_target("valid")), torch.from_numpy(data.split_history("valid")))
     print(f"(a) ml-100k valid: {data.num_users} users x {data.num_items} items, d={args.dim}, "
           f"history width {case[3].shape[1]}")
-    times, floors = [], []
-    for _ in range(10):                                    # interleaved with the floor
+    times, blocked, full_row = [], [], []
+    for _ in range(10):                                    # interleaved with the floors
         times.append(vectorised(*case))
-        floors.append(bare_chunked_matmul(*case))
+        blocked.append(bare_blocked_matmul(*case))
+        full_row.append(bare_chunked_matmul(*case))
     fast_s = float(np.median([t[0] for t in times]))
-    print_floor("ml-100k", fast_s, float(np.median(floors)), "medians of 10, interleaved")
+    print_floor("ml-100k", fast_s, float(np.median(blocked)), float(np.median(full_row)),
+                "wall time, medians of 10, interleaved")
     ref_s, slow_ranks = reference(case, data.num_users)
     compare("ml-100k", times[0][1].numpy(), slow_ranks)
     report("ml-100k", data.num_users, fast_s, ref_s, data.num_users)
@@ -166,7 +202,8 @@ def bench_ml100k(args) -> None:
 
 def bench_synthetic(args) -> float:
     print(f"(b) synthetic: {args.users} users x {args.items} items, d={args.dim}, ~{args.hist} "
-          f"history items, chunk_elems {CHUNK_ELEMS} ({CHUNK_ELEMS // (args.items + 1)} users per chunk)")
+          f"history items, chunk_elems {CHUNK_ELEMS}, score blocks of "
+          f"{' users x '.join(map(str, block_shape(args.items + 1, CHUNK_ELEMS, torch.device('cpu'))))} items")
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "ranks.npy")
         runs = {u: run_child(args, u, out) for u in (args.users // 5, args.users)}
@@ -182,7 +219,8 @@ def bench_synthetic(args) -> float:
     ref_s, slow_ranks = reference(case, args.ref_users)
     compare("synthetic", fast_ranks, slow_ranks)
     full = runs[args.users]
-    print_floor("synthetic", full["seconds"], full["floor_seconds"], "one pass each, the floor right after")
+    print_floor("synthetic", full["cpu_seconds"], full["blocked_floor"], full["full_row_floor"],
+                f"CPU time, medians of {args.repeats} interleaved rounds")
     return report("synthetic", args.users, full["seconds"], ref_s, args.ref_users)
 
 
@@ -191,18 +229,20 @@ def bench_scaling(args) -> float:
     smallest size against the per-user reference on its first `ref_users` users."""
     sizes = [int(u) for u in args.scaling_users.split(",")]
     args.items = args.scaling_items
-    per_chunk = CHUNK_ELEMS // (args.items + 1)
+    rows, items = block_shape(args.items + 1, CHUNK_ELEMS, torch.device("cpu"))
     print(f"scaling: {args.items} items, d={args.dim}, ~{args.hist} history items per user, chunk_elems "
-          f"{CHUNK_ELEMS} ({per_chunk} users per chunk), torch threads {args.threads}; one child process per size")
-    print(f"| {'users':>7} | {'seconds':>8} | {'/ bare matmul':>13} | {'users/s':>8} | {'s per 100k users':>16} | {'RSS with data':>13} "
+          f"{CHUNK_ELEMS}, score blocks of {rows} users x {items} items, torch threads {args.threads}; "
+          "one child process per size")
+    print(f"| {'users':>7} | {'seconds':>8} | {'CPU s':>6} | {'/ blocked matmul':>16} | {'/ full-row matmul':>17} | {'users/s':>8} | {'s per 100k users':>16} | {'RSS with data':>13} "
           f"| {'peak while ranking':>18} | {'ranking extra':>13} | {'unchunked scores':>16} |")
-    print(f"|{'-' * 9}|{'-' * 10}|{'-' * 15}|{'-' * 10}|{'-' * 18}|{'-' * 15}|{'-' * 20}|{'-' * 15}|{'-' * 18}|")
+    print(f"|{'-' * 9}|{'-' * 10}|{'-' * 8}|{'-' * 18}|{'-' * 19}|{'-' * 10}|{'-' * 18}|{'-' * 15}|{'-' * 20}|{'-' * 15}|{'-' * 18}|")
     with tempfile.TemporaryDirectory() as tmp:
         for index, users in enumerate(sizes):
             out = os.path.join(tmp, f"ranks{index}.npy")
             r = run_child(args, users, out)
             extra = r["rss_peak"] - r["rss_before"]
-            print(f"| {users:>7,} | {r['seconds']:>8.2f} | {r['seconds'] / r['floor_seconds']:>12.2f}x | "
+            print(f"| {users:>7,} | {r['seconds']:>8.2f} | {r['cpu_seconds']:>6.2f} | "
+                  f"{r['cpu_seconds'] / r['blocked_floor']:>15.2f}x | {r['cpu_seconds'] / r['full_row_floor']:>16.2f}x | "
                   f"{users / r['seconds']:>8,.0f} | "
                   f"{r['seconds'] * 1e5 / users:>16.2f} | {r['rss_before'] / MiB:>9.0f} MiB | "
                   f"{r['rss_peak'] / MiB:>14.0f} MiB | {extra / MiB:>9.0f} MiB | "
@@ -227,6 +267,7 @@ def main() -> None:
     parser.add_argument("--scaling", action="store_true", help="vectorised path only, at MIND size, over user counts")
     parser.add_argument("--scaling_users", default="10000,100000,630000")
     parser.add_argument("--scaling_items", type=int, default=80_000)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds of path and floors")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
