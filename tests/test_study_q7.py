@@ -2,7 +2,8 @@
 set without LoRA; missrec_pre starts from the MISSRec run of its own seed on Q6's source
 genres), bad arms and overrides are refused, and at toy size (tiny random encoders, one epoch,
 one seed) every default arm trains and tests, and --table_only tabulates them with the cost
-columns (trainable parameters, TPME) without training again."""
+columns (trainable parameters, TPME) and the per-arm tables against IDRec and against MISSRec
+from scratch, without training again."""
 from __future__ import annotations
 
 import csv
@@ -97,4 +98,8 @@ def test_toy_study_trains_every_default_arm_then_table_only_tabulates(q7, tmp_pa
     assert all(float(r["trainable_parameters"]) > 0 and r["tpme"] not in ("", "nan") for r in rows), rows
     missrec = sorted(r["other"] for r in rows if r["model"] == "missrec")
     assert len(missrec) == 2 and "init_from=ml-100k-source run" in missrec[1] and "init_from= " in missrec[0]
-    assert (out / "README.md").is_file() and (out / "q7_efficient_multimodal.md").is_file()
+    versus_idrec = (out / "q7_efficient_multimodal_vs_idrec.md").read_text()      # MISSRec rows against IDRec too
+    assert all(f"| {arm} | 1 |" in versus_idrec for arm in ("ts_all", "iisan_text", "iisan_mm", "missrec", "missrec_pre"))
+    assert "| missrec_pre | 1 |" in (out / "q7_efficient_multimodal_pretraining.md").read_text()
+    page = (out / "README.md").read_text()
+    assert "q7_efficient_multimodal_vs_idrec.md" in page and q7.READING.splitlines()[0] in page
