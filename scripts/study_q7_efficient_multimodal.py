@@ -53,21 +53,26 @@ LoRA (end to end, about 25 CPU-minutes a run) was not run. The seed-level test i
 for the MISSRec rows because its IDRec counterpart would be MISSRec over IDs) and
 `q7_efficient_multimodal_pretraining.md`; the per-user columns are not a test of the method.
 
-- **IISAN over titles + posters is the only arm significantly above IDRec**, on NDCG@10 (HR@10
-  ahead in the mean only). What it adds is the posters: IISAN over titles alone is level with
-  the plain all-layer mix, both ahead of IDRec in the mean only (as in Q4 / ts_layers). The
-  posters carry the genres, which the titles do not (Q5 saw the same with a random ResNet).
-- **MISSRec from scratch is below IDRec in the mean** and the most spread arm: it starts near
-  chance (validation HR@10 about 2% after the first epoch, against about 9% for the pre-trained
-  runs) and one run stopped on an early plateau (`--patience 5`), so under these small settings
-  it is under-trained rather than measured at its best (the `_curves` figure).
-- **Pre-training on the source genres helps MISSRec** in the mean and for every seed but one
-  (`_pretraining` table), and its runs converge in a few epochs; whether the seed-level test
-  separates it from scratch: see the table. This is not a clean transfer: the source genres are
-  a part of the same ml-100k log (the same users; the target's training sequences hold those
-  interactions too; no validation or test target of ml-100k is in a source run's training part,
-  since those are each user's last items), so it is a warm start on related data. The source
-  runs themselves reached the 40-epoch cap.
+- **IISAN over titles + posters is the only arm significantly above IDRec**, on both metrics
+  (10 seeds). What it adds is the posters: IISAN over titles alone is level with the plain
+  all-layer mix, both ahead of IDRec in the mean only (NDCG@10 p just above 0.05; as in Q4 and
+  the ts_layers study). The posters carry the genres, which the titles do not (Q5 saw the same
+  with a random ResNet), so this says what the image side can add, not what real posters would.
+- **MISSRec from scratch is below IDRec in the mean** (not significantly) and by far the most
+  spread arm: it starts near chance (validation HR@10 about 2% after the first epoch, against
+  about 9% for the pre-trained runs); two of its ten runs stopped on an early plateau
+  (`--patience 5`, best epochs 7 and 9) far below the others, and two others reached the 40-epoch
+  cap. Under these small settings it is unstable and under-trained rather than measured at its
+  best (the `_curves` figure); a longer patience or a tuned learning rate may change its row.
+- **Pre-training on the source genres makes MISSRec level with IDRec** and ahead of MISSRec
+  from scratch in the mean, but the seed-level test does not separate the two
+  (`_pretraining` table). The mean gain comes from the two failed scratch runs, which the
+  pre-trained runs of the same seeds avoid; where scratch trained fully the two are level
+  (pre-training ahead in 6 seeds, level in 1, behind in 3). Its runs reach their best in a few
+  epochs. Not a clean transfer: the source genres are part of the same ml-100k log (the same
+  users, whose target-domain training sequences hold those interactions too; no validation or
+  test target of ml-100k is in a source run's training part, since those are each user's last
+  items), so it is a warm start on related data; the source runs reached the 40-epoch cap.
 - **Cost.** Every arm trains in seconds to a minute on a shared CPU and none runs an encoder in
   training. Train seconds to best are lowest for IDRec and the two-stage mix, highest for MISSRec
   from scratch; `missrec_pre`'s seconds leave out its source run (100-250 s a seed). The peak
