@@ -7,7 +7,6 @@ from scratch, without training again."""
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import pytest
@@ -53,9 +52,7 @@ def test_the_arms_resolve_to_valid_run_configs(q7, tmp_path, monkeypatch):
                for c in arms[k])
     assert all(c.image_lmdb == "posters.lmdb" and c.cv_model_load == "random_tiny_vit_mae" for c in arms["iisan_mm"])
     for cfg in arms["missrec_pre"]:
-        source = json.loads((Path(cfg.init_from) / "config.json").read_text()) if \
-            (Path(cfg.init_from) / "config.json").is_file() else None
-        assert source is None                                                        # --table_only trains nothing
+        assert not (Path(cfg.init_from) / "config.json").exists()                   # --table_only trains nothing
         assert Path(cfg.init_from).parent == tmp_path / "out" / "runs"
         assert Path(cfg.init_from).name.startswith("ml-100k-source-missrec-") and f"-s{cfg.seed}-" in cfg.init_from
     seen.clear()
