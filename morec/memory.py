@@ -13,6 +13,10 @@ silent OOM kill. The estimate counts what the values alone decide, in float32 by
   K candidates' vectors (about 3 copies of K x d, and their int64 ids);
 - evaluation: the catalogue's vectors, one user batch through the encoder, and about two score
   blocks of `eval_chunk_elems` (SPEC "Evaluation", README "Evaluation cost").
+- MISSRec (`--model missrec`) has its own terms (`missrec_*` below): its interest encoder runs on
+  B x L sequences of K interest tokens, its decoder adds cross-attention, and its DPC-KNN
+  clustering holds pairwise token distances (B x prefixes x T x T, T = L x modalities tokens) in
+  chunks of morec.models.missrec.CLUSTER_ELEMS elements; its candidate vectors are P x d wide.
 A pretrained text or vision encoder is not counted (its size is known only once loaded), so
 the estimate is a lower bound: it refuses what cannot fit, it does not promise the rest fits.
 """
@@ -34,7 +38,9 @@ def parameter_count(model: ModelSpec, num_items: int, num_users: int) -> int:
     """Trainable recommender parameters the values decide (pretrained encoders excluded)."""
     d, tower = model.tower.dim, model.tower
     count = (num_items + 1) * d if tower.kind == "id" or tower.fusion != "none" else 0
-    if model.user_encoder == "sasrec":
+    if model.user_encoder == "missrec":
+        count += missrec_parameter_count(model, num_items)
+    elif model.user_encoder == "sasrec":
         count += (model.max_seq_len + 2) * d + model.blocks * (12 * d * d + 9 * d)       # positions, LNs, blocks
     elif model.user_encoder == "gru4rec":
         count += 6 * d * d + 6 * d                                                         # 3 gates x (W_ih, W_hh)
@@ -49,6 +55,8 @@ def training_activation_bytes(spec: MemorySpec) -> int:
     """Activations of one training batch kept for backward."""
     model, loss = spec.model, spec.model.loss
     b, length, d, heads = spec.batch_size, model.max_seq_len, model.tower.dim, model.heads
+    if model.user_encoder == "missrec":
+        return missrec_training_bytes(spec)
     if model.user_encoder == "dssm":
         logits = b * b * 3 if loss.kind == "inbatch" else b * (1 + loss.neg_num) * 3
         return FLOAT * (b * d * (4 + 2 * model.dnn_layers) * 3 + logits)
@@ -70,9 +78,83 @@ def evaluation_bytes(spec: MemorySpec, num_items: int) -> int:
     """Catalogue vectors, one user batch through the user encoder (no gradient) and two score blocks."""
     model = spec.model
     u, length, d, heads = spec.eval_batch_size, model.max_seq_len, model.tower.dim, model.heads
+    if model.user_encoder == "missrec":
+        return missrec_evaluation_bytes(spec, num_items)
     attention = 2 * u * heads * length * length if model.user_encoder == "sasrec" else 0
     encoder = attention + 8 * u * length * d if model.user_encoder != "dssm" else 4 * u * d
     return FLOAT * ((num_items + 1) * d + encoder + 2 * spec.eval_chunk_elems)
+
+
+# ----------------------------------------------------------------------------- MISSRec
+
+def missrec_parts(model: ModelSpec) -> tuple[int, int]:
+    """(M modality tokens per item, P candidate parts): M from the item tower, P = M (+1 with IDs)."""
+    modalities = 2 if model.tower.kind == "text+vision" else 1
+    return modalities, modalities + model.missrec.ids
+
+
+def missrec_parameter_count(model: ModelSpec, num_items: int) -> int:
+    """MISSRec's parameters but the heads over the features (their width is known once the
+    cache is read): positions and their LayerNorm; per block an interest encoder block (as
+    SASRec's, 12 d^2 + 9 d) and a decoder block (self- and cross-attention 8 d^2, feed-forward
+    8 d^2 + 5 d, 3 LayerNorms); the fusion's Linear(d, P) (trainable with --missrec_fusion user);
+    the ID table with --missrec_ids."""
+    d, (_, parts) = model.tower.dim, missrec_parts(model)
+    count = (model.max_seq_len + 2) * d + model.blocks * ((12 * d * d + 9 * d) + (16 * d * d + 11 * d))
+    count += (d * parts + parts) if model.missrec.fusion == "user" else 0
+    return count + ((num_items + 1) * d if model.missrec.ids else 0)
+
+
+def missrec_cluster_elems(batch: int, length: int, tokens: int) -> int:
+    """Elements of one chunk of DPC-KNN's pairwise distances (B x q prefixes x T x T), as
+    morec.models.missrec.prefix_interests chunks them."""
+    from morec.models.missrec import CLUSTER_ELEMS
+    prefixes = min(length, max(1, CLUSTER_ELEMS // max(1, batch * tokens * tokens)))
+    return batch * prefixes * tokens * tokens
+
+
+def missrec_encoder_bytes(batch: int, model: ModelSpec, kept: int) -> int:
+    """The user side of one batch of B windows: `kept` copies (about 20 while training, kept for
+    backward; 8 without gradients) of the interest encoder's (B L, K, d) and the decoder's
+    (B, L, d) states, the attention maps (interest (B L, heads, K, K), decoder (B, heads, L, L),
+    3 copies each), the cross-attention's keys and values (B L, K, d) x 4, the clustering
+    weights (B, L, K, T) and the modality tokens (B, L, M, d); float32 bytes."""
+    length, d, heads, k = model.max_seq_len, model.tower.dim, model.heads, model.missrec.interests
+    modalities, _ = missrec_parts(model)
+    tokens = length * modalities
+    per_block = (batch * length * (kept * k * d + heads * k * k * 3)                   # interest encoder
+                 + batch * (kept * length * d + heads * length * length * 3)           # decoder self-attention
+                 + batch * length * k * d * 4)                                         # cross-attention K, V
+    return FLOAT * (model.blocks * per_block + batch * length * k * tokens + batch * length * modalities * d * 3)
+
+
+def missrec_cluster_bytes(batch: int, model: ModelSpec) -> int:
+    """DPC-KNN's transient share (no gradient, freed before the encoder runs): about 3 float32
+    copies of one chunk of pairwise distances (the distances, the masked ones, the nearer-parent
+    ones; the masks are bytes); measured: tests/test_missrec_memory.py."""
+    modalities, _ = missrec_parts(model)
+    return FLOAT * 3 * missrec_cluster_elems(batch, model.max_seq_len, model.max_seq_len * modalities)
+
+
+def missrec_training_bytes(spec: MemorySpec) -> int:
+    """One MISSRec training batch: the clustering's distances come and go before the encoder
+    runs, so the peak is the larger of them and of the user side kept for backward with the
+    loss's logits (in-batch: (B L) x (B (L+1)), 3 copies) and the P x d wide candidates."""
+    model, b = spec.model, spec.batch_size
+    length, d = model.max_seq_len, model.tower.dim
+    _, parts = missrec_parts(model)
+    logits = (b * length) * (b * (length + 1)) * 3 if model.loss.kind == "inbatch" else b * length * 6
+    candidates = b * (length + 1) * parts * d * 4                                     # states and candidates
+    return max(missrec_cluster_bytes(b, model), missrec_encoder_bytes(b, model, 20) + FLOAT * (logits + candidates))
+
+
+def missrec_evaluation_bytes(spec: MemorySpec, num_items: int) -> int:
+    """Evaluation: the catalogue's P x d wide vectors, one user batch through clustering and the
+    encoder-decoder without gradients, two score blocks."""
+    model, u = spec.model, spec.eval_batch_size
+    _, parts = missrec_parts(model)
+    user_side = max(missrec_encoder_bytes(u, model, 8), missrec_cluster_bytes(u, model))
+    return FLOAT * ((num_items + 1) * parts * model.tower.dim + 2 * spec.eval_chunk_elems) + user_side
 
 
 def estimate(spec: MemorySpec, num_items: int = 0, num_users: int = 0, training: bool = True) -> dict[str, int]:

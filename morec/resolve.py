@@ -140,7 +140,8 @@ def same_encoder_values(cfg: Config) -> list[str]:
     """The config values that must agree between a transfer's source and target (the encoders' identity)."""
     return (["model", "item_tower", "two_stage", "embedding_dim"]
             + (["mm_cached_branch"] if cfg.item_tower == "text+vision" else [])
-            + [ENCODER_VALUES[m] for m in TOWER_MODALITIES[cfg.item_tower]])
+            + [ENCODER_VALUES[m] for m in TOWER_MODALITIES[cfg.item_tower]]
+            + (["missrec_interests"] if cfg.model == "missrec" else []))   # what its encoder was trained on
 
 
 def transfer_spec(cfg: Config) -> TransferSpec:

@@ -14,6 +14,16 @@ source (morec.runs.refuse_own_source). Two-stage: what transfers is the user
 encoder and the head(s) over the frozen features; the features themselves are never in a
 checkpoint (a non-persistent buffer), so the target always reads its own items' features.
 `--freeze_user_encoder`: the user encoder's parameters do not train (linear-probe style).
+
+MISSRec (`--model missrec`, morec/models/missrec.py; the source must be a MISSRec run with the
+same `--missrec_interests`, as K shapes what its encoder learnt though no tensor holds it):
+loaded are the interest encoder and the decoder (`encoder.*`: interest blocks, decoder blocks,
+position embedding, norm), the fusion `part_logits.*` (when both runs have the same parts, i.e.
+both with or both without `--missrec_ids`) and each modality's head over the frozen features
+(`item_tower.modalities.<text|vision>.*`). The clustering has no parameters (DPC-KNN reruns on
+the target's tokens). Fresh: the ID table `item_tower.id_table.*` (always) and `part_logits.*`
+when the parts differ (e.g. pre-trained without IDs, fine-tuned with them, as in their paper).
+`--freeze_user_encoder` freezes `encoder.*` only.
 """
 from __future__ import annotations
 
@@ -55,8 +65,9 @@ def check_source(spec: TransferSpec) -> dict:
     differ = [f"{name} {saved.get(name, default)!r} there, {here!r} here"
               for name, here, default in spec.must_agree if saved.get(name, default) != here]
     if differ:
+        missrec = " (MISSRec: and missrec_interests)" if "missrec_interests" in {n for n, _, _ in spec.must_agree} else ""
         raise InputError(f"--init_from {spec.given}: the source run's encoders differ ({'; '.join(differ)}); "
-                         "start from a run with the same model, item tower, encoder(s) and embedding_dim")
+                         f"start from a run with the same model, item tower, encoder(s) and embedding_dim{missrec}")
     return saved
 
 

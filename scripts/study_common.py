@@ -80,6 +80,7 @@ def default_seeds(values: dict) -> list[int]:
 IDREC = dict(item_tower="id")
 MOREC_E2E = dict(item_tower="text", two_stage=False)
 MOREC_TS = dict(item_tower="text", two_stage=True)
+MISSREC_TS = dict(model="missrec", item_tower="text", two_stage=True)   # MISSRec over cached features (docs/missrec.md)
 MODALITIES = ("text", "vision")
 ENCODER_FIELD = {"text": "bert_model_load", "vision": "cv_model_load"}
 

@@ -8,6 +8,10 @@ whose train part trains; every user is validated and tested, so the sizes compar
     scratch      MoRec from scratch on the target
     transfer     MoRec initialised from the source domain's MoRec run (--init_from), all fine-tuned
     frozen_user  the same with the user encoder frozen (--freeze_user_encoder, linear-probe style)
+  named, not in the default set (--arms id,missrec_scratch,missrec_transfer):
+    missrec_scratch   MISSRec (--model missrec, two-stage, --ts_dnn head layers, no IDs) from scratch
+    missrec_transfer  MISSRec initialised from the source domain's MISSRec run (its interest
+                      encoder, decoder, fusion and feature heads: morec/transfer.py), all fine-tuned
 
     python scripts/study_q6_transfer.py                                  # text MoRec, small CPU settings
     python scripts/study_q6_transfer.py --morec ts --target_users 10,30,100 --epoch 100 \
@@ -25,12 +29,13 @@ import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().par
 
 from pathlib import Path
 
-from study_common import (IDREC, SMALL, add_morec_mode, default_seeds, entry, execute, morec_arm, paired_table,
+from study_common import (IDREC, MISSREC_TS, SMALL, add_morec_mode, default_seeds, entry, execute, morec_arm, paired_table,
                           parse_args, run_study, study_runs, with_modality)
 from morec.config import make_config
 from morec.errors import InputError
 
 ARMS = ("id", "scratch", "transfer", "frozen_user")
+MISSREC_ARMS = ("missrec_scratch", "missrec_transfer")     # named arms, not in the default set
 
 # The study page's reading (scripts/study_page.py writes it under the tables). It refers to the
 # tables rather than quoting them, so that a re-run does not make it wrong.
@@ -112,8 +117,8 @@ def main(argv: list[str]):
             raise InputError(f"--{name} is set by the study (use --domains, --arms, --target_users)")
     fractions = percents(args.target_users)
     chosen = [a.strip() for a in args.arms.split(",") if a.strip()]
-    if not chosen or any(a not in ARMS for a in chosen):
-        raise InputError(f"--arms {args.arms!r}: choose from {', '.join(ARMS)}")
+    if not chosen or any(a not in ARMS + MISSREC_ARMS for a in chosen):
+        raise InputError(f"--arms {args.arms!r}: choose from {', '.join(ARMS + MISSREC_ARMS)}")
     for tower in ("id", "mo"):
         if "seed" in overrides[tower]:
             raise InputError(f"--{tower}.seed: a transfer run starts from the source run of its own seed; use --seed")
@@ -128,18 +133,25 @@ def main(argv: list[str]):
     out = Path(args.out or f"studies/{target}")
     runs_dir = Path(overrides["all"].get("runs_dir", "") or out / "runs")
     images = {"image_lmdb": "posters.lmdb"} if args.modality != "text" else {}
-    source_runs = study_runs([{**morec, **images, "dataset": source, "seed": s} for s in seeds], overrides, runs_dir)
-    print(f"q6_transfer: {len(source_runs)} source runs in {runs_dir}", flush=True)
-    if not args.table_only:
-        execute(source_runs)
-    on_target = {**morec, **images, "dataset": target, "train_user_fraction": fractions}
+    missrec = with_modality([missrec_arm(args)], args.modality)[0]
+    missrec_seeds = given if given is not None else default_seeds({**SMALL, **missrec})
+    missrec_seeds = missrec_seeds if isinstance(missrec_seeds, list) else [missrec_seeds]
+    kinds = [(kind, values, kind_seeds) for kind, values, kind_seeds, names in
+             (("morec", morec, seeds, ARMS[1:]), ("missrec", missrec, missrec_seeds, MISSREC_ARMS))
+             if any(a in names for a in chosen)]
+    source_runs = {kind: source_runs_of({**values, **images, "dataset": source}, kind_seeds, overrides, runs_dir,
+                                        args.table_only) for kind, values, kind_seeds in kinds}
     parts = [{**IDREC, "dataset": target, "train_user_fraction": fractions, "seed": seed}
              for seed in id_seeds] if "id" in chosen else []
-    for seed, (_, source_dir) in zip(seeds, source_runs):
-        arms = {"scratch": on_target,
-                "transfer": {**on_target, "init_from": str(source_dir.resolve())},
-                "frozen_user": {**on_target, "init_from": str(source_dir.resolve()), "freeze_user_encoder": True}}
-        parts += [{**arms[a], "seed": seed} for a in chosen if a != "id"]
+    for kind, values, kind_seeds in kinds:
+        on_target = {**values, **images, "dataset": target, "train_user_fraction": fractions}
+        for seed, (_, source_dir) in zip(kind_seeds, source_runs[kind]):
+            pretrained = {**on_target, "init_from": str(source_dir.resolve())}
+            arms = {"scratch": on_target, "transfer": pretrained,
+                    "frozen_user": {**pretrained, "freeze_user_encoder": True},
+                    "missrec_scratch": on_target, "missrec_transfer": pretrained}
+            names = ARMS[1:] if kind == "morec" else MISSREC_ARMS
+            parts += [{**arms[a], "seed": seed} for a in chosen if a in names]
     args.out = str(out)
 
     def own_tables(tested: list, out: Path) -> None:
@@ -147,6 +159,21 @@ def main(argv: list[str]):
         plot_by_size(tested, out / "q6_transfer_sizes.png", f"Q6: {source} -> {target}")
     return run_study("q6_transfer", f"Q6: transfer from {source} to {target} (MoRec {args.modality})",
                      parts, args, overrides, own_tables)
+
+
+def missrec_arm(args) -> dict:
+    """The MISSRec arms' values: two-stage over the --modality features, a head of --ts_dnn layers, no IDs."""
+    return {**MISSREC_TS, "dnn_layers": args.ts_dnn}
+
+
+def source_runs_of(values: dict, seeds: list, overrides: dict, runs_dir: Path, table_only: bool) -> list:
+    """The source-domain runs (Config, folder) of `values`, one per seed, trained (unless
+    table_only) before any target run starts from them."""
+    runs = study_runs([{**values, "seed": s} for s in seeds], overrides, runs_dir)
+    print(f"q6_transfer: {len(runs)} {values.get('model', 'sasrec')} source runs in {runs_dir}", flush=True)
+    if not table_only:
+        execute(runs)
+    return runs
 
 
 def plot_by_size(tested: list, path: Path, title: str) -> Path:
@@ -172,6 +199,8 @@ def plot_by_size(tested: list, path: Path, title: str) -> Path:
 def arm_of(config: dict) -> str:
     if config["item_tower"] == "id":
         return "id"
+    if config.get("model") == "missrec":
+        return "missrec_transfer" if config.get("init_from") else "missrec_scratch"
     if not config.get("init_from"):
         return "scratch"
     return "frozen_user" if config.get("freeze_user_encoder") else "transfer"
@@ -184,9 +213,10 @@ def versus_scratch(tested: list, path: Path) -> str:
     def of(arm: str, size: float) -> list:
         return [r for r in tested if arm_of(r.config) == arm and r.config["train_user_fraction"] == size]
     sizes = sorted({r.config["train_user_fraction"] for r in tested})
-    entries = [((f"{100 * size:g}%", arm), of(arm, size), of("scratch", size))
-               for size in sizes for arm in ("transfer", "frozen_user")]
-    return paired_table("Q6: transfer against MoRec from scratch (same target users, paired by seed)",
+    entries = [((f"{100 * size:g}%", arm), of(arm, size), of(base, size)) for size in sizes
+               for arm, base in (("transfer", "scratch"), ("frozen_user", "scratch"),
+                                 ("missrec_transfer", "missrec_scratch"))]
+    return paired_table("Q6: each transfer arm against the same model from scratch (same target users, paired by seed)",
                         ("target users", "arm"), "scratch", entries, path)
 
 

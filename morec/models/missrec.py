@@ -44,8 +44,8 @@ Where this differs from their code, on purpose:
 - left out: the interest orthogonality regulariser (weight 1e-4 there), the empty-feature
   masks (every item here has its features), and their pre-training (the sequence-item and
   sequence-sequence contrastive losses on source domains). --init_from copies a MISSRec source
-  run's tensors by the generic rule of morec.transfer (the ID table stays fresh); that path is
-  not tested for this model.
+  run's encoder, fusion and feature heads (never the ID table: morec.transfer's docstring;
+  tests/test_missrec_transfer.py).
 """
 from __future__ import annotations
 
