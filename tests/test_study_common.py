@@ -113,18 +113,20 @@ def test_group_tables_write_one_file_per_column_with_idrec_and_the_modality_rows
     assert "F (14)" in text and "M (26)" in text and "text" in text and "vision" not in text.split("\n\n")[1]
 
 
-def test_summary_welch_reads_the_committed_q1_table_at_the_seed_level(tmp_path, monkeypatch):
+def test_summary_welch_reads_the_committed_q4_table_at_the_seed_level(tmp_path, monkeypatch):
     """scripts/summary_welch.py: Welch's t from the CSV's mean, sd and n (scipy's
     ttest_ind_from_stats), each MoRec row against the IDRec row of its setting, --against rows
-    too; the headline (text E2E vs IDRec, regular) at p = 0.026 on NDCG@10."""
+    too; on the committed Q4 table (3 seeds an arm, its end-to-end arms not re-run): top-2
+    fine-tuning vs IDRec at p = 0.026 on NDCG@10, and the LoRA arm below top-2 fine-tuning."""
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
     import summary_welch
-    out = summary_welch.main([str(REPO / "docs/studies/ml-100k/q3_ts_vs_e2e.csv"), "--against", "E2E",
-                              "--out", str(tmp_path / "w.md")])
+    out = summary_welch.main([str(REPO / "docs/studies/ml-100k-adaptation/q4_adaptation.csv"),
+                              "--against", "E2E:peft=none trainable_layers=2", "--out", str(tmp_path / "w.md")])
     text = out.read_text()
-    assert "| regular, text E2E | IDRec | 3 vs 3 | +1.27, p = 0.047 * | 0.044 | +1.36, p = 0.026 * | 0.001 |" in text
-    assert "| regular, text TS dnn=2 | text E2E | 3 vs 3 |" in text
-    assert "| regular, text E2E | text E2E |" not in text                       # not against itself
+    top2 = "text E2E (peft=none trainable_layers=2)"
+    assert f"| regular, {top2} | IDRec | 3 vs 3 | +1.27, p = 0.047 * | 0.044 | +1.36, p = 0.026 * | 0.001 |" in text
+    assert f"| regular, text E2E (peft=lora trainable_layers=-1) | {top2} | 3 vs 3 | -1.54, p = 0.014 * |" in text
+    assert f"| regular, {top2} | {top2} |" not in text                                   # not against itself
     assert "re-run the study to get them" in text
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
