@@ -73,11 +73,14 @@ columns are the seed-level test (paired t over the per-seed means; two-level boo
   paper's setting, 7 items and 90 users are left, too few to rank): IDRec catches up. The
   last-layer head is level with it; the all-layer mix is level on HR@10 and significantly behind
   on NDCG@10. The paper's pattern (MoRec's lead shrinks as items get warm) holds here.
-- Not measured yet: text MoRec end to end (the top 1 or 2 blocks trained on the layer cache,
-  `--arms top1_cached,top2_cached`) and LoRA. A cached top-1 step takes about 0.65 s with two
-  idle threads (2-4 s on one loaded thread; 189 steps an epoch); one top-1 run, stopped at epoch
-  10 to be resumed, was ahead of the two-stage runs on validation (HR@10 8.50 at epoch 9), but
-  whether end to end beats two-stage on test, and whether more trained blocks help, is open.
+- End to end is not in the table yet: one run so far, text MoRec with the top block of MiniLM
+  trained on the layer cache (`--arms top1_cached`, seed 1), still training (resumed twice; about
+  4-15 minutes an epoch on one shared thread). Its best checkpoint so far (epoch 23 of a run still
+  improving), tested from a copy of the run folder: test HR@10 7.80, NDCG@10 4.64, cold-start
+  HR@10 1.96, against seed 1's two-stage all-layer mix 6.04 / cold-start 0.62 and IDRec 4.41. One
+  seed and an unfinished run are not evidence; it points to end to end above two-stage on this
+  catalogue, the paper's finding, and its cold-start gain says the trained block reads the
+  unseen titles better. The top-2 and LoRA arms and more seeds are still to run.
 - Two of the five `ts_last` runs had their best epoch at the 40-epoch cap and two `ts_all` runs
   at epoch 39: these arms may be under-trained (the `_curves` figure shows it). The cost column was measured
   while several runs shared a 2-core CPU."""}
