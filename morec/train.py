@@ -52,6 +52,9 @@ log = logging.getLogger("morec")
 
 # ----------------------------------------------------------------------------- evaluation
 
+RANKED_TOGETHER = 16384   # users ranked in one tie_counts call (their vectors: 4 MiB at d = 64)
+
+
 @torch.no_grad()
 def evaluate(model: Recommender, data: SequenceData, split: str, cfg: Config, device: torch.device,
              world: World = World(), images: ItemImages | None = None) -> tuple[dict[str, float], torch.Tensor]:
@@ -75,11 +78,13 @@ def evaluate(model: Recommender, data: SequenceData, split: str, cfg: Config, de
     history = ranked_history(torch.from_numpy(data.split_history(split)), cfg.repeat_targets)
     mine = shard(data.num_users, world)
     counts = [torch.empty(0, 2, dtype=torch.long, device=device)]
-    for start in range(mine.start, mine.stop, cfg.eval_batch_size):
-        rows = slice(start, min(start + cfg.eval_batch_size, mine.stop))
-        user_vecs = model.user_vectors(inputs[rows].to(device), item_vecs)
-        counts.append(tie_counts(user_vecs, item_vecs, targets[rows].to(device),
-                                 history[rows].to(device), cfg.eval_chunk_elems, first_user=start))
+    ranked_together = max(cfg.eval_batch_size, RANKED_TOGETHER)      # the item blocks are laid out once per group
+    for start in range(mine.start, mine.stop, ranked_together):
+        group = range(start, min(start + ranked_together, mine.stop))
+        user_vecs = torch.cat([model.user_vectors(inputs[first: min(first + cfg.eval_batch_size, group.stop)].to(device),
+                                                  item_vecs) for first in range(group.start, group.stop, cfg.eval_batch_size)])
+        counts.append(tie_counts(user_vecs, item_vecs, targets[group.start: group.stop].to(device),
+                                 history[group.start: group.stop].to(device), cfg.eval_chunk_elems, first_user=start))
     counts = gather_rows(torch.cat(counts), world).cpu()                               # (U, 2)
     repeat = torch.from_numpy(data.split_repeats(split))
     counts = apply_repeat_rule(counts, repeat, cfg.repeat_targets)
