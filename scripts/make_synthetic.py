@@ -92,19 +92,34 @@ def draw_sequences(rng: np.random.Generator, lengths: np.ndarray, items: int, al
     successor = np.concatenate([[0], sample(items)])                 # successor[i] follows item i
     follows = rng.random(total) < follow
     follows[starts] = False                                          # a user's first item follows nothing
+    flat = follower_chains(base, follows, successor, lengths)
+    # every item once in some user's last `window` items (the part the protocol keeps)
+    return placed_in_window(rng, flat, lengths, window, rng.permutation(items) + 1)
+
+
+def follower_chains(base: np.ndarray, follows: np.ndarray, successor: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The flat items: `base`, except that where `follows` the item is `successor` of the one
+    before it (chains of followers, one link per pass)."""
     flat = base.copy()
-    for _ in range(int(lengths.max())):                              # chains of followers, one link per pass
+    for _ in range(int(lengths.max())):
         updated = np.where(follows, successor[np.roll(flat, 1)], base)
         if np.array_equal(updated, flat):
             break
         flat = updated
-    # every item once in some user's last `window` items (the part the protocol keeps)
-    position = np.arange(total) - np.repeat(starts, lengths)
+    return flat
+
+
+def placed_in_window(rng: np.random.Generator, flat: np.ndarray, lengths: np.ndarray, window: int,
+                     place: np.ndarray) -> np.ndarray:
+    """`flat` with the items `place` each put once into a random position among the users' last
+    `window` items (the part the protocol keeps)."""
+    starts = np.cumsum(lengths) - lengths
+    position = np.arange(len(flat)) - np.repeat(starts, lengths)
     in_window = np.flatnonzero(position >= np.repeat(lengths - window, lengths))
-    if len(in_window) < items:
-        raise SystemExit(f"error: {len(in_window)} kept positions cannot hold all {items} items; "
+    if len(in_window) < len(place):
+        raise SystemExit(f"error: {len(in_window)} kept positions cannot hold all {len(place)} items; "
                          "ask for more users or fewer items")
-    flat[rng.choice(in_window, size=items, replace=False)] = rng.permutation(items) + 1
+    flat[rng.choice(in_window, size=len(place), replace=False)] = place
     return flat
 
 
@@ -176,19 +191,7 @@ def draw_chunk(rng: np.random.Generator, lengths: np.ndarray, cdf: np.ndarray, s
     base = np.searchsorted(cdf, rng.random(total), side="right") + 1
     follows = rng.random(total) < follow
     follows[starts] = False
-    flat = base.copy()
-    for _ in range(int(lengths.max())):
-        updated = np.where(follows, successor[np.roll(flat, 1)], base)
-        if np.array_equal(updated, flat):
-            break
-        flat = updated
-    position = np.arange(total) - np.repeat(starts, lengths)
-    in_window = np.flatnonzero(position >= np.repeat(lengths - window, lengths))
-    if len(in_window) < len(place):
-        raise SystemExit(f"error: {len(in_window)} kept positions cannot hold {len(place)} items; "
-                         "ask for more users or fewer items")
-    flat[rng.choice(in_window, size=len(place), replace=False)] = place
-    return flat
+    return placed_in_window(rng, follower_chains(base, follows, successor, lengths), lengths, window, place)
 
 
 def write_pixelrec(out: Path, users: int, items: int, mean_len: float, max_seq_len: int,

@@ -232,18 +232,17 @@ def _write_error(err: Exception, dst: Path, written: list[Path]) -> InputError:
     return InputError(f"could not write {dst} ({reason}); nothing was written; {fix}")
 
 
-def _write_into_place(converted: Converted, dst: Path, resize: int | None, **card_options) -> None:
-    """The files and CARD.md into the temp folder ``.DST.tmpPID``, then one rename to `dst`. On any
-    error the temp folder and the parent folders made for `dst` are removed; a failed write is one
-    InputError naming DST and the fix."""
+def write_folder_into_place(dst: Path, write) -> None:
+    """`write(temp folder)` into ``.DST.tmpPID``, then one rename to `dst`. On any error the temp
+    folder and the parent folders made for `dst` are removed; a failed write is one InputError
+    naming DST and the fix (this converter's and morec.tools.stream_convert's)."""
     made = [folder for folder in (dst.parent, *dst.parent.parents) if not folder.exists()]   # deepest first
     tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
     done = False
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()
-        write_converted(converted, tmp, resize)
-        write_card(tmp, image_lmdb=IMAGE_LMDB, name=dst.name, **card_options)
+        write(tmp)
         if dst.exists():
             raise InputError(f"{dst} appeared while converting (another conversion?); it was left "
                              "as it is: delete it and convert again, or choose another DST")
@@ -256,6 +255,13 @@ def _write_into_place(converted: Converted, dst: Path, resize: int | None, **car
         for folder in made if not done else []:
             with contextlib.suppress(OSError):
                 folder.rmdir()
+
+
+def _write_converted_and_card(converted: Converted, folder: Path, resize: int | None, name: str,
+                              **card_options) -> None:
+    """The files and CARD.md of a conversion into `folder` (the temp folder of DST `name`)."""
+    write_converted(converted, folder, resize)
+    write_card(folder, image_lmdb=IMAGE_LMDB, name=name, **card_options)
 
 
 def convert(fmt: str, src: str | Path, dst: str | Path, inter=None, items=None, images=None,
@@ -279,5 +285,6 @@ def convert(fmt: str, src: str | Path, dst: str | Path, inter=None, items=None, 
     if resize is not None and converted.images is None:
         raise InputError(f"--resize {resize} applies to covers, and this conversion has none; drop "
                          "--resize (or give the covers with --images)")
-    _write_into_place(converted, dst, resize, max_seq_len=max_seq_len, min_seq_len=min_seq_len)
+    write_folder_into_place(dst, lambda folder: _write_converted_and_card(
+        converted, folder, resize, dst.name, max_seq_len=max_seq_len, min_seq_len=min_seq_len))
     return converted

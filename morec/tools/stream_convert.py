@@ -29,19 +29,16 @@ scripts/describe_dataset.py reads every line into memory). Line numbers count on
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 from pathlib import Path
 
-import lmdb
 import numpy as np
 import polars as pl
 
 from morec.atomic_io import write_text_atomic
 from morec.errors import InputError
 from morec.tools.convert import (IMAGE_LMDB, _check_destination, _check_names, _check_options, _first_duplicate,
-                                 _one_line, _write_error)
+                                 _one_line, write_folder_into_place)
 from morec.tools.formats import _covers, _extra_images, _item_table, _locate
 from morec.tools.lmdb_builder import build_lmdb, find_image_files
 
@@ -86,8 +83,8 @@ def stream_convert(fmt: str, src: str | Path, dst: str | Path, inter=None, items
     item_lines = [f"{name}\t{title}\t{abstract}".rstrip("\t") for name, title, abstract in
                   zip(table.item, _one_line(table.title), _one_line(table.abstract))]
     del table
-    _write_into_place(dst, lambda folder: _write_files(folder, log_rows, item_names, item_lines, cover_folder,
-                                                      resize, counts, max_seq_len, min_seq_len))
+    write_folder_into_place(dst, lambda folder: _write_files(folder, log_rows, item_names, item_lines, cover_folder,
+                                                            resize, counts, max_seq_len, min_seq_len))
     return counts
 
 
@@ -223,27 +220,3 @@ def _write_users(path: Path, user_codes: np.ndarray, item_codes: np.ndarray, use
             f.write(("\n".join(lines.to_list()) + "\n").encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
-
-
-def _write_into_place(dst: Path, write) -> None:
-    """`write(temp folder)`, then one rename to `dst` (as morec.tools.convert: on any error the temp
-    folder and the parent folders made for `dst` are removed; a failed write is one InputError)."""
-    made = [folder for folder in (dst.parent, *dst.parent.parents) if not folder.exists()]
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    done = False
-    try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp.mkdir()
-        write(tmp)
-        if dst.exists():
-            raise InputError(f"{dst} appeared while converting (another conversion?); it was left "
-                             "as it is: delete it and convert again, or choose another DST")
-        os.rename(tmp, dst)
-        done = True
-    except (OSError, lmdb.Error) as err:
-        raise _write_error(err, dst, [dst, tmp, *made]) from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for folder in made if not done else []:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
