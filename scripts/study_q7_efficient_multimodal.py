@@ -23,6 +23,9 @@ Arms (--arms, default all but lora):
                  table never carries over, docs/missrec.md); ml-100k only
   named, not in the default list:
     lora         LoRA on the text encoder trained end to end (the q4 lora arm; ~25 CPU-minutes a run)
+    lora_top2_cached
+                 LoRA in the top 2 blocks only, on the layer cache (the q4 lora_top2_cached arm:
+                 --peft_layers 2 --cache_frozen_layers true; the 4 frozen blocks run once per item)
 Defaults: scripts/study_common.py SMALL; its IDRec and ts_all runs are those of study_q4 (and
 missrec_pre's source runs those of study_q6 --morec ts) when they share --runs_dir.
 """
@@ -96,12 +99,14 @@ def arms(ts_dnn: int, cv_model_load: str, image_size: int) -> dict[str, dict]:
         "missrec": missrec,
         "missrec_pre": missrec,
         "lora": {**MOREC_E2E, "trainable_layers": -1, "peft": "lora"},
+        "lora_top2_cached": {**MOREC_E2E, "trainable_layers": -1, "peft": "lora", "peft_layers": 2,
+                             "cache_frozen_layers": True},
     }
 
 
 def add_options(parser) -> None:
     parser.add_argument("--arms", default=",".join(DEFAULT_ARMS),
-                        help=f"which arms to run (default: {','.join(DEFAULT_ARMS)}; also lora)")
+                        help=f"which arms to run (default: {','.join(DEFAULT_ARMS)}; also lora, lora_top2_cached)")
     parser.add_argument("--ts_dnn", type=int, default=2,
                         help="dnn_layers of the two-stage, IISAN and MISSRec heads (default 2, Q3's best TS depth)")
     parser.add_argument("--cv_model_load", default="random_tiny_vit_mae",
@@ -159,7 +164,11 @@ def arm_of(config: dict) -> str:
         return "id"
     if config.get("side_network") == "iisan":
         return "iisan_mm" if config["item_tower"] == "text+vision" else "iisan_text"
-    return "ts_all" if config.get("two_stage") else "lora" if config.get("peft") == "lora" else "other"
+    if config.get("two_stage"):
+        return "ts_all"
+    if config.get("peft") == "lora":
+        return "lora_top2_cached" if config.get("cache_frozen_layers") else "lora"
+    return "other"
 
 
 def own_tables(tested: list, out: Path) -> None:

@@ -60,10 +60,17 @@ def test_the_arms_resolve_to_valid_run_configs(q7, tmp_path, monkeypatch):
              "--seed", "1"])
     (lora,) = [c for c, _ in study_runs(seen["parts"], seen["overrides"], tmp_path / "runs") if c.item_tower == "text"]
     assert lora.peft == "lora" and lora.trainable_layers == -1 and not lora.two_stage
+    seen.clear()
+    q7.main(["--out", str(tmp_path / "out"), "--table_only", "--root_data_dir", str(root), "--arms",
+             "lora,lora_top2_cached", "--seed", "1"])
+    configs = [c for c, _ in study_runs(seen["parts"], seen["overrides"], tmp_path / "runs")]
+    assert [q7.arm_of(vars(c)) for c in configs] == ["lora", "lora_top2_cached"]
+    cached = configs[1]
+    assert cached.peft == "lora" and cached.peft_layers == 2 and cached.cache_frozen_layers and not cached.two_stage
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--arms", "id,mamba"], "choose from id, ts_all, iisan_text, iisan_mm, missrec, missrec_pre, lora"),
+    (["--arms", "id,mamba"], "choose from id, ts_all, iisan_text, iisan_mm, missrec, missrec_pre, lora, lora_top2_cached"),
     (["--arms", "ts_all", "--ts_layers", "last"], "contradicts the arm ts_all"),
     (["--init_from", "x"], "--init_from is set by the study"),
     (["--arms", "missrec_pre", "--dataset", "amazon-scientific"], "missrec_pre is pre-trained on ml-100k"),
