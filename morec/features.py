@@ -297,9 +297,10 @@ def cached_features(spec: ItemInputSpec, data: SequenceData, key: dict, extract)
         if saved == key and "content" in json.loads(sidecar.read_text()):
             log.info("two-stage features read from %s", path)
             return _noted(path, _load_features(path, sidecar, data.num_items), sidecar, key)
-        changed = sorted(k for k in key if (saved or {}).get(k) != key[k]) or ["no content digest"]
-        log.warning("feature cache %s was built from another encoder / input (%s differ); "
-                    "rebuilding it", path, ", ".join(changed))
+        changed = sorted(k for k in key if (saved or {}).get(k) != key[k])
+        why = (f"built from another encoder / input ({', '.join(changed)} differ)" if changed
+               else "written before caches recorded a digest of their content")
+        log.warning("feature cache %s was %s; rebuilding it", path, why)
     start = time.perf_counter()
     features = extract()
     with cache_write(path, "feature cache"):
