@@ -407,27 +407,35 @@ def read_recbole(src: Path, inter=None, items=None, images=None, no_images=False
     table = _interactions(df, inter_path, *cols, "timestamp" if "timestamp" in names else None)
     source = Source(table, inter_path, users_path=users_path)
     if items_path is not None:
-        fields = _recbole_fields(items_path)
-        if "item_id" not in [name for name, _ in fields]:
-            raise InputError(f"{items_path}, line 1: no item_id column; the header has "
-                             f"{', '.join(name for name, _ in fields)}")
-        column = {name: k for k, (name, _) in enumerate(fields)}
-        texts = [name for name, kind in fields if kind in ("token", "token_seq") and name != "item_id"]
-        title = next((name for name in texts if "title" in name), texts[0] if texts else None)
-        rest = [column[name] for name in texts if name != title]
-        source.items = _item_table(items_path, True, {
-            "item": column["item_id"], "title": column.get(title),
-            "abstract": lambda values: " ".join(v for v in (values[k].strip() for k in rest) if v)},
-            "tab-separated fields under the 'name:type' header", "\t", csv.QUOTE_NONE)
-        source.items_path = items_path
+        source.items, source.items_path = _recbole_items(items_path), items_path
     if users_path is not None:
-        if [name for name, _ in _recbole_fields(users_path)][:1] != ["user_id"]:
-            raise InputError(f"{users_path}, line 1: the first column must be user_id")
-        records = list(_csv_records(users_path, "\t", csv.QUOTE_NONE))[1:]         # after the header
-        source.users = pd.DataFrame([(fields[0].strip(), line) for line, fields in records],
-                                    columns=["user", "line"])
+        source.users = _recbole_users(users_path)
     source.images = _extra_images(src, images)
     return source
+
+
+def _recbole_items(items_path: Path) -> pd.DataFrame:
+    """The item table of a ``.item`` file (also read by morec.tools.stream_formats)."""
+    fields = _recbole_fields(items_path)
+    if "item_id" not in [name for name, _ in fields]:
+        raise InputError(f"{items_path}, line 1: no item_id column; the header has "
+                         f"{', '.join(name for name, _ in fields)}")
+    column = {name: k for k, (name, _) in enumerate(fields)}
+    texts = [name for name, kind in fields if kind in ("token", "token_seq") and name != "item_id"]
+    title = next((name for name in texts if "title" in name), texts[0] if texts else None)
+    rest = [column[name] for name in texts if name != title]
+    return _item_table(items_path, True, {
+        "item": column["item_id"], "title": column.get(title),
+        "abstract": lambda values: " ".join(v for v in (values[k].strip() for k in rest) if v)},
+        "tab-separated fields under the 'name:type' header", "\t", csv.QUOTE_NONE)
+
+
+def _recbole_users(users_path: Path) -> pd.DataFrame:
+    """The users (user, line) of a ``.user`` file, in file order (also read by stream_formats)."""
+    if [name for name, _ in _recbole_fields(users_path)][:1] != ["user_id"]:
+        raise InputError(f"{users_path}, line 1: the first column must be user_id")
+    records = list(_csv_records(users_path, "\t", csv.QUOTE_NONE))[1:]         # after the header
+    return pd.DataFrame([(fields[0].strip(), line) for line, fields in records], columns=["user", "line"])
 
 
 READERS = {"pixelrec": read_pixelrec, "microlens": read_microlens, "ninerec": read_ninerec,

@@ -33,57 +33,45 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import polars as pl
 
 from morec.atomic_io import write_text_atomic
 from morec.errors import InputError
 from morec.tools.convert import (IMAGE_LMDB, _check_destination, _check_names, _check_options, _first_duplicate,
                                  _one_line, write_folder_into_place)
-from morec.tools.formats import _covers, _extra_images, _item_table, _locate
 from morec.tools.lmdb_builder import build_lmdb, find_image_files
+from morec.tools.stream_formats import SCANNERS, SPACE, Scanned, collect
 
 USERS_PER_WRITE = 1 << 17                # users.tsv is written this many users at a time
-# format: (interaction csv patterns, item csv patterns, item columns, item layout, cover folder patterns)
-FORMATS = {
-    "pixelrec": (["pixelrec_interaction/*.csv", "dataset/*.csv", "*interaction*.csv"],
-                 ["pixelrec_iteminfo/*.csv", "information/*.csv", "item_info*.csv"],
-                 {"item": "item_id", "title": ("title_en", "title"), "abstract": "description"},
-                 "a header with item_id, title (or title_en) and description", ["cover", "covers", "images"]),
-    "amazon_hllm": (["dataset/*.csv"], ["information/*.csv"],
-                    {"item": "item_id", "title": "title", "abstract": "description"},
-                    "a header with item_id, description and title", None),
-}
 
 
 def stream_convert(fmt: str, src: str | Path, dst: str | Path, inter=None, items=None, images=None,
                    no_images: bool = False, allow_missing_images: bool = False, resize: int | None = None,
                    max_seq_len: int = 20, min_seq_len: int = 5) -> dict:
     """Convert `src` (format `fmt`) into the new folder `dst` with bounded memory; returns the counts."""
-    if fmt not in FORMATS:
-        raise InputError(f"--stream converts {', '.join(FORMATS)} (interaction-log csv files); convert {fmt!r} "
-                         "without --stream")
+    if fmt not in SCANNERS:
+        raise InputError(f"unknown format {fmt!r}; use one of {', '.join(SCANNERS)}")
     _check_options(max_seq_len, min_seq_len, resize)
     src, dst = Path(src), Path(dst)
     if not src.exists():
         raise InputError(f"source {src} not found; pass the folder holding the {fmt} files")
     _check_destination(dst)
-    inter_glob, items_glob, columns, layout, covers = FORMATS[fmt]
-    inter_path = _locate(src, inter, inter_glob, "interaction csv", "inter")
-    items_path = _locate(src, items, items_glob, "item information csv", "items")
-    cover_folder = _covers(src, images, no_images, covers) if covers else _extra_images(src, images)
-    if resize is not None and cover_folder is None:
+    scanned = SCANNERS[fmt](Path(src), inter, items, images, no_images)
+    if resize is not None and scanned.covers is None:
         raise InputError(f"--resize {resize} applies to covers, and this conversion has none; drop "
                          "--resize (or give the covers with --images)")
-    table = _item_table(items_path, True, columns, layout)
-    log_rows = _interactions(inter_path, table, items_path)
+    user_codes, item_codes, user_names, table = _interactions(scanned)
     item_names = list(table.item)
-    if cover_folder is not None:
-        _check_covers(item_names, cover_folder, allow_missing_images)
-    counts = {"users": len(log_rows[2]), "items": len(item_names), "interactions": len(log_rows[0])}
+    if scanned.covers is not None:
+        _check_covers(item_names, scanned.covers, allow_missing_images)
+    counts = {"users": int(np.count_nonzero(np.bincount(user_codes, minlength=len(user_names)))),
+              "items": len(item_names), "interactions": len(user_codes)}
     item_lines = [f"{name}\t{title}\t{abstract}".rstrip("\t") for name, title, abstract in
                   zip(table.item, _one_line(table.title), _one_line(table.abstract))]
     del table
-    write_folder_into_place(dst, lambda folder: _write_files(folder, log_rows, item_names, item_lines, cover_folder,
+    log_rows = user_codes, item_codes, user_names
+    write_folder_into_place(dst, lambda folder: _write_files(folder, log_rows, item_names, item_lines, scanned.covers,
                                                             resize, counts, max_seq_len, min_seq_len))
     return counts
 
@@ -99,85 +87,95 @@ def _check_covers(names: list[str], folder: Path, allow_missing: bool) -> None:
 
 # ----------------------------------------------------------------------------- the interaction log
 
-def _scan(path: Path) -> pl.LazyFrame:
-    """The csv as strings with its record index `row` (line = row + 2); user, item stripped."""
-    header = pl.read_csv(path, n_rows=0, infer_schema=False).columns if path.stat().st_size else []
-    for name in ("user_id", "item_id", "timestamp"):
-        if name not in header:
-            raise InputError(f"{path}, line 1: no {name} column (looked for {name}; the header has "
-                             f"{', '.join(header) or 'nothing'}); fix the header or point the option at the right file")
-    return pl.scan_csv(path, infer_schema=False).with_row_index("row").select(
-        "row", pl.col("user_id").str.strip_chars().alias("user"), pl.col("item_id").str.strip_chars().alias("item"),
-        pl.col("timestamp").str.strip_chars().alias("time"))
-
-
-def _collect(query: pl.LazyFrame, path: Path) -> pl.DataFrame:
-    try:
-        return query.collect(engine="streaming")
-    except pl.exceptions.PolarsError as err:
-        raise InputError(f"{path}: {str(err).splitlines()[0]}; each line must hold the same columns "
-                         "(and the file must be UTF-8)") from None
-
-
-def _interactions(path: Path, table, items_path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """The log's (interactions,) user codes and item codes (0-based rows of `table`, the item file)
-    sorted by user, time and row, and the user names in first-seen order; checked as convert
-    checks (a blank line, timestamps, names, then the item file's names, then unknown items)."""
-    scan = _scan(path)
-    blank = pl.col("user").is_null() & pl.col("item").is_null() & pl.col("time").is_null()
-    last = _collect(scan.select(pl.col("row").filter(~blank).max()), path)["row"][0]
+def _interactions(scanned: Scanned) -> tuple[np.ndarray, np.ndarray, list[str], pd.DataFrame]:
+    """The log's (interactions,) user codes and item codes (0-based rows of the returned item table)
+    sorted by user, time and row, the user names in order, the item table; checked as convert
+    checks (a blank line, timestamps, names, the item file, unknown items, the user file, unknown users)."""
+    path, scan = scanned.inter_path, scanned.log
+    last = collect(scan.select(pl.col("row").filter(~pl.col("blank")).max()), path)["row"][0]
     if last is None:
         raise InputError(f"{path} holds no records")
     scan = scan.filter(pl.col("row") <= last)                     # trailing blank lines are dropped
     kind = _refuse_bad_rows(scan, path)
-    _check_names(table, "item", items_path, "item")
-    _first_duplicate(table, "item", items_path, "item")
-    users = _collect(scan.group_by("user").agg(pl.col("row").min().alias("first")).sort("first"), path)
-    user_names = users["user"].to_list()
-    codes = pl.LazyFrame({"user": users["user"], "user_code": pl.Series(np.arange(len(users), dtype=np.uint32))})
+    table = _item_table_checked(scanned, scan)
     item_codes = pl.LazyFrame({"item": list(table.item), "item_code": pl.Series(np.arange(len(table), dtype=np.uint32))})
-    del users
-    joined = scan.join(codes, on="user").join(item_codes, on="item", how="left")
-    unknown = _collect(joined.filter(pl.col("item_code").is_null()).select("row", "item").sort("row").head(1), path)
-    if len(unknown):
-        raise InputError(f"{path}, line {unknown['row'][0] + 2}: item {unknown['item'][0]!r} is not in the item file "
-                         f"{items_path}; add it there or delete the line")
-    ordered = _collect(joined.select("user_code", "item_code", pl.col("time").cast(kind).alias("time"), "row")
-                       .sort(["user_code", "time", "row"]).select("user_code", "item_code"), path)
-    return ordered["user_code"].to_numpy(), ordered["item_code"].to_numpy(), user_names
+    joined = scan.join(item_codes, on="item", how="left")
+    unknown = _collect_first(joined.filter(pl.col("item_code").is_null()), path)
+    if unknown:
+        raise InputError(f"{path}, line {unknown['line']}: item {unknown['item']!r} is not in the item file "
+                         f"{scanned.items_path}; add it there or delete the line")
+    user_names = _user_order(scanned, scan)
+    user_codes = pl.LazyFrame({"user": user_names, "user_code": pl.Series(np.arange(len(user_names), dtype=np.uint32))})
+    joined = joined.join(user_codes, on="user", how="left")
+    if scanned.users is not None:
+        unknown = _collect_first(joined.filter(pl.col("user_code").is_null()), path)
+        if unknown:
+            raise InputError(f"{path}, line {unknown['line']}: user {unknown['user']!r} is not in "
+                             f"{scanned.users_path}; add the user there")
+    times = [pl.col("time").cast(kind)] if kind else []           # no timestamps: the row is the time
+    ordered = collect(joined.select("user_code", "item_code", *times, "row").sort(["user_code", *(["time"] if kind else []),
+                                                                                 "row"]).select("user_code", "item_code"), path)
+    return ordered["user_code"].to_numpy(), ordered["item_code"].to_numpy(), user_names, table
 
 
-def _refuse_bad_rows(scan: pl.LazyFrame, path: Path) -> type[pl.DataType]:
+def _collect_first(scan: pl.LazyFrame, path: Path) -> dict | None:
+    found = collect(scan.select("row", "line", "user", "item").sort("row").head(1), path)
+    return found.row(0, named=True) if len(found) else None
+
+
+def _item_table_checked(scanned: Scanned, scan: pl.LazyFrame) -> pd.DataFrame:
+    """The item file's table, its names checked as convert checks them; without one, the items
+    first seen in the log (no text)."""
+    if scanned.items is None:
+        names = collect(scan.group_by("item").agg(pl.col("row").min()).sort("row"), scanned.inter_path)["item"]
+        return pd.DataFrame({"item": names.to_list(), "title": "", "abstract": ""})
+    _check_names(scanned.items, "item", scanned.items_path, "item")
+    _first_duplicate(scanned.items, "item", scanned.items_path, "item")
+    return scanned.items
+
+
+def _user_order(scanned: Scanned, scan: pl.LazyFrame) -> list[str]:
+    """The user file's users (checked as convert checks them), else the users first seen in the log."""
+    if scanned.users is None:
+        return collect(scan.group_by("user").agg(pl.col("row").min()).sort("row"), scanned.inter_path)["user"].to_list()
+    _check_names(scanned.users, "user", scanned.users_path, "user")
+    _first_duplicate(scanned.users, "user", scanned.users_path, "user")
+    return list(scanned.users.user)
+
+
+def _refuse_bad_rows(scan: pl.LazyFrame, path: Path) -> type[pl.DataType] | None:
     """convert's checks of the log's lines, in its order: a blank line, timestamps (`_time_kind`,
-    returned), then the first bad user name, then the first bad item name (empty or holding whitespace)."""
-    blank = pl.col("user").is_null() & pl.col("item").is_null() & pl.col("time").is_null()
+    returned; None without timestamps), then the first bad user name, then the first bad item name
+    (empty or holding whitespace)."""
+    blank = pl.col("blank")
     bad = {"blank": blank}
     for column in ("user", "item"):
-        bad[column] = ~blank & (pl.col(column).fill_null("").eq("") | pl.col(column).str.contains(r"[\s\x1c-\x1f]"))
-    found = _collect(scan.select([pl.col("row").filter(test).min().alias(name) for name, test in bad.items()]
-                                 + [pl.col(c).filter(bad[c]).first().alias(f"{c}_value") for c in ("user", "item")]), path)
+        bad[column] = ~blank & (pl.col(column).fill_null("").eq("") | pl.col(column).str.contains(SPACE))
+    found = collect(scan.select([pl.col("line").filter(test).min().alias(name) for name, test in bad.items()]
+                                + [pl.col(c).filter(bad[c]).first().alias(f"{c}_value") for c in ("user", "item")]), path)
     if found["blank"][0] is not None:
-        raise InputError(f"{path}, line {found['blank'][0] + 2}: blank line; delete it")
-    kind = _time_kind(scan, path)
+        raise InputError(f"{path}, line {found['blank'][0]}: blank line; delete it")
+    kind = _time_kind(scan, path) if "time" in scan.collect_schema() else None
     for what in ("user", "item"):
         if found[what][0] is not None:
             name = found[f"{what}_value"][0] or ""
             problem = "is empty" if name == "" else f"{name!r} holds whitespace"
-            raise InputError(f"{path}, line {found[what][0] + 2}: {what} name {problem}; the users file "
+            raise InputError(f"{path}, line {found[what][0]}: {what} name {problem}; the users file "
                              "separates names by spaces, so fix or rename it")
     return kind
 
 
 def _time_kind(scan: pl.LazyFrame, path: Path) -> type[pl.DataType]:
     """Int64 when every timestamp is an integer, else Float64 when every one is a number below
-    2**53 in magnitude (float64 keeps their order exactly); anything else is an error."""
-    found = _collect(scan.select(
+    2**53 in magnitude (float64 keeps their order exactly); anything else (NaN too) is an error."""
+    number = pl.col("time").cast(pl.Float64, strict=False)
+    bad = number.is_null() | number.is_nan()
+    found = collect(scan.select(
         pl.col("time").cast(pl.Int64, strict=False).is_null().any().alias("not_int"),
-        pl.col("row").filter(pl.col("time").cast(pl.Float64, strict=False).is_null()).min().alias("bad_row"),
-        pl.col("time").filter(pl.col("time").cast(pl.Float64, strict=False).is_null()).first().alias("bad"),
-        pl.col("time").cast(pl.Float64, strict=False).abs().max().alias("largest")), path)
-    if found["bad_row"][0] is not None:
-        raise InputError(f"{path}, line {found['bad_row'][0] + 2}: timestamp {found['bad'][0] or ''!r} is "
+        pl.col("line").filter(bad).min().alias("bad_line"), pl.col("time").filter(bad).first().alias("bad"),
+        number.abs().max().alias("largest")), path)
+    if found["bad_line"][0] is not None:
+        raise InputError(f"{path}, line {found['bad_line'][0]}: timestamp {found['bad'][0] or ''!r} is "
                          "not a number; fix or delete this line")
     if not found["not_int"][0]:
         return pl.Int64
@@ -217,6 +215,7 @@ def _write_users(path: Path, user_codes: np.ndarray, item_codes: np.ndarray, use
             block = pl.DataFrame({"user": user_codes[start:stop], "item": items.gather(item_codes[start:stop])})
             joined = block.group_by("user", maintain_order=True).agg(pl.col("item").str.join(" "))
             lines = users.gather(joined["user"]) + "\t" + joined["item"]
-            f.write(("\n".join(lines.to_list()) + "\n").encode("utf-8"))
+            if len(lines):                                    # a block of users of a user file may have none
+                f.write(("\n".join(lines.to_list()) + "\n").encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
