@@ -227,7 +227,7 @@ def test_every_block_edge_as_parsed(tmp_path, monkeypatch, lines):
 
 from morec.tools.convert import convert                                      # noqa: E402
 from morec.tools.stream_convert import stream_convert                        # noqa: E402
-from test_convert import EXPECTED, make_amazon_hllm, make_pixelrec          # noqa: E402
+from test_convert import EXPECTED, ITEMS as ITEM_FILE, MAKERS, make_pixelrec  # noqa: E402
 
 
 def both_converters(src, tmp_path, fmt="pixelrec", **options):
@@ -244,13 +244,19 @@ def both_converters(src, tmp_path, fmt="pixelrec", **options):
     return results
 
 
-@pytest.mark.parametrize("fmt, make", [("pixelrec", make_pixelrec), ("amazon_hllm", make_amazon_hllm)])
-def test_stream_converter_writes_what_convert_writes(tmp_path, fmt, make):
-    make(tmp_path / "src")
-    old, new = both_converters(tmp_path / "src", tmp_path, fmt, no_images=fmt == "pixelrec")
+@pytest.mark.parametrize("fmt", sorted(MAKERS))
+def test_stream_converter_writes_what_convert_writes(tmp_path, fmt):
+    """Each format's hand-made copy (test_convert): the same bytes as convert, and the known sequences."""
+    MAKERS[fmt](tmp_path / "src")
+    old, new = both_converters(tmp_path / "src", tmp_path, fmt, no_images=fmt in ("pixelrec", "microlens", "ninerec"))
     assert new == old and new[0] == "files"
     users = dict(line.split("\t") for line in new[1].decode().splitlines())
-    assert users == EXPECTED and list(users) == ["u2", "u1", "u3"]         # time order, ties in file order
+    if fmt == "sasrec_txt":                      # the file is in time order; names are numbers; no item text
+        assert users == {u[1:]: EXPECTED[u].replace("i", "") for u in EXPECTED} and list(users) == ["3", "1", "2"]
+        assert new[2].decode().split() == ["3", "5", "4", "1", "2", "6"]                        # first seen
+    else:
+        assert users == EXPECTED and list(users) == ["u2", "u1", "u3"]     # time order, ties in file order
+        assert [line.split("\t")[0] for line in new[2].decode().splitlines()] == ITEM_FILE
     assert sorted(os.listdir(tmp_path / "out_stream")) == ["CARD.md", "items.tsv", "users.tsv"]
 
 
