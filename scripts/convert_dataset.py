@@ -6,7 +6,7 @@ write its CARD.md (morec/tools/formats.py lists each format's layout and where i
         [--resize N] [--max_seq_len 20] [--min_seq_len 5] [--stream] [--prepare CACHE_DIR]
 
 FORMAT: pixelrec, microlens, ninerec, amazon_hllm, sasrec_txt, recbole. DST must not exist.
---stream (pixelrec, amazon_hllm): the same users.tsv / items.tsv with bounded memory (Polars;
+--stream (every format): the same users.tsv / items.tsv with bounded memory (Polars;
 morec/tools/stream_convert.py), for logs of tens of millions of interactions; CARD.md then
 holds the counts only. --prepare CACHE_DIR: then build the prepared form that runs with
 --prepared_data --cache_dir CACHE_DIR map (morec/data/prepared.py), at --max_seq_len / --min_seq_len
@@ -35,7 +35,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--max_seq_len", type=int, default=20, help="L of the card's protocol numbers (at least 1)")
     parser.add_argument("--min_seq_len", type=int, default=5, help="min_seq_len of the card's protocol numbers (at least 3)")
     parser.add_argument("--stream", action="store_true",
-                        help="bounded memory (pixelrec, amazon_hllm): Polars streams the interaction csv")
+                        help="bounded memory (every format): Polars streams the interaction file")
     parser.add_argument("--prepare", type=pathlib.Path, metavar="CACHE_DIR",
                         help="also build the prepared form (--prepared_data) under CACHE_DIR/prepared")
     args = parser.parse_args(argv)

@@ -1,15 +1,18 @@
-"""The interaction-log formats (``pixelrec``, ``amazon_hllm``: a csv of ``item_id,user_id,timestamp``
-with a header, plus an item csv) converted with bounded memory: ``convert_dataset.py --stream``.
+"""Every format of morec.tools.formats (pixelrec, microlens, ninerec, amazon_hllm, sasrec_txt,
+recbole) converted with bounded memory: ``convert_dataset.py --stream``.
 
 `morec.tools.convert.convert` holds every interaction as Python strings (0.27 GB per million
 interactions over the imports, measured at 3.75M: docs/benchmarks.md); this path writes the same
-users.tsv and items.tsv (byte for byte: tests/test_prepared.py) while holding, per interaction,
-20 bytes of integer codes:
+users.tsv and items.tsv (byte for byte: tests/test_prepared.py, tests/test_stream_convert.py) while
+holding, per interaction, 20 bytes of integer codes:
 
-1. the interaction csv is scanned by Polars (lazy, its streaming engine): each user's first row
-   gives the user order (first seen), the item csv (read as `convert` reads it) the item codes;
-2. one more streaming pass turns every row into (user code u32, item code u32, time i64, row u32)
-   and sorts them (user, time, row: equal times keep file order, as convert's stable sort);
+1. the format's scanner (morec.tools.stream_formats) gives the interaction file as a Polars lazy
+   frame (row, line, user, item, time: its streaming engine reads it, no Python object per row),
+   the item table (read as `convert` reads it) and RecBole's user table;
+2. one streaming pass each finds the user order (the user file, else each user's first row), the
+   item codes (the item file's order, else first seen), and then turns every row into (user code
+   u32, item code u32, time, row u32) and sorts them (user, time, row: equal times keep file order,
+   as convert's stable sort; a format without timestamps sorts by (user, row): the file order);
 3. users.tsv is written 131,072 users at a time, the item names gathered by Polars.
 
 Why Polars (not DuckDB, not pandas): its lazy csv scan and streaming engine run the group-by,
@@ -20,12 +23,14 @@ are held in memory: within the bound of 0.1 GB per million interactions (7.5 GB 
 measured at 100M, imports included), so nothing needs to spill to disk at Pixel8M's size.
 
 The same checks as `convert`, with the same messages (a blank line, an empty or whitespace-holding
-name, a timestamp that is not a number, an item the item file lacks, an item listed twice), and
-the same writing: a temp folder ``.DST.tmpPID`` renamed to DST at the end, removed on any error; a
-conversion killed midway leaves only that temp folder, removed by the next conversion to DST.
-Differences: integer timestamps must fit int64 and others float64 below 2**53 (else one error
-pointing to the converter without --stream); CARD.md holds the counts only (the full card of
-scripts/describe_dataset.py reads every line into memory). Line numbers count one record per line.
+name, a timestamp that is not a number, an item the item file lacks, an item listed twice, a user
+the user file lacks, each format's own: stream_formats), and the same writing: a temp folder
+``.DST.tmpPID`` renamed to DST at the end, removed on any error; a conversion killed midway leaves
+only that temp folder, removed by the next conversion to DST. Differences: integer timestamps must
+fit int64 and others float64 below 2**53 (else one error pointing to the converter without
+--stream); a SASRec txt line holding a double quote is refused (pandas reads quoted fields there);
+a line with more fields than the header is refused (stream_formats); CARD.md holds the counts only
+(the full card of scripts/describe_dataset.py reads every line into memory).
 """
 from __future__ import annotations
 
