@@ -154,3 +154,14 @@ def test_sasrec_txt_with_a_quote_is_refused_under_stream(tmp_path):
     with pytest.raises(InputError, match=r"toy.txt, line 2: a double quote.*convert this file without --stream"):
         stream_convert("sasrec_txt", tmp_path / "src", tmp_path / "out")
     assert sorted(os.listdir(tmp_path)) == ["src"]
+
+
+def test_user_file_users_without_interactions_across_write_blocks(tmp_path, monkeypatch):
+    """users.tsv is written USERS_PER_WRITE users at a time: a block of .user users without
+    interactions (u0, u8) writes nothing, not an empty line."""
+    import morec.tools.stream_convert as module
+    monkeypatch.setattr(module, "USERS_PER_WRITE", 1)
+    MAKERS["recbole"](tmp_path / "src")
+    recbole_users(tmp_path / "src", ["u0", "u3", "u8", "u1", "u2"])
+    old, new = both_converters(tmp_path / "src", tmp_path, "recbole")
+    assert new == old and new[1].decode().splitlines() == [f"{u}\t{EXPECTED[u]}" for u in ("u3", "u1", "u2")]

@@ -62,7 +62,7 @@ def stream_convert(fmt: str, src: str | Path, dst: str | Path, inter=None, items
     if not src.exists():
         raise InputError(f"source {src} not found; pass the folder holding the {fmt} files")
     _check_destination(dst)
-    scanned = SCANNERS[fmt](Path(src), inter, items, images, no_images)
+    scanned = SCANNERS[fmt](src, inter, items, images, no_images)
     if resize is not None and scanned.covers is None:
         raise InputError(f"--resize {resize} applies to covers, and this conversion has none; drop "
                          "--resize (or give the covers with --images)")
