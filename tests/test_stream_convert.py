@@ -73,6 +73,8 @@ CASES = {  # (format, case): (edit of the hand-made copy, the outcome: "files" o
     ("ninerec", "empty user"): (lambda src: edit(src / FILE["ninerec"], "i4,u3,7", "i4,,7"), "error"),
     ("ninerec", "user with a space"): (lambda src: edit(src / FILE["ninerec"], "i4,u3,7", "i4,u 3,7"), "error"),
     ("ninerec", "a fourth column on the first line"): (lambda src: edit(src / FILE["ninerec"], "i3,u2,50", "i3,u2,50,x"), "error"),
+    ("ninerec", "a fourth field inside"): (lambda src: edit(src / FILE["ninerec"], "i4,u3,7", "i4,u3,7,x"), "error"),
+    ("microlens", "a fourth field inside"): (lambda src: edit(src / FILE["microlens"], "u3,i4,7", "u3,i4,7,"), "error"),
     ("ninerec", "two columns"): (lambda src: write_csv(src / FILE["ninerec"], [[i, u] for u, i, _ in EVENTS]), "error"),
     ("ninerec", "unknown item"): (lambda src: edit(src / FILE["ninerec"], "i4,u3,7", "i9,u3,7"), "error"),
     ("sasrec_txt", "a header line, spaces and tabs"): (

@@ -24,10 +24,12 @@ and the cover folder come with it. A scanner raises its reader's errors with its
 - ``recbole``: ``.inter`` split at tabs (no quoting, as the reader); without a timestamp column the
   row is the time; ``.item`` and ``.user`` are read by the reader's helpers (_recbole_items, _recbole_users).
 
-A line with more fields than the first (the header) is refused: in the line-by-line formats with
-pandas' own message; in the csv formats with Polars' message. The readers agree except on the first
-data line of a file with a header: pandas then takes its first field as an index and shifts the
-columns; --stream refuses it. A lone carriage return is not a line break here (it is to pandas).
+A line with more fields than the first (the header) is refused with pandas' message (in a csv, when
+no double quote comes before it: else Polars'). The readers agree except on the first data line of
+a file with a header: pandas then takes its first fields as an index and shifts the columns;
+--stream refuses it. A double quote inside an unquoted csv field (text to pandas) is refused with
+Polars' message; a lone carriage return is not a line break here (it is to pandas). Where one input
+holds several faults, the first one reported may differ (a missing column is found before a blank line).
 """
 from __future__ import annotations
 
@@ -64,8 +66,29 @@ def collect(query: pl.LazyFrame, path: Path) -> pl.DataFrame:
     try:
         return query.collect(engine="streaming")
     except pl.exceptions.PolarsError as err:
-        raise InputError(f"{path}: {str(err).splitlines()[0]}; each line must hold the same columns "
-                         "(and the file must be UTF-8)") from None
+        message = str(err).splitlines()[0]
+        long = _long_csv_line(path) if "more fields than defined" in message else None   # a csv line too long
+        fix = ("a double quote inside an unquoted field or a quote left open (pandas, without --stream, reads "
+               "the first as text): fix the quoting" if "malformed" in message or "could not parse" in message else
+               "each line must hold the same columns" + ("" if long else " (and the file must be UTF-8)"))
+        message = long or message
+        raise InputError(f"{path}: {message}; {fix}") from None
+
+
+def _long_csv_line(path: Path) -> str | None:
+    """pandas' message for the csv's first line with more fields than its first line (`_read_table`'s
+    error), found by counting commas; None when a double quote comes first (commas may be quoted)."""
+    text = pl.col("text")
+    lines = pl.scan_lines(path, name="text").with_row_index("row").with_columns(
+        (text.str.count_matches(",", literal=True) + 1).alias("fields"))
+    width = lines.filter(pl.col("row") == 0).select("fields")
+    found = (lines.join(width.rename({"fields": "width"}), how="cross")
+             .filter((pl.col("fields") > pl.col("width")) | text.str.contains('"', literal=True)).sort("row").head(1)
+             .collect(engine="streaming"))
+    if not len(found) or '"' in found["text"][0]:
+        return None
+    return (f"Error tokenizing data. C error: Expected {found['width'][0]} fields in line {found['row'][0] + 1}, "
+            f"saw {found['fields'][0]}\n")
 
 
 def first_where(scan: pl.LazyFrame, condition: pl.Expr, path: Path) -> dict | None:
@@ -91,7 +114,7 @@ def _csv_log(path: Path, columns: dict, layout: str | None = None) -> pl.LazyFra
     if not path.stat().st_size:
         raise InputError(f"{path} is empty")
     header = layout is None
-    names = pl.read_csv(path, n_rows=0 if header else 1, has_header=header, infer_schema=False).columns
+    names = _head(path, header).columns
     if header:
         picks = {}
         for what, aliases in columns.items():
@@ -111,6 +134,11 @@ def _csv_log(path: Path, columns: dict, layout: str | None = None) -> pl.LazyFra
     return scan.select("row", (pl.col("row") + (2 if header else 1)).alias("line"),
                        pl.all_horizontal(pl.col(names).fill_null("") == "").alias("blank"),
                        *[stripped(pl.col(name)).alias(what) for what, name in picks.items()])
+
+
+def _head(path: Path, header: bool) -> pl.DataFrame:
+    """The csv's first record (its header's names, or column_1, column_2, ... without one)."""
+    return collect(pl.scan_csv(path, has_header=header, infer_schema=False, n_rows=1), path)
 
 
 def _split_lines(path: Path, fields: pl.Expr) -> pl.LazyFrame:
@@ -147,10 +175,10 @@ def _without_header_line(scan: pl.LazyFrame, path: Path, first_fields: list[str]
     return scan.filter(pl.col("row") > 0)
 
 
-def _without_item_header(items: pd.DataFrame, scan: pl.LazyFrame, path: Path) -> pd.DataFrame:
+def _without_item_header(items: pd.DataFrame, scan: pl.LazyFrame, path: Path, inter_path: Path) -> pd.DataFrame:
     """A headerless item file less a first row that is a header (formats._without_header_row)."""
     first = items.item.iloc[0]
-    seen = collect(scan.filter(pl.col("item") == first).select(pl.len()), path).item() > 0
+    seen = collect(scan.filter(pl.col("item") == first).select(pl.len()), inter_path).item() > 0
     return _without_header_row(items, pd.DataFrame({"item": pd.Series([first] if seen else [], dtype=object)}), path)
 
 
@@ -191,7 +219,7 @@ def scan_microlens(src: Path, inter, items, images, no_images) -> Scanned:
         "user": ("user", "userID", "user_id"), "item": ("item", "videoID", "item_id", "video_id"), "time": ("timestamp",)})
     titles = _item_table(items_path, False, {"item": 0, "title": lambda fields: ",".join(fields[1:]), "abstract": None},
                          "'item_id,title' (no header)")
-    return Scanned(scan, inter_path, _without_item_header(titles, scan, items_path), items_path,
+    return Scanned(scan, inter_path, _without_item_header(titles, scan, items_path, inter_path), items_path,
                    covers=_covers(src, images, no_images, ["covers", "cover"]))
 
 
@@ -229,9 +257,8 @@ def scan_ninerec(src: Path, inter, items, images, no_images) -> Scanned:
     items_path = _locate(src, items, [f"{stem}_item.csv", "*_item.csv"], "item csv", "items")
     scan = _csv_log(inter_path, {"item": 0, "user": 1, "time": 2}, "'video_id,user_id,timestamp' (no header)")
     table = _item_table(items_path, False, {"item": 0, "title": 2, "abstract": 1}, "'video_id,title,title_en' (no header)")
-    first = pl.read_csv(inter_path, n_rows=1, has_header=False, infer_schema=False).row(0)
-    scan = _without_header_line(scan, inter_path, [value or "" for value in first])
-    return Scanned(scan, inter_path, _without_item_header(table, scan, items_path), items_path,
+    scan = _without_header_line(scan, inter_path, [value or "" for value in _head(inter_path, False).row(0)])
+    return Scanned(scan, inter_path, _without_item_header(table, scan, items_path, inter_path), items_path,
                    covers=_covers(src, images, no_images, [f"{stem}_cover", "*_cover"]))
 
 
