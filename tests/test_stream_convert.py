@@ -167,3 +167,19 @@ def test_user_file_users_without_interactions_across_write_blocks(tmp_path, monk
     recbole_users(tmp_path / "src", ["u0", "u3", "u8", "u1", "u2"])
     old, new = both_converters(tmp_path / "src", tmp_path, "recbole")
     assert new == old and new[1].decode().splitlines() == [f"{u}\t{EXPECTED[u]}" for u in ("u3", "u1", "u2")]
+
+
+INTERACTIONS = {**FILE, "pixelrec": "pixelrec_interaction/Pixel_toy.csv", "amazon_hllm": "dataset/toy.csv"}
+
+
+@pytest.mark.parametrize("fmt", sorted(INTERACTIONS))
+@pytest.mark.parametrize("where", [5, 40])                          # in the header (csv formats), in a record
+def test_an_interaction_file_that_is_not_utf8_is_one_error_from_both(fmt, where, tmp_path):
+    """The byte offsets in the two messages differ (pandas' decoder counts within its buffer)."""
+    MAKERS[fmt](tmp_path / "src")
+    path = tmp_path / "src" / INTERACTIONS[fmt]
+    path.write_bytes(path.read_bytes()[:where] + b"\xff\xfe" + path.read_bytes()[where:])
+    old, new = both_converters(tmp_path / "src", tmp_path, fmt, no_images=fmt in ("pixelrec", "microlens", "ninerec"))
+    for kind, message in (old, new):
+        assert kind == "error" and message.startswith(f"{path}: not UTF-8 (") and message.endswith("re-encode the file as UTF-8")
+    assert sorted(os.listdir(tmp_path)) == ["src"]

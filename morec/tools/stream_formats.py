@@ -67,6 +67,8 @@ def collect(query: pl.LazyFrame, path: Path) -> pl.DataFrame:
         return query.collect(engine="streaming")
     except pl.exceptions.PolarsError as err:
         message = str(err).splitlines()[0]
+        if "utf" in message.lower():
+            raise InputError(f"{path}: not UTF-8 ({message}); re-encode the file as UTF-8") from None
         long = _long_csv_line(path) if "more fields than defined" in message else None   # a csv line too long
         fix = ("a double quote inside an unquoted field or a quote left open (pandas, without --stream, reads "
                "the first as text): fix the quoting" if "malformed" in message or "could not parse" in message else
@@ -82,9 +84,12 @@ def _long_csv_line(path: Path) -> str | None:
     lines = pl.scan_lines(path, name="text").with_row_index("row").with_columns(
         (text.str.count_matches(",", literal=True) + 1).alias("fields"))
     width = lines.filter(pl.col("row") == 0).select("fields")
-    found = (lines.join(width.rename({"fields": "width"}), how="cross")
-             .filter((pl.col("fields") > pl.col("width")) | text.str.contains('"', literal=True)).sort("row").head(1)
-             .collect(engine="streaming"))
+    try:
+        found = (lines.join(width.rename({"fields": "width"}), how="cross")
+                 .filter((pl.col("fields") > pl.col("width")) | text.str.contains('"', literal=True)).sort("row")
+                 .head(1).collect(engine="streaming"))
+    except pl.exceptions.PolarsError:                      # not UTF-8: Polars' own message stands
+        return None
     if not len(found) or '"' in found["text"][0]:
         return None
     return (f"Error tokenizing data. C error: Expected {found['width'][0]} fields in line {found['row'][0] + 1}, "
@@ -115,6 +120,8 @@ def _csv_log(path: Path, columns: dict, layout: str | None = None) -> pl.LazyFra
         raise InputError(f"{path} is empty")
     header = layout is None
     names = _head(path, header).columns
+    if any("\ufffd" in name for name in names):                # Polars reads a header's bad bytes as U+FFFD
+        raise InputError(f"{path}: not UTF-8 (in line 1); re-encode the file as UTF-8")
     if header:
         picks = {}
         for what, aliases in columns.items():
