@@ -66,6 +66,9 @@ CASES = {  # (format, case): (edit of the hand-made copy, the outcome: "files" o
     ("microlens", "title csv with a header row"): (lambda src: insert_line(src / ITEM_FILE["microlens"], 0, "item_id,title"), "files"),
     ("microlens", "userID / videoID header"): (lambda src: edit(src / FILE["microlens"], "user,item,", "userID,videoID,"), "files"),
     ("microlens", "no timestamp column"): (lambda src: edit(src / FILE["microlens"], "timestamp", "time"), "error"),
+    ("amazon_hllm", "process_books.py's flat layout"): (lambda src: (
+        (src / "dataset" / "toy.csv").rename(src / "books.csv"), (src / "information" / "toy.csv").rename(src / "books_item.csv"),
+        (src / "dataset").rmdir()), "files"),
     ("ninerec", "a header line"): (lambda src: insert_line(src / FILE["ninerec"], 0, "video_id,user_id,timestamp"), "files"),
     ("ninerec", "only a header line"): (lambda src: (src / FILE["ninerec"]).write_text("video_id,user_id,timestamp\n\n"), "error"),
     ("ninerec", "an item header row"): (lambda src: insert_line(src / ITEM_FILE["ninerec"], 0, "video_id,title,title_en"), "files"),
