@@ -186,3 +186,21 @@ def test_an_interaction_file_that_is_not_utf8_is_one_error_from_both(fmt, where,
     for kind, message in (old, new):
         assert kind == "error" and message.startswith(f"{path}: not UTF-8 (") and message.endswith("re-encode the file as UTF-8")
     assert sorted(os.listdir(tmp_path)) == ["src"]
+
+
+@pytest.mark.parametrize("fmt", ["pixelrec", "amazon_hllm", "recbole"])
+def test_an_extra_field_on_the_first_data_line_is_refused_not_shifted(fmt, tmp_path):
+    """pandas' default reads a first data line longer than the header with its leading fields as an
+    index, shifting user, item and time by one field (a numeric extra field converted silently);
+    both converters refuse it, naming the line."""
+    MAKERS[fmt](tmp_path / "src")
+    path = tmp_path / "src" / INTERACTIONS[fmt]
+    lines = path.read_text().splitlines(keepends=True)
+    sep = "\t" if fmt == "recbole" else ","
+    width = len(lines[0].rstrip("\n").split(sep))
+    lines[1] = lines[1].rstrip("\n") + f"{sep}7\n"
+    path.write_text("".join(lines))
+    old, new = both_converters(tmp_path / "src", tmp_path, fmt, no_images=fmt == "pixelrec")
+    expected = (f"{path}: Error tokenizing data. C error: Expected {width} fields in line 2, saw {width + 1}; "
+                "each line must hold the same columns")
+    assert old == new == ("error", expected)

@@ -9,7 +9,7 @@ interaction:
     user, item   the names, stripped as ``str.strip`` strips (null where the field is missing)
     time         the timestamp's text; absent where the format has none (the file order is the time)
 
-The item table (items are few: formats._item_table, the readers' own code), RecBole's user table
+The item table (items are few: tables._item_table, the readers' own code), RecBole's user table
 and the cover folder come with it. A scanner raises its reader's errors with its reader's messages.
 
 - ``pixelrec``, ``amazon_hllm``, ``microlens`` (pairs csv): a csv with a header, columns by name
@@ -41,8 +41,9 @@ import pandas as pd
 import polars as pl
 
 from morec.errors import InputError
-from morec.tools.formats import (ITEM_HEADERS, USER_HEADERS, _covers, _extra_images, _item_table, _locate,
-                                 _recbole_fields, _recbole_items, _recbole_users, _without_header_row)
+from morec.tools.formats import _recbole_fields, _recbole_items, _recbole_users
+from morec.tools.tables import (ITEM_HEADERS, USER_HEADERS, _covers, _extra_images, _item_table, _locate,
+                                _without_header_row)
 
 log = logging.getLogger("morec.tools.convert")      # the converter's logger: the same warnings
 SPACES = "".join(c for c in map(chr, range(0x3001)) if c.isspace())     # what str.strip / str.split take as space
@@ -93,7 +94,7 @@ def _long_csv_line(path: Path) -> str | None:
     if not len(found) or '"' in found["text"][0]:
         return None
     return (f"Error tokenizing data. C error: Expected {found['width'][0]} fields in line {found['row'][0] + 1}, "
-            f"saw {found['fields'][0]}\n")
+            f"saw {found['fields'][0]}")
 
 
 def first_where(scan: pl.LazyFrame, condition: pl.Expr, path: Path) -> dict | None:
@@ -163,7 +164,7 @@ def _refuse_long_lines(scan: pl.LazyFrame, path: Path, width: int) -> None:
     long = first_where(scan, pl.col("fields").list.len() > width, path)
     if long:
         raise InputError(f"{path}: Error tokenizing data. C error: Expected {width} fields in line "
-                         f"{long['line']}, saw {len(long['fields'])}\n; each line must hold the same columns")
+                         f"{long['line']}, saw {len(long['fields'])}; each line must hold the same columns")
 
 
 def _field(k: int) -> pl.Expr:
@@ -171,7 +172,7 @@ def _field(k: int) -> pl.Expr:
 
 
 def _without_header_line(scan: pl.LazyFrame, path: Path, first_fields: list[str]) -> pl.LazyFrame:
-    """The log less a first line that names its columns (formats._without_header_line)."""
+    """The log less a first line that names its columns (tables._without_header_line)."""
     first = collect(scan.filter(pl.col("row") == 0).select("user", "item"), path)
     user, item = ((first[name][0] or "").lower() if len(first) else "" for name in ("user", "item"))
     if not (user in USER_HEADERS and item in ITEM_HEADERS):
@@ -183,7 +184,7 @@ def _without_header_line(scan: pl.LazyFrame, path: Path, first_fields: list[str]
 
 
 def _without_item_header(items: pd.DataFrame, scan: pl.LazyFrame, path: Path, inter_path: Path) -> pd.DataFrame:
-    """A headerless item file less a first row that is a header (formats._without_header_row)."""
+    """A headerless item file less a first row that is a header (tables._without_header_row)."""
     first = items.item.iloc[0]
     seen = collect(scan.filter(pl.col("item") == first).select(pl.len()), inter_path).item() > 0
     return _without_header_row(items, pd.DataFrame({"item": pd.Series([first] if seen else [], dtype=object)}), path)
