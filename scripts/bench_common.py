@@ -10,6 +10,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -149,3 +150,28 @@ def run_worker_process(command: list[str], name: str, threads: int) -> dict:
     if done.returncode != 0:
         raise SystemExit(f"error: configuration {name} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def answer_as_worker(args, prepare, worker) -> bool:
+    """In a worker process (`--worker NAME`): run prepare(args) for "prepare" (printing "{}") or
+    worker(args) for a configuration (printing its result as one JSON line); True when this
+    process was a worker, False in the parent."""
+    if args.worker == "prepare":
+        prepare(args)
+        print("{}")
+        return True
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return True
+    return False
+
+
+def run_configurations(args, names: list[str], run_worker, prepare_first: bool) -> dict:
+    """{name: run_worker(name, args)} for each configuration in `names`, in order, after
+    run_worker("prepare", args) when `prepare_first` (the feature cache, extracted once so no
+    configuration pays for it). The cache is args.cache_dir, or a temporary folder removed after."""
+    with tempfile.TemporaryDirectory() as tmp:
+        args.cache_dir = args.cache_dir or tmp
+        if prepare_first:
+            run_worker("prepare", args)
+        return {name: run_worker(name, args) for name in names}

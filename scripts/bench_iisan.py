@@ -24,12 +24,11 @@ import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file_
 
 import argparse
 import json
-import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench_common import (add_step_options, add_worker_options, chosen_configs, first_batches,  # noqa: E402
-                          median_after_warmup, reset_peak_rss, rss_mib, run_worker_process, timed_steps,
-                          worker_command)
+from bench_common import (add_step_options, add_worker_options, answer_as_worker, chosen_configs,  # noqa: E402
+                          first_batches, median_after_warmup, reset_peak_rss, rss_mib, run_configurations,
+                          run_worker_process, timed_steps, worker_command)
 
 CACHED = {"two_stage": True, "ts_layers": "all"}
 CONFIGS = {                                # name -> (label, Config values)
@@ -132,19 +131,11 @@ def main() -> None:
     args = parser.parse_args()
     from morec.errors import InputError
     try:
-        if args.worker == "prepare":
-            prepare(args)
-            print("{}")
-            return
-        if args.worker:
-            print(json.dumps(worker(args)))
+        if answer_as_worker(args, prepare, worker):
             return
         names = chosen_configs(args.only, CONFIGS, DEFAULT)
-        with tempfile.TemporaryDirectory() as tmp:
-            args.cache_dir = args.cache_dir or tmp
-            if any(CONFIGS[n][1].get("two_stage") for n in names):
-                run_worker("prepare", args)
-            results = {name: run_worker(name, args) for name in names}
+        results = run_configurations(args, names, run_worker,
+                                     prepare_first=any(CONFIGS[n][1].get("two_stage") for n in names))
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -21,14 +21,13 @@ import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file_
 
 import argparse
 import json
-import tempfile
 from dataclasses import fields
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import (add_step_options, add_worker_options, chosen_configs, first_batches,  # noqa: E402
-                          median_after_warmup, process_peak_rss_mib, reset_peak_rss, rss_mib, run_worker_process,
-                          timed_steps, worker_command)
+from bench_common import (add_step_options, add_worker_options, answer_as_worker, chosen_configs,  # noqa: E402
+                          first_batches, median_after_warmup, process_peak_rss_mib, reset_peak_rss, rss_mib,
+                          run_configurations, run_worker_process, timed_steps, worker_command)
 
 CONFIGS = {                                # name -> (label, Config values)
     "full": ("full fine-tuning", {}),
@@ -90,6 +89,13 @@ def worker(args) -> dict:
             "threads": torch.get_num_threads()}
 
 
+def prepare_on_cpu(args) -> None:
+    """bench_iisan.prepare (the feature caches of the two-stage configurations) on the CPU."""
+    from bench_iisan import prepare
+    args.device = "cpu"
+    prepare(args)
+
+
 def run_worker(name: str, args) -> dict | None:
     """`name` (or "prepare") in a fresh interpreter; None when this tree lacks its fields."""
     if name != "prepare" and not has_fields(config_values(name)):
@@ -148,21 +154,11 @@ def main() -> None:
     args = parser.parse_args()
     from morec.errors import InputError
     try:
-        if args.worker == "prepare":
-            from bench_iisan import prepare
-            args.device = "cpu"
-            prepare(args)
-            print("{}")
-            return
-        if args.worker:
-            print(json.dumps(worker(args)))
+        if answer_as_worker(args, prepare_on_cpu, worker):
             return
         names = chosen_configs(args.only, CONFIGS, DEFAULT)
-        with tempfile.TemporaryDirectory() as tmp:
-            args.cache_dir = args.cache_dir or tmp
-            if any(config_values(n).get("two_stage") and has_fields(config_values(n)) for n in names):
-                run_worker("prepare", args)
-            results = {name: run_worker(name, args) for name in names}
+        results = run_configurations(args, names, run_worker, prepare_first=any(
+            config_values(n).get("two_stage") and has_fields(config_values(n)) for n in names))
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
