@@ -1,9 +1,11 @@
 """What the training-step benchmarks (scripts/bench_*.py) share: the first batches of an epoch,
 the timed training step (forward, backward, AdamW), the process's memory, and the
 one-configuration-per-process runner with its command-line options. Each benchmark keeps its own
-table and output lines; this module prints nothing. torch is imported where it is used, so a
-parent process that only starts workers (and `--help`) does not load it.
+table and output lines; this module prints only a worker's JSON line (answer_as_worker). torch is
+imported where it is used, so a parent process that only starts workers (and `--help`) does not
+load it.
 """
+import contextlib
 import json
 import os
 import resource
@@ -40,9 +42,10 @@ def eval_loss(model, batch: dict) -> float:
 
 
 def training_step(model, optimizer, batch: dict, device_type: str = "cpu", amp: bool = False) -> None:
-    """One training step: forward (bf16 autocast on `device_type` when `amp`), backward, optimizer step."""
+    """One training step: forward (under bf16 autocast on `device_type` when `amp`), backward,
+    optimizer step."""
     import torch
-    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
+    with torch.autocast(device_type, dtype=torch.bfloat16) if amp else contextlib.nullcontext():
         loss = model.calculate_loss(batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
