@@ -1096,11 +1096,22 @@ import runpy, sys
 import morec.tools.convert as convert
 def pause(folder, **options):      # users.tsv and items.tsv are written: say where, then wait
     print(folder, flush=True)
-    sys.stdin.readline()           # never answered: the drill kills this process here
+    sys.stdin.readline()           # never answered: the caller kills this process here
 convert.write_card = pause
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
+
+
+def start_paused_conversion(argv: list[str], stderr=subprocess.DEVNULL) -> tuple[subprocess.Popen, Path]:
+    """Start `python ARGV` (scripts/convert_dataset.py and its options) under PAUSED_CONVERSION and
+    wait until it pauses with users.tsv and items.tsv written in its temp folder (or exits). Returns
+    the process, for the caller to kill there, and the temp folder it printed. Also used by
+    tests/test_convert_faults.py (stderr=subprocess.PIPE there, to show it when the kill goes wrong)."""
+    process = subprocess.Popen([sys.executable, "-c", PAUSED_CONVERSION, *argv], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=stderr, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    return process, Path(process.stdout.readline().strip())
 
 
 def convert_sigkill_midway(root: Path) -> Outcome:
@@ -1109,10 +1120,7 @@ def convert_sigkill_midway(root: Path) -> Outcome:
     microlens_copy(root / "src")
     argv = [str(REPO / "scripts" / "convert_dataset.py"), "--from", "microlens", str(root / "src"),
             str(root / "out"), "--no_images"]
-    process = subprocess.Popen([sys.executable, "-c", PAUSED_CONVERSION, *argv], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                               env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
-    temp = Path(process.stdout.readline().strip())
+    process, temp = start_paused_conversion(argv)
     process.kill()
     process.wait()
     left = sorted(p.name for p in root.iterdir())

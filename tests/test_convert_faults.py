@@ -22,6 +22,9 @@ from morec.errors import InputError
 from morec.tools.convert import convert
 from test_convert import EXPECTED, ITEMS, MAKERS, lines, make_microlens, make_ninerec, run_main
 
+sys.path.insert(0, str(REPO / "scripts"))
+from fault_drill import start_paused_conversion  # noqa: E402  (the killed-conversion child, shared with the drill)
+
 SCRIPT = REPO / "scripts" / "convert_dataset.py"
 
 
@@ -126,27 +129,12 @@ def test_out_of_range_options_are_one_error_line(option, message, tmp_path, caps
 
 # ----------------------------------------------------------------------------- killed conversions
 
-PAUSED_CONVERSION = """
-import runpy, sys
-import morec.tools.convert as convert
-def pause(folder, **options):      # users.tsv and items.tsv are written: say where, then wait
-    print(folder, flush=True)
-    sys.stdin.readline()           # never answered: the test kills this process here
-convert.write_card = pause
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
 def test_sigkill_mid_conversion_leaves_no_dst_and_the_next_run_cleans_up(tmp_path, caplog):
     """Killed (SIGKILL) while writing: DST does not exist (its files are in the temp folder only);
     the next run removes that stale temp folder, says so, and converts."""
     make_microlens(tmp_path / "src")
     argv = [str(SCRIPT), "--from", "microlens", str(tmp_path / "src"), str(tmp_path / "out"), "--no_images"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-c", PAUSED_CONVERSION, *argv], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    temp = Path(process.stdout.readline().strip())       # blocks until the converter pauses (or exits)
+    process, temp = start_paused_conversion(argv, stderr=subprocess.PIPE)   # once the converter pauses (or exits)
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=60) == -signal.SIGKILL, process.stderr.read()
     assert temp.parent == tmp_path and sorted(os.listdir(temp)) == ["items.tsv", "users.tsv"]
