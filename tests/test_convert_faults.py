@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from morec.tools.convert import convert
 from test_convert import EXPECTED, ITEMS, MAKERS, lines, make_microlens, make_ninerec, run_main
 
 sys.path.insert(0, str(REPO / "scripts"))
+from fault_drill import read_only_command as drill_read_only_command  # noqa: E402  (shared with the drill)
 from fault_drill import start_paused_conversion  # noqa: E402  (the killed-conversion child, shared with the drill)
 
 SCRIPT = REPO / "scripts" / "convert_dataset.py"
@@ -171,15 +171,13 @@ def test_dst_below_a_regular_file_is_one_error(below, tmp_path, capsys):
 
 
 def read_only_command(folder: Path, command: list[str]) -> list[str]:
-    """`command` with `folder` read-only: a read-only bind mount in a private mount namespace for
-    root (whom file modes do not stop), else the folder's mode."""
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        return command
-    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
-        pytest.skip("cannot make a folder read-only here: root without mount namespaces")
-    remount = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" && exec "$@"'
-    return ["unshare", "-m", "sh", "-c", remount, str(folder), *command]
+    """`command` with `folder` read-only (fault_drill.read_only_command: a read-only bind mount in a
+    private mount namespace for root, whom file modes do not stop, else the folder's mode); the
+    test is skipped where no folder can be made read-only (root without mount namespaces)."""
+    try:
+        return drill_read_only_command(folder, command)
+    except RuntimeError as err:
+        pytest.skip(str(err))
 
 
 @pytest.mark.parametrize("below", ["out", "new/out"])
