@@ -125,13 +125,8 @@ def test_extract_features_script_caches_every_layer(tmp_path, capsys):
     """scripts/extract_features.py --ts_layers all with the tiny OPT (masked-mean pooling of each
     layer); a vision encoder with --ts_layers all is refused (exit 2, nothing written)."""
     import re
-    import sys
-    from conftest import REPO
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import extract_features
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
+    from script_modules import import_script
+    extract_features = import_script("extract_features")
     args = ["--pretrained_dir", str(tiny_encoders()), "--bert_model_load", TINY["opt"], "--ts_layers", "all",
             "--cache_dir", str(tmp_path / "cache"), "--device", "cpu"]
     assert extract_features.main(args) == 0
@@ -170,14 +165,9 @@ def test_study_ts_layers_at_toy_size(tmp_path, capsys):
     """scripts/study_ts_layers.py with a tiny random BERT, one epoch: one row per --ts_layers, a
     cost column and the pareto figure; --ts_layers given to the study is refused."""
     import csv
-    import sys
-    from conftest import REPO
+    from script_modules import import_script
     from test_results_table import assert_png
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import study_ts_layers
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
+    study_ts_layers = import_script("study_ts_layers")
     argv = ["--out", str(tmp_path / "out"), "--dnn", "0", "--seed", "1", "--epoch", "1", "--max_seq_len", "3",
             "--embedding_dim", "16", "--batch_size", "512", "--pretrained_dir", str(tiny_encoders()),
             "--bert_model_load", TINY["bert"], "--cache_dir", str(tmp_path / "cache"), "--progress", "false"]
