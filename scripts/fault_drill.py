@@ -56,15 +56,9 @@ class Case:
 # ----------------------------------------------------------------------------- running scripts
 
 def run_in_process(args: list[str], script: str = SCRIPT) -> tuple[int, str]:
-    """`python script ARGS` inside this process; returns (exit code, stderr)."""
-    params = runpy.run_path(str(REPO / script), run_name="params_only")["params"]
-    err, code = io.StringIO(), 0
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            main(params, "train", str(REPO / script), args)
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, err.getvalue()
+    """`python script ARGS` inside this process; returns (exit code, stderr) (run_mode "train")."""
+    code, err, _ = run_mode("train", args, script)
+    return code, err
 
 
 def error_line(stderr: str) -> str:
@@ -801,15 +795,10 @@ def vision_case(fault: str) -> Callable[[Path], Outcome]:
 
 
 def run_test_in_process(args: list[str], script: str = SCRIPT) -> tuple[int, str]:
-    """`python test_*.py ARGS` (the test script of `script`) inside this process."""
-    params = runpy.run_path(str(REPO / script), run_name="params_only")["params"]
-    err, code = io.StringIO(), 0
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            main(params, "test", str(REPO / script).replace("train_", "test_"), args)
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, err.getvalue()
+    """`python test_*.py ARGS` (the test script of `script`) inside this process; returns (exit
+    code, stderr) (run_mode "test")."""
+    code, err, _ = run_mode("test", args, script)
+    return code, err
 
 
 def data_changed_after_training(change: str) -> Callable[[Path], Outcome]:
