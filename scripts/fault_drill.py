@@ -473,20 +473,25 @@ def read_only_command(folder: Path, command: list[str]) -> list[str]:
     return ["unshare", "-m", "sh", "-c", remount, str(folder), *command]
 
 
+def run_read_only(folder: Path, command: list[str]) -> subprocess.CompletedProcess:
+    """Run `command` (OMP_NUM_THREADS=1, output captured as text, at most 300 s) with `folder`
+    read-only (read_only_command), then give the folder its mode back (0o755). Also used by
+    tests/test_convert_faults.py."""
+    try:
+        return subprocess.run(read_only_command(folder, command), capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    finally:
+        folder.chmod(0o755)
+
+
 def read_only_run_folder(root: Path) -> Outcome:
     """A trained run's folder made read-only: test_id.py and --resume stop before evaluating or
     training, saying the folder is not writable (exit 2), instead of a traceback at the end."""
     runs = root / "runs"
     label = ["--runs_dir", str(runs), "--label", "ro"]
     assert run_mode("train", ["--epoch", "1", *label])[0] == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    results = []
-    try:
-        for script, extra in ((TEST_SCRIPT, []), (SCRIPT, ["--epoch", "2", "--resume"])):
-            command = read_only_command(runs / "ro", [sys.executable, str(REPO / script), *label, *extra])
-            results.append(subprocess.run(command, capture_output=True, text=True, env=env, timeout=300))
-    finally:
-        (runs / "ro").chmod(0o755)
+    results = [run_read_only(runs / "ro", [sys.executable, str(REPO / script), *label, *extra])
+               for script, extra in ((TEST_SCRIPT, []), (SCRIPT, ["--epoch", "2", "--resume"]))]
     ok = all(refused(r.returncode, r.stderr, "cannot write to the run folder") for r in results)
     return Outcome("; ".join(f"{name} exit {r.returncode}: {error_line(r.stderr)[:90]}"
                              for name, r in zip(("test", "resume"), results)),
@@ -1131,14 +1136,8 @@ def convert_dst_below_file(root: Path) -> Outcome:
 def convert_read_only_dst(root: Path) -> Outcome:
     microlens_copy(root / "src")
     (root / "ro").mkdir()
-    command = read_only_command(root / "ro", [sys.executable, str(REPO / "scripts" / "convert_dataset.py"),
-                                              "--from", "microlens", str(root / "src"), str(root / "ro" / "out"),
-                                              "--no_images"])
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-    finally:
-        (root / "ro").chmod(0o755)
+    done = run_read_only(root / "ro", [sys.executable, str(REPO / "scripts" / "convert_dataset.py"), "--from",
+                                       "microlens", str(root / "src"), str(root / "ro" / "out"), "--no_images"])
     return Outcome(f"exit {done.returncode}: {error_line(done.stderr)}",
                    one_error_line(done.returncode, done.stderr, "choose a DST in a writable folder")
                    and not list((root / "ro").iterdir()))

@@ -22,7 +22,7 @@ from morec.tools.convert import convert
 from test_convert import EXPECTED, ITEMS, MAKERS, lines, make_microlens, make_ninerec, run_main
 
 sys.path.insert(0, str(REPO / "scripts"))
-from fault_drill import read_only_command as drill_read_only_command  # noqa: E402  (shared with the drill)
+from fault_drill import run_read_only as drill_run_read_only  # noqa: E402  (shared with the drill)
 from fault_drill import start_paused_conversion  # noqa: E402  (the killed-conversion child, shared with the drill)
 
 SCRIPT = REPO / "scripts" / "convert_dataset.py"
@@ -170,12 +170,12 @@ def test_dst_below_a_regular_file_is_one_error(below, tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["file.txt", "src"]
 
 
-def read_only_command(folder: Path, command: list[str]) -> list[str]:
-    """`command` with `folder` read-only (fault_drill.read_only_command: a read-only bind mount in a
+def run_read_only(folder: Path, command: list[str]) -> subprocess.CompletedProcess:
+    """`command` run with `folder` read-only (fault_drill.run_read_only: a read-only bind mount in a
     private mount namespace for root, whom file modes do not stop, else the folder's mode); the
     test is skipped where no folder can be made read-only (root without mount namespaces)."""
     try:
-        return drill_read_only_command(folder, command)
+        return drill_run_read_only(folder, command)
     except RuntimeError as err:
         pytest.skip(str(err))
 
@@ -184,14 +184,8 @@ def read_only_command(folder: Path, command: list[str]) -> list[str]:
 def test_read_only_dst_parent_is_one_error(below, tmp_path):
     make_microlens(tmp_path / "src")
     (tmp_path / "ro").mkdir()
-    command = read_only_command(tmp_path / "ro", [sys.executable, str(SCRIPT), "--from", "microlens",
-                                                  str(tmp_path / "src"), str(tmp_path / "ro" / below),
-                                                  "--allow_missing_images"])
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-    finally:
-        (tmp_path / "ro").chmod(0o755)
+    done = run_read_only(tmp_path / "ro", [sys.executable, str(SCRIPT), "--from", "microlens", str(tmp_path / "src"),
+                                           str(tmp_path / "ro" / below), "--allow_missing_images"])
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.splitlines()[-1].startswith(f"error: cannot write in {tmp_path / 'ro'} (")
     assert "choose a DST in a writable folder" in done.stderr
