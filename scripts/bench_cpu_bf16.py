@@ -35,7 +35,9 @@ from dataclasses import replace
 import torch
 
 from morec.config import make_config, run_setting
-from morec.parts import autocast, build_optimizer, build_run_model, cpu_supports_bf16, load_data, make_batches
+from morec.parts import autocast, build_optimizer, build_run_model, cpu_supports_bf16, load_data
+
+from bench_common import first_batches  # noqa: E402
 
 CPU = torch.device("cpu")
 TOWERS = {"text": dict(item_tower="text", bert_model_load="all_minilm_l6_v2", news_attributes="title",
@@ -51,11 +53,7 @@ def setup(tower: str, args):
         assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
     data = load_data(cfg)
     model = build_run_model(cfg, data, CPU)
-    batches = []
-    for batch in make_batches(cfg, data).epoch(seed=cfg.seed):
-        batches.append(batch)
-        if len(batches) == args.steps + 1:
-            break
+    batches = first_batches(cfg, data, args.steps + 1)
     return cfg, model, copy.deepcopy(model.state_dict()), batches
 
 

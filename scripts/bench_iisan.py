@@ -24,14 +24,11 @@ import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file_
 
 import argparse
 import json
-import os
-import statistics
-import subprocess
-import tempfile
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench_peft import reset_peak_rss, rss_mib  # noqa: E402
+from bench_common import (add_step_options, add_worker_options, answer_as_worker, chosen_configs,  # noqa: E402
+                          first_batches, median_after_warmup, reset_peak_rss, rss_mib, run_configurations,
+                          run_worker_process, timed_steps, worker_command)
 
 CACHED = {"two_stage": True, "ts_layers": "all"}
 CONFIGS = {                                # name -> (label, Config values)
@@ -69,38 +66,26 @@ def worker(args) -> dict:
     import torch
     torch.set_num_threads(args.threads)
     from morec.config import make_config
-    from morec.parts import build_optimizer, build_run_model, load_data, make_batches, resolve_device
+    from morec.parts import build_optimizer, build_run_model, load_data, resolve_device
     cfg = make_config(run_values(args, args.worker))
     device = resolve_device(cfg.device)
     data = load_data(cfg)
     model = build_run_model(cfg, data, device)
     optimizer = build_optimizer(model, cfg)
-    batches = []
-    for batch in make_batches(cfg, data).epoch(seed=cfg.seed):
-        batches.append({k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()})
-        if len(batches) == args.steps + 1:
-            break
+    batches = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+               for batch in first_batches(cfg, data, args.steps + 1)]
     built = memory_now(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     reset = device.type == "cuda" or reset_peak_rss()
     model.train()
-    times = []
-    for batch in batches:
-        start = time.perf_counter()
-        loss = model.calculate_loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
+    times = timed_steps(model, optimizer, batches, device)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2 ** 20
     else:
         peak = rss_mib("VmHWM") if reset else float("nan")
-    return {"name": args.worker, "seconds_per_step": statistics.median(times[1:]), "built_mib": built,
+    return {"name": args.worker, "seconds_per_step": median_after_warmup(times), "built_mib": built,
             "peak_mib": peak, "added_mib": peak - built,
             "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -109,14 +94,8 @@ def worker(args) -> dict:
 
 def run_worker(name: str, args) -> dict:
     """`name` (or "prepare") in a fresh interpreter."""
-    command = [sys.executable, __file__, "--worker", name, "--encoder", args.encoder, "--batch", str(args.batch),
-               "--seq_len", str(args.seq_len), "--steps", str(args.steps), "--threads", str(args.threads),
-               "--device", args.device, "--cache_dir", args.cache_dir]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise SystemExit(f"error: configuration {name} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    command = worker_command(__file__, name, args, "--device", args.device, "--cache_dir", args.cache_dir)
+    return run_worker_process(command, name, args.threads)
 
 
 def tpme(row: dict, base: dict) -> float:
@@ -145,35 +124,18 @@ def table(results: dict[str, dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--encoder", default="all_minilm_l6_v2")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--seq_len", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
+    add_step_options(parser)
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     parser.add_argument("--only", default="", help="comma-separated, from " + ",".join(CONFIGS))
-    parser.add_argument("--cache_dir", default="", help="token / feature cache (default: a temporary folder)")
-    parser.add_argument("--json", default="", help="also write the raw results to this file")
-    parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    add_worker_options(parser)
     args = parser.parse_args()
     from morec.errors import InputError
     try:
-        if args.worker == "prepare":
-            prepare(args)
-            print("{}")
+        if answer_as_worker(args, prepare, worker):
             return
-        if args.worker:
-            print(json.dumps(worker(args)))
-            return
-        names = [n for n in (args.only.split(",") if args.only else DEFAULT) if n]
-        unknown = [n for n in names if n not in CONFIGS]
-        if unknown:
-            raise InputError(f"--only {','.join(unknown)}: unknown; choose from {', '.join(CONFIGS)}")
-        with tempfile.TemporaryDirectory() as tmp:
-            args.cache_dir = args.cache_dir or tmp
-            if any(CONFIGS[n][1].get("two_stage") for n in names):
-                run_worker("prepare", args)
-            results = {name: run_worker(name, args) for name in names}
+        names = chosen_configs(args.only, CONFIGS, DEFAULT)
+        results = run_configurations(args, names, run_worker,
+                                     prepare_first=any(CONFIGS[n][1].get("two_stage") for n in names))
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

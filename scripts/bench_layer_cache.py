@@ -21,16 +21,17 @@ import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file_
 import argparse
 import json
 import logging
-import resource
-import statistics
 import subprocess
 import tempfile
-import time
 
 import torch
 
 from morec.config import make_config
-from morec.parts import build_optimizer, build_run_model, load_data, make_batches
+from morec.parts import build_optimizer, build_run_model, load_data
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from bench_common import (eval_loss, first_batches, median_after_warmup, process_peak_rss_mib,  # noqa: E402
+                          timed_steps, training_step)
 
 
 def arm_config(args, top: int, cached: bool):
@@ -47,40 +48,22 @@ def run_arm(args, top: int, cached: bool) -> dict:
     cfg = arm_config(args, top, cached)
     data = load_data(cfg)
     model = build_run_model(cfg, data, torch.device("cpu"))
-    batches = []
-    for batch in make_batches(cfg, data).epoch(seed=cfg.seed):
-        batches.append(batch)
-        if len(batches) == args.steps + 1:
-            break
-    model.eval()
-    with torch.no_grad():
-        loss = model.calculate_loss(batches[0]).item()
-    model.train()
+    batches = first_batches(cfg, data, args.steps + 1)
+    loss = eval_loss(model, batches[0])
     optimizer = build_optimizer(model, cfg)
-    times = []
-    for batch in batches:
-        start = time.perf_counter()
-        step(model, optimizer, batch)
-        times.append(time.perf_counter() - start)
-    result = {"top": top, "cached": cached, "s_per_step": statistics.median(times[1:]), "loss": loss,
-              "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    times = timed_steps(model, optimizer, batches)
+    result = {"top": top, "cached": cached, "s_per_step": median_after_warmup(times), "loss": loss,
+              "peak_rss_mib": process_peak_rss_mib(),
               "distinct_items": int(torch.unique(batches[0]["seqs"][batches[0]["seqs"] != 0]).numel())}
     if args.profile:
         result["profile"] = profile(model, optimizer, batches[1])
     return result
 
 
-def step(model, optimizer, batch) -> None:
-    loss = model.calculate_loss(batch)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-
-
 def profile(model, optimizer, batch) -> str:
     from torch.profiler import ProfilerActivity, profile as torch_profile
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-        step(model, optimizer, batch)
+        training_step(model, optimizer, batch)
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8)
 
 

@@ -21,14 +21,13 @@ import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file_
 
 import argparse
 import json
-import os
-import resource
-import statistics
-import subprocess
-import tempfile
-import time
 from dataclasses import fields
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import (add_step_options, add_worker_options, answer_as_worker, chosen_configs,  # noqa: E402
+                          first_batches, median_after_warmup, process_peak_rss_mib, reset_peak_rss, rss_mib,
+                          run_configurations, run_worker_process, timed_steps, worker_command)
 
 CONFIGS = {                                # name -> (label, Config values)
     "full": ("full fine-tuning", {}),
@@ -60,31 +59,12 @@ def has_fields(values: dict) -> bool:
     return set(values) <= {f.name for f in fields(Config)}
 
 
-def rss_mib(key: str) -> float:
-    """VmRSS / VmHWM of this process from /proc/self/status, in MiB (NaN off Linux)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-def reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def worker(args) -> dict:
     """One configuration in this (fresh) process: seconds per step and the memory peaks."""
     import torch
     torch.set_num_threads(args.threads)
     from morec.config import make_config
-    from morec.parts import build_optimizer, build_run_model, load_data, make_batches
+    from morec.parts import build_optimizer, build_run_model, load_data
     values = dict(item_tower="text", loss="inbatch", bert_model_load=args.encoder, batch_size=args.batch,
                   max_seq_len=args.seq_len, embedding_dim=64, device="cpu", cache_dir=args.cache_dir,
                   **config_values(args.worker))
@@ -92,26 +72,15 @@ def worker(args) -> dict:
     data = load_data(cfg)
     model = build_run_model(cfg, data, torch.device("cpu"))
     optimizer = build_optimizer(model, cfg)
-    batches = []
-    for batch in make_batches(cfg, data).epoch(seed=cfg.seed):
-        batches.append(batch)
-        if len(batches) == args.steps + 1:
-            break
+    batches = first_batches(cfg, data, args.steps + 1)
     encoder = model.item_tower.encoder_parameters()
     ready = rss_mib("VmRSS")
     reset = reset_peak_rss()
     model.train()
-    times = []
-    for batch in batches:
-        start = time.perf_counter()
-        loss = model.calculate_loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        times.append(time.perf_counter() - start)
+    times = timed_steps(model, optimizer, batches)
     seqs = batches[0]["seqs"]
-    return {"name": args.worker, "seconds_per_step": statistics.median(times[1:]),
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    return {"name": args.worker, "seconds_per_step": median_after_warmup(times),
+            "peak_rss_mib": process_peak_rss_mib(),
             "ready_rss_mib": ready, "train_peak_rss_mib": rss_mib("VmHWM") if reset else float("nan"),
             "trainable_encoder": sum(p.numel() for p in encoder if p.requires_grad),
             "encoder": sum(p.numel() for p in encoder),
@@ -120,18 +89,18 @@ def worker(args) -> dict:
             "threads": torch.get_num_threads()}
 
 
+def prepare_on_cpu(args) -> None:
+    """bench_iisan.prepare (the feature caches of the two-stage configurations) on the CPU."""
+    from bench_iisan import prepare
+    args.device = "cpu"
+    prepare(args)
+
+
 def run_worker(name: str, args) -> dict | None:
     """`name` (or "prepare") in a fresh interpreter; None when this tree lacks its fields."""
     if name != "prepare" and not has_fields(config_values(name)):
         return None
-    command = [sys.executable, __file__, "--worker", name, "--encoder", args.encoder, "--batch", str(args.batch),
-               "--seq_len", str(args.seq_len), "--steps", str(args.steps), "--threads", str(args.threads),
-               "--cache_dir", args.cache_dir]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise SystemExit(f"error: configuration {name} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_worker_process(worker_command(__file__, name, args, "--cache_dir", args.cache_dir), name, args.threads)
 
 
 def ratio(value: float, base: float) -> str:
@@ -178,37 +147,18 @@ def table(results: dict[str, dict | None]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--encoder", default="all_minilm_l6_v2")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--seq_len", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
+    add_step_options(parser)
     parser.add_argument("--only", default="", help="comma-separated, from " + ",".join(CONFIGS) +
                         " (default: " + ",".join(DEFAULT) + ")")
-    parser.add_argument("--cache_dir", default="", help="token / feature cache (default: a temporary folder)")
-    parser.add_argument("--json", default="", help="also write the raw results to this file")
-    parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    add_worker_options(parser)
     args = parser.parse_args()
     from morec.errors import InputError
     try:
-        if args.worker == "prepare":
-            from bench_iisan import prepare
-            args.device = "cpu"
-            prepare(args)
-            print("{}")
+        if answer_as_worker(args, prepare_on_cpu, worker):
             return
-        if args.worker:
-            print(json.dumps(worker(args)))
-            return
-        names = [n for n in (args.only.split(",") if args.only else DEFAULT) if n]
-        unknown = [n for n in names if n not in CONFIGS]
-        if unknown:
-            raise InputError(f"--only {','.join(unknown)}: unknown; choose from {', '.join(CONFIGS)}")
-        with tempfile.TemporaryDirectory() as tmp:
-            args.cache_dir = args.cache_dir or tmp
-            if any(config_values(n).get("two_stage") and has_fields(config_values(n)) for n in names):
-                run_worker("prepare", args)
-            results = {name: run_worker(name, args) for name in names}
+        names = chosen_configs(args.only, CONFIGS, DEFAULT)
+        results = run_configurations(args, names, run_worker, prepare_first=any(
+            config_values(n).get("two_stage") and has_fields(config_values(n)) for n in names))
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

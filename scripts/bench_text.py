@@ -31,7 +31,10 @@ from morec.features import encoder_folder
 from morec.flops import encoder_step_flops, matmul_flops
 from morec.models.text import load_tokenizer
 from morec.resolve import encoder_spec
-from morec.parts import build_optimizer, build_run_model, load_data, make_batches
+from morec.parts import build_optimizer, build_run_model, load_data
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import eval_loss, first_batches, median_after_warmup, timed_steps  # noqa: E402
 
 
 def step_times(model, batches: list[dict], cfg, steps: int, device: torch.device = torch.device("cpu"),
@@ -39,28 +42,10 @@ def step_times(model, batches: list[dict], cfg, steps: int, device: torch.device
     """Median seconds per training step (after one warm-up step) and the first batch's eval loss.
     amp: bf16 autocast (CUDA); on CUDA each step is timed to the end of its kernels.
     after_step(seconds): called after each step (warm-up included), outside the timing."""
-    def synchronize():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    model.eval()
-    with torch.no_grad():
-        eval_loss = model.calculate_loss(batches[0]).item()
-    model.train()
+    first_loss = eval_loss(model, batches[0])
     optimizer = build_optimizer(model, cfg)
-    times = []
-    for batch in batches[:steps + 1]:
-        synchronize()
-        start = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = model.calculate_loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        synchronize()
-        times.append(time.perf_counter() - start)
-        if after_step is not None:
-            after_step(times[-1])
-    return statistics.median(times[1:]), eval_loss
+    times = timed_steps(model, optimizer, batches[:steps + 1], device, amp, after_step)
+    return median_after_warmup(times), first_loss
 
 
 class EncoderFloor:
@@ -115,11 +100,7 @@ def bench_steps(args) -> None:
     data = load_data(cfg)
     model = build_run_model(cfg, data, torch.device("cpu"))
     initial = copy.deepcopy(model.state_dict())
-    batches = []
-    for batch in make_batches(cfg, data).epoch(seed=cfg.seed):
-        batches.append(batch)
-        if len(batches) == args.steps + 1:
-            break
+    batches = first_batches(cfg, data, args.steps + 1)
     seqs = batches[0]["seqs"]
     print(f"encoder {args.encoder}, batch {tuple(seqs.shape)} (B, L+1), {data.num_items} items, "
           f"{torch.get_num_threads()} threads, trainable_layers {args.trainable_layers}")

@@ -56,15 +56,9 @@ class Case:
 # ----------------------------------------------------------------------------- running scripts
 
 def run_in_process(args: list[str], script: str = SCRIPT) -> tuple[int, str]:
-    """`python script ARGS` inside this process; returns (exit code, stderr)."""
-    params = runpy.run_path(str(REPO / script), run_name="params_only")["params"]
-    err, code = io.StringIO(), 0
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            main(params, "train", str(REPO / script), args)
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, err.getvalue()
+    """`python script ARGS` inside this process; returns (exit code, stderr) (run_mode "train")."""
+    code, err, _ = run_mode("train", args, script)
+    return code, err
 
 
 def error_line(stderr: str) -> str:
@@ -479,20 +473,25 @@ def read_only_command(folder: Path, command: list[str]) -> list[str]:
     return ["unshare", "-m", "sh", "-c", remount, str(folder), *command]
 
 
+def run_read_only(folder: Path, command: list[str]) -> subprocess.CompletedProcess:
+    """Run `command` (OMP_NUM_THREADS=1, output captured as text, at most 300 s) with `folder`
+    read-only (read_only_command), then give the folder its mode back (0o755). Also used by
+    tests/test_convert_faults.py."""
+    try:
+        return subprocess.run(read_only_command(folder, command), capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    finally:
+        folder.chmod(0o755)
+
+
 def read_only_run_folder(root: Path) -> Outcome:
     """A trained run's folder made read-only: test_id.py and --resume stop before evaluating or
     training, saying the folder is not writable (exit 2), instead of a traceback at the end."""
     runs = root / "runs"
     label = ["--runs_dir", str(runs), "--label", "ro"]
     assert run_mode("train", ["--epoch", "1", *label])[0] == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    results = []
-    try:
-        for script, extra in ((TEST_SCRIPT, []), (SCRIPT, ["--epoch", "2", "--resume"])):
-            command = read_only_command(runs / "ro", [sys.executable, str(REPO / script), *label, *extra])
-            results.append(subprocess.run(command, capture_output=True, text=True, env=env, timeout=300))
-    finally:
-        (runs / "ro").chmod(0o755)
+    results = [run_read_only(runs / "ro", [sys.executable, str(REPO / script), *label, *extra])
+               for script, extra in ((TEST_SCRIPT, []), (SCRIPT, ["--epoch", "2", "--resume"]))]
     ok = all(refused(r.returncode, r.stderr, "cannot write to the run folder") for r in results)
     return Outcome("; ".join(f"{name} exit {r.returncode}: {error_line(r.stderr)[:90]}"
                              for name, r in zip(("test", "resume"), results)),
@@ -801,15 +800,10 @@ def vision_case(fault: str) -> Callable[[Path], Outcome]:
 
 
 def run_test_in_process(args: list[str], script: str = SCRIPT) -> tuple[int, str]:
-    """`python test_*.py ARGS` (the test script of `script`) inside this process."""
-    params = runpy.run_path(str(REPO / script), run_name="params_only")["params"]
-    err, code = io.StringIO(), 0
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            main(params, "test", str(REPO / script).replace("train_", "test_"), args)
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, err.getvalue()
+    """`python test_*.py ARGS` (the test script of `script`) inside this process; returns (exit
+    code, stderr) (run_mode "test")."""
+    code, err, _ = run_mode("test", args, script)
+    return code, err
 
 
 def data_changed_after_training(change: str) -> Callable[[Path], Outcome]:
@@ -1096,11 +1090,22 @@ import runpy, sys
 import morec.tools.convert as convert
 def pause(folder, **options):      # users.tsv and items.tsv are written: say where, then wait
     print(folder, flush=True)
-    sys.stdin.readline()           # never answered: the drill kills this process here
+    sys.stdin.readline()           # never answered: the caller kills this process here
 convert.write_card = pause
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
+
+
+def start_paused_conversion(argv: list[str], stderr=subprocess.DEVNULL) -> tuple[subprocess.Popen, Path]:
+    """Start `python ARGV` (scripts/convert_dataset.py and its options) under PAUSED_CONVERSION and
+    wait until it pauses with users.tsv and items.tsv written in its temp folder (or exits). Returns
+    the process, for the caller to kill there, and the temp folder it printed. Also used by
+    tests/test_convert_faults.py (stderr=subprocess.PIPE there, to show it when the kill goes wrong)."""
+    process = subprocess.Popen([sys.executable, "-c", PAUSED_CONVERSION, *argv], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=stderr, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    return process, Path(process.stdout.readline().strip())
 
 
 def convert_sigkill_midway(root: Path) -> Outcome:
@@ -1109,10 +1114,7 @@ def convert_sigkill_midway(root: Path) -> Outcome:
     microlens_copy(root / "src")
     argv = [str(REPO / "scripts" / "convert_dataset.py"), "--from", "microlens", str(root / "src"),
             str(root / "out"), "--no_images"]
-    process = subprocess.Popen([sys.executable, "-c", PAUSED_CONVERSION, *argv], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                               env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
-    temp = Path(process.stdout.readline().strip())
+    process, temp = start_paused_conversion(argv)
     process.kill()
     process.wait()
     left = sorted(p.name for p in root.iterdir())
@@ -1134,14 +1136,8 @@ def convert_dst_below_file(root: Path) -> Outcome:
 def convert_read_only_dst(root: Path) -> Outcome:
     microlens_copy(root / "src")
     (root / "ro").mkdir()
-    command = read_only_command(root / "ro", [sys.executable, str(REPO / "scripts" / "convert_dataset.py"),
-                                              "--from", "microlens", str(root / "src"), str(root / "ro" / "out"),
-                                              "--no_images"])
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-    finally:
-        (root / "ro").chmod(0o755)
+    done = run_read_only(root / "ro", [sys.executable, str(REPO / "scripts" / "convert_dataset.py"), "--from",
+                                       "microlens", str(root / "src"), str(root / "ro" / "out"), "--no_images"])
     return Outcome(f"exit {done.returncode}: {error_line(done.stderr)}",
                    one_error_line(done.returncode, done.stderr, "choose a DST in a writable folder")
                    and not list((root / "ro").iterdir()))

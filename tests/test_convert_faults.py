@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +20,10 @@ from conftest import REPO
 from morec.errors import InputError
 from morec.tools.convert import convert
 from test_convert import EXPECTED, ITEMS, MAKERS, lines, make_microlens, make_ninerec, run_main
+
+sys.path.insert(0, str(REPO / "scripts"))
+from fault_drill import run_read_only as drill_run_read_only  # noqa: E402  (shared with the drill)
+from fault_drill import start_paused_conversion  # noqa: E402  (the killed-conversion child, shared with the drill)
 
 SCRIPT = REPO / "scripts" / "convert_dataset.py"
 
@@ -126,27 +129,12 @@ def test_out_of_range_options_are_one_error_line(option, message, tmp_path, caps
 
 # ----------------------------------------------------------------------------- killed conversions
 
-PAUSED_CONVERSION = """
-import runpy, sys
-import morec.tools.convert as convert
-def pause(folder, **options):      # users.tsv and items.tsv are written: say where, then wait
-    print(folder, flush=True)
-    sys.stdin.readline()           # never answered: the test kills this process here
-convert.write_card = pause
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
 def test_sigkill_mid_conversion_leaves_no_dst_and_the_next_run_cleans_up(tmp_path, caplog):
     """Killed (SIGKILL) while writing: DST does not exist (its files are in the temp folder only);
     the next run removes that stale temp folder, says so, and converts."""
     make_microlens(tmp_path / "src")
     argv = [str(SCRIPT), "--from", "microlens", str(tmp_path / "src"), str(tmp_path / "out"), "--no_images"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-c", PAUSED_CONVERSION, *argv], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    temp = Path(process.stdout.readline().strip())       # blocks until the converter pauses (or exits)
+    process, temp = start_paused_conversion(argv, stderr=subprocess.PIPE)   # once the converter pauses (or exits)
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=60) == -signal.SIGKILL, process.stderr.read()
     assert temp.parent == tmp_path and sorted(os.listdir(temp)) == ["items.tsv", "users.tsv"]
@@ -182,30 +170,22 @@ def test_dst_below_a_regular_file_is_one_error(below, tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["file.txt", "src"]
 
 
-def read_only_command(folder: Path, command: list[str]) -> list[str]:
-    """`command` with `folder` read-only: a read-only bind mount in a private mount namespace for
-    root (whom file modes do not stop), else the folder's mode."""
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        return command
-    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
-        pytest.skip("cannot make a folder read-only here: root without mount namespaces")
-    remount = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" && exec "$@"'
-    return ["unshare", "-m", "sh", "-c", remount, str(folder), *command]
+def run_read_only(folder: Path, command: list[str]) -> subprocess.CompletedProcess:
+    """`command` run with `folder` read-only (fault_drill.run_read_only: a read-only bind mount in a
+    private mount namespace for root, whom file modes do not stop, else the folder's mode); the
+    test is skipped where no folder can be made read-only (root without mount namespaces)."""
+    try:
+        return drill_run_read_only(folder, command)
+    except RuntimeError as err:
+        pytest.skip(str(err))
 
 
 @pytest.mark.parametrize("below", ["out", "new/out"])
 def test_read_only_dst_parent_is_one_error(below, tmp_path):
     make_microlens(tmp_path / "src")
     (tmp_path / "ro").mkdir()
-    command = read_only_command(tmp_path / "ro", [sys.executable, str(SCRIPT), "--from", "microlens",
-                                                  str(tmp_path / "src"), str(tmp_path / "ro" / below),
-                                                  "--allow_missing_images"])
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-    finally:
-        (tmp_path / "ro").chmod(0o755)
+    done = run_read_only(tmp_path / "ro", [sys.executable, str(SCRIPT), "--from", "microlens", str(tmp_path / "src"),
+                                           str(tmp_path / "ro" / below), "--allow_missing_images"])
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.splitlines()[-1].startswith(f"error: cannot write in {tmp_path / 'ro'} (")
     assert "choose a DST in a writable folder" in done.stderr

@@ -12,6 +12,7 @@ from morec.data import files
 from morec.data.files import _plain_user_ids, read_items, read_users
 from morec.data.sequences import build_sequence_data, line_by_line_sequence_data, load_sequence_data
 from morec.errors import InputError
+from users_files import CASES, ITEMS, each_random_users_file, run_make_synthetic
 
 
 def both(folder, L=3, min_len=5, warm=0):
@@ -40,11 +41,8 @@ def small_blocks(monkeypatch):
 
 
 def synthetic(folder):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("make_synthetic", REPO / "scripts" / "make_synthetic.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(["--preset", "small", "--users", "600", "--items", "300", "--out", str(folder)])
+    """A small synthetic data set (600 users, 300 items) written into `folder`."""
+    run_make_synthetic("--preset", "small", "--users", "600", "--items", "300", "--out", str(folder))
     return folder
 
 
@@ -91,33 +89,6 @@ def test_data_identity_of_ml100k_unchanged():
 
 
 # ------------------------------------------------------------------------------ hand-made files
-
-ITEMS = ["i1", "i2", "i3", "i10", "i1x", "long_item_name_17", "\u00fcnic\u00f6de"]
-OK = "u1\ti1 i2 i3 i10 i1x"
-CASES = {
-    "plain": [OK, "u2\ti2 i2 i3 i1 long_item_name_17 i10"],
-    "spaces around": ["  u1 \t  i1  i2 i3   i10 i1x  ", "u2\ti1 i1 i1 i1 i1 "],
-    "unicode names": ["\u00e9l\u00e8ve\ti1 \u00fcnic\u00f6de i2 i3 \u00fcnic\u00f6de"],
-    "name with a space": ["user one\ti1 i2 i3 i1 i2", OK],
-    "prefix of an item": [OK, "u2\ti1 i2 i i3 i1"],
-    "extension of an item": [OK, "u2\ti1 i2 i10x i3 i1"],
-    "longer than any item": [OK, "u2\ti1 i2 long_item_name_17_and_more i3 i1"],
-    "missing tab": [OK, "u2 i1 i2 i3 i1 i1"],
-    "two tabs": [OK, "u2\ti1 i2\ti3 i1 i1"],
-    "tab at the end": [OK, "u2\ti1 i2 i3 i1 i1\t"],
-    "empty name": [OK, " \ti1 i2 i3 i1 i1"],
-    "empty items": [OK, "u2\t   "],
-    "blank inner line": [OK, "", "u2\ti1 i2 i3 i1 i1"],
-    "trailing blank lines": [OK, "u2\ti1 i2 i3 i1 i1", "", "  ", "\t", ""],
-    "duplicate user": [OK, "u1\ti2 i2 i2 i2 i2"],
-    "no-break space": [OK, "u2\ti1 i2\u00a0i3 i1 i1"],
-    "ideographic space at the end": [OK, "u2\ti1 i2 i3 i1 i1", "\u3000"],
-    "form feed": [OK, "u2\ti1 i2 i3 i1 i1\x0c"],
-    "control character": [OK, "u2\ti1 i2 i3\x01 i1 i1"],
-    "NUL": [OK, "u2\ti1 i2 i3\x00 i1 i1"],
-    "too short": ["u1\ti1 i2"],
-}
-
 
 @pytest.mark.parametrize("name", sorted(CASES))
 @pytest.mark.parametrize("blocks", ["one block", "many blocks"])
@@ -170,30 +141,11 @@ def test_unicode_whitespace_set_is_pythons():
 
 # ------------------------------------------------------------------------------ random files
 
-PIECES = ["i1", "i2", "i3", "i10", "i1x", "long_item_name_17", "\u00fcnic\u00f6de", "i", "zz", " ", " ", " ",
-          "\t", "\n", "\r", "\r\n", "\u00a0", "\x0b", "u", "u2"]
-
-
-def random_users_file(rng) -> str:
-    lines = []
-    for k in range(rng.integers(1, 8)):
-        items = " ".join(rng.choice(ITEMS[:6], rng.integers(3, 9)))
-        lines.append(f"u{rng.integers(0, 6)}\t{items}")
-    text = "\n".join(lines) + "\n" * int(rng.integers(0, 3))
-    for _ in range(rng.integers(0, 3)):                     # a few random edits
-        at = int(rng.integers(0, len(text) + 1))
-        text = text[:at] + PIECES[rng.integers(len(PIECES))] + text[at + int(rng.integers(0, 2)):]
-    return text
-
-
 def test_random_users_files_read_as_the_reference_reads_them(tmp_path, monkeypatch):
-    rng = np.random.default_rng(20261207)
     folder = write_dataset(tmp_path / "d", ITEMS, [])
     kinds = set()
-    for case in range(400):
+    for case, text in each_random_users_file(folder, seed=20261207, cases=400):
         monkeypatch.setattr(files, "BLOCK_BYTES", [8, 64, 1 << 23][case % 3])
-        text = random_users_file(rng)
-        (folder / "users.tsv").write_bytes(text.encode())
         new, reference = both(folder, L=2, min_len=3)
         assert new == reference, text
         kinds.add(new[0])

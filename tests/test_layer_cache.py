@@ -49,6 +49,17 @@ def cache_files(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "cache" / "layers").glob("*.bin"))
 
 
+def assert_same_step(plain, cached, batch: dict, chunk: int = 0) -> dict[str, torch.Tensor]:
+    """A training step of `cached` (gradient caching in chunks of `chunk` items; 0: off) equals the
+    plain step of the uncached `plain`: the loss and every gradient to 1e-5 (plain stepped first).
+    Returns the cached step's gradients, by parameter name."""
+    plain_loss, plain_grads = loss_and_grads(plain, batch, 0)
+    cached_loss, cached_grads = loss_and_grads(cached, batch, chunk)
+    assert cached_loss == pytest.approx(plain_loss, abs=1e-5)
+    assert max_grad_difference(plain_grads, cached_grads) <= 1e-5
+    return cached_grads
+
+
 @pytest.mark.parametrize("family", ["bert", "llama", "opt"])
 def test_cached_step_equals_the_uncached_step(family, tmp_path):
     """float32 cache, dropout off: loss and every trainable parameter's gradient equal the uncached
@@ -57,10 +68,7 @@ def test_cached_step_equals_the_uncached_step(family, tmp_path):
     1e-5."""
     plain, cached, batch = build_pair(tmp_path, family)
     assert type(cached.item_tower).__name__ == "CachedTextTower"
-    plain_loss, plain_grads = loss_and_grads(plain, batch, 0)
-    cached_loss, cached_grads = loss_and_grads(cached, batch, 0)
-    assert cached_loss == pytest.approx(plain_loss, abs=1e-5)
-    assert max_grad_difference(plain_grads, cached_grads) <= 1e-5
+    cached_grads = assert_same_step(plain, cached, batch)
     encoder_grads = {name for name in cached_grads if name.startswith("item_tower.encoder.")}
     blocks = {"bert": "encoder.layer.", "llama": "layers.", "opt": "decoder.layers."}[family]
     assert encoder_grads and all(f"{blocks}1." in name or name.endswith(("encoder.norm.weight", "final_layer_norm.weight",
@@ -139,10 +147,7 @@ def test_peft_restricted_to_the_top_block_trains_on_the_cache(family, peft, tmp_
         assert adapted == trained and any(name.startswith(f"{blocks}1.") for name in adapted)
     else:
         assert all(name.endswith(".bias") for name in trained)
-    plain_loss, plain_grads = loss_and_grads(plain, batch, 0)
-    cached_loss, cached_grads = loss_and_grads(cached, batch, 0)
-    assert cached_loss == pytest.approx(plain_loss, abs=1e-5)
-    assert max_grad_difference(plain_grads, cached_grads) <= 1e-5
+    cached_grads = assert_same_step(plain, cached, batch)
     assert {n.removeprefix("item_tower.encoder.") for n in cached_grads if n.startswith("item_tower.encoder.")} \
         == set(trained)
 
@@ -151,20 +156,14 @@ def test_gradient_checkpointing_on_the_cache_equals_the_uncached_step(tmp_path):
     """--gradient_checkpointing recomputes the top block in backward, after the frozen blocks are
     swapped back: it must still see the cached states (they are its input, not a hook's)."""
     plain, cached, batch = build_pair(tmp_path, "llama", gradient_checkpointing=True)
-    plain_loss, plain_grads = loss_and_grads(plain, batch, 0)
-    cached_loss, cached_grads = loss_and_grads(cached, batch, 0)
-    assert cached_loss == pytest.approx(plain_loss, abs=1e-5)
-    assert max_grad_difference(plain_grads, cached_grads) <= 1e-5
+    assert_same_step(plain, cached, batch)
 
 
 def test_gradient_caching_on_the_cache_equals_the_uncached_step(tmp_path):
     """--inbatch_chunk 2 on the cached tower (the top block re-run chunk by chunk in backward)
     equals the uncached plain step: loss and every gradient."""
     plain, cached, batch = build_pair(tmp_path, "bert")
-    plain_loss, plain_grads = loss_and_grads(plain, batch, 0)
-    chunked_loss, chunked_grads = loss_and_grads(cached, batch, 2)
-    assert chunked_loss == pytest.approx(plain_loss, abs=1e-5)
-    assert max_grad_difference(plain_grads, chunked_grads) <= 1e-5
+    assert_same_step(plain, cached, batch, chunk=2)
 
 
 # ----------------------------------------------------------------------------- stale or damaged caches
@@ -351,10 +350,7 @@ def test_norm_layers_of_the_top_block_and_the_final_norm_train_with_peft_layers(
     trained = [name for name, p in cached.item_tower.encoder.named_parameters() if p.requires_grad]
     assert trained and all(name.startswith(f"{blocks}1.") or name in final for name in trained)
     assert set(final) <= set(trained)
-    plain_loss, plain_grads = loss_and_grads(plain, batch, 0)
-    cached_loss, cached_grads = loss_and_grads(cached, batch, 0)
-    assert cached_loss == pytest.approx(plain_loss, abs=1e-5)
-    assert max_grad_difference(plain_grads, cached_grads) <= 1e-5
+    assert_same_step(plain, cached, batch)
 
 
 def test_two_attributes_are_cached_side_by_side(tmp_path):
@@ -363,10 +359,7 @@ def test_two_attributes_are_cached_side_by_side(tmp_path):
     plain, cached, batch = build_pair(tmp_path, "bert", news_attributes="title,abstract", num_words_abstract=10)
     layout = json.loads(cache_files(tmp_path)[0].with_suffix(".json").read_text())["layout"]
     assert [part["attribute"] for part in layout] == ["title", "abstract"] and layout[1]["offset"] > 0
-    plain_loss, plain_grads = loss_and_grads(plain, batch, 0)
-    cached_loss, cached_grads = loss_and_grads(cached, batch, 0)
-    assert cached_loss == pytest.approx(plain_loss, abs=1e-5)
-    assert max_grad_difference(plain_grads, cached_grads) <= 1e-5
+    assert_same_step(plain, cached, batch)
 
 
 def test_a_build_that_fails_midway_leaves_nothing_behind(tmp_path, monkeypatch):

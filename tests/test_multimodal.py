@@ -17,6 +17,7 @@ from conftest import REPO
 from morec.config import Config, make_config, run_label
 from morec.errors import InputError
 from morec.resolve import item_input_spec, transfer_spec
+from study_helpers import assert_study_refuses
 from test_text_scripts import train_then_test
 from text_helpers import TINY, ml100k, tiny_encoders
 from vision_helpers import IMAGE_SIZE, TINY_VISION, poster_root, tiny_vision_encoders
@@ -388,9 +389,7 @@ def test_recbole_genres_match_the_items_file_genres(tmp_path):
 def test_the_transfer_study_refuses_what_it_sets_itself(argv, message, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
     import study_q6_transfer
-    with pytest.raises(InputError, match=message):
-        study_q6_transfer.main(["--out", str(tmp_path), "--table_only"] + argv)
-    assert not any(tmp_path.iterdir())
+    assert_study_refuses(study_q6_transfer.main, argv, message, tmp_path)
 
 
 @pytest.mark.parametrize("morec, two_stage, dnn_layers", [([], False, 0), (["--morec", "ts", "--ts_dnn", "3"], True, 3)])

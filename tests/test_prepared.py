@@ -16,7 +16,7 @@ from morec.data import SequenceBatches, load_sequence_data
 from morec.data import prepared
 from morec.data.prepared import prepared_sequence_data
 from morec.errors import InputError
-from test_fast_setup import CASES, ITEMS, random_users_file
+from users_files import CASES, ITEMS, each_random_users_file, run_make_synthetic
 
 ML = REPO / "dataset" / "ml-100k"
 
@@ -97,13 +97,10 @@ def test_hand_made_users_files_as_parsed(tmp_path, small_reads, name):
 
 
 def test_random_users_files_as_parsed(tmp_path, monkeypatch):
-    rng = np.random.default_rng(7)
     folder = write_dataset(tmp_path / "d", ITEMS, [])
     kinds = set()
-    for case in range(120):
+    for case, text in each_random_users_file(folder, seed=7, cases=120):
         monkeypatch.setattr(prepared, "READ_BYTES", [16, 64, 1 << 20][case % 3])
-        text = random_users_file(rng)
-        (folder / "users.tsv").write_bytes(text.encode())
         want = outcome(parsed, folder, 2, 3)
         got = outcome(lambda *a: mapped(*a[:1], tmp_path / f"c{case}", *a[1:]), folder, 2, 3)
         assert got == want, text
@@ -261,12 +258,7 @@ def test_stream_converter_writes_what_convert_writes(tmp_path, fmt):
 
 
 def test_stream_converter_on_a_synthetic_log_and_its_covers(tmp_path):
-    from test_fast_setup import synthetic  # noqa: F401  (the script module loader)
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("make_synthetic", REPO / "scripts" / "make_synthetic.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(["--preset", "pixel1m", "--users", "3000", "--items", "400", "--out", str(tmp_path / "src")])
+    run_make_synthetic("--preset", "pixel1m", "--users", "3000", "--items", "400", "--out", str(tmp_path / "src"))
     old, new = both_converters(tmp_path / "src", tmp_path, no_images=True)
     assert new == old and new[0] == "files" and len(new[1].splitlines()) == 3000
     make_pixelrec(tmp_path / "toy")                                          # with covers: the same images.lmdb keys
@@ -360,11 +352,7 @@ def test_ranks_started_together_build_once_and_read_the_same(tmp_path):
 def test_bench_prepared_converts_and_checks_the_same_data(tmp_path):
     """scripts/bench_prepared.py on a tiny raw log: both converters write the same files, and
     parsing, building and mapping give the same data (it exits 1 otherwise)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("make_synthetic", REPO / "scripts" / "make_synthetic.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(["--preset", "pixel1m", "--users", "2000", "--items", "300", "--out", str(tmp_path / "raw")])
+    run_make_synthetic("--preset", "pixel1m", "--users", "2000", "--items", "300", "--out", str(tmp_path / "raw"))
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_prepared.py"), "--raw", str(tmp_path / "raw"),
                            "--work", str(tmp_path / "w"), "--phases", "convert,setup", "--reference"],
                           capture_output=True, text=True, timeout=600)

@@ -232,13 +232,8 @@ def test_inter_modal_pairing_and_mixing_on_known_inputs():
 
 
 def test_bench_tpme_is_one_for_full_fine_tuning_and_the_mean_of_the_ratios():
-    from conftest import REPO
-    import sys
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import bench_iisan
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
+    from script_modules import import_script
+    bench_iisan = import_script("bench_iisan")
     full = {"seconds_per_step": 10.0, "trainable": 1000, "added_mib": 200.0}
     row = {"seconds_per_step": 1.0, "trainable": 500, "added_mib": 20.0}
     assert bench_iisan.tpme(full, full) == 1.0

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from script_modules import import_script
 from text_helpers import TINY, tiny_encoders
 
 SCRIPTS = {
@@ -97,11 +98,7 @@ def test_trainable_layers_are_logged(tmp_path, shared_cache):
 
 
 def test_extract_features_script(tmp_path, capsys):
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import extract_features
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
+    extract_features = import_script("extract_features")
     args = ["--pretrained_dir", str(tiny_encoders()), "--bert_model_load", TINY["opt"],
             "--cache_dir", str(tmp_path), "--device", "cpu", "--news_attributes", "title,abstract"]
     assert extract_features.main(args) == 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from morec.models.text import (TextTower, freeze_encoder, load_text_encoder, loa
 from morec.models.towers import FeatureTower, FusionTower, IdTower
 from morec.resolve import item_input_spec, model_spec
 from morec.parts import build_optimizer, make_batches
-from text_helpers import TINY, ml100k, tiny_encoders
+from text_helpers import TINY, forbid_text_feature_extraction, ml100k, one_second_newer, tiny_bert_copy, tiny_encoders
 
 CPU = torch.device("cpu")
 
@@ -333,8 +332,7 @@ def test_packaged_minilm_resolves_and_tokenizes(tmp_path):
 # ----------------------------------------------------------------------------- two-stage features
 
 def test_two_stage_features_are_cached_reused_and_rebuilt(tmp_path, monkeypatch, caplog):
-    enc_root = tmp_path / "encoders"
-    shutil.copytree(tiny_encoders() / TINY["bert"], enc_root / "tiny")
+    enc_root = tiny_bert_copy(tmp_path)
     cfg = config(tmp_path, bert_model_load="tiny", pretrained_dir=str(enc_root), two_stage=True)
     data = ml100k()
     features, path = text_features(item_input_spec(cfg), data, CPU)
@@ -346,17 +344,13 @@ def test_two_stage_features_are_cached_reused_and_rebuilt(tmp_path, monkeypatch,
         cls = tower.encoder(input_ids=tower.input_ids_0[ids], attention_mask=tower.attention_mask_0[ids]).last_hidden_state[:, 0]
     np.testing.assert_allclose(features[ids.numpy()], cls.numpy(), atol=1e-5)
 
-    import morec.features
-    def no_extraction(*args, **kwargs):
-        raise AssertionError("extracted again")
-    monkeypatch.setattr(morec.features, "extract_text_features", no_extraction)
+    forbid_text_feature_extraction(monkeypatch)
     assert ensure_features(item_input_spec(cfg), data, CPU) == path              # fresh: read, not rebuilt
     model = build(cfg)
     assert isinstance(model.item_tower, FeatureTower) and model.item_tower.features.shape == features.shape
     monkeypatch.undo()
 
-    weights = enc_root / "tiny" / "model.safetensors"                        # a new version of the encoder
-    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    one_second_newer(enc_root / "tiny" / "model.safetensors")              # a new version of the encoder
     with caplog.at_level(logging.WARNING, logger="morec"):
         _, again = text_features(item_input_spec(cfg), data, CPU)
     assert again == path and "built from another encoder" in caplog.text and "encoder_weights" in caplog.text

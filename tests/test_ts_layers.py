@@ -3,8 +3,6 @@ a learned scalar mix (ELMo eq. 1) + today's head; on a tiny random BERT and ml-1
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 
 import numpy as np
 import pytest
@@ -18,7 +16,7 @@ from morec.models.towers import FeatureTower, LayerMixFeatureTower
 from morec.resolve import item_input_spec
 from morec.parts import make_batches
 from test_text_tower import CPU, build, config
-from text_helpers import TINY, ml100k, tiny_encoders
+from text_helpers import TINY, forbid_text_feature_extraction, ml100k, one_second_newer, tiny_bert_copy, tiny_encoders
 
 
 def test_all_layer_features_hold_every_layer_and_the_last_equals_the_last_layer_cache(tmp_path):
@@ -82,22 +80,16 @@ def test_the_mix_trains_and_the_padding_row_stays_zero():
 
 
 def test_layer_cache_is_reused_and_rebuilt_when_the_encoder_changes(tmp_path, monkeypatch, caplog):
-    enc_root = tmp_path / "encoders"
-    shutil.copytree(tiny_encoders() / TINY["bert"], enc_root / "tiny")
+    enc_root = tiny_bert_copy(tmp_path)
     cfg = config(tmp_path, bert_model_load="tiny", pretrained_dir=str(enc_root), two_stage=True, ts_layers="all")
     data = ml100k()
     features, path = text_features(item_input_spec(cfg), data, CPU)
-    import morec.features
-
-    def no_extraction(*args, **kwargs):
-        raise AssertionError("extracted again")
-    monkeypatch.setattr(morec.features, "extract_text_features", no_extraction)
+    forbid_text_feature_extraction(monkeypatch)
     assert ensure_features(item_input_spec(cfg), data, CPU) == path              # fresh: read, not rebuilt
     model = build(cfg)
     assert model.item_tower.features.shape == features.shape
     monkeypatch.undo()
-    weights = enc_root / "tiny" / "model.safetensors"                      # a new version of the encoder
-    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10 ** 9))
+    one_second_newer(enc_root / "tiny" / "model.safetensors")              # a new version of the encoder
     with caplog.at_level(logging.WARNING, logger="morec"):
         again, again_path = text_features(item_input_spec(cfg), data, CPU)
     assert again_path == path and "built from another encoder" in caplog.text
@@ -125,13 +117,8 @@ def test_extract_features_script_caches_every_layer(tmp_path, capsys):
     """scripts/extract_features.py --ts_layers all with the tiny OPT (masked-mean pooling of each
     layer); a vision encoder with --ts_layers all is refused (exit 2, nothing written)."""
     import re
-    import sys
-    from conftest import REPO
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import extract_features
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
+    from script_modules import import_script
+    extract_features = import_script("extract_features")
     args = ["--pretrained_dir", str(tiny_encoders()), "--bert_model_load", TINY["opt"], "--ts_layers", "all",
             "--cache_dir", str(tmp_path / "cache"), "--device", "cpu"]
     assert extract_features.main(args) == 0
@@ -170,14 +157,9 @@ def test_study_ts_layers_at_toy_size(tmp_path, capsys):
     """scripts/study_ts_layers.py with a tiny random BERT, one epoch: one row per --ts_layers, a
     cost column and the pareto figure; --ts_layers given to the study is refused."""
     import csv
-    import sys
-    from conftest import REPO
+    from script_modules import import_script
     from test_results_table import assert_png
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import study_ts_layers
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
+    study_ts_layers = import_script("study_ts_layers")
     argv = ["--out", str(tmp_path / "out"), "--dnn", "0", "--seed", "1", "--epoch", "1", "--max_seq_len", "3",
             "--embedding_dim", "16", "--batch_size", "512", "--pretrained_dir", str(tiny_encoders()),
             "--bert_model_load", TINY["bert"], "--cache_dir", str(tmp_path / "cache"), "--progress", "false"]

@@ -189,14 +189,9 @@ def test_a_resumed_epoch_continues_with_the_same_batches_and_images():
 
 def test_extract_features_script_with_a_vision_encoder(tmp_path, capsys):
     import re
-    import sys
-    from conftest import REPO
+    from script_modules import import_script
     from vision_helpers import TINY_VISION, tiny_vision_encoders
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import extract_features
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
+    extract_features = import_script("extract_features")
     args = ["--item_tower", "vision", "--cv_model_load", TINY_VISION["resnet"], "--image_lmdb", "posters.lmdb",
             "--image_size", str(IMAGE_SIZE), "--root_data_dir", str(poster_root()),
             "--pretrained_dir", str(tiny_vision_encoders()), "--cache_dir", str(tmp_path), "--device", "cpu"]
