@@ -325,5 +325,5 @@ def test_a_cache_folder_that_cannot_be_written_is_one_error_and_no_run_folder(tm
     blocker.write_text("x")
     args[args.index("--cache_dir") + 1] = str(blocker / "cache")
     code, err = train(args, capsys)
-    assert_refused(code, err, f"cannot write the ", str(blocker / "cache"), "writable folder")
+    assert_refused(code, err, "cannot write the ", str(blocker / "cache"), "writable folder")
     assert not (tmp_path / "runs" / "r").exists()

@@ -8,7 +8,6 @@ import re
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import REPO
 from test_text_scripts import run_in_process

@@ -160,7 +160,6 @@ def test_one_cached_branch_reads_features_while_the_other_trains_end_to_end(cach
     encoder; one epoch trains and tests."""
     from morec.features import run_item_images, text_features, vision_features
     from morec.models.towers import FeatureTower
-    from morec.parts import make_batches
     from morec.train import test, train
     values = tiny_values(tmp_path, mm_fusion="gate", mm_cached_branch=cached, dnn_layers=1)
     cfg, data, model = built(values)

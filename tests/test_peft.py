@@ -18,8 +18,6 @@ from conftest import REPO, run_in_process
 from morec.checkpoint import load_checkpoint
 from morec.config import make_config
 from morec.errors import InputError
-from morec.features import item_tower_inputs
-from morec.models.build import build_model
 from morec.models.adapters import reloaded_keys, trained_state
 from morec.models.text import (encode_pooled, freeze_encoder, load_text_encoder, load_tokenizer,
                                pool_hidden, transformer_blocks)
