@@ -169,6 +169,20 @@ def write_converted(converted: Converted, folder: Path, resize: int | None = Non
                    allow_missing=True)                      # plan() refused missing images unless allowed
 
 
+def check_request(fmt: str, formats, src, dst, max_seq_len: int, min_seq_len: int,
+                  resize: int | None) -> tuple[Path, Path]:
+    """(src, dst) as paths, once the format is one of `formats`, the options are valid, the source
+    exists and the destination can be written (both converters check these first, alike)."""
+    if fmt not in formats:
+        raise InputError(f"unknown format {fmt!r}; use one of {', '.join(formats)}")
+    _check_options(max_seq_len, min_seq_len, resize)
+    src, dst = Path(src), Path(dst)
+    if not src.exists():
+        raise InputError(f"source {src} not found; pass the folder holding the {fmt} files")
+    _check_destination(dst)
+    return src, dst
+
+
 def _check_options(max_seq_len: int, min_seq_len: int, resize: int | None) -> None:
     """The card's protocol values (training's own bounds) and the cover size, before any work."""
     for option, value, low in (("max_seq_len", max_seq_len, 1), ("min_seq_len", min_seq_len, 3)):
@@ -273,13 +287,7 @@ def convert(fmt: str, src: str | Path, dst: str | Path, inter=None, items=None, 
     into a temp folder next to `dst` (``.DST.tmpPID``), which is renamed to `dst` at the end and
     removed on any error. A conversion killed midway leaves only that temp folder, which the next
     conversion to `dst` removes."""
-    if fmt not in READERS:
-        raise InputError(f"unknown format {fmt!r}; use one of {', '.join(READERS)}")
-    _check_options(max_seq_len, min_seq_len, resize)
-    src, dst = Path(src), Path(dst)
-    if not src.exists():
-        raise InputError(f"source {src} not found; pass the folder holding the {fmt} files")
-    _check_destination(dst)
+    src, dst = check_request(fmt, READERS, src, dst, max_seq_len, min_seq_len, resize)
     converted = plan(READERS[fmt](src, inter=inter, items=items, images=images, no_images=no_images),
                      allow_missing_images)
     if resize is not None and converted.images is None:

@@ -132,8 +132,14 @@ def read_ninerec(src: Path, inter=None, items=None, images=None, no_images=False
                   images=_covers(src, images, no_images, [f"{stem}_cover", "*_cover"]))
 
 
-def read_amazon_hllm(src: Path, inter=None, items=None, images=None, no_images=False) -> Source:
-    hllm = (src / "dataset").is_dir()                  # HLLM's layout, else process_books.py's
+AMAZON_HLLM_ITEMS = ({"item": "item_id", "title": "title", "abstract": "description"},
+                     "a header with item_id, description and title")     # the item csv: columns, layout
+
+
+def amazon_hllm_files(src: Path, inter, items) -> tuple[Path, Path]:
+    """(interaction csv, item csv) of HLLM's layout (dataset/NAME.csv + information/NAME.csv) or
+    process_books.py's (NAME.csv + NAME_item.csv in `src`); --inter / --items override."""
+    hllm = (src / "dataset").is_dir()
     if inter is None and not hllm:
         found = [p for p in sorted(src.glob("*.csv")) if not p.name.endswith("_item.csv")]
         if len(found) != 1:
@@ -143,10 +149,14 @@ def read_amazon_hllm(src: Path, inter=None, items=None, images=None, no_images=F
     inter_path = _locate(src, inter, ["dataset/*.csv"], "interaction csv", "inter")
     items_path = _locate(src, items, [f"information/{inter_path.name}", "information/*.csv"] if hllm
                          else [f"{inter_path.stem}_item.csv", "*_item.csv"], "item information csv", "items")
+    return inter_path, items_path
+
+
+def read_amazon_hllm(src: Path, inter=None, items=None, images=None, no_images=False) -> Source:
+    inter_path, items_path = amazon_hllm_files(src, inter, items)
     df = _read_table(inter_path, header=True)
     cols = [_column(df, inter_path, (name,), name) for name in ("user_id", "item_id", "timestamp")]
-    table = _item_table(items_path, True, {"item": "item_id", "title": "title", "abstract": "description"},
-                        "a header with item_id, description and title")
+    table = _item_table(items_path, True, *AMAZON_HLLM_ITEMS)
     return Source(_interactions(df, inter_path, *cols), inter_path, table, items_path,
                   images=_extra_images(src, images))
 

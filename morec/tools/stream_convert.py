@@ -43,8 +43,8 @@ import polars as pl
 
 from morec.atomic_io import write_text_atomic
 from morec.errors import InputError
-from morec.tools.convert import (IMAGE_LMDB, _check_destination, _check_names, _check_options, _first_duplicate,
-                                 _one_line, write_folder_into_place)
+from morec.tools.convert import (IMAGE_LMDB, _check_names, _first_duplicate, _one_line, check_request,
+                                 write_folder_into_place)
 from morec.tools.lmdb_builder import build_lmdb, find_image_files
 from morec.tools.stream_formats import SCANNERS, SPACE, Scanned, collect
 
@@ -55,13 +55,7 @@ def stream_convert(fmt: str, src: str | Path, dst: str | Path, inter=None, items
                    no_images: bool = False, allow_missing_images: bool = False, resize: int | None = None,
                    max_seq_len: int = 20, min_seq_len: int = 5) -> dict:
     """Convert `src` (format `fmt`) into the new folder `dst` with bounded memory; returns the counts."""
-    if fmt not in SCANNERS:
-        raise InputError(f"unknown format {fmt!r}; use one of {', '.join(SCANNERS)}")
-    _check_options(max_seq_len, min_seq_len, resize)
-    src, dst = Path(src), Path(dst)
-    if not src.exists():
-        raise InputError(f"source {src} not found; pass the folder holding the {fmt} files")
-    _check_destination(dst)
+    src, dst = check_request(fmt, SCANNERS, src, dst, max_seq_len, min_seq_len, resize)
     scanned = SCANNERS[fmt](src, inter, items, images, no_images)
     if resize is not None and scanned.covers is None:
         raise InputError(f"--resize {resize} applies to covers, and this conversion has none; drop "

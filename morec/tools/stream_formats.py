@@ -41,7 +41,8 @@ import pandas as pd
 import polars as pl
 
 from morec.errors import InputError
-from morec.tools.formats import _recbole_fields, _recbole_items, _recbole_users
+from morec.tools.formats import (AMAZON_HLLM_ITEMS, _recbole_fields, _recbole_items, _recbole_users,
+                                 amazon_hllm_files)
 from morec.tools.tables import (ITEM_HEADERS, USER_HEADERS, _covers, _extra_images, _item_table, _locate,
                                 _without_header_row)
 
@@ -204,19 +205,9 @@ def scan_pixelrec(src: Path, inter, items, images, no_images) -> Scanned:
 
 
 def scan_amazon_hllm(src: Path, inter, items, images, no_images) -> Scanned:
-    hllm = (src / "dataset").is_dir()                  # HLLM's layout, else process_books.py's
-    if inter is None and not hllm:
-        found = [p for p in sorted(src.glob("*.csv")) if not p.name.endswith("_item.csv")]
-        if len(found) != 1:
-            raise InputError(f"{src}: expected dataset/NAME.csv + information/NAME.csv, or one NAME.csv "
-                             f"+ NAME_item.csv; found {len(found)} interaction csv(s); point --inter at it")
-        inter = found[0]
-    inter_path = _locate(src, inter, ["dataset/*.csv"], "interaction csv", "inter")
-    items_path = _locate(src, items, [f"information/{inter_path.name}", "information/*.csv"] if hllm
-                         else [f"{inter_path.stem}_item.csv", "*_item.csv"], "item information csv", "items")
+    inter_path, items_path = amazon_hllm_files(src, inter, items)
     scan = _csv_log(inter_path, {"user": ("user_id",), "item": ("item_id",), "time": ("timestamp",)})
-    table = _item_table(items_path, True, {"item": "item_id", "title": "title", "abstract": "description"},
-                        "a header with item_id, description and title")
+    table = _item_table(items_path, True, *AMAZON_HLLM_ITEMS)
     return Scanned(scan, inter_path, table, items_path, covers=_extra_images(src, images))
 
 
