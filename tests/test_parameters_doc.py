@@ -1,9 +1,11 @@
-"""docs/parameters.md says what morec.config.Config holds: every field is named there (as `name`),
-every fixed choice set of morec.config_checks.RULES is listed in full where the field is named,
-no choice list offers a value the code refuses, and every default in a `| field | default |` table
-is the code's. README.md and docs/workflow.md (and parameters.md) write only flags that exist:
-each `python SCRIPT ... --flag` is an option of that script (train / test scripts: a Config field),
-and every other `--flag` is a Config field or some script's option."""
+"""docs/parameters.md says what morec.config.Config holds: every field is named there (as `name`);
+every fixed choice set of morec.config_checks.RULES (`_one_of`) is listed in full where the field
+is named, and no choice list offers a value the rule refuses; every field has a row in a
+`| field | default |` table, with the code's default; the paragraph starting "Run control" names
+exactly morec.config.RUN_CONTROL (the fields kept out of the run label). README.md,
+docs/workflow.md and parameters.md write only flags that exist: each `python SCRIPT ... --flag` is
+an option of that script (train / test scripts: a Config field), and every other `--flag` is a
+Config field or some script's option."""
 import re
 from dataclasses import fields
 
@@ -97,10 +99,10 @@ def default_text(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def wrong_defaults(text: str) -> dict[str, tuple[str, str]]:
-    """{field: (doc, code)} for each row of a table with a `default` column whose first cell names a
-    field and whose default cell (its first word, backticks dropped) is not the code's default."""
-    wrong = {}
+def table_defaults(text: str) -> dict[str, str]:
+    """{field: its default cell's first word, backticks dropped} from every table with a `default`
+    column whose rows start with a backticked field name."""
+    stated = {}
     for table in re.findall(r"(?:^\|.*\n?)+", text, flags=re.M):
         rows = [[cell.strip() for cell in row.strip().strip("|").split("|")] for row in table.splitlines()]
         header = [cell.lower() for cell in rows[0]]
@@ -109,16 +111,22 @@ def wrong_defaults(text: str) -> dict[str, tuple[str, str]]:
         column = header.index("default")
         for row in rows[2:]:
             name = named(row[0].strip("`")) if row[0].startswith("`") else None
-            if name not in FIELDS or column >= len(row):
-                continue
-            cell = (row[column].split() or [""])[0].strip("`")
-            code = FIELDS[name]
-            if isinstance(code, (int, float)) and not isinstance(code, bool):
-                same = re.fullmatch(r"-?[0-9.e+-]+", cell) is not None and float(cell) == code
-            else:
-                same = cell == (default_text(code) if code != "" else '""')
-            if not same:
-                wrong[name] = (cell, default_text(code))
+            if name in FIELDS and column < len(row):
+                stated[name] = (row[column].split() or [""])[0].strip("`")
+    return stated
+
+
+def wrong_defaults(text: str) -> dict[str, tuple[str, str]]:
+    """{field: (doc, code)} for each table default that is not the code's."""
+    wrong = {}
+    for name, cell in table_defaults(text).items():
+        code = FIELDS[name]
+        if isinstance(code, (int, float)) and not isinstance(code, bool):
+            same = re.fullmatch(r"-?[0-9.e+-]+", cell) is not None and float(cell) == code
+        else:
+            same = cell == (default_text(code) if code != "" else '""')
+        if not same:
+            wrong[name] = (cell, default_text(code))
     return wrong
 
 
@@ -136,7 +144,7 @@ def test_the_parameters_doc_offers_no_choice_the_code_refuses():
 
 def test_the_parameters_doc_tables_state_the_code_defaults():
     text = DOC.read_text(encoding="utf-8")
-    assert len(re.findall(r"^\| `", text, flags=re.M)) >= len(FIELDS) - 8      # the tables are there to check
+    assert not [name for name in FIELDS if name not in table_defaults(text)], "fields without a table row"
     assert not wrong_defaults(text)
 
 
