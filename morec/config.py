@@ -88,7 +88,7 @@ class Config:
 
     # --- transfer (--init_from) ---
     init_from: str = ""                 # a run folder: start from its checkpoint_best.pt (user encoder + modality tower)
-    freeze_user_encoder: bool = False   # the user encoder's parameters do not train (linear-probe style; SASRec)
+    freeze_user_encoder: bool = False   # the user encoder's parameters do not train (linear-probe style; sequential models, not dssm)
     train_user_fraction: float = 1.0    # train on this fraction of the users (fixed nested subsets); all users are evaluated
 
     # --- MISSRec (--model missrec, morec/models/missrec.py; docs/missrec.md) ---
