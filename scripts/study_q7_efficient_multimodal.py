@@ -18,6 +18,8 @@ Arms (--arms, default all but lora):
                  render_posters.py): text, vision and inter-modal SANs; --cv_model_load (default
                  random_tiny_vit_mae, a random frozen ViT-MAE: pretrained_models/make_tiny.py) at --image_size
     missrec      MISSRec (--model missrec) over the cached title features, no IDs, a head of --ts_dnn layers
+    missrec_mm   the same over titles and posters (item_tower text+vision: one text and one image token per
+                 item, the image features from iisan_mm's frozen --cv_model_load)
     missrec_pre  the same initialised from the MISSRec run of the same seed pre-trained on Q6's source
                  genres (scripts/study_q6_transfer.py's missrec source run, ml-100k-source; the ID
                  table never carries over, docs/missrec.md); ml-100k only
@@ -37,7 +39,7 @@ from study_common import (IDREC, MISSREC_TS, MOREC_E2E, MOREC_TS, check_arm_over
                           parse_args, run_study)
 from morec.errors import InputError
 
-DEFAULT_ARMS = ("id", "ts_all", "iisan_text", "iisan_mm", "missrec", "missrec_pre")
+DEFAULT_ARMS = ("id", "ts_all", "iisan_text", "iisan_mm", "missrec", "missrec_mm", "missrec_pre")
 SOURCE_DOMAINS = "ml-100k"            # Q6's genre domains: ml-100k-source pre-trains missrec_pre
 
 # The study page's reading (scripts/study_page.py writes it under the tables). It refers to the
@@ -97,6 +99,8 @@ def arms(ts_dnn: int, cv_model_load: str, image_size: int) -> dict[str, dict]:
         "iisan_mm": {**ts_all, "side_network": "iisan", "item_tower": "text+vision", "image_lmdb": "posters.lmdb",
                      "cv_model_load": cv_model_load, "image_size": image_size},
         "missrec": missrec,
+        "missrec_mm": {**missrec, "item_tower": "text+vision", "image_lmdb": "posters.lmdb",
+                       "cv_model_load": cv_model_load, "image_size": image_size},
         "missrec_pre": missrec,
         "lora": {**MOREC_E2E, "trainable_layers": -1, "peft": "lora"},
         "lora_top2_cached": {**MOREC_E2E, "trainable_layers": -1, "peft": "lora", "peft_layers": 2,
@@ -159,7 +163,9 @@ def main(argv: list[str]):
 def arm_of(config: dict) -> str:
     """The arm of a run's config.json (results_table.Run.config)."""
     if config.get("model") == "missrec":
-        return "missrec_pre" if config.get("init_from") else "missrec"
+        if config.get("init_from"):
+            return "missrec_pre"
+        return "missrec_mm" if config.get("item_tower") == "text+vision" else "missrec"
     if config.get("item_tower", "id") == "id":
         return "id"
     if config.get("side_network") == "iisan":

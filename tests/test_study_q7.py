@@ -42,15 +42,18 @@ def test_the_arms_resolve_to_valid_run_configs(q7, tmp_path, monkeypatch):
     runs = study_runs(seen["parts"], seen["overrides"], tmp_path / "runs")        # make_config checks each
     arms = {}
     for cfg, _ in runs:
-        key = ("missrec_pre" if cfg.init_from else "missrec") if cfg.model == "missrec" else \
+        key = ("missrec_pre" if cfg.init_from else "missrec_mm" if cfg.item_tower == "text+vision" else "missrec") \
+            if cfg.model == "missrec" else \
             "iisan_mm" if cfg.item_tower == "text+vision" else "iisan_text" if cfg.side_network == "iisan" else \
             "ts_all" if cfg.two_stage else "lora" if cfg.peft == "lora" else cfg.item_tower
         arms.setdefault(key, []).append(cfg)
-    assert sorted(arms) == sorted(["id", "ts_all", "iisan_text", "iisan_mm", "missrec", "missrec_pre"])
+    assert sorted(arms) == sorted(["id", "ts_all", "iisan_text", "iisan_mm", "missrec", "missrec_mm", "missrec_pre"])
     assert all(len(cfgs) == 5 for cfgs in arms.values())                           # every default arm is cheap
     assert all(c.ts_layers == "all" and c.dnn_layers == 2 for k in ("ts_all", "iisan_text", "iisan_mm")
                for c in arms[k])
-    assert all(c.image_lmdb == "posters.lmdb" and c.cv_model_load == "random_tiny_vit_mae" for c in arms["iisan_mm"])
+    assert all(c.image_lmdb == "posters.lmdb" and c.cv_model_load == "random_tiny_vit_mae"
+               for k in ("iisan_mm", "missrec_mm") for c in arms[k])
+    assert all(c.model == "missrec" and c.item_tower == "text+vision" and c.two_stage for c in arms["missrec_mm"])
     for cfg in arms["missrec_pre"]:
         assert not (Path(cfg.init_from) / "config.json").exists()                   # --table_only trains nothing
         assert Path(cfg.init_from).parent == tmp_path / "out" / "runs"
@@ -70,7 +73,7 @@ def test_the_arms_resolve_to_valid_run_configs(q7, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--arms", "id,mamba"], "choose from id, ts_all, iisan_text, iisan_mm, missrec, missrec_pre, lora, lora_top2_cached"),
+    (["--arms", "id,mamba"], "choose from id, ts_all, iisan_text, iisan_mm, missrec, missrec_mm, missrec_pre, lora, lora_top2_cached"),
     (["--arms", "ts_all", "--ts_layers", "last"], "contradicts the arm ts_all"),
     (["--init_from", "x"], "--init_from is set by the study"),
     (["--arms", "missrec_pre", "--dataset", "amazon-scientific"], "missrec_pre is pre-trained on ml-100k"),
@@ -92,18 +95,19 @@ def test_toy_study_trains_every_default_arm_then_table_only_tabulates(q7, tmp_pa
             "--progress", "false", "--device", "cpu"]
     q7.main(argv)
     printed = capsys.readouterr().out
-    assert printed.count(": training") == 7 and printed.count("\ntest HR@10 ") == 7   # 6 arms + 1 source run
+    assert printed.count(": training") == 8 and printed.count("\ntest HR@10 ") == 8   # 7 arms + 1 source run
     (out / "q7_efficient_multimodal.csv").unlink()
     q7.main(argv + ["--table_only"])
     printed = capsys.readouterr().out
     assert ": training" not in printed
     rows = list(csv.DictReader(open(out / "q7_efficient_multimodal.csv", newline="")))
-    assert len(rows) == 6
+    assert len(rows) == 7
     assert all(float(r["trainable_parameters"]) > 0 and r["tpme"] not in ("", "nan") for r in rows), rows
-    missrec = sorted(r["other"] for r in rows if r["model"] == "missrec")
+    missrec = sorted(r["other"] for r in rows if r["model"] == "missrec" and r["item_tower"].startswith("text:"))
     assert len(missrec) == 2 and "init_from=ml-100k-source run" in missrec[1] and "init_from= " in missrec[0]
+    assert sum(r["model"] == "missrec" and r["item_tower"].startswith("text+vision") for r in rows) == 1
     versus_idrec = (out / "q7_efficient_multimodal_vs_idrec.md").read_text()      # MISSRec rows against IDRec too
-    assert all(f"| {arm} | 1 |" in versus_idrec for arm in ("ts_all", "iisan_text", "iisan_mm", "missrec", "missrec_pre"))
+    assert all(f"| {arm} | 1 |" in versus_idrec for arm in ("ts_all", "iisan_text", "iisan_mm", "missrec", "missrec_mm", "missrec_pre"))
     assert "| missrec_pre | 1 |" in (out / "q7_efficient_multimodal_pretraining.md").read_text()
     page = (out / "README.md").read_text()
     assert "q7_efficient_multimodal_vs_idrec.md" in page and q7.READING.splitlines()[0] in page
