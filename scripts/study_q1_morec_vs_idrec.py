@@ -44,21 +44,28 @@ earlier code's exactly (same seeds, same test metrics).
   few of those users are hit by any model. One test user of 943 is about 0.11 HR@10 points.
 - These runs share their IDRec and end-to-end runs with Q3 (same labels, same --runs_dir).""",
     "vision": """\
-**From an earlier code version, not re-measured.** These tables were made before the
-fair-comparison changes (tie rule, one patience for every run, per-purpose random streams) and
-before per-user test counts existed, so the main table has no paired columns; the
-`_seed_level_welch` table reads it at the seed level from its summaries (Welch's t over the seed
-means; intervals and paired tests need the runs, re-run to get them). A re-run of the command
-above replaces both.
+Re-run with the current code (3 seeds per arm, the command above); every Δ is the seed-level
+test (paired t over the 3 seeds both rows share; the trained run is the unit), the per-user
+columns only say whether these trained models rank these users differently.
 
 The MoRec item tower is a ResNet18 trained from scratch (random weights,
-`pretrained_models/make_tiny.py`) on ml-100k's **generated posters** downscaled to 32 x 32
-(genres, decade and title text drawn by `dataset/ml-100k/render_posters.py`;
+`pretrained_models/make_tiny.py --image_size 32`) on ml-100k's **generated posters** downscaled
+to 32 x 32 (genres, decade and title text drawn by `dataset/ml-100k/render_posters.py`;
 `dataset/ml-100k/README_posters.md`): a test of the vision pipeline, not a vision result. The
-posters carry genres and decade, not the item's identity. In the table image MoRec is below IDRec
-in the mean in both settings; at the seed level only the regular setting's HR@10 gap is
-significant (`*`), the others are not shown with 3 seeds. The tiny encoder is built first with
-`python pretrained_models/make_tiny.py --image_size 32`.""",
+posters carry genres and decade, not the item's identity.
+
+- Regular setting: image MoRec is below IDRec on both metrics; the HR@10 gap is significant at
+  the seed level (`*`), the NDCG@10 gap is not shown with 3 seeds.
+- Warm-20 setting: image MoRec is below IDRec in the mean, not significantly: one of its three
+  runs (seed 2) diverged in its first epoch (training loss about 19, gradient norm about 420),
+  reached its best validation at epoch 4 and stopped on its patience far below the others
+  (test HR@10 7.0), which makes the row's spread large; the other two are 1.8 and 3.1 HR@10
+  points below IDRec's runs of the same seeds.
+- Under-trained: four of the six image runs had their best epoch at 29 of the study's 30-epoch
+  cap (`--epoch 30`), so the image rows are lower bounds of what this tower reaches (IDRec's
+  best epochs were 18-26). A longer cap is the next run, not done.
+- Cost: an image run trained 9-17 minutes (wall time on a shared thread) to its best epoch,
+  IDRec about 15 seconds (the cost column).""",
 }
 
 
