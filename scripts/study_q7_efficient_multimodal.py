@@ -180,7 +180,8 @@ def arm_of(config: dict) -> str:
 def own_tables(tested: list, out: Path) -> None:
     """Every arm against IDRec, paired by seed (the main table gives MISSRec no Δ: its IDRec
     counterpart would be a MISSRec over IDs, and the question here is SASRec's IDRec), and, where
-    there are pre-trained MISSRec runs, MISSRec pre-trained against MISSRec from scratch; the
+    there are pre-trained MISSRec runs, MISSRec pre-trained against MISSRec from scratch, and each
+    system over titles + posters against itself over titles (written only where both ran); the
     seed-level test of study_common.paired_table."""
     from study_common import paired_table
     runs = {}
@@ -190,6 +191,12 @@ def own_tables(tested: list, out: Path) -> None:
     paired_table("Q7: every arm against IDRec (SASRec over item IDs), paired by seed", ("arm",), "IDRec",
                  [((arm,), runs[arm], runs.get("id", [])) for arm in order],
                  out / "q7_efficient_multimodal_vs_idrec.md")
+    posters = [((mm, text), runs.get(mm, []), runs.get(text, []))
+               for mm, text in (("iisan_mm", "iisan_text"), ("missrec_mm", "missrec"))]
+    if any(mine and base for _, mine, base in posters):
+        paired_table("Q7: what the posters add: each system over titles + posters against itself over titles, "
+                     "paired by seed", ("arm", "against"), "titles only", posters,
+                     out / "q7_efficient_multimodal_posters.md")
     if "missrec_pre" in runs:                    # ml-100k only (pre-trained on its source genres)
         paired_table("Q7: MISSRec pre-trained on the source genres against MISSRec from scratch, paired by seed",
                      ("arm",), "MISSRec from scratch",

@@ -109,5 +109,7 @@ def test_toy_study_trains_every_default_arm_then_table_only_tabulates(q7, tmp_pa
     versus_idrec = (out / "q7_efficient_multimodal_vs_idrec.md").read_text()      # MISSRec rows against IDRec too
     assert all(f"| {arm} | 1 |" in versus_idrec for arm in ("ts_all", "iisan_text", "iisan_mm", "missrec", "missrec_mm", "missrec_pre"))
     assert "| missrec_pre | 1 |" in (out / "q7_efficient_multimodal_pretraining.md").read_text()
+    posters = (out / "q7_efficient_multimodal_posters.md").read_text()
+    assert "| iisan_mm | iisan_text | 1 |" in posters and "| missrec_mm | missrec | 1 |" in posters
     page = (out / "README.md").read_text()
     assert "q7_efficient_multimodal_vs_idrec.md" in page and q7.READING.splitlines()[0] in page
