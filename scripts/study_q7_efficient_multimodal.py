@@ -50,19 +50,28 @@ READING = """\
 head; `iisan_text` IISAN's side adapter networks over the same states; `iisan_mm` IISAN over titles
 and ml-100k's **generated posters** (genre stripes, decade, title: not real posters, and the image
 encoder is a random, frozen tiny ViT-MAE, so the image side is a fixed random projection of the
-drawing, which shows the genres); `missrec` MISSRec over the title features, no IDs; `missrec_pre`
-the same started from a MISSRec run of the same seed trained on Q6's source genres
+drawing, which shows the genres); `missrec` MISSRec over the title features, no IDs; `missrec_mm`
+MISSRec over titles and the same posters (one text and one image token per item); `missrec_pre`
+the title-only MISSRec started from a MISSRec run of the same seed trained on Q6's source genres
 (`ml-100k-source`, the same next-item loss: their contrastive pre-training is not implemented).
-LoRA (end to end, about 25 CPU-minutes a run) was not run. The seed-level test is in
-`q7_efficient_multimodal_vs_idrec.md` (every arm against SASRec's IDRec; the main table has no Δ
-for the MISSRec rows because its IDRec counterpart would be MISSRec over IDs) and
-`q7_efficient_multimodal_pretraining.md`; the per-user columns are not a test of the method.
+LoRA (end to end, about 25 CPU-minutes a run) was not run; LoRA in the top 2 blocks on the layer
+cache (`--arms lora_top2_cached`, about 40 s an epoch on a shared thread) is running and not in
+the tables yet. The seed-level test is in `q7_efficient_multimodal_vs_idrec.md` (every arm against
+SASRec's IDRec; the main table has no Δ for the MISSRec rows because its IDRec counterpart would be
+MISSRec over IDs), `q7_efficient_multimodal_posters.md` (each system with posters against itself
+over titles) and `q7_efficient_multimodal_pretraining.md`; the per-user columns are not a test of
+the method.
 
 - **IISAN over titles + posters is the only arm significantly above IDRec**, on both metrics
   (10 seeds). What it adds is the posters: IISAN over titles alone is level with the plain
   all-layer mix, both ahead of IDRec in the mean only (NDCG@10 p just above 0.05; as in Q4 and
   the ts_layers study). The posters carry the genres, which the titles do not (Q5 saw the same
   with a random ResNet), so this says what the image side can add, not what real posters would.
+- **The posters help both multi-modal systems** (the `_posters` table, 10 seeds): MISSRec over
+  titles + posters is ahead of MISSRec over titles on both metrics (HR@10 +1.75 points, NDCG@10
+  +0.92, both `*`), and against IDRec it is ahead on NDCG@10 (`*`) and level on HR@10; IISAN
+  gains on NDCG@10 (`*`), on HR@10 in the mean only. With the posters MISSRec is stable (best epochs
+  19-40, one at the 40-epoch cap), unlike over titles alone (below).
 - **MISSRec from scratch is below IDRec in the mean** (not significantly) and by far the most
   spread arm: it starts near chance (validation HR@10 about 2% after the first epoch, against
   about 9% for the pre-trained runs); two of its ten runs stopped on an early plateau
@@ -78,9 +87,9 @@ for the MISSRec rows because its IDRec counterpart would be MISSRec over IDs) an
   users, whose target-domain training sequences hold those interactions too; no validation or
   test target of ml-100k is in a source run's training part, since those are each user's last
   items), so it is a warm start on related data; the source runs reached the 40-epoch cap.
-- **Cost.** Every arm trains in seconds to a minute on a shared CPU and none runs an encoder in
-  training. Train seconds to best are lowest for IDRec and the two-stage mix, highest for MISSRec
-  from scratch; `missrec_pre`'s seconds leave out its source run (100-250 s a seed). The peak
+- **Cost.** Every arm trains in seconds to about a minute and a half on a shared CPU and none runs an
+  encoder in training. Train seconds to best are lowest for IDRec and the two-stage mix, highest
+  for the MISSRec arms without pre-training (titles + posters the most); `missrec_pre`'s seconds leave out its source run (100-250 s a seed). The peak
   memory column is the process's peak RSS (about 0.9 GiB for every arm: the libraries and the
   feature caches dominate, not the arms), so TPME here ranks the arms by trainable parameters
   and seconds; its reference is the IISAN title + poster row (most parameters; no full
