@@ -100,7 +100,7 @@ the method.
 READING_BY_DATASET = {"amazon-scientific": """\
 Amazon "Industrial and Scientific" (product titles; 12,076 users, 20,314 items kept at L 10; the
 SMALL settings with `cold_start_count 1`: 2,443 test targets never seen in training), arms `id`,
-`ts_all`, `iisan_text` and `missrec` (seeds 1-5; the `seeds` column says how many had finished).
+`ts_all`, `iisan_text` and `missrec`, 5 seeds each (1-5).
 The data set has no images, so there is no IISAN or MISSRec over posters, and no source domains,
 so no pre-trained MISSRec. The IDRec, `ts_all` and `iisan_text` runs are those of the Q4 study on
 this data set (same --runs_dir). LoRA: Q4's `lora_top2_cached` arm (one run, training).
@@ -109,11 +109,11 @@ this data set (same --runs_dir). LoRA: Q4's `lora_top2_cached` arm (one run, tra
   over the title features included: on this catalogue it lands between IISAN and the plain
   all-layer mix, where on ml-100k (titles only) it was below IDRec in the mean.
 - **Cold start:** MISSRec ranks the items unseen in training best of the frozen arms (the
-  cold-start column: about 0.95 HR@10 against 0.64-0.66 for IISAN and the all-layer mix; IDRec
-  cannot rank them at all).
+  cold-start column: about 0.96 HR@10 against 0.64-0.66 for IISAN and the all-layer mix; IDRec
+  cannot rank them at all); not tested between the arms.
 - **Cost:** MISSRec is the slowest arm here (train seconds to best about 1,000 against about 250-300
-  for IISAN and the mix, on a thread shared with other runs) and three of its first four runs had
-  their best epoch at 37-39 of the 40-epoch cap, so it may be under-trained at these settings."""}
+  for IISAN and the mix, on a thread shared with other runs) and four of its five runs had
+  their best epoch at 35-39 of the 40-epoch cap, so it may be under-trained at these settings."""}
 
 
 def arms(ts_dnn: int, cv_model_load: str, image_size: int) -> dict[str, dict]:
