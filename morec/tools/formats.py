@@ -68,18 +68,27 @@ from morec.tools.tables import (ITEM_HEADERS, USER_HEADERS, Source, _column, _co
 
 # ----------------------------------------------------------------------------- one reader per format
 
-def read_pixelrec(src: Path, inter=None, items=None, images=None, no_images=False) -> Source:
+PIXELREC_ITEMS = ({"item": "item_id", "title": ("title_en", "title"), "abstract": "description"},
+                  "a header with item_id, title (or title_en) and description")   # the item csv: columns, layout
+PIXELREC_COVERS = ["cover", "covers", "images"]
+
+
+def pixelrec_files(src: Path, inter, items) -> tuple[Path, Path]:
+    """(interaction csv, item csv) of PixelRec's layouts; --inter / --items override."""
     inter_path = _locate(src, inter, ["pixelrec_interaction/*.csv", "dataset/*.csv", "*interaction*.csv"],
                          "interaction csv", "inter")
     items_path = _locate(src, items, ["pixelrec_iteminfo/*.csv", "information/*.csv", "item_info*.csv"],
                          "item information csv", "items")
+    return inter_path, items_path
+
+
+def read_pixelrec(src: Path, inter=None, items=None, images=None, no_images=False) -> Source:
+    inter_path, items_path = pixelrec_files(src, inter, items)
     df = _read_table(inter_path, header=True)
     cols = [_column(df, inter_path, (name,), name) for name in ("user_id", "item_id", "timestamp")]
-    table = _item_table(items_path, True, {"item": "item_id", "title": ("title_en", "title"),
-                                           "abstract": "description"},
-                        "a header with item_id, title (or title_en) and description")
+    table = _item_table(items_path, True, *PIXELREC_ITEMS)
     return Source(_interactions(df, inter_path, *cols), inter_path, table, items_path,
-                  images=_covers(src, images, no_images, ["cover", "covers", "images"]))
+                  images=_covers(src, images, no_images, PIXELREC_COVERS))
 
 
 def _microlens_tsv(path: Path) -> pd.DataFrame:

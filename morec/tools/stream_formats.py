@@ -41,10 +41,10 @@ import pandas as pd
 import polars as pl
 
 from morec.errors import InputError
-from morec.tools.formats import (AMAZON_HLLM_ITEMS, _recbole_fields, _recbole_items, _recbole_users,
-                                 amazon_hllm_files)
+from morec.tools.formats import (AMAZON_HLLM_ITEMS, PIXELREC_COVERS, PIXELREC_ITEMS, _recbole_fields,
+                                 _recbole_items, _recbole_users, amazon_hllm_files, pixelrec_files)
 from morec.tools.tables import (ITEM_HEADERS, USER_HEADERS, _covers, _extra_images, _item_table, _locate,
-                                _without_header_row)
+                                _without_header_row, long_line_message)
 
 log = logging.getLogger("morec.tools.convert")      # the converter's logger: the same warnings
 SPACES = "".join(c for c in map(chr, range(0x3001)) if c.isspace())     # what str.strip / str.split take as space
@@ -94,8 +94,7 @@ def _long_csv_line(path: Path) -> str | None:
         return None
     if not len(found) or '"' in found["text"][0]:
         return None
-    return (f"Error tokenizing data. C error: Expected {found['width'][0]} fields in line {found['row'][0] + 1}, "
-            f"saw {found['fields'][0]}")
+    return long_line_message(found["width"][0], found["row"][0] + 1, found["fields"][0])
 
 
 def first_where(scan: pl.LazyFrame, condition: pl.Expr, path: Path) -> dict | None:
@@ -164,8 +163,8 @@ def _refuse_long_lines(scan: pl.LazyFrame, path: Path, width: int) -> None:
     """A line with more than `width` fields, refused as `_read_table` refuses it (pandas' message)."""
     long = first_where(scan, pl.col("fields").list.len() > width, path)
     if long:
-        raise InputError(f"{path}: Error tokenizing data. C error: Expected {width} fields in line "
-                         f"{long['line']}, saw {len(long['fields'])}; each line must hold the same columns")
+        raise InputError(f"{path}: {long_line_message(width, long['line'], len(long['fields']))}; "
+                         "each line must hold the same columns")
 
 
 def _field(k: int) -> pl.Expr:
@@ -194,14 +193,10 @@ def _without_item_header(items: pd.DataFrame, scan: pl.LazyFrame, path: Path, in
 # ----------------------------------------------------------------------------- one scanner per format
 
 def scan_pixelrec(src: Path, inter, items, images, no_images) -> Scanned:
-    inter_path = _locate(src, inter, ["pixelrec_interaction/*.csv", "dataset/*.csv", "*interaction*.csv"],
-                         "interaction csv", "inter")
-    items_path = _locate(src, items, ["pixelrec_iteminfo/*.csv", "information/*.csv", "item_info*.csv"],
-                         "item information csv", "items")
+    inter_path, items_path = pixelrec_files(src, inter, items)
     scan = _csv_log(inter_path, {"user": ("user_id",), "item": ("item_id",), "time": ("timestamp",)})
-    table = _item_table(items_path, True, {"item": "item_id", "title": ("title_en", "title"), "abstract": "description"},
-                        "a header with item_id, title (or title_en) and description")
-    return Scanned(scan, inter_path, table, items_path, covers=_covers(src, images, no_images, ["cover", "covers", "images"]))
+    table = _item_table(items_path, True, *PIXELREC_ITEMS)
+    return Scanned(scan, inter_path, table, items_path, covers=_covers(src, images, no_images, PIXELREC_COVERS))
 
 
 def scan_amazon_hllm(src: Path, inter, items, images, no_images) -> Scanned:

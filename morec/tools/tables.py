@@ -122,9 +122,14 @@ def _first_long_line(path: Path, sep: str, quoting: int) -> str:
         width = len(next(records))
         for record in records:
             if len(record) > width:
-                return (f"Error tokenizing data. C error: Expected {width} fields in line {records.line_num}, "
-                        f"saw {len(record)}")
+                return long_line_message(width, records.line_num, len(record))
     return "a line holds more fields than the header"
+
+
+def long_line_message(width: int, line: int, fields: int) -> str:
+    """pandas' C parser's message for a line holding more fields than the header (both converters
+    give it, so that they refuse a file alike)."""
+    return f"Error tokenizing data. C error: Expected {width} fields in line {line}, saw {fields}"
 
 
 def _column(df: pd.DataFrame, path: Path, aliases: tuple[str, ...], what: str) -> str:
