@@ -42,11 +42,7 @@ def test_the_arms_resolve_to_valid_run_configs(q7, tmp_path, monkeypatch):
     runs = study_runs(seen["parts"], seen["overrides"], tmp_path / "runs")        # make_config checks each
     arms = {}
     for cfg, _ in runs:
-        key = ("missrec_pre" if cfg.init_from else "missrec_mm" if cfg.item_tower == "text+vision" else "missrec") \
-            if cfg.model == "missrec" else \
-            "iisan_mm" if cfg.item_tower == "text+vision" else "iisan_text" if cfg.side_network == "iisan" else \
-            "ts_all" if cfg.two_stage else "lora" if cfg.peft == "lora" else cfg.item_tower
-        arms.setdefault(key, []).append(cfg)
+        arms.setdefault(q7.arm_of(vars(cfg)), []).append(cfg)
     assert sorted(arms) == sorted(["id", "ts_all", "iisan_text", "iisan_mm", "missrec", "missrec_mm", "missrec_pre"])
     assert all(len(cfgs) == 5 for cfgs in arms.values())                           # every default arm is cheap
     assert all(c.ts_layers == "all" and c.dnn_layers == 2 for k in ("ts_all", "iisan_text", "iisan_mm")
