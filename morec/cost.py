@@ -1,6 +1,13 @@
 """What a run costs, recorded per epoch in metrics.jsonl: seconds, items encoded per
 second, trainable parameters and peak memory.
 
+- ``train_seconds`` and ``train_cpu_seconds``: the wall seconds (time.perf_counter) and this
+  process's CPU seconds (time.process_time: user + system time of all its threads) of the epoch's
+  training steps, evaluation excluded (`TrainClock`); under DDP rank 0's, which writes
+  metrics.jsonl. DataLoader worker processes are not included in the CPU seconds. With N threads
+  the CPU seconds can reach N x the wall seconds; a run that was paused (SIGSTOP) or waited for a
+  core on a loaded machine shows wall seconds well above its CPU seconds. On CUDA the CPU seconds
+  are the host's (launching kernels, waiting on the device), not the GPU's.
 - ``items_encoded_per_second``: item vectors the item tower computed in the epoch's training
   steps (all ranks), per second of training. An item counts once per batch when the tower
   deduplicates (text / vision end to end, the default), once per slot otherwise (ID lookups, the
@@ -26,6 +33,7 @@ from __future__ import annotations
 import math
 import resource
 import sys
+import time
 
 import torch
 
@@ -43,6 +51,17 @@ def tpme(cost: tuple[float, float, float], reference: tuple[float, float, float]
     if len(cost) != 3 or len(reference) != 3 or any(not ref > 0 for ref in reference):
         return math.nan
     return sum(w * (value / ref) for w, value, ref in zip(weights, cost, reference))
+
+
+class TrainClock:
+    """Wall and CPU seconds since it was made (module docstring: train_seconds, train_cpu_seconds)."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def seconds(self) -> tuple[float, float]:
+        """(wall seconds, CPU seconds of this process, all threads) since the clock started."""
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
 def trainable_parameters(model: torch.nn.Module) -> int:

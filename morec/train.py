@@ -25,7 +25,7 @@ import torch
 from morec.atomic_io import write_json_atomic
 from morec.checkpoint import load_checkpoint, require_entries
 from morec.config import Config
-from morec.cost import reset_peak_memory
+from morec.cost import TrainClock, reset_peak_memory
 from morec.data import PairBatches, SequenceBatches, SequenceData
 from morec.data.images import BatchesWithImages, ItemChunks, ItemImages, image_loader
 from morec.data.identity import bind_run_to_data, check_data_identity, data_identity
@@ -288,18 +288,18 @@ def run_epoch(run: Run, state: dict) -> None:
     done = epoch_start(run, state, epoch)
     memory_kind = reset_peak_memory(run.device)        # CUDA: reset_peak_memory_stats; CPU: peak RSS
     run.items_encoded = 0
-    start = time.perf_counter()
+    clock = TrainClock()                               # wall and CPU seconds of the training steps
     if not train_steps(run, epoch, done):
         save_mid_epoch(run, state, done)
         raise Preempted(run.stop["signal"] or signal.SIGTERM, f"stopped by signal {run.stop['signal']} at epoch "
                         f"{epoch}, step {done.step}; saved {run.files.last}; continue with the same command and --resume")
     state["partial"] = None
-    train_seconds = time.perf_counter() - start
+    train_seconds, train_cpu_seconds = clock.seconds()
     start = time.perf_counter()
     valid, _ = evaluate(run.model, run.data, "valid", run.cfg, run.device, run.world, run.images)
     record = {"epoch": epoch, **done.summary(), "valid": valid,
               "valid_repeats": repeat_record(torch.from_numpy(run.data.split_repeats("valid")), run.cfg.repeat_targets),
-              "train_seconds": round(train_seconds, 3),
+              "train_seconds": round(train_seconds, 3), "train_cpu_seconds": round(train_cpu_seconds, 3),
               "eval_seconds": round(time.perf_counter() - start, 3), "steps": done.step}
     if run.device.type == "cuda":                    # this rank's peak over the epoch's training and evaluation
         record["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(run.device) / 2 ** 20, 1)
@@ -314,8 +314,8 @@ def run_epoch(run: Run, state: dict) -> None:
     state["history"].append(record)
     save_last(run, state)
     write_metrics(run.files, state["history"], run.world)
-    log.info("epoch %d loss %.4f grad norm %.3g valid %s (train %.1fs, eval %.1fs)%s", epoch,
-             record["train_loss"], record["grad_norm_mean"], percent(valid), record["train_seconds"],
+    log.info("epoch %d loss %.4f grad norm %.3g valid %s (train %.1fs, CPU %.1fs, eval %.1fs)%s", epoch,
+             record["train_loss"], record["grad_norm_mean"], percent(valid), train_seconds, train_cpu_seconds,
              record["eval_seconds"], " *" if state["bad_evals"] == 0 else "")
 
 

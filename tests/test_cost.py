@@ -6,13 +6,14 @@ import json
 import math
 import mmap
 import sys
+import time
 
 import pytest
 import torch
 
 from conftest import REPO
 from morec.config import make_config
-from morec.cost import peak_memory_mb, reset_peak_memory, trainable_parameters
+from morec.cost import TrainClock, peak_memory_mb, reset_peak_memory, trainable_parameters
 from morec.models.build import build_model
 from morec.resolve import model_spec
 from morec.parts import build_run_model, make_batches
@@ -45,6 +46,40 @@ def test_one_epoch_id_run_records_its_cost(tmp_path):
     assert record["trainable_parameters"] == sum(p.numel() for p in model.parameters())
     assert record["trainable_parameters"] == (data.num_items + 1) * 64 + 20 * 64 + 2 * (12 * 64 * 64 + 9 * 64) + 2 * 64
     assert record["peak_memory_kind"] in ("max_rss", "max_rss_process") and record["peak_memory_mb"] > 50
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one intra-op thread for the test (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_epochs_record_their_cpu_seconds(tmp_path, one_thread):
+    """Every epoch of a real 2-epoch run records this process's CPU seconds of its training steps.
+    On one thread they cannot exceed the wall seconds (bar the clocks' ticks and the 1 ms rounding);
+    the bound is loose (1.5 x + 0.5 s) and only one-sided, so a loaded machine (CPU << wall) passes."""
+    train(make_config(dict(batch_size=256, epoch=2, device="cpu", progress=False)), tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for record in records:
+        assert 0 < record["train_cpu_seconds"] <= record["train_seconds"] * 1.5 + 0.5, record
+
+
+def test_train_clock_counts_a_pause_as_wall_time_only():
+    """A stretch the process spends asleep (as a paused or core-starved run waits) is wall time,
+    not CPU time; work is both."""
+    clock = TrainClock()
+    time.sleep(0.5)
+    wall, cpu = clock.seconds()
+    assert wall >= 0.5 and 0 <= cpu < 0.25
+    clock = TrainClock()
+    while time.process_time() - clock.cpu < 0.05:                      # busy: 50 ms of this thread's CPU
+        pass
+    wall, cpu = clock.seconds()
+    assert cpu >= 0.05 and wall >= cpu - 0.01                          # one thread: CPU cannot run ahead of wall
 
 
 def test_items_encoded_counts_distinct_items_or_slots():
