@@ -60,6 +60,11 @@ best epoch = the sum of `train_seconds` over epochs 1 .. best epoch (the trainin
 tested checkpoint; evaluation not included), and the run's peak memory = the largest
 `peak_memory_mb` of its epochs (MiB; "rss" = max RSS of the process on CPU, "alloc" = max
 allocated on CUDA); both the mean over the row's runs. Runs from before cost accounting get "-".
+Where every run of a row records `train_cpu_seconds` (this process's CPU time over the same
+training steps, all threads; morec.cost.TrainClock), the cell adds their sum to the best epoch as
+"(CPU N s)": with N threads it can exceed the wall seconds, and a paused or core-starved run
+shows wall seconds well above its CPU seconds (CSV: `train_cpu_seconds_to_best`; TPME stays on
+the wall seconds).
 Where the runs record their trainable parameters (`trainable_parameters` of metrics.jsonl, the
 largest over the epochs), the cost cell shows them too, and a TPME column (IISAN, Fu et al., SIGIR
 2024; morec.cost.tpme) = (T / T_ref + P / P_ref + M / M_ref) / 3, equal weights, on T = train seconds
@@ -411,25 +416,30 @@ def read_history(run_dir: Path) -> list[dict]:
             record = records[-1]
             if not isinstance(record, dict):
                 raise InputError(f"{path}, line {number}: not a JSON object; the file is damaged")
-            bad = [k for k in ("epoch", "train_seconds", "peak_memory_mb", "trainable_parameters")
+            bad = [k for k in ("epoch", "train_seconds", "train_cpu_seconds", "peak_memory_mb", "trainable_parameters")
                    if k in record and not is_number(record[k])]
             if bad:
                 raise InputError(f"{path}, line {number}: {bad[0]} is not a number; the file is damaged")
     return records
 
 
+def sum_to_best(epochs: list[dict | None], key: str) -> float:
+    """The sum of `key` over the epochs' records; NaN unless every record is there and holds it."""
+    return sum(r[key] for r in epochs) if all(r is not None and key in r for r in epochs) else math.nan
+
+
 def run_cost(run: Run) -> dict:
     """{"train_seconds_to_best": sum of train_seconds over epochs 1 .. best epoch,
+    "train_cpu_seconds_to_best": the same sum of train_cpu_seconds,
     "peak_memory_mb": the largest epoch peak, "peak_memory_kind", "trainable_parameters": the largest
     count recorded}; NaN / "" where metrics.jsonl lacks them (runs from before cost accounting, or a
     history that misses an epoch)."""
     history = {r.get("epoch"): r for r in read_history(run.dir)}
     best = run.test.get("best_epoch")
     epochs = [history.get(e) for e in range(1, best + 1)] if isinstance(best, int) else [None]
-    seconds = (sum(r["train_seconds"] for r in epochs)
-               if all(r is not None and "train_seconds" in r for r in epochs) else math.nan)
     peaks = [r for r in history.values() if "peak_memory_mb" in r]
-    return {"train_seconds_to_best": seconds,
+    return {"train_seconds_to_best": sum_to_best(epochs, "train_seconds"),
+            "train_cpu_seconds_to_best": sum_to_best(epochs, "train_cpu_seconds"),
             "peak_memory_mb": max((r["peak_memory_mb"] for r in peaks), default=math.nan),
             "peak_memory_kind": "/".join(sorted({r.get("peak_memory_kind", "?") for r in peaks})),
             "trainable_parameters": max((r["trainable_parameters"] for r in history.values()
@@ -850,6 +860,7 @@ def table_rows(runs: list[Run], resamples: int = RESAMPLES) -> list[dict]:
         row["resamples"] = resamples
         row.update(paired_columns(group, base, resamples, reason))
         row["train_seconds_to_best"] = group["train_seconds_to_best"].mean(skipna=False)   # NaN unless every run has it
+        row["train_cpu_seconds_to_best"] = group["train_cpu_seconds_to_best"].mean(skipna=False)
         row["peak_memory_mb"] = group["peak_memory_mb"].mean(skipna=False)
         row["peak_memory_kind"] = "/".join(sorted({k for part in group["peak_memory_kind"] for k in part.split("/") if k}))
         row["trainable_parameters"] = group["trainable_parameters"].mean(skipna=False)
@@ -965,15 +976,18 @@ def count_text(count: float) -> str:
 
 
 def cost_cell(r: dict) -> str:
-    """'412 s, 1234 MiB rss[, 22.69M params]': train seconds to the best epoch, peak memory and
-    (when recorded) the trainable parameters (module docstring)."""
+    """'412 s[ (CPU 380 s)], 1234 MiB rss[, 22.69M params]': train seconds to the best epoch, (when
+    every run records it) their CPU seconds, peak memory and (when recorded) the trainable
+    parameters (module docstring)."""
     if math.isnan(r["train_seconds_to_best"]):
         return "-"
     memory = "" if math.isnan(r["peak_memory_mb"]) else \
         f", {r['peak_memory_mb']:.0f} MiB " + "/".join(MEMORY_KINDS.get(k, k) for k in r["peak_memory_kind"].split("/"))
     parameters = "" if math.isnan(r.get("trainable_parameters", math.nan)) else \
         f", {count_text(r['trainable_parameters'])} params"
-    return f"{r['train_seconds_to_best']:.0f} s" + memory + parameters
+    cpu = "" if math.isnan(r.get("train_cpu_seconds_to_best", math.nan)) else \
+        f" (CPU {r['train_cpu_seconds_to_best']:.0f} s)"
+    return f"{r['train_seconds_to_best']:.0f} s" + cpu + memory + parameters
 
 
 def tpme_note(rows: list[dict]) -> str:
@@ -1037,6 +1051,10 @@ def markdown(rows: list[dict]) -> str:
         notes.append("Cost: the training seconds summed over epochs 1 .. best epoch (evaluation excluded) and the "
                      "run's peak memory in MiB (rss: max resident set of the process on CPU; alloc: max "
                      "allocated on CUDA), means over the row's runs; '-': runs from before cost accounting.")
+        if any(not math.isnan(r.get("train_cpu_seconds_to_best", math.nan)) for r in rows):
+            notes.append("CPU s: this process's CPU time over the same training steps (all threads, so with N "
+                         "threads it can exceed the wall seconds; a paused or core-starved run shows wall >> CPU); "
+                         "shown where every run of the row records it.")
     if show_tpme:
         notes.append(tpme_note(rows))
     return "\n".join(lines + notes) + "\n"
@@ -1052,8 +1070,8 @@ CSV_COLUMNS = ["dataset", "setting", "warm_min_count", "model", "loss", "item_to
                "ndcg10_diff", "ndcg10_ci_low", "ndcg10_ci_high", "ndcg10_p",
                "hr10_user_diff", "hr10_user_ci_low", "hr10_user_ci_high", "hr10_user_p",
                "ndcg10_user_diff", "ndcg10_user_ci_low", "ndcg10_user_ci_high", "ndcg10_user_p",
-               "train_seconds_to_best", "peak_memory_mb", "peak_memory_kind", "trainable_parameters", "tpme",
-               "tpme_reference"]
+               "train_seconds_to_best", "train_cpu_seconds_to_best", "peak_memory_mb", "peak_memory_kind",
+               "trainable_parameters", "tpme", "tpme_reference"]
 
 
 def to_csv(rows: list[dict]) -> str:

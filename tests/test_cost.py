@@ -2,6 +2,8 @@
 they come from, the results table's cost column and the pareto figure, on inputs whose answer is known."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import mmap
@@ -129,12 +131,16 @@ def test_peak_rss_is_reset_per_window():
 
 # ----------------------------------------------------------------------------- table and pareto figure
 
-def with_cost(run, seconds, peaks, best_epoch, kind="max_rss"):
-    """Rewrite a fake run's metrics.jsonl with per-epoch train_seconds and peak memory, and its
-    test_metrics.json's best epoch."""
+def with_cost(run, seconds, peaks, best_epoch, kind="max_rss", cpu=None):
+    """Rewrite a fake run's metrics.jsonl with per-epoch train_seconds and peak memory (and, where
+    `cpu` gives a number, train_cpu_seconds; None: the epoch lacks it), and its test_metrics.json's
+    best epoch."""
     history = [{"epoch": e, "train_loss": 1.0, "valid": {"HR@10": 0.1, "NDCG@10": 0.05}, "train_seconds": s,
                 "items_encoded_per_second": 10.0, "trainable_parameters": 5, "peak_memory_mb": m,
                 "peak_memory_kind": kind} for e, (s, m) in enumerate(zip(seconds, peaks), 1)]
+    for record, cpu_seconds in zip(history, cpu or []):
+        if cpu_seconds is not None:
+            record["train_cpu_seconds"] = cpu_seconds
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     result = json.loads((run / "test_metrics.json").read_text())
     (run / "test_metrics.json").write_text(json.dumps({**result, "best_epoch": best_epoch}))
@@ -169,9 +175,52 @@ def test_table_cost_column(cost_root):
     assert "| 40 s, 250 MiB rss, 5 params |" in md and "| 1000 s, 2100 MiB rss, 5 params | 1.000 |" in md
     assert md.splitlines()[4].endswith("| - | - |")                           # the old run
     csv_text = results_table.to_csv(list(rows.values()))
-    assert csv_text.splitlines()[0].endswith(",train_seconds_to_best,peak_memory_mb,peak_memory_kind,"
-                                             "trainable_parameters,tpme,tpme_reference")
-    assert ",40.0,250.0,max_rss,5.0," in csv_text.splitlines()[1]
+    assert "(CPU" not in md and "CPU s:" not in md                          # no run records CPU seconds
+    assert csv_text.splitlines()[0].endswith(",train_seconds_to_best,train_cpu_seconds_to_best,peak_memory_mb,"
+                                             "peak_memory_kind,trainable_parameters,tpme,tpme_reference")
+    assert ",40.0,,250.0,max_rss,5.0," in csv_text.splitlines()[1]
+
+
+def test_table_cpu_seconds_to_best(tmp_path):
+    """CPU seconds summed over epochs 1 .. best epoch and averaged over seeds, shown after the wall
+    seconds only where every run of the row records them for every epoch up to its best; TPME
+    stays on the wall seconds."""
+    root = tmp_path / "exp" / "runs"
+    text = {"item_tower": "text", "bert_model_load": "enc"}
+    # IDRec: one thread (CPU < wall), then four threads (CPU > wall); epochs after the best do not count
+    with_cost(fake_run(root, "id-s1", {"item_tower": "id", "seed": 1}, 0.10, 0.06), [10, 20, 30, 40],
+              [100, 300, 200, 150], 2, cpu=[8, 16, 24, None])
+    with_cost(fake_run(root, "id-s2", {"item_tower": "id", "seed": 2}, 0.10, 0.06), [25, 25, 25],
+              [200, 100, 100], 2, cpu=[50, 50, 50])
+    # E2E: epoch 2 (before the best) lacks it -> NaN, the cell keeps the text of old runs
+    with_cost(fake_run(root, "e2e-s1", {**text, "seed": 1}, 0.15, 0.08), [500, 500, 500],
+              [2000, 2100, 2100], 2, cpu=[400, None, 400])
+    # two-stage: one seed records it, the other does not -> NaN for the row
+    ts = {**text, "two_stage": True, "ts_layers": "all"}
+    with_cost(fake_run(root, "ts-s1", {**ts, "seed": 1}, 0.05, 0.03), [40, 60, 80], [400, 400, 400], 3, cpu=[1, 2, 3])
+    with_cost(fake_run(root, "ts-s2", {**ts, "seed": 2}, 0.05, 0.03), [40, 60, 80], [400, 400, 400], 3)
+    rows = {r["mode"] + " " + r["item_tower"]: r for r in results_table.table_rows(results_table.load_runs([root.parent]))}
+    idrec, e2e, ts_row = rows["E2E ID"], rows["E2E text: enc"], rows["TS layers=all dnn=0 text: enc"]
+    assert idrec["train_cpu_seconds_to_best"] == pytest.approx((8 + 16 + 50 + 50) / 2)
+    assert idrec["train_seconds_to_best"] == pytest.approx((30 + 50) / 2)
+    assert math.isnan(e2e["train_cpu_seconds_to_best"]) and math.isnan(ts_row["train_cpu_seconds_to_best"])
+    assert idrec["tpme"] == pytest.approx((40 / 1000 + 5 / 5 + 250 / 2100) / 3)   # wall seconds, not CPU
+    md = results_table.markdown(list(rows.values()))
+    assert "| 40 s (CPU 62 s), 250 MiB rss, 5 params |" in md
+    assert "| 1000 s, 2100 MiB rss, 5 params | 1.000 |" in md and "| 180 s, 400 MiB rss, 5 params |" in md
+    assert "CPU s: this process's CPU time over the same training steps (all threads" in md
+    csv_rows = {r["mode"] + " " + r["item_tower"]: r for r in csv.DictReader(io.StringIO(results_table.to_csv(list(rows.values()))))}
+    assert csv_rows["E2E ID"]["train_cpu_seconds_to_best"] == "62.0"
+    assert csv_rows["E2E text: enc"]["train_cpu_seconds_to_best"] == ""        # NaN: epoch 2 lacks it
+    assert csv_rows["TS layers=all dnn=0 text: enc"]["train_cpu_seconds_to_best"] == ""
+    assert csv_rows["E2E text: enc"]["train_seconds_to_best"] == "1000.0"
+
+
+def test_a_cpu_seconds_value_of_the_wrong_type_is_one_error(tmp_path):
+    run = with_cost(fake_run(tmp_path / "runs", "s1", {"item_tower": "id", "seed": 1}, 0.1, 0.05), [10, 20], [1, 1],
+                    2, cpu=[5, "12.5"])
+    with pytest.raises(results_table.InputError, match=r"s1/metrics.jsonl, line 2: train_cpu_seconds is not a number"):
+        results_table.run_cost(results_table.load_runs([run.parent])[0])
 
 
 def test_pareto_front_and_figure(cost_root, tmp_path, capsys):

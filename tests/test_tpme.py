@@ -84,7 +84,7 @@ def test_tpme_column_against_full_fine_tuning(three_rows):
     assert "equal weights 1/3" in md and "toy regular: text: enc E2E (inbatch, full fine-tuning)" in md
     csv_rows = results_table.to_csv(list(rows.values())).splitlines()
     assert csv_rows[0].endswith(",trainable_parameters,tpme,tpme_reference")
-    assert csv_rows[3].endswith(',50.0,900.0,max_rss,200000.0,0.12,"text: enc E2E (inbatch, full fine-tuning)"')
+    assert csv_rows[3].endswith(',50.0,,900.0,max_rss,200000.0,0.12,"text: enc E2E (inbatch, full fine-tuning)"')
 
 
 def test_without_full_fine_tuning_the_most_parameters_is_the_reference(three_rows):

@@ -168,6 +168,8 @@ def test_study_ts_layers_at_toy_size(tmp_path, capsys):
     rows = list(csv.DictReader(open(tmp_path / "out" / "ts_layers.csv", newline="")))
     assert [r["mode"] for r in rows] == ["TS dnn=0", "TS layers=all dnn=0"]
     assert all(float(r["train_seconds_to_best"]) > 0 and float(r["peak_memory_mb"]) > 0 for r in rows)
+    assert all(float(r["train_cpu_seconds_to_best"]) > 0 for r in rows)              # real runs record it
+    assert "(CPU " in (tmp_path / "out" / "ts_layers.md").read_text()
     assert_png(tmp_path / "out" / "ts_layers_pareto.png")
     with pytest.raises(InputError, match="give the depths with --dnn"):
         study_ts_layers.main(argv + ["--ts_layers", "all"])
