@@ -17,26 +17,15 @@ import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file_
 
 import argparse
 import statistics
-import time
 from types import SimpleNamespace
 
 import torch
 
 from morec.config import make_config
+from morec.cost import TrainClock
 from morec.distributed import World
 from morec.parts import build_optimizer, build_run_model, distributed_trainer, grad_scaler, load_data, make_batches
 from morec.train import EpochProgress, optimizer_steps, train_step
-
-
-class Clock:
-    """Wall and process CPU seconds since start (one thread: the CPU time is the steadier on a
-    machine shared with other jobs)."""
-
-    def __init__(self):
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-
-    def read(self) -> tuple[float, float]:
-        return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
 def make_run(args) -> SimpleNamespace:
@@ -59,13 +48,13 @@ def real_steps(run):
     while True:
         steps = optimizer_steps(run, epoch, EpochProgress())
         while True:
-            clock = Clock()
+            clock = TrainClock()
             micro_batches = next(steps, None)
             if micro_batches is None:
                 break
-            fetched = clock.read()[0]
+            fetched = clock.seconds()[0]
             train_step(run, micro_batches)
-            yield clock.read(), fetched
+            yield clock.seconds(), fetched
         epoch += 1
 
 
@@ -77,9 +66,9 @@ def bare_encoder(run):
     params = [p for p in run.model.encoder.parameters() if p.requires_grad]
 
     def forward_backward() -> tuple[float, float]:
-        clock = Clock()
+        clock = TrainClock()
         run.model.states(vecs, input_ids).sum().backward()
-        seconds = clock.read()
+        seconds = clock.seconds()
         for p in params + [vecs]:
             p.grad = None
         return seconds
@@ -96,9 +85,9 @@ def bare_logits(run):
     upstream = torch.randn(rows, slots)
 
     def forward_backward() -> tuple[float, float]:
-        clock = Clock()
+        clock = TrainClock()
         torch.autograd.grad(states @ slot_vecs.T, [states, slot_vecs], upstream)
-        return clock.read()
+        return clock.seconds()
     return forward_backward
 
 
