@@ -136,21 +136,22 @@ def profile_step(model, initial, batches, cfg, name: str, tower: str) -> None:
 
 def quality(runs_dir: str) -> None:
     """bf16 vs fp32 runs of RUNS_DIR at the run (seed) level (module docstring)."""
-    import results_table as table
+    from morec.report.run_files import METRICS, load_runs, read_history
+    from morec.report.significance import compare, pairing
     runs = {"fp32": [], "bf16": []}
-    for run in table.load_runs([runs_dir]):
+    for run in load_runs([runs_dir]):
         runs[run.config["setting"]["precision"]].append(run)
     for name, group in runs.items():
         group.sort(key=lambda run: run.config["seed"])
         for run in group:
-            history = table.read_history(run.dir)
+            history = read_history(run.dir)
             print(f"{name} seed {run.config['seed']}: HR@10 {100 * run.test['test']['HR@10']:.2f}, NDCG@10 "
                   f"{100 * run.test['test']['NDCG@10']:.2f}, best epoch {run.test['best_epoch']} of {len(history)}, "
                   f"train s/epoch (median) {statistics.median(r['train_seconds'] for r in history):.2f}")
-    pair = table.pairing(runs["bf16"], runs["fp32"])
+    pair = pairing(runs["bf16"], runs["fp32"])
     print(f"bf16 - fp32 ({pair.test_name}):")
-    for metric in table.METRICS:
-        result = table.compare(pair, metric)
+    for metric in METRICS:
+        result = compare(pair, metric)
         means = {name: 100 * statistics.mean(run.test["test"][metric] for run in group) for name, group in runs.items()}
         print(f"  {metric}: fp32 {means['fp32']:.2f}, bf16 {means['bf16']:.2f}, diff {result['diff']:+.2f} "
               f"points [{result['ci_low']:+.2f}, {result['ci_high']:+.2f}], p {result['p']:.2f}")   # per-user values: percent

@@ -18,7 +18,6 @@ Rows whose runs predate cost accounting are left out (listed on stderr).
 from __future__ import annotations
 
 import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import argparse
 import math
@@ -34,8 +33,9 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from morec.config import Config  # noqa: E402
 from morec.errors import InputError, run_cli  # noqa: E402
-from results_table import (config_sort_key, group_key, load_runs, mode_name, read_history, read_json, setting_name,
-                           table_rows, tower_name)  # noqa: E402
+from morec.report.grouping import config_sort_key, group_key, mode_name, setting_name, tower_name  # noqa: E402
+from morec.report.rows import table_rows  # noqa: E402
+from morec.report.run_files import load_runs, read_history, read_json  # noqa: E402
 
 
 def run_label(config: dict) -> str:

@@ -246,10 +246,10 @@ def group_specs(text: str, data_dir: Path) -> list[str]:
 
 
 def group_tables(name: str, tested: list, specs: list[str], modality: str, out: Path) -> list[Path]:
-    """Per user-group tables (results_table.group_table, the seed-level test) of the IDRec rows and
+    """Per user-group tables (morec.report.user_groups.group_table, the seed-level test) of the IDRec rows and
     the `modality` MoRec rows of the study's tested runs, one file per column:
     `<out>/<name>_groups_<column>.md` (the study page shows it with the other tables)."""
-    from results_table import group_table
+    from morec.report.user_groups import group_table
     chosen = [r for r in tested if r.config.get("item_tower", "id") in ("id", modality)]
     paths = []
     for spec in specs:
@@ -268,7 +268,9 @@ def report(name: str, title: str, runs: list[tuple[Config, Path]], out: Path, th
     study's tested runs; then `then(tested runs, out)` when given."""
     import math
     from plot_runs import plot_bars, plot_curves, plot_pareto
-    from results_table import load_run, markdown, table_rows, write_table
+    from morec.report.rows import table_rows
+    from morec.report.run_files import load_run
+    from morec.report.table_text import markdown, write_table
     tested = [load_run(d) for _, d in runs if (d / "test_metrics.json").is_file()]
     if not tested:
         raise InputError(f"none of the study's {len(runs)} runs is tested yet; run the study without --table_only")
@@ -297,10 +299,12 @@ def paired_table(title: str, keys: tuple[str, ...], base_name: str, entries: lis
     tests (docs/significance.md): the seed-level default (paired t over the per-seed means on the
     seeds both arms share, Welch over seed means when they share < 2; two-level bootstrap interval;
     * = p < 0.05) and the per-user cluster test (these trained models; never starred). `entries`: (key
-    values, the arm's runs, its base arm's runs) per row, runs as results_table.load_run gives
+    values, the arm's runs, its base arm's runs) per row, runs as morec.report.run_files.load_run gives
     them; an arm without runs is left out, one that cannot be tested (a single seed, no per-user
     file) says why in its row. Written to `path`, printed and returned."""
-    from results_table import METRICS, RESAMPLES, compare, fmt_p, pairing, significance_note
+    from morec.report.run_files import METRICS
+    from morec.report.significance import RESAMPLES, compare, fmt_p, pairing
+    from morec.report.table_text import significance_note
 
     def cell(result: dict, kind: str = "") -> str:
         if math.isnan(result[f"{kind}diff"]):
@@ -363,7 +367,7 @@ def check_one_patience(overrides: dict) -> None:
 def run_study(name: str, title: str, parts: list[dict], args: argparse.Namespace, overrides: dict,
               then=None) -> Path:
     """Train and test the study's runs (unless --table_only), then report them; `then(tested, out)`,
-    if given, adds the study's own tables from the tested runs (results_table.Run)."""
+    if given, adds the study's own tables from the tested runs (morec.report.run_files.Run)."""
     everywhere = overrides["all"]
     dataset = everywhere.get("dataset", SMALL["dataset"])
     if isinstance(dataset, list) or any("dataset" in overrides[t] for t in ("id", "mo")):
@@ -378,7 +382,7 @@ def run_study(name: str, title: str, parts: list[dict], args: argparse.Namespace
     runs = study_runs(with_modality(parts, args.modality), overrides, runs_dir)
     groups = None
     if getattr(args, "user_groups", None):
-        from results_table import load_user_groups
+        from morec.report.user_groups import load_user_groups
         specs = group_specs(args.user_groups, runs[0][0].data_dir())
         for spec in specs:
             load_user_groups(spec)                          # a bad file or column fails before any training

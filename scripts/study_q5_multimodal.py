@@ -119,7 +119,7 @@ def main(argv: list[str]):
 def fused_versus_one_modality(tested: list, path: Path) -> str:
     """The question of the study in one table: each text+vision fusion against the text arm and
     against the vision arm, with the seed-level test (study_common.paired_table); `tested`: the
-    study's tested runs (results_table.Run)."""
+    study's tested runs (morec.report.run_files.Run)."""
     def of(tower: str, fusion: str | None = None) -> list:
         return [r for r in tested if r.config["item_tower"] == tower and fusion in (None, r.config["mm_fusion"])]
     fusions = sorted({r.config["mm_fusion"] for r in of("text+vision")})

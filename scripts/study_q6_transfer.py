@@ -178,10 +178,10 @@ def source_runs_of(values: dict, seeds: list, overrides: dict, runs_dir: Path, t
 
 def plot_by_size(tested: list, path: Path, title: str) -> Path:
     """Test HR@10 and NDCG@10 (mean ± sample std over seeds) against the share of target users
-    that train, one line per arm; `tested`: the study's tested runs (results_table.Run)."""
+    that train, one line per arm; `tested`: the study's tested runs (morec.report.run_files.Run)."""
     import pandas as pd
     from plot_runs import plt, save_figure
-    from results_table import METRICS
+    from morec.report.run_files import METRICS
     frame = pd.DataFrame([{"arm": arm_of(r.config), "size": 100 * r.config["train_user_fraction"],
                            **{m: 100 * r.test["test"][m] for m in METRICS}} for r in tested])
     fig, axes = plt.subplots(1, len(METRICS), figsize=(10, 4))
@@ -209,7 +209,7 @@ def arm_of(config: dict) -> str:
 def versus_scratch(tested: list, path: Path) -> str:
     """The question of the study in one table: each transfer arm against MoRec from scratch at the
     same target training-set size, with the seed-level test (study_common.paired_table); `tested`:
-    the study's tested runs (results_table.Run)."""
+    the study's tested runs (morec.report.run_files.Run)."""
     def of(arm: str, size: float) -> list:
         return [r for r in tested if arm_of(r.config) == arm and r.config["train_user_fraction"] == size]
     sizes = sorted({r.config["train_user_fraction"] for r in tested})

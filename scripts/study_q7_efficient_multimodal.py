@@ -190,7 +190,7 @@ def main(argv: list[str]):
 
 
 def arm_of(config: dict) -> str:
-    """The arm of a run's config.json (results_table.Run.config)."""
+    """The arm of a run's config.json (morec.report.run_files.Run.config)."""
     if config.get("model") == "missrec":
         if config.get("init_from"):
             return "missrec_pre"

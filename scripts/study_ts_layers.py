@@ -61,7 +61,7 @@ def main(argv: list[str]):
 def all_versus_last(tested: list, path: Path) -> str:
     """The question of the study in one table: at each head depth, the all-layer mix against the
     last layer, with the seed-level test (study_common.paired_table); `tested`: the study's tested
-    runs (results_table.Run)."""
+    runs (morec.report.run_files.Run)."""
     def of(layers: str, depth: int) -> list:
         return [r for r in tested if r.config.get("ts_layers", "last") == layers and r.config["dnn_layers"] == depth]
     depths = sorted({r.config["dnn_layers"] for r in tested})

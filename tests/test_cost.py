@@ -24,7 +24,10 @@ from text_helpers import ml100k
 
 sys.path.insert(0, str(REPO / "scripts"))
 import plot_runs  # noqa: E402
-import results_table  # noqa: E402
+from morec.errors import InputError  # noqa: E402
+from morec.report.rows import table_rows  # noqa: E402
+from morec.report.run_files import load_runs, run_cost  # noqa: E402
+from morec.report.table_text import markdown, to_csv  # noqa: E402
 from test_results_table import assert_png, fake_run  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -161,7 +164,7 @@ def cost_root(tmp_path):
 
 
 def test_table_cost_column(cost_root):
-    rows = {(r["item_tower"], r["mode"]): r for r in results_table.table_rows(results_table.load_runs([cost_root]))}
+    rows = {(r["item_tower"], r["mode"]): r for r in table_rows(load_runs([cost_root]))}
     assert list(rows) == [("ID", "E2E"), ("text: enc", "E2E"), ("text: enc", "TS dnn=0"),
                           ("text: enc", "TS layers=all dnn=0")]
     idrec = rows["ID", "E2E"]
@@ -169,12 +172,12 @@ def test_table_cost_column(cost_root):
     assert idrec["peak_memory_mb"] == pytest.approx((300 + 200) / 2) and idrec["peak_memory_kind"] == "max_rss"
     assert rows["text: enc", "TS layers=all dnn=0"]["train_seconds_to_best"] == pytest.approx(180)
     assert math.isnan(rows["text: enc", "TS dnn=0"]["train_seconds_to_best"])
-    md = results_table.markdown(list(rows.values()))
+    md = markdown(list(rows.values()))
     # the runs record trainable_parameters (5): the cost cell shows them, and the TPME column follows
     assert md.splitlines()[0].endswith("| cost: train s to best, peak memory, trainable params | TPME vs reference |")
     assert "| 40 s, 250 MiB rss, 5 params |" in md and "| 1000 s, 2100 MiB rss, 5 params | 1.000 |" in md
     assert md.splitlines()[4].endswith("| - | - |")                           # the old run
-    csv_text = results_table.to_csv(list(rows.values()))
+    csv_text = to_csv(list(rows.values()))
     assert "(CPU" not in md and "CPU s:" not in md                          # no run records CPU seconds
     assert csv_text.splitlines()[0].endswith(",train_seconds_to_best,train_cpu_seconds_to_best,peak_memory_mb,"
                                              "peak_memory_kind,trainable_parameters,tpme,tpme_reference")
@@ -199,17 +202,17 @@ def test_table_cpu_seconds_to_best(tmp_path):
     ts = {**text, "two_stage": True, "ts_layers": "all"}
     with_cost(fake_run(root, "ts-s1", {**ts, "seed": 1}, 0.05, 0.03), [40, 60, 80], [400, 400, 400], 3, cpu=[1, 2, 3])
     with_cost(fake_run(root, "ts-s2", {**ts, "seed": 2}, 0.05, 0.03), [40, 60, 80], [400, 400, 400], 3)
-    rows = {r["mode"] + " " + r["item_tower"]: r for r in results_table.table_rows(results_table.load_runs([root.parent]))}
+    rows = {r["mode"] + " " + r["item_tower"]: r for r in table_rows(load_runs([root.parent]))}
     idrec, e2e, ts_row = rows["E2E ID"], rows["E2E text: enc"], rows["TS layers=all dnn=0 text: enc"]
     assert idrec["train_cpu_seconds_to_best"] == pytest.approx((8 + 16 + 50 + 50) / 2)
     assert idrec["train_seconds_to_best"] == pytest.approx((30 + 50) / 2)
     assert math.isnan(e2e["train_cpu_seconds_to_best"]) and math.isnan(ts_row["train_cpu_seconds_to_best"])
     assert idrec["tpme"] == pytest.approx((40 / 1000 + 5 / 5 + 250 / 2100) / 3)   # wall seconds, not CPU
-    md = results_table.markdown(list(rows.values()))
+    md = markdown(list(rows.values()))
     assert "| 40 s (CPU 62 s), 250 MiB rss, 5 params |" in md
     assert "| 1000 s, 2100 MiB rss, 5 params | 1.000 |" in md and "| 180 s, 400 MiB rss, 5 params |" in md
     assert "CPU s: this process's CPU time over the same training steps (all threads" in md
-    csv_rows = {r["mode"] + " " + r["item_tower"]: r for r in csv.DictReader(io.StringIO(results_table.to_csv(list(rows.values()))))}
+    csv_rows = {r["mode"] + " " + r["item_tower"]: r for r in csv.DictReader(io.StringIO(to_csv(list(rows.values()))))}
     assert csv_rows["E2E ID"]["train_cpu_seconds_to_best"] == "62.0"
     assert csv_rows["E2E text: enc"]["train_cpu_seconds_to_best"] == ""        # NaN: epoch 2 lacks it
     assert csv_rows["TS layers=all dnn=0 text: enc"]["train_cpu_seconds_to_best"] == ""
@@ -219,13 +222,13 @@ def test_table_cpu_seconds_to_best(tmp_path):
 def test_a_cpu_seconds_value_of_the_wrong_type_is_one_error(tmp_path):
     run = with_cost(fake_run(tmp_path / "runs", "s1", {"item_tower": "id", "seed": 1}, 0.1, 0.05), [10, 20], [1, 1],
                     2, cpu=[5, "12.5"])
-    with pytest.raises(results_table.InputError, match=r"s1/metrics.jsonl, line 2: train_cpu_seconds is not a number"):
-        results_table.run_cost(results_table.load_runs([run.parent])[0])
+    with pytest.raises(InputError, match=r"s1/metrics.jsonl, line 2: train_cpu_seconds is not a number"):
+        run_cost(load_runs([run.parent])[0])
 
 
 def test_pareto_front_and_figure(cost_root, tmp_path, capsys):
     assert plot_runs.pareto_front([(40, 6.0), (1000, 8.0), (180, 3.0), (40, 5.0), (2000, 8.0)]) == [0, 1]
-    rows = results_table.table_rows(results_table.load_runs([cost_root]))
+    rows = table_rows(load_runs([cost_root]))
     kept = plot_runs.pareto_rows(rows)
     assert [r["mode"] for r in kept] == ["E2E", "E2E", "TS layers=all dnn=0"]
     assert "left out 1 row(s) whose runs record no train_seconds" in capsys.readouterr().err
@@ -236,6 +239,6 @@ def test_pareto_front_and_figure(cost_root, tmp_path, capsys):
     assert_png(tmp_path / "fig" / "pareto.png")
     old = tmp_path / "old"
     fake_run(old, "only-old", {"item_tower": "id", "seed": 1}, 0.1, 0.05)
-    with pytest.raises(results_table.InputError, match="no table row has a training cost"):
+    with pytest.raises(InputError, match="no table row has a training cost"):
         plot_runs.main(["pareto", str(old), "--out", str(tmp_path / "none.png")])
     assert not (tmp_path / "none.png").exists()

@@ -423,7 +423,7 @@ def test_q6_pairs_each_transfer_arm_with_morec_from_scratch_at_its_size(tmp_path
     interval [100, 100]); frozen_user ranks like scratch (0, p = 1); each size is paired apart."""
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
     from study_q6_transfer import versus_scratch
-    from results_table import load_run
+    from morec.report.run_files import load_run
     from test_results_table import fake_ranks, fake_run
     arms = {"scratch": ({}, 20), "transfer": ({"init_from": "src"}, 0),
             "frozen_user": ({"init_from": "src", "freeze_user_encoder": True}, 20), "id": ({}, 5)}
@@ -453,7 +453,7 @@ def test_q5_pairs_each_fusion_with_the_text_and_the_vision_arm(tmp_path, monkeyp
     """Known ranks: the sum fusion hits every user, text misses all, vision hits half."""
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
     from study_q5_multimodal import fused_versus_one_modality
-    from results_table import load_run
+    from morec.report.run_files import load_run
     from test_results_table import fake_ranks, fake_run
     runs = []
     for seed in (1, 2, 3):
@@ -485,7 +485,7 @@ def test_q5_ts_text_caches_the_titles_and_trains_the_images(tmp_path, monkeypatc
 
 def test_results_table_names_the_mode_of_each_branch(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
-    from results_table import mode_name
+    from morec.report.grouping import mode_name
     fused = {"item_tower": "text+vision", "dnn_layers": 2}
     assert mode_name({**fused, "mm_cached_branch": "text"}) == "vision E2E, text TS dnn=2"
     assert mode_name({**fused, "mm_cached_branch": "vision"}) == "text E2E, vision TS dnn=2"

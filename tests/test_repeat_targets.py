@@ -148,7 +148,9 @@ def test_the_test_run_records_the_repeat_targets(toy, capsys, rule):
     counts = torch.from_numpy(np.stack([saved["h"], saved["t"]], 1))
     assert rule_metrics(counts, torch.from_numpy(saved["repeat"]), rule) == result["test"]
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    from results_table import load_run, markdown, per_user, table_rows
+    from morec.report.rows import table_rows
+    from morec.report.run_files import load_run, per_user
+    from morec.report.table_text import markdown
     run = load_run(folder)
     assert len(per_user(run)) == result["ranked_users"]             # skip: the per-user file reproduces the metric
     rows = table_rows([run])

@@ -13,7 +13,11 @@ from conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
 import plot_runs  # noqa: E402
-import results_table  # noqa: E402
+from morec.errors import InputError  # noqa: E402
+from morec.report.rows import table_rows  # noqa: E402
+from morec.report.run_files import load_runs  # noqa: E402
+from morec.report.significance import bootstrap_interval, mean_difference, sign_flip_p  # noqa: E402
+from morec.report.table_text import markdown  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -56,9 +60,9 @@ def runs_root(tmp_path):
 
 
 def test_rows_mean_std_and_improvement(runs_root, capsys):
-    runs = results_table.load_runs([runs_root])
+    runs = load_runs([runs_root])
     assert "left out 1 run(s)" in capsys.readouterr().err                 # ts8-s2
-    rows = {(r["setting"], r["item_tower"], r["mode"]): r for r in results_table.table_rows(runs)}
+    rows = {(r["setting"], r["item_tower"], r["mode"]): r for r in table_rows(runs)}
     assert list(rows) == [("regular", "ID", "E2E"), ("regular", "text: enc", "E2E"),
                           ("regular", "text: enc", "TS dnn=8"), ("warm-20", "ID", "E2E"),
                           ("warm-20", "text: enc", "E2E")]
@@ -77,7 +81,7 @@ def test_rows_mean_std_and_improvement(runs_root, capsys):
     warm = rows["warm-20", "text: enc", "E2E"]                             # against the warm-20 IDRec
     assert warm["hr10_vs_id_pct"] == pytest.approx(-10.0) and warm["ndcg10_vs_id_pct"] == pytest.approx(20.0)
 
-    md = results_table.markdown(list(rows.values()))
+    md = markdown(list(rows.values()))
     assert "| toy | regular | sasrec | inbatch | ID | E2E | 3 | 12.00 ± 2.00 | 6.00 ± 1.00 | - | - |" in md
     assert "| 14.00 ± 1.41 | 7.00 ± 1.41 | +16.7% | +16.7% | 50.00 ± 35.36 (4) |" in md
     assert "| 9.00 | 3.00 | -25.0% | -50.0% | - |" in md                     # one seed: no ±
@@ -100,8 +104,8 @@ def test_cli_writes_markdown_and_csv(runs_root, tmp_path):
 
 def test_bad_run_file_is_a_clear_error(runs_root):
     (runs_root / "runs" / "id-s1" / "test_metrics.json").write_text("{not json")
-    with pytest.raises(results_table.InputError, match=r"id-s1/test_metrics.json cannot be read as JSON"):
-        results_table.load_runs([runs_root], quiet=True)
+    with pytest.raises(InputError, match=r"id-s1/test_metrics.json cannot be read as JSON"):
+        load_runs([runs_root], quiet=True)
 
 
 def assert_png(path):
@@ -114,9 +118,9 @@ def assert_png(path):
 def test_plots_are_valid_pngs(runs_root, tmp_path):
     curves = plot_runs.plot_curves([runs_root], tmp_path / "fig" / "curves.png")
     assert_png(curves)
-    rows = results_table.table_rows(results_table.load_runs([runs_root], quiet=True))
+    rows = table_rows(load_runs([runs_root], quiet=True))
     assert_png(plot_runs.plot_bars(rows, tmp_path / "fig" / "bars.png"))
-    with pytest.raises(results_table.InputError, match="no valid HR@99"):
+    with pytest.raises(InputError, match="no valid HR@99"):
         plot_runs.plot_curves([runs_root], tmp_path / "x.png", metric="HR@99")
 
 
@@ -220,7 +224,7 @@ def simulated_p_values(delta, users=6000, seeds=3, sigma=0.5, simulations=100, r
     for _ in range(simulations):
         z = np.repeat(rng.standard_normal((1, users)), seeds, 0)         # (seeds, users): same users
         base, other = latent_ndcg(rng, z, sigma, 0.0), latent_ndcg(rng, z, sigma, delta)
-        p_values.append(results_table.sign_flip_p(other.ravel(), base.ravel(), resamples, budget=budget))
+        p_values.append(sign_flip_p(other.ravel(), base.ravel(), resamples, budget=budget))
     return np.array(p_values)
 
 
@@ -243,12 +247,12 @@ def test_sign_flip_p_agrees_with_scipy_permutation_test():
     z = rng.standard_normal(1500)
     for delta in (0.0, 0.05, 0.1):
         a, b = latent_ndcg(rng, z, 0.5, delta), latent_ndcg(rng, z, 0.5, 0.0)
-        exact = stats.permutation_test((a, b), results_table.mean_difference, permutation_type="samples",
+        exact = stats.permutation_test((a, b), mean_difference, permutation_type="samples",
                                        vectorized=True, n_resamples=4999, rng=rng).pvalue
         noise = math.sqrt(max(exact * (1 - exact), 0.01) / 4999)       # sd of a 4999-resample p-value
-        assert results_table.sign_flip_p(a, b, budget=0) == pytest.approx(exact, abs=4 * noise + 0.005)
-        assert results_table.sign_flip_p(a, b, 4999, seed=1) == pytest.approx(exact, abs=4 * math.sqrt(2) * noise)
-    assert results_table.sign_flip_p(a, a) == 1.0
+        assert sign_flip_p(a, b, budget=0) == pytest.approx(exact, abs=4 * noise + 0.005)
+        assert sign_flip_p(a, b, 4999, seed=1) == pytest.approx(exact, abs=4 * math.sqrt(2) * noise)
+    assert sign_flip_p(a, a) == 1.0
 
 
 def test_bootstrap_interval_covers_the_true_difference():
@@ -260,7 +264,7 @@ def test_bootstrap_interval_covers_the_true_difference():
     for seed in range(100):
         z = rng.standard_normal(3000)
         a, b = latent_ndcg(rng, z, 0.5, 0.0), latent_ndcg(rng, z, 0.5, 0.0)
-        low, high = results_table.bootstrap_interval(a, b, resamples=199, seed=seed)
+        low, high = bootstrap_interval(a, b, resamples=199, seed=seed)
         covered += low <= 0 <= high
         assert low < np.mean(a - b) < high
     assert covered >= 88
@@ -282,7 +286,7 @@ def paired_root(tmp_path):
 
 
 def test_rows_get_paired_differences_against_idrec(paired_root):
-    rows = results_table.table_rows(results_table.load_runs([paired_root]), resamples=499)
+    rows = table_rows(load_runs([paired_root]), resamples=499)
     idrec, text = rows
     assert idrec["test"] == "" and math.isnan(idrec["hr10_diff"])
     assert text["test"] == "paired t, 2 seeds x 400 users" and text["compared_seeds"] == "1 2"
@@ -290,7 +294,7 @@ def test_rows_get_paired_differences_against_idrec(paired_root):
     assert text["ndcg10_diff"] == pytest.approx(100 * 30 / 400)
     assert text["hr10_ci_low"] <= 7.5 <= text["hr10_ci_high"] and text["hr10_p"] == 0.0   # the same gain in both seeds
     assert text["hr10_user_diff"] == pytest.approx(7.5) and text["hr10_user_p"] == pytest.approx(1 / 500)  # 30 users, all +
-    md = results_table.markdown(rows)
+    md = markdown(rows)
     assert "| paired t, 2 seeds x 400 users | +7.50 [+" in md and " *" in md.splitlines()[3]
     assert "p < 0.002" in md.splitlines()[3]
 
@@ -300,8 +304,8 @@ def test_stale_per_user_file_is_refused(paired_root):
     run = paired_root / "runs" / "text-s2"
     np.savez(run / "test_ranks.npz", h=np.zeros(400, dtype=np.int64), t=np.zeros(400, dtype=np.int64),
              user=np.array([f"u{i}" for i in range(400)]))
-    with pytest.raises(results_table.InputError, match="text-s2/test_ranks.npz does not reproduce the metrics"):
-        results_table.table_rows(results_table.load_runs([paired_root]), resamples=99)
+    with pytest.raises(InputError, match="text-s2/test_ranks.npz does not reproduce the metrics"):
+        table_rows(load_runs([paired_root]), resamples=99)
 
 
 def test_runs_differing_in_setting_patience_or_epoch_get_their_own_rows(tmp_path):
@@ -313,5 +317,5 @@ def test_runs_differing_in_setting_patience_or_epoch_get_their_own_rows(tmp_path
     fake_run(root, "e", {"item_tower": "id", "seed": 1, "patience": 7}, 0.1, 0.05)
     fake_run(root, "f", {"item_tower": "id", "seed": 1, "epoch": 50}, 0.1, 0.05)
     fake_run(root, "g", {"item_tower": "id", "seed": 3, "device": "cuda:1", "eval_batch_size": 64}, 0.1, 0.05)
-    rows = results_table.table_rows(results_table.load_runs([root]))
+    rows = table_rows(load_runs([root]))
     assert sorted(r["runs"] for r in rows) == ["a b g", "c", "d", "e", "f"]

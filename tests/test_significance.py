@@ -15,10 +15,13 @@ import pytest
 from scipy import stats
 
 from conftest import REPO
-
-sys.path.insert(0, str(REPO / "scripts"))
-import results_table  # noqa: E402
-from results_table import InputError  # noqa: E402
+from morec.errors import InputError
+from morec.report.aa_check import aa_check
+from morec.report.rows import table_rows
+from morec.report.run_files import load_runs
+from morec.report.significance import fmt_p, hierarchical_resamples, seed_level, sign_flip_p, user_cluster_test
+from morec.report.table_text import markdown, to_csv
+from morec.report.user_groups import group_table, load_user_groups
 
 USERS = 943
 RUN_SD = 0.30                              # NDCG@10 points: the run-level (seed) shift, measured
@@ -47,13 +50,13 @@ def p_values(test: str, seeds: int, delta: float = 0.0, simulations: int = SIMUL
         a = simulate_runs(rng, seeds, delta, user_effect=effect)
         b = simulate_runs(rng, seeds, user_effect=effect)
         if test == "paired":
-            out.append(results_table.seed_level([(a - b, everyone, 1.0)], interval=False)["p"])
+            out.append(seed_level([(a - b, everyone, 1.0)], interval=False)["p"])
         elif test == "welch":
-            out.append(results_table.seed_level([(a, everyone, 1.0)], [(b, everyone, 1.0)], interval=False)["p"])
+            out.append(seed_level([(a, everyone, 1.0)], [(b, everyone, 1.0)], interval=False)["p"])
         elif test == "pooled":
-            out.append(results_table.sign_flip_p(a.ravel(), b.ravel(), budget=0))
+            out.append(sign_flip_p(a.ravel(), b.ravel(), budget=0))
         elif test == "user":
-            out.append(results_table.user_cluster_test(a, b, budget=0, interval=False)["p"])
+            out.append(user_cluster_test(a, b, budget=0, interval=False)["p"])
     return np.array(out)
 
 
@@ -112,15 +115,15 @@ def test_hierarchical_interval_covers_the_gain_and_is_reproducible():
     for i in range(100):
         effect = rng.normal(4.8, 20.0, USERS)
         a, b = simulate_runs(rng, 10, 1.0, user_effect=effect), simulate_runs(rng, 10, user_effect=effect)
-        r = results_table.seed_level([(a - b, everyone, 1.0)], resamples=199, seed=i)
+        r = seed_level([(a - b, everyone, 1.0)], resamples=199, seed=i)
         covered += r["ci_low"] <= 1.0 <= r["ci_high"]
         assert r["ci_low"] < r["diff"] < r["ci_high"]
     assert covered >= 80
-    again = results_table.seed_level([(a - b, everyone, 1.0)], resamples=199, seed=i)
+    again = seed_level([(a - b, everyone, 1.0)], resamples=199, seed=i)
     assert (again["ci_low"], again["ci_high"]) == (r["ci_low"], r["ci_high"])
     # its spread: the seeds' standard error ((S-1)/S of it, as any bootstrap) plus the users' resampled
     # again within each seed (the second level: slightly conservative, Saravanan et al. 2020)
-    boot = results_table.hierarchical_resamples([(a - b, everyone, 1.0)], 2000, np.random.default_rng(0))
+    boot = hierarchical_resamples([(a - b, everyone, 1.0)], 2000, np.random.default_rng(0))
     d = a - b
     seed_var = d.mean(axis=1).var(ddof=1) / 10 * 9 / 10
     user_var = d.var(axis=1, ddof=1).mean() / USERS / 10
@@ -130,13 +133,13 @@ def test_hierarchical_interval_covers_the_gain_and_is_reproducible():
 
 def test_resampled_p_prints_at_its_resolution_and_exact_sign_flip_floor():
     d = np.ones(50)
-    p = results_table.sign_flip_p(d, np.zeros(50), resamples=1999)
+    p = sign_flip_p(d, np.zeros(50), resamples=1999)
     assert p == pytest.approx(1 / 2000)
-    assert results_table.fmt_p(p, 1999) == "p < 0.0005"
-    assert results_table.fmt_p(0.0123, 1999) == "p=0.012"
-    assert results_table.fmt_p(1e-7) == "p < 0.0001"
+    assert fmt_p(p, 1999) == "p < 0.0005"
+    assert fmt_p(0.0123, 1999) == "p=0.012"
+    assert fmt_p(1e-7) == "p < 0.0001"
     # exact sign flip over 3 seeds: the smallest two-sided p is 2 / 2^3 = 0.25
-    assert results_table.sign_flip_p(np.array([1.0, 2.0, 3.0]), np.zeros(3)) == pytest.approx(0.25)
+    assert sign_flip_p(np.array([1.0, 2.0, 3.0]), np.zeros(3)) == pytest.approx(0.25)
 
 
 # ----------------------------------------------------------------------------- tables on fake runs
@@ -163,13 +166,13 @@ def test_single_seed_row_and_unshared_seeds_get_a_clear_message(tmp_path):
     fake_seed_runs(tmp_path / "runs", "id", {"item_tower": "id"}, {s: hits(rng, 0.2) for s in (1, 2, 3)})
     fake_seed_runs(tmp_path / "runs", "one", {**text, "two_stage": True}, {1: hits(rng, 0.3)})
     fake_seed_runs(tmp_path / "runs", "other", text, {s: hits(rng, 0.3) for s in (4, 5, 6)})
-    rows = {r["mode"]: r for r in results_table.table_rows(results_table.load_runs([tmp_path]), resamples=199)}
+    rows = {r["mode"]: r for r in table_rows(load_runs([tmp_path]), resamples=199)}
     single = rows["TS dnn=0"]
     assert "1 seed in this row" in single["test"] and math.isnan(single["ndcg10_p"])
     unpaired = rows["E2E"] if rows["E2E"]["item_tower"] != "ID" else None
     unpaired = [r for r in rows.values() if r["item_tower"] == "text: enc" and r["mode"] == "E2E"][0]
     assert unpaired["test"].startswith("Welch, 3 vs 3 seeds") and "share 0 seeds" in unpaired["test"]
-    md = results_table.markdown(list(rows.values()))
+    md = markdown(list(rows.values()))
     assert "1 seed in this row (one-s1): no seed-level test" in md
     assert "An exact sign flip over seeds could not go below p = 0.25 with 3 seeds" in md
 
@@ -180,11 +183,11 @@ def test_morec_row_without_a_matching_idrec_row_gets_no_delta(tmp_path):
     fake_seed_runs(tmp_path / "runs", "id", {"item_tower": "id", "patience": 7}, {s: hits(rng, 0.2) for s in (1, 2)})
     fake_seed_runs(tmp_path / "runs", "ts", {"item_tower": "text", "bert_model_load": "enc", "two_stage": True,
                                              "patience": 11, "lr": 0.01}, {s: hits(rng, 0.3) for s in (1, 2)})
-    rows = results_table.table_rows(results_table.load_runs([tmp_path]), resamples=199)
+    rows = table_rows(load_runs([tmp_path]), resamples=199)
     ts = rows[1]
     assert math.isnan(ts["hr10_vs_id_pct"]) and math.isnan(ts["ndcg10_diff"]) and ts["baseline_runs"] == ""
     assert "patience=11 (IDRec: 7)" in ts["no_baseline"] and "lr" not in ts["no_baseline"]   # lr: tuned per tower
-    md = results_table.markdown(rows)
+    md = markdown(rows)
     assert "No Δ for text: enc TS dnn=0 (regular, seeds 1 2): no IDRec row with the same values" in md
 
 
@@ -194,17 +197,17 @@ def test_paired_rows_get_seed_level_and_per_user_columns(tmp_path):
     fake_seed_runs(tmp_path / "runs", "id", {"item_tower": "id"}, base)
     better = {s: base[s] | (rng.random(400) < 0.1) for s in (1, 2, 3, 4)}        # ~8 points more hits, every seed
     fake_seed_runs(tmp_path / "runs", "text", {"item_tower": "text", "bert_model_load": "enc"}, better)
-    idrec, text = results_table.table_rows(results_table.load_runs([tmp_path]), resamples=999)
+    idrec, text = table_rows(load_runs([tmp_path]), resamples=999)
     assert idrec["test"] == "" and text["test"] == "paired t, 4 seeds x 400 users"
     diffs = [100 * (better[s].mean() - base[s].mean()) for s in (1, 2, 3, 4)]
     assert text["hr10_diff"] == pytest.approx(np.mean(diffs))
     assert text["hr10_p"] == pytest.approx(stats.ttest_1samp(diffs, 0).pvalue)
     assert text["hr10_ci_low"] < text["hr10_diff"] < text["hr10_ci_high"]
     assert text["hr10_user_p"] == pytest.approx(1 / 1000)                          # every changed user gains
-    md = results_table.markdown([idrec, text])
+    md = markdown([idrec, text])
     line = [l for l in md.splitlines() if "text: enc" in l][0]
     assert "p < 0.001" in line and line.count(" *") == 2                       # per-user columns never starred
-    csv_text = results_table.to_csv([idrec, text])
+    csv_text = to_csv([idrec, text])
     assert "hr10_user_p" in csv_text.splitlines()[0]
 
 
@@ -223,7 +226,7 @@ def test_aa_check_cli(tmp_path):
     assert result.returncode == 2 and "holds 5 seed(s) of one system" in result.stderr and "at least 6" in result.stderr
     fake_seed_runs(tmp_path / "runs", "text", {"item_tower": "text", "bert_model_load": "enc"}, {1: hits(rng, 0.2)})
     with pytest.raises(InputError, match="holds 2 systems"):
-        results_table.aa_check([tmp_path])
+        aa_check([tmp_path])
 
 
 def test_user_groups_view_and_its_bad_input(tmp_path):
@@ -235,27 +238,27 @@ def test_user_groups_view_and_its_bad_input(tmp_path):
     fake_seed_runs(tmp_path / "runs", "id", {"item_tower": "id"}, base, users)
     women_gain = {s: base[s] | (np.arange(200) < 60) for s in base}               # MoRec: every F user hits
     fake_seed_runs(tmp_path / "runs", "text", {"item_tower": "text", "bert_model_load": "enc"}, women_gain, users)
-    runs = results_table.load_runs([tmp_path])
-    text = results_table.group_table(runs, f"{group_file}:gender", resamples=199)
+    runs = load_runs([tmp_path])
+    text = group_table(runs, f"{group_file}:gender", resamples=199)
     rows = [l for l in text.splitlines() if l.startswith("| toy")]
     assert len(rows) == 4 and "| F (60) | 100.00 [100.00, 100.00]" in rows[2]
     f_delta = rows[2].split("|")[11].strip()                                   # ΔHR@10 vs IDRec in group F
     assert f_delta.startswith("+") and f_delta.endswith("*")
     assert rows[3].split("|")[11].strip().startswith("+0.00 [+0.00, +0.00] p=1")    # M: no change
     with pytest.raises(InputError, match=r"groups.tsv has no column 'age'; its columns: gender"):
-        results_table.group_table(runs, f"{group_file}:age")
+        group_table(runs, f"{group_file}:age")
     short = tmp_path / "short.tsv"
     short.write_text("user\tgender\nu0\tF\n")
     with pytest.raises(InputError, match=r"short.tsv lacks 199 of the 200 tested users"):
-        results_table.group_table(runs, f"{short}:gender")
+        group_table(runs, f"{short}:gender")
     with pytest.raises(InputError, match="is not a file"):
-        results_table.group_table(runs, f"{tmp_path / 'none.tsv'}:gender")
+        group_table(runs, f"{tmp_path / 'none.tsv'}:gender")
 
 
 def test_ml100k_ships_a_group_file_naming_every_user():
     path = REPO / "dataset" / "ml-100k" / "user_groups.tsv"
-    _, _, gender = results_table.load_user_groups(f"{path}:gender")
-    _, _, age = results_table.load_user_groups(f"{path}:age_band")
+    _, _, gender = load_user_groups(f"{path}:gender")
+    _, _, age = load_user_groups(f"{path}:age_band")
     names = [line.split("\t", 1)[0] for line in (REPO / "dataset" / "ml-100k" / "users.tsv").read_text().splitlines()]
     assert list(gender.index) == names and set(gender) == {"F", "M"}
     assert set(age) == {"07-24", "25-34", "35-44", "45-73"}

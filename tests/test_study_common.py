@@ -94,7 +94,7 @@ def test_group_tables_write_one_file_per_column_with_idrec_and_the_modality_rows
     """Fake runs of IDRec, text and vision (2 seeds, per-user ranks): one table per column, the
     vision rows left out, a Δ vs IDRec per group with the seed-level test."""
     import numpy as np
-    from results_table import load_run
+    from morec.report.run_files import load_run
     from test_results_table import fake_ranks, fake_run
     users = [line.split("\t")[0] for line in (REPO / "dataset/ml-100k/user_groups.tsv").read_text().splitlines()[1:]]
     groups = tmp_path / "groups.tsv"

@@ -17,8 +17,11 @@ import pytest
 from conftest import REPO, run_in_process
 
 sys.path.insert(0, str(REPO / "scripts"))
-import results_table  # noqa: E402
-from results_table import InputError  # noqa: E402
+from morec.errors import InputError  # noqa: E402
+from morec.report.aa_check import aa_check  # noqa: E402
+from morec.report.rows import table_rows  # noqa: E402
+from morec.report.run_files import load_runs  # noqa: E402
+from morec.report.table_text import markdown  # noqa: E402
 from test_results_table import fake_run  # noqa: E402
 
 FOLDER = "inbatch_sasrec_e2e_text"
@@ -60,7 +63,7 @@ def runs(trained, tmp_path):
 
 def table(*folders, capsys=None):
     """(rows, stderr) of results_table on `folders`."""
-    rows = results_table.table_rows(results_table.load_runs(list(folders)), resamples=99)
+    rows = table_rows(load_runs(list(folders)), resamples=99)
     return rows, capsys.readouterr().err if capsys else ""
 
 
@@ -96,7 +99,7 @@ def test_verified_runs_give_the_table_of_unverified_ones_without_a_warning(runs,
         strip_records(run)
     old_rows, err = table(old, capsys=capsys)
     assert "warning: 2 run(s) tested before test_metrics.json recorded the checkpoint: their test cannot" in err
-    assert results_table.markdown(old_rows) == results_table.markdown(rows)
+    assert markdown(old_rows) == markdown(rows)
 
 
 def test_checkpoint_changed_after_the_test_is_refused(runs, capsys):
@@ -204,7 +207,7 @@ def test_runs_on_other_data_under_one_name_never_share_a_row(runs, trained):
                                          r"[0-9a-f]{12}\)"):
         table(runs, trained / "other")
     with pytest.raises(InputError, match="trained on different data under one data set name 'ml-100k'"):
-        results_table.aa_check([runs, trained / "other"])                  # one system of 3 seeds
+        aa_check([runs, trained / "other"])                  # one system of 3 seeds
 
 
 @pytest.mark.parametrize("file, key, value, message", [

@@ -18,7 +18,10 @@ from morec import train as training
 from text_helpers import ml100k
 
 sys.path.insert(0, str(REPO / "scripts"))
-import results_table  # noqa: E402
+from morec.errors import InputError  # noqa: E402
+from morec.report.rows import table_rows  # noqa: E402
+from morec.report.run_files import load_runs  # noqa: E402
+from morec.report.table_text import markdown, to_csv  # noqa: E402
 from test_results_table import fake_run  # noqa: E402
 
 TEXT = {"item_tower": "text", "bert_model_load": "enc"}
@@ -42,7 +45,7 @@ def with_records(run, seconds, peak_mb, parameters=None, kind="max_rss"):
 
 def rows_by_run(folder) -> dict[str, dict]:
     """The table's rows by the name of their first run without the seed ("full", "lora", ...), in table order."""
-    return {r["runs"].split()[0].rsplit("-", 1)[0]: r for r in results_table.table_rows(results_table.load_runs([folder]))}
+    return {r["runs"].split()[0].rsplit("-", 1)[0]: r for r in table_rows(load_runs([folder]))}
 
 
 def test_tpme_is_the_mean_of_the_three_ratios():
@@ -75,14 +78,14 @@ def test_tpme_column_against_full_fine_tuning(three_rows):
     assert full["tpme"] == 1.0
     assert lora["tpme"] == pytest.approx((0.7 + 0.1 + 0.8) / 3)
     assert iisan["tpme"] == pytest.approx((0.05 + 0.01 + 0.3) / 3)
-    md = results_table.markdown(list(rows.values()))
+    md = markdown(list(rows.values()))
     lines = md.splitlines()
     assert lines[0].endswith("| cost: train s to best, peak memory, trainable params | TPME vs reference |")
     assert lines[2].endswith("| 700 s, 2400 MiB rss, 2.00M params | 0.533 |")
     assert lines[3].endswith("| 1000 s, 3000 MiB rss, 20.00M params | 1.000 |")
     assert lines[4].endswith("| 50 s, 900 MiB rss, 200.0k params | 0.120 |")
     assert "equal weights 1/3" in md and "toy regular: text: enc E2E (inbatch, full fine-tuning)" in md
-    csv_rows = results_table.to_csv(list(rows.values())).splitlines()
+    csv_rows = to_csv(list(rows.values())).splitlines()
     assert csv_rows[0].endswith(",trainable_parameters,tpme,tpme_reference")
     assert csv_rows[3].endswith(',50.0,,900.0,max_rss,200000.0,0.12,"text: enc E2E (inbatch, full fine-tuning)"')
 
@@ -96,7 +99,7 @@ def test_without_full_fine_tuning_the_most_parameters_is_the_reference(three_row
     assert rows["lora"]["tpme"] == 1.0
     assert rows["iisan"]["tpme"] == pytest.approx((50 / 700 + 0.1 + 900 / 2400) / 3)
     assert "text: enc E2E (inbatch, no full fine-tuning row: the most trainable parameters)" in \
-        results_table.markdown(list(rows.values()))
+        markdown(list(rows.values()))
 
 
 def test_a_row_without_the_record_or_with_another_memory_kind_gets_no_tpme(three_rows):
@@ -109,7 +112,7 @@ def test_a_row_without_the_record_or_with_another_memory_kind_gets_no_tpme(three
     assert math.isnan(old["trainable_parameters"]) and math.isnan(old["tpme"])
     assert gpu["trainable_parameters"] == 1_000_000 and math.isnan(gpu["tpme"])      # alloc vs rss: not comparable
     assert rows["full"]["tpme"] == 1.0
-    md = results_table.markdown(list(rows.values()))
+    md = markdown(list(rows.values()))
     assert "| 100 s, 1500 MiB rss | - |" in md and "| 100 s, 150 MiB alloc, 1.00M params | - |" in md
 
 
@@ -118,7 +121,7 @@ def test_runs_without_the_record_keep_the_old_cost_column(tmp_path):
     root = tmp_path / "runs"
     with_records(fake_run(root, "id-s1", {"item_tower": "id", "seed": 1}, 0.1, 0.05), [10, 30], 250)
     with_records(fake_run(root, "text-s1", {**TEXT, "seed": 1}, 0.1, 0.05), [500, 500], 2100)
-    md = results_table.markdown(results_table.table_rows(results_table.load_runs([root])))
+    md = markdown(table_rows(load_runs([root])))
     assert md.splitlines()[0].endswith("| cost: train s to best, peak memory |")
     assert md.splitlines()[2].endswith("| 40 s, 250 MiB rss |") and "TPME" not in md
 
@@ -126,8 +129,8 @@ def test_runs_without_the_record_keep_the_old_cost_column(tmp_path):
 def test_a_damaged_parameter_record_is_refused(three_rows):
     path = three_rows / "runs" / "lora-s1" / "metrics.jsonl"
     path.write_text(path.read_text().replace('"trainable_parameters": 2000000', '"trainable_parameters": "2M"'))
-    with pytest.raises(results_table.InputError, match=r"lora-s1/metrics.jsonl, line 1: trainable_parameters is not"):
-        results_table.table_rows(results_table.load_runs([three_rows]))
+    with pytest.raises(InputError, match=r"lora-s1/metrics.jsonl, line 1: trainable_parameters is not"):
+        table_rows(load_runs([three_rows]))
 
 
 def test_a_real_run_records_the_count_the_table_shows(tmp_path):
@@ -140,9 +143,9 @@ def test_a_real_run_records_the_count_the_table_shows(tmp_path):
     expected = sum(p.numel() for p in model.parameters() if p.requires_grad)
     (record,) = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert record["trainable_parameters"] == expected
-    (row,) = results_table.table_rows(results_table.load_runs([tmp_path / "run"]))
+    (row,) = table_rows(load_runs([tmp_path / "run"]))
     assert row["trainable_parameters"] == expected and row["tpme"] == 1.0
-    assert "(inbatch, no full fine-tuning row: the most trainable parameters)" in results_table.markdown([row])
+    assert "(inbatch, no full fine-tuning row: the most trainable parameters)" in markdown([row])
 
 
 def test_bench_peft_reuses_the_iisan_configuration_and_reports_its_ratios():
