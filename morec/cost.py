@@ -26,7 +26,7 @@ second, trainable parameters and peak memory.
   saw, which clear_refs does not reset.
 
 ``tpme``: IISAN's composite of the three (Fu et al., SIGIR 2024, "training-time, parameter and
-memory efficiency"), used by scripts/results_table.py and scripts/bench_iisan.py.
+memory efficiency"), used by morec/report/rows.py (the tables) and scripts/bench_iisan.py.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What ties a run's test results to its files, so that a table can check them (scripts/results_table.py).
+"""What ties a run's test results to its files, so that a table can check them (morec/report/run_files.py).
 
 A test (morec.train.test) records in test_metrics.json
     checkpoint        {"file", "bytes", "sha256"} of the checkpoint_best.pt it evaluated

@@ -76,7 +76,7 @@ def percent(metrics: dict[str, float], k: int = 10) -> str:
 
 
 def save_test_ranks(path: Path, counts: torch.Tensor, user_names: list[str], repeat: np.ndarray) -> None:
-    """Per-user test tie counts for paired statistics (scripts/results_table.py): an .npz holding
+    """Per-user test tie counts for paired statistics (morec/report/run_files.py): an .npz holding
     `h` and `t` (U,) int64 (items strictly above / tied with the target, SPEC "Evaluation"; a
     target removed by the repeat rule has h = morec.evaluate.MISSED, t = 0), `repeat` (U,) bool
     (the target also occurs in the history; `skip` leaves these users out of the metrics) and
