@@ -35,6 +35,7 @@ from dataclasses import replace
 import torch
 
 from morec.config import make_config, run_setting
+from morec.errors import InputError, run_cli
 from morec.parts import autocast, build_optimizer, build_run_model, cpu_supports_bf16, load_data
 
 from bench_common import first_batches  # noqa: E402
@@ -134,30 +135,49 @@ def profile_step(model, initial, batches, cfg, name: str, tower: str) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40))
 
 
+def precision_pairs(runs: list) -> list[tuple[str, dict[str, list]]]:
+    """[(system name, {"fp32": runs, "bf16": runs})] for every system (everything that defines a
+    run's result but its seed and precision: morec.report.grouping.group_key) with runs in both."""
+    from morec.report.grouping import group_key, mode_name, tower_name
+    systems: dict[str, dict[str, list]] = {}
+    for run in runs:
+        precision = run.config["setting"]["precision"]
+        config = {**run.config, "setting": {**run.config["setting"], "precision": "any"}}
+        sides = systems.setdefault(group_key(config), {"fp32": [], "bf16": []})
+        if precision in sides:
+            sides[precision].append(run)
+    return [(f"{tower_name(group['fp32'][0].config)} {mode_name(group['fp32'][0].config)}", group)
+            for group in systems.values() if group["fp32"] and group["bf16"]]
+
+
 def quality(runs_dir: str) -> None:
-    """bf16 vs fp32 runs of RUNS_DIR at the run (seed) level (module docstring)."""
+    """bf16 vs fp32 runs of RUNS_DIR at the run (seed) level (module docstring), one comparison per
+    system that has tested runs in both precisions."""
     from morec.report.run_files import METRICS, load_runs, read_history
     from morec.report.significance import compare, pairing
-    runs = {"fp32": [], "bf16": []}
-    for run in load_runs([runs_dir]):
-        runs[run.config["setting"]["precision"]].append(run)
-    for name, group in runs.items():
-        group.sort(key=lambda run: run.config["seed"])
-        for run in group:
-            history = read_history(run.dir)
-            print(f"{name} seed {run.config['seed']}: HR@10 {100 * run.test['test']['HR@10']:.2f}, NDCG@10 "
-                  f"{100 * run.test['test']['NDCG@10']:.2f}, best epoch {run.test['best_epoch']} of {len(history)}, "
-                  f"train s/epoch (median) {statistics.median(r['train_seconds'] for r in history):.2f}")
-    pair = pairing(runs["bf16"], runs["fp32"])
-    print(f"bf16 - fp32 ({pair.test_name}):")
-    for metric in METRICS:
-        result = compare(pair, metric)
-        means = {name: 100 * statistics.mean(run.test["test"][metric] for run in group) for name, group in runs.items()}
-        print(f"  {metric}: fp32 {means['fp32']:.2f}, bf16 {means['bf16']:.2f}, diff {result['diff']:+.2f} "
-              f"points [{result['ci_low']:+.2f}, {result['ci_high']:+.2f}], p {result['p']:.2f}")   # per-user values: percent
+    pairs = precision_pairs(load_runs([runs_dir]))
+    if not pairs:
+        raise InputError(f"{runs_dir}: no system has tested runs in both fp32 and bf16 (--cpu_amp true); train and "
+                         "test the same script with and without --cpu_amp true into this --runs_dir first")
+    for system, runs in pairs:
+        print(f"== {system}")
+        for name, group in runs.items():
+            group.sort(key=lambda run: run.config["seed"])
+            for run in group:
+                history = read_history(run.dir)
+                print(f"{name} seed {run.config['seed']}: HR@10 {100 * run.test['test']['HR@10']:.2f}, NDCG@10 "
+                      f"{100 * run.test['test']['NDCG@10']:.2f}, best epoch {run.test['best_epoch']} of {len(history)}, "
+                      f"train s/epoch (median) {statistics.median(r['train_seconds'] for r in history):.2f}")
+        pair = pairing(runs["bf16"], runs["fp32"])
+        print(f"bf16 - fp32 ({pair.test_name}):")
+        for metric in METRICS:
+            result = compare(pair, metric)
+            means = {name: 100 * statistics.mean(run.test["test"][metric] for run in group) for name, group in runs.items()}
+            print(f"  {metric}: fp32 {means['fp32']:.2f}, bf16 {means['bf16']:.2f}, diff {result['diff']:+.2f} "
+                  f"points [{result['ci_low']:+.2f}, {result['ci_high']:+.2f}], p {result['p']:.2f}")   # per-user values: percent
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seq_len", type=int, default=10)
@@ -167,7 +187,7 @@ def main() -> None:
     parser.add_argument("--towers", default="id,text", help="comma-separated: id, text")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--quality", metavar="RUNS_DIR", help="compare the tested bf16 and fp32 runs there instead")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quality:
         return quality(args.quality)
     torch.set_num_threads(args.threads)
@@ -181,4 +201,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -119,3 +119,26 @@ def test_resume_in_another_precision_is_refused(tmp_path, capsys):
     assert code == 2 and "error: --resume of" in err and "--cpu_amp" in err
     assert "with setting {'world_size': 1, 'precision': 'bf16'}" in err and "'precision': 'fp32'" in err
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == before                # nothing trained
+
+
+def test_quality_pairs_runs_of_one_system_across_precisions():
+    """bench_cpu_bf16 --quality compares bf16 with fp32 within each system (everything but seed and
+    precision equal), never an ID run with a text run; a folder without both precisions is refused."""
+    from types import SimpleNamespace
+    from script_modules import import_script
+    bench = import_script("bench_cpu_bf16")
+
+    def run(tower: str, precision: str, seed: int):
+        config = {"item_tower": tower, "seed": seed, "lr": 1e-3, "setting": {"world_size": 1, "precision": precision}}
+        if tower == "text":
+            config["bert_model_load"] = "all_minilm_l6_v2"
+        return SimpleNamespace(config=config)
+
+    runs = [run("id", "fp32", 1), run("id", "bf16", 1), run("text", "fp32", 1), run("text", "fp32", 2),
+            run("text", "bf16", 2), run("id", "fp32", 2)]
+    pairs = dict(bench.precision_pairs(runs))
+    assert sorted(pairs) == ["ID E2E", "text: all_minilm_l6_v2 E2E"]
+    assert [r.config["seed"] for r in pairs["ID E2E"]["fp32"]] == [1, 2]
+    assert [r.config["seed"] for r in pairs["ID E2E"]["bf16"]] == [1]
+    assert all(r.config["item_tower"] == "text" for side in pairs["text: all_minilm_l6_v2 E2E"].values() for r in side)
+    assert bench.precision_pairs([run("id", "fp32", 1), run("text", "bf16", 1)]) == []
