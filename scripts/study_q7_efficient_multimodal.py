@@ -54,9 +54,10 @@ drawing, which shows the genres); `missrec` MISSRec over the title features, no 
 MISSRec over titles and the same posters (one text and one image token per item); `missrec_pre`
 the title-only MISSRec started from a MISSRec run of the same seed trained on Q6's source genres
 (`ml-100k-source`, the same next-item loss: their contrastive pre-training is not implemented).
-LoRA (end to end, about 25 CPU-minutes a run) was not run; LoRA in the top 2 blocks on the layer
-cache (`--arms lora_top2_cached`, about 40 s an epoch on a shared thread) is running and not in
-the tables yet. The seed-level test is in `q7_efficient_multimodal_vs_idrec.md` (every arm against
+LoRA over the whole encoder (end to end, about 25 CPU-minutes a run) was not run; `lora_top2_cached`
+is Q4's cached LoRA arm: LoRA (r 8) in MiniLM's top 2 blocks, trained end to end on the layer
+cache (the frozen lower blocks computed once per item, in eval mode), the studies' encoder
+learning rate 1e-4, 5 seeds (1-5; its Δ pairs them with the same seeds of IDRec). The seed-level test is in `q7_efficient_multimodal_vs_idrec.md` (every arm against
 SASRec's IDRec; the main table has no Δ for the MISSRec rows because its IDRec counterpart would be
 MISSRec over IDs), `q7_efficient_multimodal_posters.md` (each system with posters against itself
 over titles) and `q7_efficient_multimodal_pretraining.md`; the per-user columns are not a test of
@@ -87,11 +88,20 @@ the method.
   users, whose target-domain training sequences hold those interactions too; no validation or
   test target of ml-100k is in a source run's training part, since those are each user's last
   items), so it is a warm start on related data; the source runs reached the 40-epoch cap.
-- **Cost.** Every arm trains in seconds to about a minute and a half on a shared CPU and none runs an
-  encoder in training. Train seconds to best are lowest for IDRec and the two-stage mix, highest
+- **LoRA in the top 2 blocks is below IDRec on HR@10** (`*`, 5 seeds) and level with it on
+  NDCG@10; against the frozen arms on the same 5 seeds (paired t over the seeds' test metrics, not
+  in the tables) it is behind IISAN over titles and the all-layer mix in the mean (HR@10 -1.48
+  p = 0.065 and -1.53 p = 0.059; NDCG@10 -0.50 p = 0.26 and -0.57 p = 0.12). Its runs stopped
+  early (best epochs 17-35 of 40), so it is not under-trained by the cap; the encoder learning
+  rate shared by every arm (1e-4) is low for LoRA (Q4 says the same; a tuned one is not measured).
+  It is the one arm that runs the encoder in training, and the costliest: minutes to its best
+  epoch and about 4.2 GiB peak RSS (the encoder and the token-level cache), against seconds and
+  under 1 GiB for the frozen arms.
+- **Cost.** Every arm but LoRA trains in seconds to about a minute and a half on a shared CPU,
+  and none of them runs an encoder in training. Train seconds to best are lowest for IDRec and the two-stage mix, highest
   for the MISSRec arms without pre-training (titles + posters the most); `missrec_pre`'s seconds leave out its source run (100-250 s a seed). The peak
-  memory column is the process's peak RSS (about 0.9 GiB for every arm: the libraries and the
-  feature caches dominate, not the arms), so TPME here ranks the arms by trainable parameters
+  memory column is the process's peak RSS (about 0.9 GiB for every frozen arm: the libraries and the
+  feature caches dominate, not the arms), so TPME ranks the frozen arms by trainable parameters
   and seconds; its reference is the IISAN title + poster row (most parameters; no full
   fine-tuning row is in the study)."""
 

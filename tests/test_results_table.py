@@ -299,6 +299,17 @@ def test_rows_get_paired_differences_against_idrec(paired_root):
     assert "p < 0.002" in md.splitlines()[3]
 
 
+def test_seeds_of_one_row_only_are_named_in_numeric_order(paired_root):
+    """A row with seeds 1 2 9 10 against a base with 1 2: the note names 9 10 in that order."""
+    import numpy as np
+    root = paired_root / "runs"
+    for seed in (9, 10):
+        fake_ranks(fake_run(root, f"text-s{seed}", {"item_tower": "text", "bert_model_load": "enc", "seed": seed}, 0, 0),
+                   np.full(400, 50), np.zeros(400))
+    text = table_rows(load_runs([paired_root]), resamples=99)[1]
+    assert text["test"] == "paired t, 2 seeds x 400 users (seeds 9 10 of one row only left out)"
+
+
 def test_stale_per_user_file_is_refused(paired_root):
     import numpy as np
     run = paired_root / "runs" / "text-s2"

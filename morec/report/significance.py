@@ -230,7 +230,8 @@ def pairing(runs: list[Run], base: list[Run]) -> Pairing:
                          "they cannot be compared user by user (same data set and filters?)")
     shared = [s for s in a.seeds if s in b.seeds]
     if len(shared) >= 2:
-        left_out = sorted(set(map(str, a.seeds + b.seeds)) - set(map(str, shared)))
+        left_out = sorted(set(map(str, a.seeds + b.seeds)) - set(map(str, shared)),
+                          key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))   # 6 7 8 9 10
         ia, ib = [a.seeds.index(s) for s in shared], [b.seeds.index(s) for s in shared]
         pick = lambda x, idx: SeedArrays(shared, x.users, {m: v[idx] for m, v in x.values.items()},  # noqa: E731
                                          [x.runs[i] for i in idx])
