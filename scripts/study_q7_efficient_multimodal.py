@@ -1,15 +1,15 @@
 """Question 7 (beyond the paper): what do the parameter-efficient multi-modal recommenders buy
 over IDRec and the plain two-stage head, and at what cost? IDRec, the frozen text encoder's
 all-layer two-stage head, IISAN's side adapter networks on titles and on titles + posters, and
-MISSRec without and with pre-training on Q6's source genres, with quality, the seed-level test
-against IDRec and the cost columns (train seconds to the best epoch, peak memory, trainable
-parameters, TPME):
+MISSRec without and with pre-training on Q6's source genres (and, asked for by name, LoRA in the
+text encoder's top 2 blocks on the layer cache), with quality, the seed-level test against IDRec
+and the cost columns (train seconds to the best epoch, peak memory, trainable parameters, TPME):
 
     python scripts/study_q7_efficient_multimodal.py                  # ml-100k, small CPU settings
     python scripts/study_q7_efficient_multimodal.py --arms id,iisan_text,missrec --seed 1,2,3 \
         --runs_dir /tmp/runs --out docs/studies/ml-100k-efficient
 
-Arms (--arms, default all but lora):
+Arms (--arms, default all but the two LoRA arms):
     id           IDRec (SASRec over an item ID table)
     ts_all       two-stage: a learned scalar mix of every hidden state of the frozen text encoder,
                  dnn_layers --ts_dnn (the q4 ts_all arm)
