@@ -35,6 +35,7 @@ from dataclasses import replace
 import torch
 
 from morec.config import make_config, run_setting
+from morec.cost import TrainClock
 from morec.errors import InputError, run_cli
 from morec.parts import autocast, build_optimizer, build_run_model, cpu_supports_bf16, load_data
 
@@ -82,13 +83,13 @@ def step_times(model, batches: list[dict], cfg, steps: int) -> list[tuple[float,
     optimizer = build_optimizer(model, cfg)
     times = []
     for batch in batches[:steps + 1]:
-        wall, cpu = time.perf_counter(), time.process_time()
+        clock = TrainClock()
         with autocast(cfg, CPU):
             loss = model.calculate_loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        times.append((time.perf_counter() - wall, time.process_time() - cpu))
+        times.append(clock.seconds())
     return times[1:]
 
 

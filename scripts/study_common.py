@@ -32,6 +32,11 @@ from pathlib import Path
 from morec.config import Config, make_config, parse_overrides, run_label
 from morec.errors import InputError, Preempted
 from morec.launch import expand_grid
+from morec.report.rows import table_rows
+from morec.report.run_files import METRICS, load_run
+from morec.report.significance import RESAMPLES, compare, fmt_p, pairing
+from morec.report.table_text import markdown, significance_note, write_table
+from morec.report.user_groups import group_table, load_user_groups
 from study_page import REPO, write_page
 
 # Small settings that make every study finish on a laptop CPU on ml-100k (see docs/paper.md
@@ -249,7 +254,6 @@ def group_tables(name: str, tested: list, specs: list[str], modality: str, out: 
     """Per user-group tables (morec.report.user_groups.group_table, the seed-level test) of the IDRec rows and
     the `modality` MoRec rows of the study's tested runs, one file per column:
     `<out>/<name>_groups_<column>.md` (the study page shows it with the other tables)."""
-    from morec.report.user_groups import group_table
     chosen = [r for r in tested if r.config.get("item_tower", "id") in ("id", modality)]
     paths = []
     for spec in specs:
@@ -268,9 +272,6 @@ def report(name: str, title: str, runs: list[tuple[Config, Path]], out: Path, th
     study's tested runs; then `then(tested runs, out)` when given."""
     import math
     from plot_runs import plot_bars, plot_curves, plot_pareto
-    from morec.report.rows import table_rows
-    from morec.report.run_files import load_run
-    from morec.report.table_text import markdown, write_table
     tested = [load_run(d) for _, d in runs if (d / "test_metrics.json").is_file()]
     if not tested:
         raise InputError(f"none of the study's {len(runs)} runs is tested yet; run the study without --table_only")
@@ -302,9 +303,6 @@ def paired_table(title: str, keys: tuple[str, ...], base_name: str, entries: lis
     values, the arm's runs, its base arm's runs) per row, runs as morec.report.run_files.load_run gives
     them; an arm without runs is left out, one that cannot be tested (a single seed, no per-user
     file) says why in its row. Written to `path`, printed and returned."""
-    from morec.report.run_files import METRICS
-    from morec.report.significance import RESAMPLES, compare, fmt_p, pairing
-    from morec.report.table_text import significance_note
 
     def cell(result: dict, kind: str = "") -> str:
         if math.isnan(result[f"{kind}diff"]):
@@ -382,7 +380,6 @@ def run_study(name: str, title: str, parts: list[dict], args: argparse.Namespace
     runs = study_runs(with_modality(parts, args.modality), overrides, runs_dir)
     groups = None
     if getattr(args, "user_groups", None):
-        from morec.report.user_groups import load_user_groups
         specs = group_specs(args.user_groups, runs[0][0].data_dir())
         for spec in specs:
             load_user_groups(spec)                          # a bad file or column fails before any training
