@@ -6,6 +6,7 @@ exactly morec.config.RUN_CONTROL (the fields kept out of the run label). README.
 docs/workflow.md and parameters.md write only flags that exist: each `python SCRIPT ... --flag` is
 an option of that script (train / test scripts: a Config field), and every other `--flag` is a
 Config field or some script's option."""
+import ast
 import re
 from dataclasses import fields
 
@@ -172,11 +173,20 @@ SCRIPT_DIRS = ("scripts", "pretrained_models", "dataset")
 COMMAND = re.compile(r"python\s+(?:-m\s+\S+\s+)?([\w./-]+\.py)((?:[ \t]+(?:\\\n\s*)?[^\s`]+)*)")
 
 
+def argparse_options(source: str) -> set[str]:
+    """Every '--option' string passed to an `add_argument(...)` call in this Python source (all of
+    a call's names, e.g. both of `add_argument("-o", "--out")`), read from its syntax tree."""
+    return {arg.value for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", None)) == "add_argument"
+            for arg in node.args if isinstance(arg, ast.Constant) and isinstance(arg.value, str)
+            and arg.value.startswith("--")}
+
+
 def script_options(path) -> set[str]:
     """The --options a script parses: its argparse options, the study options of study_common
     when it is a study, and every Config field (and --id./--mo. ones) when it reads overrides."""
     text = path.read_text(encoding="utf-8")
-    options = set(re.findall(r"add_argument\(\s*[\"'](--[\w-]+)", text))
+    options = argparse_options(text)
     if "study_common" in text:
         options |= script_options(REPO / "scripts" / "study_common.py")
     if "parse_overrides" in text or "morec.launch import main" in text or "study_common" in text:
@@ -213,6 +223,14 @@ def stale_flags(text: str, everything: set[str]) -> list[str]:
 @pytest.mark.parametrize("doc", ["README.md", "docs/workflow.md", "docs/parameters.md"])
 def test_the_flags_the_docs_write_exist(doc):
     assert not stale_flags((REPO / doc).read_text(encoding="utf-8"), all_script_options())
+
+
+def test_argparse_options_reads_every_name_of_a_call_and_nothing_else():
+    source = ('parser.add_argument("-o", "--out", help="--not_an_option")\n'
+              "add_argument('--seed', type=int)\n"
+              'p.add_argument(\n    "--runs_dir",\n    default="--x")\n'
+              'parser.add_argument_group("--group")\n# add_argument("--commented")\n')
+    assert argparse_options(source) == {"--out", "--seed", "--runs_dir"}
 
 
 def test_the_flag_check_catches_a_stale_flag():
