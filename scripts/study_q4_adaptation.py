@@ -22,7 +22,8 @@ study_q1 / study_q3 when they share --runs_dir.
 """
 import pathlib, sys; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # noqa: E401,E702
 
-from study_common import IDREC, MOREC_E2E, MOREC_TS, check_arm_overrides, entry, parse_args, run_study
+from study_common import (IDREC, MOREC_E2E, MOREC_TS, check_arm_overrides, entry, paired_table, parse_args, run_study,
+                          study_runs, with_modality)
 from morec.errors import InputError
 
 # The study page's reading (scripts/study_page.py writes it under the tables). It refers to the
@@ -120,8 +121,34 @@ def main(argv: list[str]):
         raise InputError(f"--arms {args.arms!r}: choose from {', '.join(known)}")
     check_arm_overrides({arm: known[arm] for arm in chosen}, overrides,
                         "choose arms with --arms (--ts_dnn sets the two-stage heads' dnn_layers)")
+    def then(tested: list, out) -> str | None:
+        return against_full(runs_by_arm(tested, {arm: known[arm] for arm in chosen}, args.modality, overrides), out)
     return run_study("q4_adaptation", "Q4: adapting the text encoder (full, top-2, LoRA, BitFit, layer-cached TS)",
-                     [known[arm] for arm in chosen], args, overrides)
+                     [known[arm] for arm in chosen], args, overrides, then)
+
+
+def runs_by_arm(tested: list, chosen: dict[str, dict], modality: str, overrides: dict) -> dict[str, list]:
+    """{arm: its tested runs}: each arm's run folders are the ones study_common.study_runs names for
+    that arm alone (the run label is a digest of every value), so an arm never picks up another
+    arm's runs (top2 and top2_cached differ only in cache_frozen_layers)."""
+    if not tested:
+        return {}
+    runs_dir = tested[0].dir.parent
+    by_dir = {run.dir: run for run in tested}
+    return {arm: [by_dir[d] for _, d in study_runs(with_modality([part], modality), overrides, runs_dir) if d in by_dir]
+            for arm, part in chosen.items()}
+
+
+def against_full(arm_runs: dict[str, list], out) -> str | None:
+    """What a cheaper adaptation gives up: every MoRec arm against full fine-tuning of the same
+    encoder, paired by seed, with the tables' seed-level test (study_common.paired_table), written
+    to <out>/q4_adaptation_vs_full.md; nothing when the study has no tested full fine-tuning runs."""
+    full = arm_runs.get("full")
+    if not full:
+        return None
+    rows = [((arm,), runs, full) for arm, runs in arm_runs.items() if arm not in ("id", "full")]
+    return paired_table("Q4: each adaptation against full fine-tuning of the same encoder, paired by seed",
+                        ("arm",), "full", rows, out / "q4_adaptation_vs_full.md")
 
 
 if __name__ == "__main__":

@@ -116,11 +116,12 @@ def test_group_tables_write_one_file_per_column_with_idrec_and_the_modality_rows
 def test_summary_welch_reads_the_committed_q4_table_at_the_seed_level(tmp_path, monkeypatch):
     """scripts/summary_welch.py: Welch's t from the CSV's mean, sd and n (scipy's
     ttest_ind_from_stats), each MoRec row against the IDRec row of its setting, --against rows
-    too; on the committed Q4 table (3 seeds an arm, its end-to-end arms not re-run): top-2
-    fine-tuning vs IDRec at p = 0.026 on NDCG@10, and the LoRA arm below top-2 fine-tuning."""
+    too; on a Q4 table as once committed (tests/data/q4_adaptation_summary_3_seeds.csv: 3 seeds an
+    arm, before its runs were re-run): top-2 fine-tuning vs IDRec at p = 0.026 on NDCG@10, and the
+    LoRA arm below top-2 fine-tuning."""
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
     import summary_welch
-    out = summary_welch.main([str(REPO / "docs/studies/ml-100k-adaptation/q4_adaptation.csv"),
+    out = summary_welch.main([str(REPO / "tests/data/q4_adaptation_summary_3_seeds.csv"),
                               "--against", "E2E:peft=none trainable_layers=2", "--out", str(tmp_path / "w.md")])
     text = out.read_text()
     top2 = "text E2E (peft=none trainable_layers=2)"
@@ -157,3 +158,38 @@ def test_q4_refuses_an_override_that_contradicts_a_chosen_arm(common, tmp_path, 
         study_q4_adaptation.main([*argv, "--out", str(tmp_path), "--table_only"])
         for cfg, _ in common.study_runs(seen["parts"], seen["overrides"], tmp_path):
             assert cfg.peft == ("lora" if "lora" in argv[1] else "none")
+
+
+def test_q4_tables_each_arm_against_full_fine_tuning_from_that_arms_own_runs(common, tmp_path, monkeypatch):
+    """study_q4_adaptation writes q4_adaptation_vs_full.md: each arm against full fine-tuning,
+    paired by seed. Known answer on 40 users (HR@10 in percent): full hits everyone; top2 misses
+    10 + s users at seed s (Δ -27.5, -30, -32.5: mean -30.00); top2_cached, whose values differ
+    from top2's only in cache_frozen_layers, misses s users (mean Δ -5.00) and keeps its own 3
+    runs; without full runs there is no such table."""
+    import dataclasses
+    import json
+
+    import numpy as np
+    import study_q4_adaptation
+    from morec.report.run_files import load_run
+    from test_results_table import fake_ranks, fake_run
+    seen = {}
+    monkeypatch.setattr(study_q4_adaptation, "run_study",
+                        lambda name, title, parts, args, overrides, then: seen.update(parts=parts, overrides=overrides,
+                                                                                      then=then))
+    study_q4_adaptation.main(["--arms", "full,top2,top2_cached", "--out", str(tmp_path), "--table_only"])
+    misses = {"full": lambda s: 0, "top2": lambda s: 10 + s, "top2_cached": lambda s: s}
+    users = [f"u{i}" for i in range(40)]
+    runs = []
+    for arm, part in zip(misses, seen["parts"]):
+        for cfg, run_dir in common.study_runs([part], seen["overrides"], tmp_path / "runs"):
+            run = fake_run(run_dir.parent, run_dir.name, json.loads(json.dumps(dataclasses.asdict(cfg), default=str)), 0, 0)
+            fake_ranks(run, np.where(np.arange(40) < misses[arm](cfg.seed), 50, 0), np.zeros(40), users=users)
+            runs.append(load_run(run))
+    seen["then"](runs, tmp_path)
+    table = (tmp_path / "q4_adaptation_vs_full.md").read_text()
+    assert "| top2 | 3 | 70.00 | -30.00 [" in table and "| top2_cached | 3 | 95.00 | -5.00 [" in table
+    assert "| full |" not in table and "paired t, 3 seeds x 40 users" in table
+    (tmp_path / "q4_adaptation_vs_full.md").unlink()
+    assert seen["then"](runs[3:], tmp_path) is None                   # full's 3 runs (the first arm) left out
+    assert not (tmp_path / "q4_adaptation_vs_full.md").exists()
