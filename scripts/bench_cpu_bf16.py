@@ -166,9 +166,11 @@ def quality(runs_dir: str) -> None:
             group.sort(key=lambda run: run.config["seed"])
             for run in group:
                 history = read_history(run.dir)
+                cpu = [r["train_cpu_seconds"] for r in history if "train_cpu_seconds" in r]
                 print(f"{name} seed {run.config['seed']}: HR@10 {100 * run.test['test']['HR@10']:.2f}, NDCG@10 "
                       f"{100 * run.test['test']['NDCG@10']:.2f}, best epoch {run.test['best_epoch']} of {len(history)}, "
-                      f"train s/epoch (median) {statistics.median(r['train_seconds'] for r in history):.2f}")
+                      f"train s/epoch (median) {statistics.median(r['train_seconds'] for r in history):.2f}"
+                      + (f", CPU s/epoch (median) {statistics.median(cpu):.2f}" if len(cpu) == len(history) else ""))
         pair = pairing(runs["bf16"], runs["fp32"])
         print(f"bf16 - fp32 ({pair.test_name}):")
         for metric in METRICS:

@@ -186,6 +186,22 @@ def test_a_run_reached_twice_counts_once(runs, tmp_path, capsys):
     assert "counted once: 3 run folder(s) reached twice" in err and f"{tmp_path / 'link'} is {runs / 's1'}" in err
 
 
+def test_a_folder_of_links_to_run_folders_is_read_and_a_link_loop_ends(runs, tmp_path, capsys):
+    """Runs gathered as links in a folder (e.g. the fp32 and bf16 runs of one system) are found; a
+    link back to an ancestor does not walk forever, and a run reached twice still counts once."""
+    gathered = tmp_path / "gathered"
+    gathered.mkdir()
+    for name in ("s1", "s2"):
+        (gathered / name).symlink_to(runs / name, target_is_directory=True)
+    (gathered / "loop").symlink_to(gathered, target_is_directory=True)
+    rows, err = table(gathered, capsys=capsys)
+    assert [(r["n"], r["seeds"]) for r in rows] == [(2, "1 2")]
+    assert "counted once" not in err
+    (gathered / "again").symlink_to(runs / "s1", target_is_directory=True)
+    rows, err = table(gathered, capsys=capsys)
+    assert [(r["n"], r["seeds"]) for r in rows] == [(2, "1 2")] and "counted once: 1 run folder(s) reached twice" in err
+
+
 def test_a_copied_run_is_refused(runs):
     shutil.copytree(runs / "s1", runs / "s1-copy")
     with pytest.raises(InputError, match=r"s1 and .*s1-copy hold the same trained run .* counts once"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import zipfile
 import zlib
@@ -48,13 +49,28 @@ def read_json(path: Path):
                          "its test script") from None
 
 
+def config_files(folder: Path) -> list[Path]:
+    """Every config.json under `folder`, following links to folders (a folder of links to run
+    folders is a common way to gather runs); a folder reached again through a link is not entered
+    twice, so a link loop ends, but its own config.json is kept for once_each to report."""
+    found, entered = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        if "config.json" in files:
+            found.append(Path(root) / "config.json")
+        real = os.path.realpath(root)
+        if real in entered:
+            dirs[:] = []
+        entered.add(real)
+    return found
+
+
 def find_run_dirs(folders: list[str | Path]) -> tuple[list[Path], list[Path]]:
     """(tested run folders, trained-but-untested run folders) under `folders`, sorted."""
     tested, untested = set(), set()
     for folder in map(Path, folders):
         if not folder.is_dir():
             raise InputError(f"{folder} is not a folder; give experiment folders, runs folders or run folders")
-        configs = [folder / "config.json"] if (folder / "config.json").is_file() else folder.rglob("config.json")
+        configs = [folder / "config.json"] if (folder / "config.json").is_file() else config_files(folder)
         for config in configs:
             run = config.parent
             if (run / "test_metrics.json").is_file():
