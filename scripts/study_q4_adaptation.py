@@ -124,6 +124,7 @@ def main(argv: list[str]):
         raise InputError(f"--arms {args.arms!r}: choose from {', '.join(known)}")
     check_arm_overrides({arm: known[arm] for arm in chosen}, overrides,
                         "choose arms with --arms (--ts_dnn sets the two-stage heads' dnn_layers)")
+
     def then(tested: list, out) -> str | None:
         return against_full(runs_by_arm(tested, {arm: known[arm] for arm in chosen}, args.modality, overrides), out)
     return run_study("q4_adaptation", "Q4: adapting the text encoder (full, top-2, LoRA, BitFit, layer-cached TS)",
