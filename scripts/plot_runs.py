@@ -35,7 +35,7 @@ from morec.config import Config  # noqa: E402
 from morec.errors import InputError, run_cli  # noqa: E402
 from morec.report.grouping import config_sort_key, group_key, mode_name, setting_name, tower_name  # noqa: E402
 from morec.report.rows import table_rows  # noqa: E402
-from morec.report.run_files import load_runs, read_history, read_json  # noqa: E402
+from morec.report.run_files import config_files, load_runs, read_history, read_json  # noqa: E402
 
 
 def run_label(config: dict) -> str:
@@ -49,8 +49,7 @@ def curve_runs(folders: list[str | Path]) -> list[tuple[Path, dict, list[dict]]]
     for folder in map(Path, folders):
         if not folder.is_dir():
             raise InputError(f"{folder} is not a folder; give run folders or folders above them")
-        configs = [folder / "config.json"] if (folder / "config.json").is_file() else sorted(folder.rglob("config.json"))
-        for config in configs:
+        for config in sorted(config_files(folder)):
             if (config.parent / "metrics.jsonl").is_file():
                 found.append((config.parent, {**defaults, **read_json(config)}, read_history(config.parent)))
     if not found:

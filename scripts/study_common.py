@@ -33,7 +33,7 @@ from morec.config import Config, make_config, parse_overrides, run_label
 from morec.errors import InputError, Preempted
 from morec.launch import expand_grid
 from morec.report.rows import table_rows
-from morec.report.run_files import METRICS, load_run
+from morec.report.run_files import METRICS, load_run, read_history
 from morec.report.significance import RESAMPLES, compare, fmt_p, pairing
 from morec.report.table_text import markdown, significance_note, write_table
 from morec.report.user_groups import group_table, load_user_groups
@@ -162,11 +162,6 @@ def parse_args(argv: list[str], description: str, extra) -> tuple[argparse.Names
     args.argv = list(argv)                            # the command, for the study page
     args.table_only = args.table_only or args.page_only
     return args, {"all": parse_overrides(rest), **{k: parse_overrides(v) for k, v in per_tower.items()}}
-
-
-def read_history(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
 def trained(cfg: Config, run_dir: Path) -> bool:

@@ -50,9 +50,12 @@ def read_json(path: Path):
 
 
 def config_files(folder: Path) -> list[Path]:
-    """Every config.json under `folder`, following links to folders (a folder of links to run
-    folders is a common way to gather runs); a folder reached again through a link is not entered
-    twice, so a link loop ends, but its own config.json is kept for once_each to report."""
+    """The config.json of `folder` when it is a run folder, else every config.json under it,
+    following links to folders (a folder of links to run folders is a common way to gather runs);
+    a folder reached again through a link is not entered twice, so a link loop ends, but its own
+    config.json is kept for once_each to report."""
+    if (folder / "config.json").is_file():
+        return [folder / "config.json"]
     found, entered = [], set()
     for root, dirs, files in os.walk(folder, followlinks=True):
         if "config.json" in files:
@@ -70,8 +73,7 @@ def find_run_dirs(folders: list[str | Path]) -> tuple[list[Path], list[Path]]:
     for folder in map(Path, folders):
         if not folder.is_dir():
             raise InputError(f"{folder} is not a folder; give experiment folders, runs folders or run folders")
-        configs = [folder / "config.json"] if (folder / "config.json").is_file() else config_files(folder)
-        for config in configs:
+        for config in config_files(folder):
             run = config.parent
             if (run / "test_metrics.json").is_file():
                 tested.add(run)
