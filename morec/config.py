@@ -143,6 +143,7 @@ class Config:
     amp: bool = True                    # mixed precision on CUDA; on the CPU only with cpu_amp
     amp_dtype: str = "bf16"             # bf16 | fp16 (fp16 uses a GradScaler)
     cpu_amp: bool = False               # opt-in: bf16 autocast for training on a CPU with bf16 instructions (needs amp, bf16)
+    amp_fp32_loss: bool = False         # under mixed precision: the scores and the loss in fp32 (the encoders keep bf16/fp16)
     compile_model: bool = False         # torch.compile the model for training
     deterministic: bool = False         # deterministic algorithms (torch.use_deterministic_algorithms, cuDNN deterministic, no cuDNN benchmark)
     sync_bn: bool = False               # vision towers under DDP on CUDA: BatchNorm statistics over every rank's batch (SyncBatchNorm)
@@ -244,6 +245,8 @@ def run_label(cfg: Config) -> str:
     unused = run_control(cfg) | UNUSED_BY_TOWER.get(cfg.item_tower, set()) | UNUSED_BY_MODEL.get(cfg.model, set())
     if cfg.item_tower == "id" and (cfg.two_stage or cfg.fusion != "none"):
         unused = unused - {"two_stage", "fusion"}          # an invalid run: keep it apart (it fails later)
+    if run_setting(cfg)["precision"] == "fp32":
+        unused = unused | {"amp_fp32_loss"}                # a fp32 run computes its loss in fp32 anyway
     defining = {k: v for k, v in cfg.to_dict().items() if k not in unused and v != defaults[k]}
     digest = hashlib.sha1(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:8]
     parts = [f"{short}{getattr(cfg, name)}" for name, short in LABEL_PREFIX]

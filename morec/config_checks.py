@@ -124,7 +124,7 @@ RULES = {
     "eval_batch_size": _at_least(1), "eval_chunk_elems": _at_least(1), "cold_start_count": _at_least(0),
     "label": _label, "runs_dir": _any, "resume": _any, "overwrite": _any, "device": _device,
     "nproc_per_node": _at_least(1), "nnodes": _at_least(1), "rdzv_endpoint": _endpoint, "amp": _any,
-    "amp_dtype": _one_of("bf16", "fp16"), "cpu_amp": _any, "compile_model": _any, "deterministic": _any, "sync_bn": _any,
+    "amp_dtype": _one_of("bf16", "fp16"), "cpu_amp": _any, "amp_fp32_loss": _any, "compile_model": _any, "deterministic": _any, "sync_bn": _any,
     "num_workers": _at_least(0),
     "progress": _any, "log_every": _at_least(0), "cache_dir": _not_empty, "prepared_data": _any,
     # fields of the evaluation and data branches (checked when present)

@@ -62,7 +62,8 @@ def side_network_spec(cfg: Config) -> SideNetworkSpec:
 
 def loss_spec(cfg: Config) -> LossSpec:
     return LossSpec(kind=cfg.loss, neg_num=cfg.neg_num, filter_false_negatives=cfg.filter_false_negatives,
-                    grad_cache_chunk=cfg.inbatch_chunk, extra_negatives=cfg.extra_negatives)
+                    grad_cache_chunk=cfg.inbatch_chunk, extra_negatives=cfg.extra_negatives,
+                    fp32=cfg.amp_fp32_loss)
 
 
 def model_spec(cfg: Config) -> ModelSpec:

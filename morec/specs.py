@@ -116,6 +116,7 @@ class LossSpec:
     filter_false_negatives: bool   # in-batch: also drop candidates whose vector equals the target's
     grad_cache_chunk: int          # in-batch gradient caching: items per chunk (0: off)
     extra_negatives: int = 0       # in-batch: K more candidate columns shared by every row
+    fp32: bool = False             # scores and loss in fp32 under autocast (--amp_fp32_loss)
 
 
 # --- MISSRec (morec/models/missrec.py) ---

@@ -19,7 +19,8 @@ of each precision (torch.profiler, self CPU time), to see where bf16 gains or lo
 Quality instead of speed: the tested runs under RUNS_DIR (train_id.py / test_id.py, the same values
 with and without --cpu_amp true) split by their recorded precision, HR@10 and NDCG@10 (percent) per
 seed, and bf16 - fp32 with scripts/results_table.py's seed-level test (paired t over the shared
-seeds, two-level bootstrap interval). The train seconds per epoch are the runs' own (wall, load included).
+seeds, two-level bootstrap interval). Runs with --amp_fp32_loss true are their own side
+("bf16 + fp32 loss"), compared with fp32 and with the plain bf16 runs. The train seconds per epoch are the runs' own (wall, load included).
 """
 import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -136,24 +137,39 @@ def profile_step(model, initial, batches, cfg, name: str, tower: str) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40))
 
 
+FP32_LOSS = " + fp32 loss"          # the name of a mixed-precision side run with --amp_fp32_loss true
+
+
+def precision_name(config: dict) -> str:
+    """fp32, bf16 or fp16, with FP32_LOSS appended for a mixed-precision run with --amp_fp32_loss."""
+    precision = config["setting"]["precision"]
+    return precision + FP32_LOSS if precision != "fp32" and config.get("amp_fp32_loss") else precision
+
+
 def precision_pairs(runs: list) -> list[tuple[str, dict[str, list]]]:
-    """[(system name, {"fp32": runs, "bf16": runs})] for every system (everything that defines a
-    run's result but its seed and precision: morec.report.grouping.group_key) with runs in both."""
+    """[(system name, {precision name: runs})] for every system (everything that defines a run's
+    result but its seed, precision and amp_fp32_loss: morec.report.grouping.group_key) with fp32
+    runs and runs in at least one other precision (precision_name); fp32 first."""
     from morec.report.grouping import group_key, mode_name, tower_name
     systems: dict[str, dict[str, list]] = {}
     for run in runs:
-        precision = run.config["setting"]["precision"]
-        config = {**run.config, "setting": {**run.config["setting"], "precision": "any"}}
-        sides = systems.setdefault(group_key(config), {"fp32": [], "bf16": []})
-        if precision in sides:
-            sides[precision].append(run)
+        config = {**run.config, "setting": {**run.config["setting"], "precision": "any"}, "amp_fp32_loss": False}
+        systems.setdefault(group_key(config), {"fp32": []}).setdefault(precision_name(run.config), []).append(run)
     return [(f"{tower_name(group['fp32'][0].config)} {mode_name(group['fp32'][0].config)}", group)
-            for group in systems.values() if group["fp32"] and group["bf16"]]
+            for group in systems.values() if group["fp32"] and len(group) > 1]
+
+
+def comparisons(sides: dict[str, list]) -> list[tuple[str, str]]:
+    """(candidate, baseline) names: every mixed-precision side against fp32, and the fp32-loss
+    variant against the plain one of the same precision where both are there."""
+    mixed = [name for name in sides if name != "fp32"]
+    return [(name, "fp32") for name in mixed] + [(name, name[:-len(FP32_LOSS)]) for name in mixed
+                                                 if name.endswith(FP32_LOSS) and name[:-len(FP32_LOSS)] in sides]
 
 
 def quality(runs_dir: str) -> None:
-    """bf16 vs fp32 runs of RUNS_DIR at the run (seed) level (module docstring), one comparison per
-    system that has tested runs in both precisions."""
+    """Mixed-precision vs fp32 runs of RUNS_DIR at the run (seed) level (module docstring), per
+    system that has tested runs in fp32 and another precision (comparisons)."""
     from morec.report.run_files import METRICS, load_runs, read_history
     from morec.report.significance import compare, pairing
     pairs = precision_pairs(load_runs([runs_dir]))
@@ -171,13 +187,16 @@ def quality(runs_dir: str) -> None:
                       f"{100 * run.test['test']['NDCG@10']:.2f}, best epoch {run.test['best_epoch']} of {len(history)}, "
                       f"train s/epoch (median) {statistics.median(r['train_seconds'] for r in history):.2f}"
                       + (f", CPU s/epoch (median) {statistics.median(cpu):.2f}" if len(cpu) == len(history) else ""))
-        pair = pairing(runs["bf16"], runs["fp32"])
-        print(f"bf16 - fp32 ({pair.test_name}):")
-        for metric in METRICS:
-            result = compare(pair, metric)
-            means = {name: 100 * statistics.mean(run.test["test"][metric] for run in group) for name, group in runs.items()}
-            print(f"  {metric}: fp32 {means['fp32']:.2f}, bf16 {means['bf16']:.2f}, diff {result['diff']:+.2f} "
-                  f"points [{result['ci_low']:+.2f}, {result['ci_high']:+.2f}], p {result['p']:.2f}")   # per-user values: percent
+        for candidate, baseline in comparisons(runs):
+            pair = pairing(runs[candidate], runs[baseline])
+            print(f"{candidate} - {baseline} ({pair.test_name}):")
+            for metric in METRICS:
+                result = compare(pair, metric)
+                means = {name: 100 * statistics.mean(run.test["test"][metric] for run in runs[name])
+                         for name in (baseline, candidate)}
+                print(f"  {metric}: {baseline} {means[baseline]:.2f}, {candidate} {means[candidate]:.2f}, diff "
+                      f"{result['diff']:+.2f} points [{result['ci_low']:+.2f}, {result['ci_high']:+.2f}], "
+                      f"p {result['p']:.2f}")                                    # per-user values: percent
 
 
 def main(argv: list[str]) -> None:

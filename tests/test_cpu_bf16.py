@@ -142,3 +142,72 @@ def test_quality_pairs_runs_of_one_system_across_precisions():
     assert [r.config["seed"] for r in pairs["ID E2E"]["bf16"]] == [1]
     assert all(r.config["item_tower"] == "text" for side in pairs["text: all_minilm_l6_v2 E2E"].values() for r in side)
     assert bench.precision_pairs([run("id", "fp32", 1), run("text", "bf16", 1)]) == []
+    assert bench.comparisons(pairs["ID E2E"]) == [("bf16", "fp32")]
+
+    fp32_loss = run("id", "bf16", 3)
+    fp32_loss.config["amp_fp32_loss"] = True                   # its own side, of the same system
+    pairs = dict(bench.precision_pairs(runs + [fp32_loss]))
+    assert [r.config["seed"] for r in pairs["ID E2E"]["bf16 + fp32 loss"]] == [3]
+    assert bench.comparisons(pairs["ID E2E"]) == [("bf16", "fp32"), ("bf16 + fp32 loss", "fp32"),
+                                                  ("bf16 + fp32 loss", "bf16")]
+
+
+
+def small_batch(model_name: str, loss: str) -> dict:
+    """A hand-made batch over 12 items (4 users) for build_model's SASRec or DSSM."""
+    if model_name == "sasrec":
+        batch = {"seqs": torch.tensor([[0, 3, 5, 7, 2, 9, 4], [1, 2, 3, 4, 5, 6, 8]])}       # (B, L+1)
+        negatives = torch.tensor([[10, 11, 12, 1, 2, 3], [7, 9, 10, 11, 12, 1]])           # (B, L)
+    else:
+        batch = {"users": torch.tensor([1, 2, 3]), "items": torch.tensor([4, 5, 6]),
+                 "user_items": torch.tensor([[4, 0], [5, 1], [6, 2]])}
+        negatives = torch.tensor([[7, 8, 9], [10, 11, 12], [1, 2, 3]])                     # (B, K)
+    return {**batch, "negatives": negatives} if loss == "bce" else batch
+
+
+@pytest.mark.parametrize("model_name, loss, function", [
+    ("sasrec", "inbatch", "sasrec_inbatch_loss"), ("sasrec", "bce", "sasrec_bce_loss"),
+    ("dssm", "inbatch", "inbatch_debiased_loss"), ("dssm", "bce", "bce_loss")])
+def test_fp32_loss_scores_in_fp32_what_the_bf16_encoders_give(model_name, loss, function, monkeypatch):
+    """--amp_fp32_loss: under bf16 autocast the loss function gets fp32 inputs and returns, to the
+    bit, what it returns outside autocast on them (its scores are fp32); without it the scores
+    are bf16 matmuls and differ. BCE (SASRec and DSSM) forms its scores as elementwise products,
+    which autocast leaves in fp32: there the option changes nothing, to the bit."""
+    import morec.models.recommender as recommender
+    from morec.models.build import build_model
+    from morec.resolve import model_spec
+    torch.manual_seed(0)
+    values = {"model": model_name, "loss": loss, "max_seq_len": 6, "drop_rate": 0.0, "neg_num": 3}
+    model = build_model(model_spec(make_config(values)), 12, 4, torch.rand(13) + 0.1)
+    assert model.fp32_loss is False                                    # the default
+    batch, original, calls = small_batch(model_name, loss), getattr(recommender, function), []
+
+    def recording(*args):
+        calls.append((args, original(*args)))
+        return calls[-1][1]
+    monkeypatch.setattr(recommender, function, recording)
+    for fp32_loss in (True, False):
+        model.fp32_loss = fp32_loss
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(batch)
+    (fp32_args, fp32_rows), (bf16_args, bf16_rows) = calls
+
+    def outside_autocast(args):
+        return original(*[a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args])
+    assert all(a.dtype != torch.bfloat16 for a in fp32_args if isinstance(a, torch.Tensor))
+    assert fp32_rows.dtype == torch.float32 and torch.equal(fp32_rows, outside_autocast(fp32_args))
+    if loss == "bce":
+        assert torch.equal(fp32_rows, bf16_rows)
+    else:
+        assert not torch.allclose(bf16_rows.float(), outside_autocast(bf16_args), rtol=0, atol=1e-6)
+
+
+def test_fp32_loss_is_in_the_label_only_where_it_changes_something():
+    bf16 = Config(device="cpu", cpu_amp=True)
+    assert run_label(Config(device="cpu", amp_fp32_loss=True)) == run_label(Config(device="cpu"))     # fp32 run
+    assert run_label(Config(device="cpu", cpu_amp=True, amp_fp32_loss=True)) != run_label(bf16)
+    assert run_label(bf16).endswith("-w1-bf16-bf21a9e8")                              # old bf16 labels hold
+    from morec.models.build import build_model
+    from morec.resolve import model_spec
+    model = build_model(model_spec(make_config({"amp_fp32_loss": True})), 12, 4, torch.ones(13))
+    assert model.fp32_loss is True

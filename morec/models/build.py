@@ -119,7 +119,7 @@ def build_model(spec: ModelSpec, num_items: int, num_users: int, popularity: tor
         from morec.models.missrec import build_missrec
         model = build_missrec(spec, num_items, popularity, item_inputs)
         model.item_tower.grad_cache_chunk = spec.loss.grad_cache_chunk
-        model.filter_false_negatives = spec.loss.filter_false_negatives
+        model.filter_false_negatives, model.fp32_loss = spec.loss.filter_false_negatives, spec.loss.fp32
         return model
     # --- end MISSRec ---
     tower = build_item_tower(spec.tower, num_items, item_inputs)
@@ -134,5 +134,5 @@ def build_model(spec: ModelSpec, num_items: int, num_users: int, popularity: tor
         model = DSSMRecommender(tower, num_items, loss, popularity, num_users, spec.dnn_layers, spec.drop_rate)
     else:
         raise InputError(f"model {spec.user_encoder!r} is not available; choose one of {MODELS}")
-    model.filter_false_negatives = spec.loss.filter_false_negatives
+    model.filter_false_negatives, model.fp32_loss = spec.loss.filter_false_negatives, spec.loss.fp32
     return model

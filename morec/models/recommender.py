@@ -4,6 +4,9 @@ full ranking. Scores are plain dot products <user, item> (SPEC).
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Callable, Iterator
+
 import torch
 import torch.nn as nn
 
@@ -42,6 +45,19 @@ class Recommender(nn.Module):
         self.register_buffer("log_pop", popularity.double().log().float(), persistent=False)  # (N+1,)
         self.world, self.gather_negatives = World(), False
         self.filter_false_negatives = False
+        self.fp32_loss = False                # --amp_fp32_loss (loss_precision)
+
+    @contextlib.contextmanager
+    def loss_precision(self, device: torch.device) -> Iterator[Callable]:
+        """Where the scores and the loss are computed. With fp32_loss (--amp_fp32_loss) autocast is
+        off inside, and the function it yields upcasts a tensor to fp32 (None and integer tensors
+        pass), so the logits matmul and the loss run in fp32 while the encoders keep the run's
+        bf16 / fp16; without it autocast is left as it is and the function passes every tensor."""
+        if not self.fp32_loss:
+            yield lambda tensor: tensor
+            return
+        with torch.autocast(device.type, enabled=False):
+            yield lambda tensor: tensor.float() if tensor is not None and tensor.is_floating_point() else tensor
 
     def encode_with_extra(self, ids: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Vectors of `ids` (...) and of the batch's extra negatives (K,) (--extra_negatives), in
@@ -127,19 +143,23 @@ class SequentialRecommender(Recommender):
         if self.loss == "inbatch":
             seq_vecs, extra_vecs = self.encode_with_extra(seqs, batch)                # (B, L+1, d), (K, d)
             states = self.states(seq_vecs[:, :-1], seqs[:, :-1])
-            gathered = None
-            if self.gather_negatives:                                                # every rank's items as slots
-                gathered = (gather_with_grad(seq_vecs, self.world), gather_rows(seqs, self.world),
-                            self.world.rank * len(seqs))
-            extra = None if extra_vecs is None else (extra_vecs, batch["extra_negatives"])
-            return self.reduce(sasrec_inbatch_loss(states, seq_vecs, seqs, self.log_pop, "none", gathered,
-                                                   extra, self.filter_false_negatives), total_rows)
+            with self.loss_precision(seqs.device) as scored:
+                states, seq_vecs, extra_vecs = scored(states), scored(seq_vecs), scored(extra_vecs)
+                gathered = None
+                if self.gather_negatives:                                            # every rank's items as slots
+                    gathered = (gather_with_grad(seq_vecs, self.world), gather_rows(seqs, self.world),
+                                self.world.rank * len(seqs))
+                extra = None if extra_vecs is None else (extra_vecs, batch["extra_negatives"])
+                return self.reduce(sasrec_inbatch_loss(states, seq_vecs, seqs, self.log_pop, "none", gathered,
+                                                       extra, self.filter_false_negatives), total_rows)
         negatives = batch["negatives"]                                               # (B, L)
         vecs = self.encode(torch.cat([seqs, negatives], dim=1), batch)              # (B, 2L+1, d)
         width = seqs.shape[1]
         seq_vecs, neg_vecs = vecs[:, :width], vecs[:, width:]
         states = self.states(seq_vecs[:, :-1], seqs[:, :-1])
-        return self.reduce(sasrec_bce_loss(states, seq_vecs[:, 1:], neg_vecs, seqs[:, :-1], "none"), total_rows)
+        with self.loss_precision(seqs.device) as scored:
+            return self.reduce(sasrec_bce_loss(scored(states), scored(seq_vecs[:, 1:]), scored(neg_vecs),
+                                               seqs[:, :-1], "none"), total_rows)
 
 
 SASRecRecommender = SequentialRecommender     # the name before GRU4Rec / NextItNet (scripts import it)
@@ -175,16 +195,19 @@ class DSSMRecommender(Recommender):
             slot_items = batch["items"]                                              # (B,) padding slots: 0
             slot_vecs, extra_vecs = self.encode_with_extra(slot_items, batch)        # (B, d), (K, d)
             labels = real.nonzero(as_tuple=True)[0]                                  # each row's own slot
-            if self.gather_negatives:                                                # every rank's items as slots
-                labels = labels + self.world.rank * len(slot_items)
-                slot_vecs, slot_items = gather_with_grad(slot_vecs, self.world), gather_rows(slot_items, self.world)
-            rows = torch.arange(len(users), device=users.device)
-            slot_log_q, extra = corrections(self.log_pop, slot_items,
-                                            None if extra_vecs is None else (extra_vecs, batch["extra_negatives"]))
-            return self.reduce(inbatch_debiased_loss(user_vecs, slot_vecs, slot_items, slot_log_q, labels, rows,
-                                                     user_items, "none", extra, self.filter_false_negatives),
-                               total_rows)
+            with self.loss_precision(users.device) as scored:
+                user_vecs, slot_vecs, extra_vecs = scored(user_vecs), scored(slot_vecs), scored(extra_vecs)
+                if self.gather_negatives:                                            # every rank's items as slots
+                    labels = labels + self.world.rank * len(slot_items)
+                    slot_vecs, slot_items = gather_with_grad(slot_vecs, self.world), gather_rows(slot_items, self.world)
+                rows = torch.arange(len(users), device=users.device)
+                slot_log_q, extra = corrections(self.log_pop, slot_items,
+                                                None if extra_vecs is None else (extra_vecs, batch["extra_negatives"]))
+                return self.reduce(inbatch_debiased_loss(user_vecs, slot_vecs, slot_items, slot_log_q, labels, rows,
+                                                         user_items, "none", extra, self.filter_false_negatives),
+                                   total_rows)
         negatives = batch["negatives"][real]                                          # (B, K)
         vecs = self.encode(torch.cat([items[:, None], negatives], dim=1), batch)  # (B, 1+K, d)
-        logits = (user_vecs.unsqueeze(1) * vecs).sum(-1)                             # (B, 1+K)
-        return self.reduce(bce_loss(logits[:, 0], logits[:, 1:], "none"), total_rows)
+        with self.loss_precision(users.device) as scored:
+            logits = (scored(user_vecs).unsqueeze(1) * scored(vecs)).sum(-1)         # (B, 1+K)
+            return self.reduce(bce_loss(logits[:, 0], logits[:, 1:], "none"), total_rows)
