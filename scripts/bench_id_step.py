@@ -8,7 +8,9 @@ next batch from the data pipeline, the item lookups, the user encoder, the loss,
 gradient norm and AdamW. The floor: model.encoder (the SASRec blocks) forward on fixed input
 vectors (B, L, d) that require a gradient, and backward of the states' sum; no data, no loss, no
 optimizer; for the in-batch loss also the loss's bare logits matmul (forward + backward) of the
-same shape, a second floor. Step and floors alternate (`--steps` of each, the first of each dropped as warm-up),
+same shape, a second floor; and the whole model's forward + backward on that fixed batch (item
+lookups, encoder, loss: `model(batch).backward()`), which leaves out only what the training
+loop adds (the data pipeline, the gradient norm, AdamW, the bookkeeping). Step and floors alternate (`--steps` of each, the first of each dropped as warm-up),
 medians, by wall and by CPU time. With --profile, a torch.profiler table of 5 steps follows. The
 ratio's last line (before the table):
 `CPU time: step / encoder forward+backward: <x>x` (and the same by wall time above it).
@@ -75,6 +77,22 @@ def bare_encoder(run):
     return forward_backward
 
 
+def bare_model(run):
+    """A closure timing the whole model's forward + backward (item lookups, user encoder, loss) on
+    the first batch: what a step computes, without the data pipeline and the optimizer."""
+    batch = next(iter(run.batches.epoch(run.cfg.seed, 0, 1, epoch=1)))
+    params = [p for p in run.model.parameters() if p.requires_grad]
+
+    def forward_backward() -> tuple[float, float]:
+        clock = TrainClock()
+        run.model(batch).backward()
+        seconds = clock.seconds()
+        for p in params:
+            p.grad = None
+        return seconds
+    return forward_backward
+
+
 def bare_logits(run):
     """A closure timing the in-batch loss's logits matmul alone, forward + backward, on the first
     batch's shape: (R, d) states @ (d, S) slot vectors, R non-padded inputs, S = B (L+1) slots."""
@@ -110,11 +128,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run = make_run(args)
-    steps, floor, logits = real_steps(run), bare_encoder(run), bare_logits(run)
-    step_s, floor_s, logits_s = [], [], []
+    steps, floor, logits, whole = real_steps(run), bare_encoder(run), bare_logits(run), bare_model(run)
+    step_s, floor_s, logits_s, model_s = [], [], [], []
     for _ in range(args.steps):
         step_s.append(next(steps))
         floor_s.append(floor())
+        model_s.append(whole())
         if args.loss == "inbatch":
             logits_s.append(logits())
     fetch = statistics.median(f for _, f in step_s[1:])
@@ -130,7 +149,9 @@ def main() -> None:
             matmul = statistics.median(m[clock] for m in logits_s[1:])
             line += (f", in-batch logits matmul forward+backward {1e3 * matmul:.2f} ms; step / (encoder + "
                      f"logits matmul) {step / (bare + matmul):.2f}x")
-        print(line)
+        model = statistics.median(m[clock] for m in model_s[1:])
+        print(line + f"; bare model forward+backward (lookups, encoder, loss) {1e3 * model:.2f} ms, step / "
+              f"model {step / model:.2f}x")
         print(f"{name} time: step / encoder forward+backward: {step / bare:.2f}x")
     if args.profile:                                     # the table goes last; the ratio is printed above
         profile_steps(run, steps)
