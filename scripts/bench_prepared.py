@@ -4,6 +4,8 @@ with bounded memory (docs/benchmarks.md, "Bounded memory at Pixel8M size").
     python scripts/make_synthetic.py --preset pixel1m --out DIR/pixel1m_raw
     python scripts/bench_prepared.py --raw DIR/pixel1m_raw --work DIR [--steps 200] [--eval_users 100000]
                                      [--reference] [--ddp_parsed] [--phases convert,setup,one,pair]
+    python scripts/bench_prepared.py --raw DIR/pixel1m_raw --work DIR --phases evalpass --eval_dir DIR/pass
+                                     [--steps 5] [--shard_users 500000]
 
 --phases runs some of the phases below (each command under 20 minutes on a shared machine at
 Pixel8M size): `setup` needs the converted folder of `convert`, `one` and `pair` the prepared form
@@ -27,7 +29,15 @@ child's own, imports included: torch alone is about 0.4-0.6 GB):
    resident; they are page cache, clean, and shared with any other process mapping the file);
 4. two gloo ranks on this machine (DDP, WORLD_SIZE 2), each mapping the prepared form: steps/s and
    each rank's RSS / PSS (the mapped pages are shared: RSS counts them in each rank, PSS splits
-   them); --ddp_parsed also runs the pair parsing the tsv files instead, for comparison.
+   them); --ddp_parsed also runs the pair parsing the tsv files instead, for comparison;
+5. `evalpass` (not in the default phases): the exact evaluation of phase 3 over every user, measured
+   rather than extrapolated, in shards of `--shard_users` users that survive an interrupted
+   command: the model of the first start (trained as in phase 3) is kept in `--eval_dir`, each
+   finished shard's per-user counts, repeat flags, wall and CPU seconds and peak RSS are written
+   there (temp file + rename), and the same command goes on with the first missing shard. When
+   every shard is in, it prints the metrics over all users and the summed seconds. Users are
+   independent in the full ranking (morec.train.evaluate ranks them in groups anyway), so the
+   shards' counts are the one pass's counts (tests/test_bench_prepared.py checks it on ml-100k).
 """
 import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
 
@@ -146,6 +156,87 @@ def child_train(args) -> dict:
 
 # ----------------------------------------------------------------------------- parent
 
+def shard_path(eval_dir: Path, index: int) -> Path:
+    return eval_dir / f"shard-{index:05d}.npz"
+
+
+def pass_model(run, args, train_step, optimizer_steps, EpochProgress) -> None:
+    """The model every shard of the pass evaluates: trained as in phase 3 at the first start and
+    kept in --eval_dir/model.pt (our own file: a plain state dict, loaded with weights_only)."""
+    torch, path = run.torch, Path(args.eval_dir) / "model.pt"
+    if path.is_file():
+        run.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return
+    steps = optimizer_steps(run, 1, EpochProgress())
+    for _ in range(WARMUP + args.steps):
+        train_step(run, next(steps))
+    temp = path.with_suffix(".tmp")
+    torch.save(run.model.state_dict(), temp)
+    os.replace(temp, path)
+
+
+def evaluate_shards(model, data, cfg, device, eval_dir: Path, shard_users: int, evaluate, SequenceData) -> None:
+    """Evaluate (valid split) every shard of `shard_users` users not yet in eval_dir, one file each."""
+    import numpy as np
+    shards = -(-data.num_users // shard_users)
+    for index in range(shards):
+        if shard_path(eval_dir, index).is_file():
+            continue
+        users = slice(index * shard_users, min((index + 1) * shard_users, data.num_users))
+        part = SequenceData(data.items, data.user_names[users], data.full[users], data.max_seq_len)
+        wall, cpu = time.perf_counter(), time.process_time()
+        _, counts = evaluate(model, part, "valid", cfg, device)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        temp = eval_dir / f".shard-{index:05d}.tmp.npz"
+        np.savez(temp, counts=counts.numpy(), repeat=part.split_repeats("valid"), wall=wall, cpu=cpu,
+                 peak_rss=peak_rss())
+        os.replace(temp, shard_path(eval_dir, index))
+        print(f"shard {index + 1} of {shards}: users {users.start:,}-{users.stop - 1:,} in {wall:.0f} s "
+              f"({cpu:.0f} CPU s), peak RSS {gb(peak_rss())}", file=sys.stderr, flush=True)
+
+
+def pass_totals(eval_dir: Path, num_users: int, cfg) -> dict:
+    """Metrics over every user from the shards' counts, and the summed seconds."""
+    import numpy as np
+    import torch
+    from morec.evaluate import rule_metrics
+    shards = [np.load(path) for path in sorted(eval_dir.glob("shard-*.npz"))]
+    counts = torch.from_numpy(np.concatenate([shard["counts"] for shard in shards]))
+    repeat = torch.from_numpy(np.concatenate([shard["repeat"] for shard in shards]))
+    if len(counts) != num_users:
+        raise SystemExit(f"error: the shards in {eval_dir} hold {len(counts):,} users, the data {num_users:,}")
+    metrics = rule_metrics(counts, repeat, cfg.repeat_targets, ties=cfg.ties)
+    return {"users": num_users, "shards": len(shards), "wall": float(sum(s["wall"] for s in shards)),
+            "cpu": float(sum(s["cpu"] for s in shards)), "peak_rss": float(max(s["peak_rss"] for s in shards)),
+            "HR@10": metrics["HR@10"], "NDCG@10": metrics["NDCG@10"]}
+
+
+def child_evalpass(args) -> dict:
+    from morec.train import EpochProgress, evaluate, optimizer_steps, train_step
+    from morec.data.sequences import SequenceData
+    eval_dir = Path(args.eval_dir)
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    run = make_run(args, 1)
+    run.torch.set_num_threads(1)
+    pass_model(run, args, train_step, optimizer_steps, EpochProgress)
+    evaluate_shards(run.model, run.data, run.cfg, run.device, eval_dir, args.shard_users, evaluate, SequenceData)
+    return pass_totals(eval_dir, run.data.num_users, run.cfg)
+
+
+def evalpass_phase(args) -> None:
+    """Phase 5: the child's progress lines go straight to stderr; its last stdout line is the result."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--child", "evalpass"], env=env,
+                         stdout=subprocess.PIPE, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"the evaluation pass stopped (exit {out.returncode}); the same command goes on with the "
+                         "first missing shard")
+    total = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"exact evaluation over all {total['users']:,} users (valid, {total['shards']} shards): "
+          f"{total['wall'] / 3600:.2f} h wall, {total['cpu'] / 3600:.2f} h CPU summed over the shards; "
+          f"peak RSS {gb(total['peak_rss'])}; HR@10 {100 * total['HR@10']:.4f}, NDCG@10 {100 * total['NDCG@10']:.4f}")
+
+
 def run_child(args, role: str, env: dict | None = None) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "POLARS_MAX_THREADS": "2", **(env or {})}
     out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--child", role], env=env, capture_output=True,
@@ -189,16 +280,20 @@ def main() -> None:
     parser.add_argument("--reference", action="store_true", help="also the in-memory converter (same output)")
     parser.add_argument("--ddp_parsed", action="store_true", help="also two ranks that parse the tsv files")
     parser.add_argument("--phases", default="convert,setup,one,pair", help="which phases to run (comma-separated)")
+    parser.add_argument("--eval_dir", help="evalpass: where the model and the finished shards are kept")
+    parser.add_argument("--shard_users", type=int, default=500_000, help="evalpass: users per shard")
     parser.add_argument("--parsed", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         handler = {"convert": child_convert, "reference": child_convert, "parse": child_setup, "build": child_setup,
-                   "open": child_setup, "train": child_train}[args.child]
+                   "open": child_setup, "train": child_train, "evalpass": child_evalpass}[args.child]
         print(json.dumps(handler(args)))
         return
     Path(args.work).mkdir(parents=True, exist_ok=True)
     phases = set(args.phases.split(","))
+    if "evalpass" in phases and not args.eval_dir:
+        raise SystemExit("error: --phases evalpass needs --eval_dir DIR (where the model and the shards are kept)")
     if "convert" in phases:
         convert_phase(args)
     if "setup" in phases:
@@ -208,6 +303,8 @@ def main() -> None:
     if "pair" in phases:
         for parsed in ([False, True] if args.ddp_parsed else [False]):
             pair_phase(args, parsed)
+    if "evalpass" in phases:
+        evalpass_phase(args)
 
 
 def convert_phase(args) -> None:

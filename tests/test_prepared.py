@@ -388,3 +388,35 @@ def test_train_counts_by_blocks_are_the_whole_counts(monkeypatch):
         whole = np.bincount(np.ascontiguousarray(data.train).ravel(), minlength=data.num_items + 1)
         whole[0] = 0
         assert np.array_equal(data.train_counts(), whole) and data.train_counts().dtype == whole.dtype
+
+
+def test_bench_prepared_evalpass_shards_give_the_one_pass_counts_and_resume(tmp_path):
+    """bench_prepared's evalpass on ml-100k: the counts of shards of 300 users, concatenated, are
+    morec.train.evaluate's counts of one pass over all 943 users, with the same metrics; a missing
+    shard (an interrupted pass) is the only one computed again."""
+    import torch
+    from script_modules import import_script
+    from morec.config import make_config
+    from morec.data.sequences import SequenceData
+    from morec.parts import build_run_model, load_data
+    from morec.train import evaluate
+    bench = import_script("bench_prepared")
+    cfg = make_config(dict(item_tower="id", device="cpu", max_seq_len=10))
+    data, device = load_data(cfg), torch.device("cpu")
+    torch.manual_seed(0)
+    model = build_run_model(cfg, data, device).eval()
+    metrics, counts = evaluate(model, data, "valid", cfg, device)
+
+    bench.evaluate_shards(model, data, cfg, device, tmp_path, 300, evaluate, SequenceData)
+    files = sorted(tmp_path.glob("shard-*.npz"))
+    assert [f.name for f in files] == [f"shard-0000{i}.npz" for i in range(4)] and not list(tmp_path.glob(".*"))
+    total = bench.pass_totals(tmp_path, data.num_users, cfg)
+    stacked = np.concatenate([np.load(f)["counts"] for f in files])
+    assert np.array_equal(stacked, counts.numpy()) and total["users"] == 943 and total["shards"] == 4
+    assert total["HR@10"] == metrics["HR@10"] and total["NDCG@10"] == metrics["NDCG@10"] and total["cpu"] > 0
+
+    stamps = {f: f.stat().st_mtime_ns for f in files if f.name != "shard-00002.npz"}
+    files[2].unlink()                                                     # the pass was cut there
+    bench.evaluate_shards(model, data, cfg, device, tmp_path, 300, evaluate, SequenceData)
+    assert {f: f.stat().st_mtime_ns for f in stamps} == stamps and files[2].is_file()
+    assert bench.pass_totals(tmp_path, data.num_users, cfg)["HR@10"] == metrics["HR@10"]
