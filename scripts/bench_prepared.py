@@ -37,7 +37,7 @@ child's own, imports included: torch alone is about 0.4-0.6 GB):
    there (temp file + rename), and the same command goes on with the first missing shard. When
    every shard is in, it prints the metrics over all users and the summed seconds. Users are
    independent in the full ranking (morec.train.evaluate ranks them in groups anyway), so the
-   shards' counts are the one pass's counts (tests/test_bench_prepared.py checks it on ml-100k).
+   shards' counts are the one pass's counts (tests/test_prepared.py checks it on ml-100k).
 """
 import pathlib, sys; sys.path.insert(0, str(next(p for p in pathlib.Path(__file__).resolve().parents if (p / "morec").is_dir())))  # noqa: E401,E702
 
@@ -129,9 +129,14 @@ def make_run(args, world_size: int):
                            setup=setup, torch=torch)
 
 
+def user_slice(data, users: slice):
+    """The SequenceData of the users `users` of `data` (their rows of the mapped split, no copy)."""
+    from morec.data.sequences import SequenceData
+    return SequenceData(data.items, data.user_names[users], data.full[users], data.max_seq_len)
+
+
 def child_train(args) -> dict:
     from morec.train import EpochProgress, evaluate, optimizer_steps, train_step
-    from morec.data.sequences import SequenceData
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     run = make_run(args, world_size)
     run.torch.set_num_threads(1)
@@ -146,7 +151,7 @@ def child_train(args) -> dict:
     if world_size == 1 and args.eval_users:
         data = run.data
         users = min(args.eval_users, data.num_users)
-        part = SequenceData(data.items, data.user_names[:users], data.full[:users], data.max_seq_len)
+        part = user_slice(data, slice(0, users))
         start = time.perf_counter()
         evaluate(run.model, part, "valid", run.cfg, run.device)
         record.update(eval_users=users, eval_seconds=time.perf_counter() - start, users=data.num_users,
@@ -160,9 +165,11 @@ def shard_path(eval_dir: Path, index: int) -> Path:
     return eval_dir / f"shard-{index:05d}.npz"
 
 
-def pass_model(run, args, train_step, optimizer_steps, EpochProgress) -> None:
+def pass_model(run, args) -> None:
     """The model every shard of the pass evaluates: trained as in phase 3 at the first start and
     kept in --eval_dir/model.pt (our own file: a plain state dict, loaded with weights_only)."""
+    from morec.checkpoint import save_checkpoint
+    from morec.train import EpochProgress, optimizer_steps, train_step
     torch, path = run.torch, Path(args.eval_dir) / "model.pt"
     if path.is_file():
         run.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -170,27 +177,29 @@ def pass_model(run, args, train_step, optimizer_steps, EpochProgress) -> None:
     steps = optimizer_steps(run, 1, EpochProgress())
     for _ in range(WARMUP + args.steps):
         train_step(run, next(steps))
-    temp = path.with_suffix(".tmp")
-    torch.save(run.model.state_dict(), temp)
-    os.replace(temp, path)
+    save_checkpoint(path, run.model.state_dict())
 
 
-def evaluate_shards(model, data, cfg, device, eval_dir: Path, shard_users: int, evaluate, SequenceData) -> None:
-    """Evaluate (valid split) every shard of `shard_users` users not yet in eval_dir, one file each."""
+def evaluate_shards(model, data, cfg, device, eval_dir: Path, shard_users: int) -> None:
+    """Evaluate (valid split) every shard of `shard_users` users not yet in eval_dir, one file each
+    (written whole: morec.atomic_io)."""
+    import io
     import numpy as np
+    from morec.atomic_io import write_bytes_atomic
+    from morec.train import evaluate
     shards = -(-data.num_users // shard_users)
     for index in range(shards):
         if shard_path(eval_dir, index).is_file():
             continue
         users = slice(index * shard_users, min((index + 1) * shard_users, data.num_users))
-        part = SequenceData(data.items, data.user_names[users], data.full[users], data.max_seq_len)
+        part = user_slice(data, users)
         wall, cpu = time.perf_counter(), time.process_time()
         _, counts = evaluate(model, part, "valid", cfg, device)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        temp = eval_dir / f".shard-{index:05d}.tmp.npz"
-        np.savez(temp, counts=counts.numpy(), repeat=part.split_repeats("valid"), wall=wall, cpu=cpu,
+        record = io.BytesIO()
+        np.savez(record, counts=counts.numpy(), repeat=part.split_repeats("valid"), wall=wall, cpu=cpu,
                  peak_rss=peak_rss())
-        os.replace(temp, shard_path(eval_dir, index))
+        write_bytes_atomic(shard_path(eval_dir, index), record.getvalue())
         print(f"shard {index + 1} of {shards}: users {users.start:,}-{users.stop - 1:,} in {wall:.0f} s "
               f"({cpu:.0f} CPU s), peak RSS {gb(peak_rss())}", file=sys.stderr, flush=True)
 
@@ -200,7 +209,7 @@ def pass_totals(eval_dir: Path, num_users: int, cfg) -> dict:
     import numpy as np
     import torch
     from morec.evaluate import rule_metrics
-    shards = [np.load(path) for path in sorted(eval_dir.glob("shard-*.npz"))]
+    shards = [dict(np.load(path)) for path in sorted(eval_dir.glob("shard-*.npz"))]
     counts = torch.from_numpy(np.concatenate([shard["counts"] for shard in shards]))
     repeat = torch.from_numpy(np.concatenate([shard["repeat"] for shard in shards]))
     if len(counts) != num_users:
@@ -212,37 +221,33 @@ def pass_totals(eval_dir: Path, num_users: int, cfg) -> dict:
 
 
 def child_evalpass(args) -> dict:
-    from morec.train import EpochProgress, evaluate, optimizer_steps, train_step
-    from morec.data.sequences import SequenceData
     eval_dir = Path(args.eval_dir)
     eval_dir.mkdir(parents=True, exist_ok=True)
     run = make_run(args, 1)
     run.torch.set_num_threads(1)
-    pass_model(run, args, train_step, optimizer_steps, EpochProgress)
-    evaluate_shards(run.model, run.data, run.cfg, run.device, eval_dir, args.shard_users, evaluate, SequenceData)
+    pass_model(run, args)
+    evaluate_shards(run.model, run.data, run.cfg, run.device, eval_dir, args.shard_users)
     return pass_totals(eval_dir, run.data.num_users, run.cfg)
 
 
 def evalpass_phase(args) -> None:
-    """Phase 5: the child's progress lines go straight to stderr; its last stdout line is the result."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--child", "evalpass"], env=env,
-                         stdout=subprocess.PIPE, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"the evaluation pass stopped (exit {out.returncode}); the same command goes on with the "
-                         "first missing shard")
-    total = json.loads(out.stdout.strip().splitlines()[-1])
+    """Phase 5: the child's progress lines go straight to stderr (run_child's stream_stderr)."""
+    total = run_child(args, "evalpass", stream_stderr=True)
     print(f"exact evaluation over all {total['users']:,} users (valid, {total['shards']} shards): "
           f"{total['wall'] / 3600:.2f} h wall, {total['cpu'] / 3600:.2f} h CPU summed over the shards; "
           f"peak RSS {gb(total['peak_rss'])}; HR@10 {100 * total['HR@10']:.4f}, NDCG@10 {100 * total['NDCG@10']:.4f}")
 
 
-def run_child(args, role: str, env: dict | None = None) -> dict:
+def run_child(args, role: str, env: dict | None = None, stream_stderr: bool = False) -> dict:
+    """Run this script as the `role` child (one thread); its last stdout line is its result.
+    stream_stderr: the child's stderr (progress lines) goes to ours as it comes, not into the error."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "POLARS_MAX_THREADS": "2", **(env or {})}
-    out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--child", role], env=env, capture_output=True,
-                         text=True)
+    out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--child", role], env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=None if stream_stderr else subprocess.PIPE)
     if out.returncode != 0:
-        raise SystemExit(f"the {role} child failed:\n{out.stderr[-4000:]}")
+        raise SystemExit(f"the {role} child failed (exit {out.returncode})" +
+                         (" (its stderr is above); for evalpass the same command goes on with the first missing shard"
+                          if stream_stderr else f":\n{out.stderr[-4000:]}"))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -397,7 +397,6 @@ def test_bench_prepared_evalpass_shards_give_the_one_pass_counts_and_resume(tmp_
     import torch
     from script_modules import import_script
     from morec.config import make_config
-    from morec.data.sequences import SequenceData
     from morec.parts import build_run_model, load_data
     from morec.train import evaluate
     bench = import_script("bench_prepared")
@@ -407,7 +406,7 @@ def test_bench_prepared_evalpass_shards_give_the_one_pass_counts_and_resume(tmp_
     model = build_run_model(cfg, data, device).eval()
     metrics, counts = evaluate(model, data, "valid", cfg, device)
 
-    bench.evaluate_shards(model, data, cfg, device, tmp_path, 300, evaluate, SequenceData)
+    bench.evaluate_shards(model, data, cfg, device, tmp_path, 300)
     files = sorted(tmp_path.glob("shard-*.npz"))
     assert [f.name for f in files] == [f"shard-0000{i}.npz" for i in range(4)] and not list(tmp_path.glob(".*"))
     total = bench.pass_totals(tmp_path, data.num_users, cfg)
@@ -417,6 +416,6 @@ def test_bench_prepared_evalpass_shards_give_the_one_pass_counts_and_resume(tmp_
 
     stamps = {f: f.stat().st_mtime_ns for f in files if f.name != "shard-00002.npz"}
     files[2].unlink()                                                     # the pass was cut there
-    bench.evaluate_shards(model, data, cfg, device, tmp_path, 300, evaluate, SequenceData)
+    bench.evaluate_shards(model, data, cfg, device, tmp_path, 300)
     assert {f: f.stat().st_mtime_ns for f in stamps} == stamps and files[2].is_file()
     assert bench.pass_totals(tmp_path, data.num_users, cfg)["HR@10"] == metrics["HR@10"]
